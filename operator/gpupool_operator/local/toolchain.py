@@ -1,0 +1,327 @@
+"""Build the local control plane from Go modules and cache the binaries by version.
+
+Why this exists: there is no container engine on our machines, so kind/k3d are out. The only
+way to a *real* kube-apiserver and kube-scheduler is to compile them with the machine's Go
+toolchain from the Go module proxy. That takes tens of minutes on two cores, so every binary is
+cached under ``$GPUPOOL_CACHE/bin/<component>-<version>/`` (default ``~/.cache/gpupool``), outside
+the work tree, and a machine builds each version once.
+
+``k8s.io/kubernetes`` and ``go.etcd.io/etcd/server/v3`` both pin their sibling modules with
+``replace => ./staging/...`` directives that ``go install`` cannot follow, so each is built from a
+small generated wrapper module whose ``go.mod`` copies the upstream requirements and replaces every
+sibling by its published tag. The list of siblings is read from the tag's own ``go.mod`` rather
+than hard-coded, so a version bump needs no code change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.21.4"
+
+#: The binaries each component provides, by name.
+KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+class ToolchainError(RuntimeError):
+    """A build step failed; the message says what to do about it."""
+
+
+def cache_root() -> Path:
+    """Where built binaries and generated wrapper modules live (never inside the work tree)."""
+    return Path(os.environ.get("GPUPOOL_CACHE", Path.home() / ".cache" / "gpupool")).expanduser()
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of every control-plane binary, all of them built and present."""
+
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kubectl: Path
+    kwok: Path
+    helm: Path
+
+
+def _say(msg: str) -> None:
+    print(f"[gpupool toolchain] {msg}", file=sys.stderr, flush=True)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise ToolchainError(
+            "the Go toolchain was not found on PATH. Install Go >= 1.26 "
+            "(https://go.dev/doc/install or `apt-get install golang`) and run again."
+        )
+    return go
+
+
+def _go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOTOOLCHAIN", "local")
+    env["CGO_ENABLED"] = "0"
+    env.setdefault("GOFLAGS", "-buildvcs=false")
+    return env
+
+
+def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600) -> str:
+    """Run one go command; a failure becomes one ToolchainError saying what to do."""
+    started = time.monotonic()
+    _say(f"{what} ...")
+    try:
+        proc = subprocess.run(
+            [_go(), *args],
+            cwd=cwd,
+            env=_go_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolchainError(f"{what}: timed out after {timeout_s:.0f}s") from exc
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        hint = ""
+        if re.search(r"dial tcp|proxy\.golang\.org|no such host|connection refused|i/o timeout", tail):
+            hint = (
+                "\nThe Go module proxy could not be reached. Check network access to the proxy "
+                "(GOPROXY) and run again; finished modules stay cached."
+            )
+        raise ToolchainError(f"{what} failed (go {' '.join(args[:2])} ...):\n{tail}{hint}")
+    _say(f"{what} done in {time.monotonic() - started:.0f}s")
+    return proc.stdout
+
+
+@contextlib.contextmanager
+def _build_lock(name: str) -> Iterator[None]:
+    """Serialise builds of one component across processes (a CLI and a test run at once)."""
+    lock_dir = cache_root() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _module_gomod(module: str, version: str, workdir: Path) -> str:
+    """Download ``module@version`` from the proxy and return its go.mod text."""
+    out = _run_go(["mod", "download", "-json", f"{module}@{version}"], workdir, f"fetch {module}@{version}")
+    match = re.search(r'"GoMod":\s*"([^"]+)"', out)
+    if not match:
+        raise ToolchainError(f"go mod download gave no go.mod path for {module}@{version}")
+    return Path(match.group(1)).read_text()
+
+
+_REPLACE_LOCAL = re.compile(r"^\s*(?:replace\s+)?(\S+)\s*=>\s*\.\.?/\S+\s*$", re.M)
+_REQUIRE_BLOCK = re.compile(r"^require\s*\((.*?)^\)", re.M | re.S)
+_REQUIRE_LINE = re.compile(r"^require\s+([^\s(]\S*\s+\S+)", re.M)
+_GO_DIRECTIVE = re.compile(r"^go\s+(\S+)", re.M)
+
+
+def wrapper_gomod(
+    wrapper_module: str,
+    upstream: str,
+    upstream_version: str,
+    upstream_gomod: str,
+    sibling_version: str | dict[str, str],
+) -> str:
+    """Compose the go.mod of a wrapper module that builds ``upstream`` at a tag.
+
+    A purely computational function: it copies the upstream requirements and turns every
+    ``replace X => ./local/path`` into ``replace X => X <published tag>``. ``sibling_version``
+    is one version for all siblings (Kubernetes staging) or a mapping per module (etcd).
+    """
+    local_replaced = set(_REPLACE_LOCAL.findall(upstream_gomod))
+    go_version = (_GO_DIRECTIVE.search(upstream_gomod) or [None, "1.26"])[1]
+    requires: list[str] = []
+    for block in _REQUIRE_BLOCK.findall(upstream_gomod):
+        requires += [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith("//")]
+    requires += _REQUIRE_LINE.findall(upstream_gomod)
+
+    def version_of(mod: str) -> str:
+        if isinstance(sibling_version, str):
+            return sibling_version
+        try:
+            return sibling_version[mod]
+        except KeyError as exc:
+            raise ToolchainError(f"no published version known for {upstream} sibling module {mod}") from exc
+
+    required = [req.split()[0] for req in requires]
+    # Only siblings something requires need a replacement; upstream also "replaces" modules it
+    # forbids (etcd: ``=> ./FORBIDDEN_DEPENDENCY``), which must simply stay out of the graph.
+    siblings = [mod for mod in required if mod in local_replaced]
+    lines = [f"module {wrapper_module}", "", f"go {go_version}", "", "require (", f"\t{upstream} {upstream_version}"]
+    for req in requires:
+        mod, ver = req.split()[:2]
+        if mod in siblings:
+            ver = version_of(mod)
+        lines.append(f"\t{mod} {ver}")
+    lines += [")", "", "replace ("]
+    lines += [f"\t{mod} => {mod} {version_of(mod)}" for mod in siblings]
+    lines += [")", ""]
+    return "\n".join(lines)
+
+
+def _bin_dir(component: str, version: str) -> Path:
+    return cache_root() / "bin" / f"{component}-{version}"
+
+
+def _have(bin_dir: Path, names: Sequence[str]) -> bool:
+    return all((bin_dir / n).is_file() and os.access(bin_dir / n, os.X_OK) for n in names)
+
+
+def _build_wrapped(
+    component: str,
+    upstream: str,
+    version: str,
+    sibling_version: str | dict[str, str],
+    packages: dict[str, str],
+    ldflags: str = "",
+) -> Path:
+    """Build ``packages`` (binary name -> import path) of ``upstream@version`` via a wrapper module."""
+    bin_dir = _bin_dir(component, version)
+    if _have(bin_dir, list(packages)):
+        return bin_dir
+    with _build_lock(component):
+        if _have(bin_dir, list(packages)):
+            return bin_dir
+        work = cache_root() / "wrappers" / f"{component}-{version}"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "go.mod").write_text("module gpupool.local/probe\n\ngo 1.26\n")
+        upstream_gomod = _module_gomod(upstream, version, work)
+        (work / "go.mod").write_text(
+            wrapper_gomod(f"gpupool.local/{component}-build", upstream, version, upstream_gomod, sibling_version)
+        )
+        tmp_out = bin_dir.with_name(bin_dir.name + ".partial")
+        shutil.rmtree(tmp_out, ignore_errors=True)
+        tmp_out.mkdir(parents=True)
+        _run_go(["mod", "download"], work, f"download modules for {component} {version}")
+        args = ["build", "-mod=mod", "-trimpath", "-o", str(tmp_out) + "/"]
+        if ldflags:
+            args += ["-ldflags", ldflags]
+        _run_go(
+            [*args, *packages.values()],
+            work,
+            f"compile {', '.join(packages)} {version} (tens of minutes the first time on 2 cores)",
+        )
+        # go build names outputs after the last path element; rename where the caller wants otherwise.
+        for name, pkg in packages.items():
+            # (a trailing major-version element such as /v3 is skipped, as go build does)
+            built = tmp_out / re.sub(r"/v\d+$", "", pkg.rstrip("/")).rsplit("/", 1)[-1]
+            if built.name != name:
+                built.rename(tmp_out / name)
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        tmp_out.rename(bin_dir)  # atomic: a half-built directory is never mistaken for a cache hit
+    return bin_dir
+
+
+def _go_install(component: str, pkg: str, version: str, binary: str) -> Path:
+    bin_dir = _bin_dir(component, version)
+    if _have(bin_dir, [binary]):
+        return bin_dir
+    with _build_lock(component):
+        if _have(bin_dir, [binary]):
+            return bin_dir
+        tmp_out = bin_dir.with_name(bin_dir.name + ".partial")
+        shutil.rmtree(tmp_out, ignore_errors=True)
+        tmp_out.mkdir(parents=True)
+        env_gobin = {"GOBIN": str(tmp_out)}
+        os.environ.update(env_gobin)  # _go_env copies os.environ
+        try:
+            _run_go(["install", "-trimpath", f"{pkg}@{version}"], cache_root(), f"go install {pkg}@{version}")
+        finally:
+            os.environ.pop("GOBIN", None)
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        tmp_out.rename(bin_dir)
+    return bin_dir
+
+
+def kubernetes_ldflags(version: str) -> str:
+    """Version stamps, so /version reports the real tag (helm and kubectl read it)."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    stamps = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+    }
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.{k}={v}" for k, v in stamps.items()]
+    return " ".join(flags)
+
+
+def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
+    staging = "v0." + version.lstrip("v").split(".", 1)[1]
+    return _build_wrapped(
+        "kubernetes",
+        "k8s.io/kubernetes",
+        version,
+        staging,
+        {name: f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_BINARIES},
+        kubernetes_ldflags(version),
+    )
+
+
+def build_etcd(version: str = ETCD_VERSION) -> Path:
+    # etcd's server module replaces its siblings (api, client/pkg, client/v3, pkg) which are all
+    # published under the same tag as the server itself.
+    siblings = {
+        f"go.etcd.io/etcd/{m}": version
+        for m in ("api/v3", "client/pkg/v3", "client/v3", "pkg/v3", "server/v3", "etcdutl/v3", "etcdctl/v3", "tests/v3")
+    }
+    return _build_wrapped("etcd", "go.etcd.io/etcd/server/v3", version, siblings, {"etcd": "go.etcd.io/etcd/server/v3"}, "-s -w")
+
+
+def build_kwok(version: str = KWOK_VERSION) -> Path:
+    return _go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", version, "kwok")
+
+
+def build_helm(version: str = HELM_VERSION) -> Path:
+    major = version.lstrip("v").split(".")[0]
+    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm")
+
+
+def ensure_binaries() -> Binaries:
+    """Build (once per machine) and return every binary the local cluster needs."""
+    etcd = build_etcd()
+    kwok = build_kwok()
+    helm = build_helm()
+    k8s = build_kubernetes()
+    return Binaries(
+        etcd=etcd / "etcd",
+        kube_apiserver=k8s / "kube-apiserver",
+        kube_controller_manager=k8s / "kube-controller-manager",
+        kube_scheduler=k8s / "kube-scheduler",
+        kubectl=k8s / "kubectl",
+        kwok=kwok / "kwok",
+        helm=helm / "helm",
+    )
+
+
+if __name__ == "__main__":
+    try:
+        print(ensure_binaries())
+    except ToolchainError as err:
+        _say(f"error: {err}")
+        raise SystemExit(2) from None
