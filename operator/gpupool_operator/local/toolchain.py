@@ -181,6 +181,15 @@ def wrapper_gomod(
     return "\n".join(lines)
 
 
+def module_dir(module: str, version: str) -> Path:
+    """The extracted source of ``module@version`` in the Go module cache (downloaded if missing)."""
+    out = _run_go(["mod", "download", "-json", f"{module}@{version}"], cache_root(), f"locate {module}@{version}")
+    match = re.search(r'"Dir":\s*"([^"]+)"', out)
+    if not match:
+        raise ToolchainError(f"go mod download gave no directory for {module}@{version}")
+    return Path(match.group(1))
+
+
 def _bin_dir(component: str, version: str) -> Path:
     return cache_root() / "bin" / f"{component}-{version}"
 

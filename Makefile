@@ -1,0 +1,53 @@
+# gpupool developer entry points. `make help` lists them.
+# Every target runs inside the cached virtualenv that scripts/setup.sh creates (outside the work tree)
+# with this checkout on PYTHONPATH, so several clones can share one environment.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/worker:$(CURDIR)/proto
+export NO_PROXY := 127.0.0.1,localhost
+VENV = $(shell bash scripts/setup.sh)
+PY = $(VENV)/bin/python
+
+.PHONY: help setup binaries lint verify test test-fast bench demo up down clean-cluster
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## create the Python env (cached by dependency hash) and build the control-plane binaries (cached by version)
+	@bash scripts/setup.sh >/dev/null
+	@$(PY) -m gpupool_operator local build
+
+binaries: ## build only the Go control-plane binaries (etcd, kube-*, kubectl, kwok, helm)
+	@$(PY) -m gpupool_operator local build
+
+lint: ## ruff, mypy --strict, import-linter layer contracts
+	$(PY) -m ruff check operator worker proto tests benchmarks
+	$(PY) -m mypy operator/gpupool_operator worker/gpupool_worker
+	$(VENV)/bin/lint-imports
+
+verify: ## regenerate every checked-in artifact and fail if anything drifted
+	$(PY) -m gpupool_operator.api.crdgen --check
+	$(PY) -m gpupool_worker.protogen --check
+
+test: setup lint verify ## everything CI runs: setup, lint, verify, all tests (unit, scenarios, real cluster, worker)
+	@# pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
+	@$(PY) -m pytest -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+test-fast: ## tests that need no control plane
+	$(PY) -m pytest -p no:cacheprovider -m "not cluster"
+
+bench: setup ## run every benchmarks/*/bench_*.py; results land in benchmarks/results/
+	@set -e; for f in benchmarks/*/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+demo: setup ## local demo: a real control plane with heterogeneous fake GPU pools, shown by pool
+	$(PY) -m gpupool_operator local up
+
+up: setup ## start the local cluster with examples/clusters/small-hetero.yaml
+	$(PY) -m gpupool_operator local up
+
+down: ## stop the local cluster
+	$(PY) -m gpupool_operator local down
+
+clean-cluster: ## stop the local cluster and delete its data
+	$(PY) -m gpupool_operator local destroy
