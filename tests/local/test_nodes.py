@@ -29,10 +29,13 @@ def test_whole_gpu_node() -> None:
 
 
 def test_mixed_strategy_advertises_one_resource_per_profile_and_whole_gpus() -> None:
-    node = _one({
-        "gpu": "A100-80GB", "gpusPerNode": 4,
-        "mig": {"strategy": "mixed", "gpus": [{"3g.40gb": 2}, {"1g.10gb+me": 1, "1g.10gb": 6}, {}, {}]},
-    })
+    node = _one(
+        {
+            "gpu": "A100-80GB",
+            "gpusPerNode": 4,
+            "mig": {"strategy": "mixed", "gpus": [{"3g.40gb": 2}, {"1g.10gb+me": 1, "1g.10gb": 6}, {}, {}]},
+        }
+    )
     alloc = node["status"]["allocatable"]  # type: ignore[index]
     assert alloc["nvidia.com/gpu"] == "2"
     assert alloc["nvidia.com/mig-3g.40gb"] == "2"

@@ -37,16 +37,22 @@ def _pool(**overrides: object) -> dict[str, object]:
     ("pool", "expected"),
     [
         (_pool(gpu="V100-16GB"), ["pool 'p1'", "gpu", "unknown GPU product 'V100-16GB'"]),
-        (_pool(mig={"layout": {"4g.40gb": 1, "3g.40gb": 2}}),
-         ["pool 'p1'", "mig.layout", "impossible MIG layout", "10 compute slices"]),
+        (
+            _pool(mig={"layout": {"4g.40gb": 1, "3g.40gb": 2}}),
+            ["pool 'p1'", "mig.layout", "impossible MIG layout", "10 compute slices"],
+        ),
         (_pool(mig={"layout": {"1g.10gb": 8}}), ["pool 'p1'", "mig.layout", "exceeds the maximum of 7"]),
         (_pool(mig={"layout": {"5g.50gb": 1}}), ["pool 'p1'", "mig.layout", "no MIG profile '5g.50gb'"]),
-        (_pool(mig={"layout": {"3g.40gb": 2, "1g.10gb": 1}}),
-         ["pool 'p1'", "mig.layout", "impossible MIG layout", "9 memory slots"]),
+        (
+            _pool(mig={"layout": {"3g.40gb": 2, "1g.10gb": 1}}),
+            ["pool 'p1'", "mig.layout", "impossible MIG layout", "9 memory slots"],
+        ),
         (_pool(mig={"gpus": [{"7g.80gb": 1}]}), ["pool 'p1'", "mig.gpus: has 1 entries but gpusPerNode is 2"]),
         (_pool(mig={"gpus": [{}, {"3g.40gb": 3}]}), ["pool 'p1'", "mig.gpus[1]", "impossible"]),
-        (_pool(mig={"strategy": "single", "gpus": [{"1g.10gb": 7}, {"2g.20gb": 3}]}),
-         ["pool 'p1'", "single needs every GPU partitioned into one and the same profile"]),
+        (
+            _pool(mig={"strategy": "single", "gpus": [{"1g.10gb": 7}, {"2g.20gb": 3}]}),
+            ["pool 'p1'", "single needs every GPU partitioned into one and the same profile"],
+        ),
         (_pool(mig={"layout": {"1g.10gb": 7}, "gpus": [{}, {}]}), ["pool 'p1'", "exactly one of"]),
         (_pool(gpusPerNode=0), ["pool 'p1'", "gpusPerNode must be >= 1"]),
         (_pool(count=-1), ["pool 'p1'", "count", "greater than or equal to 0"]),

@@ -70,7 +70,7 @@ def test_kubernetes_ldflags_stamp_the_real_version() -> None:
 def test_missing_go_toolchain_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("GPUPOOL_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(toolchain.ToolchainError, match="Go toolchain was not found on PATH. Install Go"):
+    with pytest.raises(toolchain.ToolchainError, match=r"Go toolchain was not found on PATH\. Install Go"):
         toolchain.build_kwok("v0.0.0-does-not-matter")
 
 
@@ -84,4 +84,5 @@ def test_failed_module_download_is_one_clear_error(monkeypatch: pytest.MonkeyPat
     message = str(err.value)
     assert "go install helm.sh/helm/v3/cmd/helm@v3.0.0-no-such-version failed" in message
     assert "GOPROXY=off" in message
+    assert "Check access to the proxy" in message
     assert not (tmp_path / "cache" / "bin" / "helm-v3.0.0-no-such-version").exists()

@@ -14,7 +14,13 @@ import yaml
 
 from gpupool_operator.local import toolchain
 from gpupool_operator.local.cluster import ClusterError, LocalCluster, default_dir
-from gpupool_operator.local.nodes import MIG_LAYOUT_ANNOTATION, POOL_LABEL, build_nodes, node_list, register_nodes
+from gpupool_operator.local.nodes import (
+    MIG_LAYOUT_ANNOTATION,
+    POOL_LABEL,
+    build_nodes,
+    node_list,
+    register_nodes,
+)
 from gpupool_operator.local.pki import PkiError
 from gpupool_operator.local.spec import SpecError, load
 
@@ -24,7 +30,9 @@ DEFAULT_SPEC = EXAMPLES / "small-hetero.yaml"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     local = sub.add_parser("local", help="a real local Kubernetes control plane with fake GPU node pools")
-    local.add_argument("--dir", type=Path, default=None, help="cluster directory (default: ~/.cache/gpupool/clusters/default)")
+    local.add_argument(
+        "--dir", type=Path, default=None, help="cluster directory (default: ~/.cache/gpupool/clusters/default)"
+    )
     verbs = local.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     up = verbs.add_parser("up", help="build (once) and start the control plane, then register the spec's nodes")
@@ -35,9 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs.add_parser("down", help="stop every component (by recorded PID)").set_defaults(func=_down)
     verbs.add_parser("destroy", help="stop and delete the cluster directory").set_defaults(func=_destroy)
     verbs.add_parser("status", help="components, health and node pools").set_defaults(func=_status)
-    verbs.add_parser("kubeconfig", help="print the kubeconfig path (export KUBECONFIG=$(gpupool local kubeconfig))").set_defaults(
-        func=_kubeconfig
-    )
+    verbs.add_parser(
+        "kubeconfig", help="print the kubeconfig path (export KUBECONFIG=$(gpupool local kubeconfig))"
+    ).set_defaults(func=_kubeconfig)
     verbs.add_parser("build", help="build and cache the control-plane binaries only").set_defaults(func=_build)
 
     nodes = verbs.add_parser("nodes", help="print a spec's Node objects as `kubectl get nodes -o yaml` would")
@@ -80,7 +88,9 @@ def _wait_ready(cluster: LocalCluster, expected: int, timeout_s: float = 120) ->
         if ready >= expected:
             return
         time.sleep(0.5)
-    raise ClusterError(f"only {ready}/{expected} nodes became Ready within {timeout_s:.0f}s (see {cluster.logs}/kwok.log)")
+    raise ClusterError(
+        f"only {ready}/{expected} nodes became Ready within {timeout_s:.0f}s (see {cluster.logs}/kwok.log)"
+    )
 
 
 def _nodes_json(cluster: LocalCluster) -> list[dict[str, Any]]:
@@ -103,15 +113,23 @@ def _summary(cluster: LocalCluster) -> str:
         first = nodes[0]
         labels = first["metadata"].get("labels", {})
         alloc = first["status"].get("allocatable", {})
-        accel = ", ".join(f"{k.removeprefix('nvidia.com/')}={v}" for k, v in sorted(alloc.items()) if k.startswith("nvidia.com/"))
+        accel = ", ".join(
+            f"{k.removeprefix('nvidia.com/')}={v}" for k, v in sorted(alloc.items()) if k.startswith("nvidia.com/")
+        )
         layouts = json.loads(first["metadata"].get("annotations", {}).get(MIG_LAYOUT_ANNOTATION, "[]"))
         shapes = Counter(json.dumps(lay, sort_keys=True) for lay in layouts)
         mig = "; ".join(f"{n}x {s}" for s, n in shapes.items()) if any(layouts) else "-"
-        rows.append((
-            pool, str(len(nodes)), str(sum(_is_ready(n) for n in nodes)),
-            labels.get("nvidia.com/gpu.product", "cpu"), labels.get("nvidia.com/gpu.count", "0"),
-            mig, accel or f"cpu={alloc.get('cpu', '?')}",
-        ))
+        rows.append(
+            (
+                pool,
+                str(len(nodes)),
+                str(sum(_is_ready(n) for n in nodes)),
+                labels.get("nvidia.com/gpu.product", "cpu"),
+                labels.get("nvidia.com/gpu.count", "0"),
+                mig,
+                accel or f"cpu={alloc.get('cpu', '?')}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

@@ -198,58 +198,107 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
 
         etcd_url = f"http://127.0.0.1:{p['etcd']}"
-        self._spawn("etcd", [
-            str(b.etcd), "--name=gpupool", f"--data-dir={self.directory / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
-            f"--initial-cluster=gpupool=http://127.0.0.1:{p['etcd-peer']}",
-            "--unsafe-no-fsync=true", "--quota-backend-bytes=4294967296", "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(b.etcd),
+                "--name=gpupool",
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{p['etcd-peer']}",
+                f"--initial-cluster=gpupool=http://127.0.0.1:{p['etcd-peer']}",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
         self._wait("etcd", lambda: self._http_ok(etcd_url + "/health"), deadline)
 
-        self._spawn("kube-apiserver", [
-            str(b.kube_apiserver), f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
-            "--endpoint-reconciler-type=none", f"--cert-dir={self.directory / 'apiserver-certs'}",
-            f"--tls-cert-file={pki.cert}", f"--tls-private-key-file={pki.key}", f"--client-ca-file={pki.ca_cert}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC",
-            "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
-            "--max-mutating-requests-inflight=0", "--allow-privileged=true", "--profiling=false",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(b.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={p['apiserver']}",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.directory / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.cert}",
+                f"--tls-private-key-file={pki.key}",
+                f"--client-ca-file={pki.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=RBAC",
+                "--enable-priority-and-fairness=false",
+                "--max-requests-inflight=0",
+                "--max-mutating-requests-inflight=0",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         self._wait("kube-apiserver", lambda: self._healthy("/readyz"), deadline)
 
         kc = str(self.kubeconfig)
-        common = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-                  "--leader-elect=false", "--bind-address=127.0.0.1", "--v=1"]
-        self._spawn("kube-controller-manager", [
-            str(b.kube_controller_manager), *common, f"--secure-port={p['controller-manager']}",
-            f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
-            "--use-service-account-credentials=false",
-            f"--node-monitor-grace-period={NODE_LEASE_SECONDS + 20}s",
-            "--controllers=*,-nodeipam,-service-lb-controller,-route,-cloud-node-lifecycle",
-            "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
-            "--kube-api-qps=500", "--kube-api-burst=1000",
-        ])
-        self._spawn("kube-scheduler", [
-            str(b.kube_scheduler), *common, f"--secure-port={p['scheduler']}",
-            "--kube-api-qps=500", "--kube-api-burst=1000",
-        ])
+        common = [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--v=1",
+        ]
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(b.kube_controller_manager),
+                *common,
+                f"--secure-port={p['controller-manager']}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_cert}",
+                "--use-service-account-credentials=false",
+                f"--node-monitor-grace-period={NODE_LEASE_SECONDS + 20}s",
+                "--controllers=*,-nodeipam,-service-lb-controller,-route,-cloud-node-lifecycle",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(b.kube_scheduler),
+                *common,
+                f"--secure-port={p['scheduler']}",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+            ],
+        )
         kwok_home = self.directory / "kwok-home"
         kwok_home.mkdir(exist_ok=True)
         stages = self.directory / "kwok-stages.yaml"
         stages.write_text(kwok_stage_config())
         key, value = KWOK_NODE_ANNOTATION
-        self._spawn("kwok", [
-            str(b.kwok), f"--kubeconfig={kc}", f"--config={stages}",
-            f"--manage-nodes-with-annotation-selector={key}={value}",
-            f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1",
-            f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
-            f"--server-address=127.0.0.1:{p['kwok']}",
-        ], env={"HOME": str(kwok_home)})
+        self._spawn(
+            "kwok",
+            [
+                str(b.kwok),
+                f"--kubeconfig={kc}",
+                f"--config={stages}",
+                f"--manage-nodes-with-annotation-selector={key}={value}",
+                f"--cidr={POD_CIDR}",
+                "--node-ip=127.0.0.1",
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+                f"--server-address=127.0.0.1:{p['kwok']}",
+            ],
+            env={"HOME": str(kwok_home)},
+        )
         for name, port in (("kube-controller-manager", p["controller-manager"]), ("kube-scheduler", p["scheduler"])):
             self._wait(name, lambda port=port: self._https_ok(port, "/healthz"), deadline)  # type: ignore[misc]
         self._wait("kwok", lambda: self._http_ok(f"http://127.0.0.1:{p['kwok']}/healthz"), deadline)
@@ -259,8 +308,13 @@ class LocalCluster:
         full_env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **(env or {})}
         try:
             proc = subprocess.Popen(
-                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=full_env, cwd=self.directory, start_new_session=True,
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=self.directory,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -281,7 +335,9 @@ class LocalCluster:
                 tail = self._log_tail(name)
                 if "address already in use" in tail:
                     raise PortInUse(f"{name}: address already in use")
-                raise ClusterError(f"{name} exited during start-up; last lines of {self.logs / (name + '.log')}:\n{tail}")
+                raise ClusterError(
+                    f"{name} exited during start-up; last lines of {self.logs / (name + '.log')}:\n{tail}"
+                )
             time.sleep(0.2)
         raise ClusterError(f"{name} did not become healthy in time; last log lines:\n{self._log_tail(name)}")
 
@@ -339,7 +395,11 @@ class LocalCluster:
         """Run the cluster's own kubectl against it (text in, text out)."""
         proc = subprocess.run(
             [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, timeout=timeout_s, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -349,7 +409,7 @@ class LocalCluster:
         """A ``kubernetes.client.ApiClient`` for this cluster (typed loosely: the core never needs it)."""
         from kubernetes import config  # imported lazily: the CLI's ``local`` commands need no client
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
 
 def kwok_stage_config(version: str = toolchain.KWOK_VERSION) -> str:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gpupool_operator.core import catalog
 from gpupool_operator.local.cluster import KWOK_NODE_ANNOTATION
 from gpupool_operator.local.spec import ClusterSpec, MigStrategy, PoolSpec
 
@@ -206,9 +205,9 @@ def register_nodes(
     converges to the spec instead of failing on ``AlreadyExists``.
     """
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(api_client)
+    core: Any = client.CoreV1Api(api_client)  # manifests are plain dicts, which the client accepts
     items = list(nodes)
     started = time.monotonic()
     done = 0

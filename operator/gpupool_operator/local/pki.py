@@ -31,7 +31,7 @@ class Pki:
 def _openssl(*args: str, cwd: Path) -> None:
     exe = shutil.which("openssl")
     if exe is None:
-        raise PkiError("the openssl command was not found; install it (apt-get install openssl) and retry")
+        raise PkiError("the openssl command was not found; install it (apt-get install openssl) and try again")
     proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise PkiError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
@@ -51,8 +51,13 @@ keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth,clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid,issuer
-subjectAltName = DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1
+subjectAltName = {sans}
 """
+#: Names the API server answers to: loopback, and the in-cluster service name and IP.
+_SANS = ",".join(
+    ["DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc"]
+    + ["IP:127.0.0.1", "IP:10.96.0.1"]
+)
 
 
 def ensure_pki(directory: Path) -> Pki:
@@ -68,15 +73,63 @@ def ensure_pki(directory: Path) -> Pki:
     )
     if all(p.exists() for p in vars(pki).values()):
         return pki
-    (directory / "openssl.cnf").write_text(_EXT)
+    (directory / "openssl.cnf").write_text(_EXT.format(sans=_SANS))
     days = "3650"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", days, "-subj", "/CN=gpupool-local-ca", "-config", "openssl.cnf", "-extensions", "ca_ext",
-             cwd=directory)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "admin.key", "-out", "admin.csr",
-             "-subj", "/O=system:masters/CN=gpupool-admin", "-config", "openssl.cnf", cwd=directory)
-    _openssl("x509", "-req", "-in", "admin.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "admin.crt", "-days", days, "-extfile", "openssl.cnf", "-extensions", "leaf_ext", cwd=directory)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        days,
+        "-subj",
+        "/CN=gpupool-local-ca",
+        "-config",
+        "openssl.cnf",
+        "-extensions",
+        "ca_ext",
+        cwd=directory,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "admin.key",
+        "-out",
+        "admin.csr",
+        "-subj",
+        "/O=system:masters/CN=gpupool-admin",
+        "-config",
+        "openssl.cnf",
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "admin.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "admin.crt",
+        "-days",
+        days,
+        "-extfile",
+        "openssl.cnf",
+        "-extensions",
+        "leaf_ext",
+        cwd=directory,
+    )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     for key in (pki.ca_key, pki.key, pki.sa_key):

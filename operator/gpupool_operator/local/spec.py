@@ -24,7 +24,7 @@ Example::
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
@@ -38,13 +38,13 @@ class SpecError(ValueError):
     """A cluster spec is invalid; the message names the pool and the field."""
 
 
-class MigStrategy(str, Enum):
+class MigStrategy(StrEnum):
     NONE = "none"
     SINGLE = "single"
     MIXED = "mixed"
 
 
-class PriceTier(str, Enum):
+class PriceTier(StrEnum):
     ON_DEMAND = "on-demand"
     SPOT = "spot"
     RESERVED = "reserved"
@@ -173,7 +173,11 @@ def _describe(err: ValidationError, raw: object) -> str:
         loc = list(e["loc"])
         where = ""
         if len(loc) >= 2 and loc[0] == "pools" and isinstance(loc[1], int):
-            name = pools[loc[1]].get("name") if isinstance(pools, list) and loc[1] < len(pools) and isinstance(pools[loc[1]], dict) else None
+            name = (
+                pools[loc[1]].get("name")
+                if isinstance(pools, list) and loc[1] < len(pools) and isinstance(pools[loc[1]], dict)
+                else None
+            )
             where = f"pool {name!r}" if name else f"pools[{loc[1]}]"
             loc = loc[2:]
         field = ".".join(str(x) for x in loc)

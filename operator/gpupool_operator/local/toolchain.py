@@ -80,6 +80,15 @@ def _go_env() -> dict[str, str]:
     return env
 
 
+def _network_hint(output: str) -> str:
+    if re.search(r"dial tcp|proxy\.golang\.org|no such host|connection refused|i/o timeout|GOPROXY=off", output):
+        return (
+            "\nThe Go module proxy could not be reached (or GOPROXY forbids it). Check access to the "
+            "proxy named by `go env GOPROXY` and run again; modules already fetched stay cached."
+        )
+    return ""
+
+
 def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600) -> str:
     """Run one go command; a failure becomes one ToolchainError saying what to do."""
     started = time.monotonic()
@@ -98,15 +107,49 @@ def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600) 
         raise ToolchainError(f"{what}: timed out after {timeout_s:.0f}s") from exc
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        hint = ""
-        if re.search(r"dial tcp|proxy\.golang\.org|no such host|connection refused|i/o timeout", tail):
-            hint = (
-                "\nThe Go module proxy could not be reached. Check network access to the proxy "
-                "(GOPROXY) and run again; finished modules stay cached."
-            )
-        raise ToolchainError(f"{what} failed (go {' '.join(args[:2])} ...):\n{tail}{hint}")
+        raise ToolchainError(f"{what} failed (go {' '.join(args[:2])} ...):\n{tail}{_network_hint(tail)}")
     _say(f"{what} done in {time.monotonic() - started:.0f}s")
     return proc.stdout
+
+
+def _compile_with_progress(args: Sequence[str], cwd: Path, what: str, total: int | None) -> None:
+    """Run ``go build -v``/``go install -v`` and draw a progress bar from the packages it reports.
+
+    ``go ... -v`` prints each package as it compiles it; ``total`` (from ``go list -deps``) turns
+    that into a bar. On a terminal the bar redraws in place; in a log (CI) a line is written every
+    30 seconds so a long first build never looks hung.
+    """
+    started = time.monotonic()
+    _say(f"{what} ...")
+    tty = sys.stderr.isatty()
+    done = 0
+    last_line = 0.0
+    tail: list[str] = []
+    proc = subprocess.Popen(
+        [_go(), *args], cwd=cwd, env=_go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.rstrip()
+        if re.fullmatch(r"[\w./~+-]+", line):
+            done += 1
+        else:
+            tail = [*tail[-40:], line]
+        now = time.monotonic()
+        if tty or now - last_line >= 30:
+            last_line = now
+            frac = min(done / total, 1.0) if total else 0.0
+            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+            counts = f"{done}/{total}" if total else f"{done}"
+            msg = f"[gpupool toolchain]   [{bar}] {counts} packages, {now - started:.0f}s"
+            print(("\r" + msg) if tty else msg, end="" if tty else "\n", file=sys.stderr, flush=True)
+    rc = proc.wait()
+    if tty:
+        print(file=sys.stderr)
+    if rc != 0:
+        text = "\n".join(tail[-25:])
+        raise ToolchainError(f"{what} failed:\n{text}{_network_hint(text)}")
+    _say(f"{what} done in {time.monotonic() - started:.0f}s")
 
 
 @contextlib.contextmanager
@@ -224,13 +267,15 @@ def _build_wrapped(
         shutil.rmtree(tmp_out, ignore_errors=True)
         tmp_out.mkdir(parents=True)
         _run_go(["mod", "download"], work, f"download modules for {component} {version}")
-        args = ["build", "-mod=mod", "-trimpath", "-o", str(tmp_out) + "/"]
+        deps = _run_go(["list", "-mod=mod", "-deps", *packages.values()], work, f"list packages of {component}")
+        args = ["build", "-v", "-mod=mod", "-trimpath", "-o", str(tmp_out) + "/"]
         if ldflags:
             args += ["-ldflags", ldflags]
-        _run_go(
+        _compile_with_progress(
             [*args, *packages.values()],
             work,
             f"compile {', '.join(packages)} {version} (tens of minutes the first time on 2 cores)",
+            total=len(deps.split()),
         )
         # go build names outputs after the last path element; rename where the caller wants otherwise.
         for name, pkg in packages.items():
@@ -256,7 +301,9 @@ def _go_install(component: str, pkg: str, version: str, binary: str) -> Path:
         env_gobin = {"GOBIN": str(tmp_out)}
         os.environ.update(env_gobin)  # _go_env copies os.environ
         try:
-            _run_go(["install", "-trimpath", f"{pkg}@{version}"], cache_root(), f"go install {pkg}@{version}")
+            _compile_with_progress(
+                ["install", "-v", "-trimpath", f"{pkg}@{version}"], cache_root(), f"go install {pkg}@{version}", None
+            )
         finally:
             os.environ.pop("GOBIN", None)
         shutil.rmtree(bin_dir, ignore_errors=True)
@@ -299,7 +346,9 @@ def build_etcd(version: str = ETCD_VERSION) -> Path:
         f"go.etcd.io/etcd/{m}": version
         for m in ("api/v3", "client/pkg/v3", "client/v3", "pkg/v3", "server/v3", "etcdutl/v3", "etcdctl/v3", "tests/v3")
     }
-    return _build_wrapped("etcd", "go.etcd.io/etcd/server/v3", version, siblings, {"etcd": "go.etcd.io/etcd/server/v3"}, "-s -w")
+    return _build_wrapped(
+        "etcd", "go.etcd.io/etcd/server/v3", version, siblings, {"etcd": "go.etcd.io/etcd/server/v3"}, "-s -w"
+    )
 
 
 def build_kwok(version: str = KWOK_VERSION) -> Path:
