@@ -1,0 +1,121 @@
+"""The worker's settings: environment variables (set by the operator) overridden by CLI flags.
+
+| variable | meaning | default |
+|---|---|---|
+| GPUPOOL_PRICE_PER_HOUR | USD per hour of the whole device this worker runs on | 0 |
+| GPUPOOL_DEVICE_SHARE | fraction of that device the worker holds, in (0, 1] (a MIG slice: max(compute/7, memory/8)) | 1 |
+| GPUPOOL_ACCELERATOR | what the device is (GFD's `nvidia.com/gpu.product`, or `cpu`) | cpu, or the CUDA device name |
+| GPUPOOL_MIG_PROFILE | the MIG profile of the slice (e.g. `3g.40gb`), empty for a whole GPU | "" |
+| GPUPOOL_MODEL_REPOSITORY | the model repository directory | (none) |
+| GPUPOOL_BUILTIN_MODELS | comma-separated built-in models to serve (`minilm`) | "" |
+| GPUPOOL_GRPC_PORT | gRPC port | 8001 |
+| GPUPOOL_METRICS_PORT | Prometheus port (0: off) | 8002 |
+| GPUPOOL_DEVICE | `auto`, `cpu`, `cuda`, `cuda:N` | auto |
+| GPUPOOL_ENGINE | `auto`, `eager`, `compile`, `triton` | auto |
+| GPUPOOL_PRECISION | `auto`, `fp32`, `fp16`, `bf16`, `int8` | auto |
+| GPUPOOL_MAX_MESSAGE_BYTES | largest gRPC message accepted or sent | 67108864 |
+| GPUPOOL_DRAIN_SECONDS | grace period for in-flight requests on SIGTERM | 30 |
+| GPUPOOL_TORCH_THREADS | intra-op threads for CPU inference (0: PyTorch's default) | 0 |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_VARS", "SettingsError", "WorkerSettings"]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable or flag."""
+
+
+ENV_VARS = {
+    "price_per_hour": "GPUPOOL_PRICE_PER_HOUR",
+    "device_share": "GPUPOOL_DEVICE_SHARE",
+    "accelerator": "GPUPOOL_ACCELERATOR",
+    "mig_profile": "GPUPOOL_MIG_PROFILE",
+    "model_repository": "GPUPOOL_MODEL_REPOSITORY",
+    "builtin_models": "GPUPOOL_BUILTIN_MODELS",
+    "grpc_port": "GPUPOOL_GRPC_PORT",
+    "metrics_port": "GPUPOOL_METRICS_PORT",
+    "device": "GPUPOOL_DEVICE",
+    "engine": "GPUPOOL_ENGINE",
+    "precision": "GPUPOOL_PRECISION",
+    "max_message_bytes": "GPUPOOL_MAX_MESSAGE_BYTES",
+    "drain_seconds": "GPUPOOL_DRAIN_SECONDS",
+    "torch_threads": "GPUPOOL_TORCH_THREADS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    price_per_hour: float = 0.0
+    device_share: float = 1.0
+    accelerator: str = ""
+    mig_profile: str = ""
+    model_repository: Path | None = None
+    builtin_models: tuple[str, ...] = ()
+    host: str = "0.0.0.0"
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    device: str = "auto"
+    engine: str = "auto"
+    precision: str = "auto"
+    max_message_bytes: int = 64 * 1024 * 1024
+    drain_seconds: float = 30.0
+    torch_threads: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field_name, var in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[field_name] = _parse(field_name, raw, var)
+        return cls(**values).validated()
+
+    def override(self, **changes: Any) -> WorkerSettings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None}).validated()
+
+    def validated(self) -> WorkerSettings:
+        if not self.price_per_hour >= 0:
+            raise SettingsError(f"{ENV_VARS['price_per_hour']} must be >= 0, got {self.price_per_hour}")
+        if not 0 < self.device_share <= 1:
+            raise SettingsError(f"{ENV_VARS['device_share']} must be in (0, 1], got {self.device_share}")
+        for name in ("grpc_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise SettingsError(f"{ENV_VARS[name]} must be a port number, got {port}")
+        if self.max_message_bytes < 1024:
+            raise SettingsError(f"{ENV_VARS['max_message_bytes']} must be >= 1024")
+        if self.drain_seconds < 0:
+            raise SettingsError(f"{ENV_VARS['drain_seconds']} must be >= 0")
+        unknown = set(self.builtin_models) - BUILTINS
+        if unknown:
+            raise SettingsError(f"{ENV_VARS['builtin_models']}: unknown built-in model(s) "
+                                f"{sorted(unknown)}; known: {sorted(BUILTINS)}")
+        return self
+
+
+BUILTINS = frozenset({"minilm"})
+
+
+def _parse(field_name: str, raw: str, var: str) -> Any:
+    try:
+        if field_name in ("price_per_hour", "device_share", "drain_seconds"):
+            return float(raw)
+        if field_name in ("grpc_port", "metrics_port", "max_message_bytes", "torch_threads"):
+            return int(raw)
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r} is not a number") from None
+    if field_name == "model_repository":
+        return Path(raw)
+    if field_name == "builtin_models":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw

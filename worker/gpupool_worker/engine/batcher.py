@@ -1,0 +1,287 @@
+"""Dynamic batching: gather concurrent requests for one model into batches, Triton-style.
+
+A batch closes when it holds ``max_batch_size`` rows or when its oldest request has waited
+``max_queue_delay``; whichever first. Requests whose non-batch shapes differ cannot share a batch
+and wait for the next one (first in, first out among compatible requests). One batch executes at a
+time per model on a dedicated thread, so while the device works the next batch fills up: under load
+batches grow by themselves, at low load a request waits at most ``max_queue_delay``.
+
+A request that was cancelled (client gone, deadline passed) is dropped before execution and costs
+nothing. An exception in a model fails only the requests of that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gpupool_worker.engine.errors import ErrorKind, InferenceError
+from gpupool_worker.engine.metrics import WorkerMetrics
+from gpupool_worker.engine.model import Arrays, Execution, Model
+from gpupool_worker.engine.statistics import ModelStatistics
+
+__all__ = ["BatchPolicy", "BatchResult", "DynamicBatcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 2_000
+    max_queue_size: int = 1_024
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 0:
+            raise ValueError("max_batch_size must be >= 0 (0: the model does not batch)")
+        if self.max_queue_delay_us < 0:
+            raise ValueError("max_queue_delay_us must be >= 0")
+        if self.max_queue_size < 1:
+            raise ValueError("max_queue_size must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    outputs: dict[str, npt.NDArray[Any]]
+    batch_rows: int
+    queue_ns: int
+    busy_ns: int
+    cost_usd: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Arrays
+    rows: int
+    signature: tuple[tuple[str, str, tuple[int, ...]], ...]
+    future: asyncio.Future[BatchResult]
+    enqueued_ns: int
+    deadline_ns: int | None
+
+
+def _signature(inputs: Arrays, batched: bool) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    skip = 1 if batched else 0
+    return tuple(sorted((k, str(v.dtype), tuple(v.shape[skip:])) for k, v in inputs.items()))
+
+
+class DynamicBatcher:
+    """The queue and the execution loop of one model."""
+
+    def __init__(
+        self,
+        model: Model,
+        policy: BatchPolicy,
+        statistics: ModelStatistics,
+        metrics: WorkerMetrics,
+        *,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self._model = model
+        self._policy = policy
+        self._stats = statistics
+        self._metrics = metrics
+        self._clock = clock
+        self._batched = model.max_batch_size > 0
+        self._limit = max(model.max_batch_size, 1) if self._batched else 1
+        if self._batched:
+            self._limit = min(self._limit, policy.max_batch_size or self._limit)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.name}")
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._executing = 0
+        self._label = model.name
+
+    # -- observability -------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a batch (not yet executing)."""
+        return len(self._queue)
+
+    @property
+    def executing(self) -> int:
+        """Requests in the batch now on the device."""
+        return self._executing
+
+    @property
+    def max_batch_rows(self) -> int:
+        return self._limit
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"batcher-{self._label}")
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop accepting; with ``drain``, finish what is queued, then stop the loop."""
+        self._accepting = False
+        if drain:
+            while self._queue or self._executing:
+                await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(InferenceError.unavailable("worker is shutting down"))
+        self._queue.clear()
+        self._executor.shutdown(wait=True)
+
+    # -- submission ----------------------------------------------------------------------------
+    async def infer(self, inputs: Arrays, *, deadline_ns: int | None = None) -> BatchResult:
+        if not self._accepting:
+            raise InferenceError.unavailable(f"model '{self._label}' is shutting down")
+        if self._task is None:
+            raise InferenceError.unavailable(f"model '{self._label}' is not started")
+        if len(self._queue) >= self._policy.max_queue_size:
+            raise InferenceError(
+                ErrorKind.UNAVAILABLE,
+                f"model '{self._label}' queue is full ({self._policy.max_queue_size} requests waiting)",
+            )
+        rows = int(next(iter(inputs.values())).shape[0]) if self._batched else 1
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, rows, _signature(inputs, self._batched), future,
+                                    self._clock(), deadline_ns))
+        self._metrics.queue_depth.labels(self._label).set(len(self._queue))
+        self._arrived.set()
+        return await future
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                batch = await self._collect()
+                if batch:
+                    await self._execute(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive any one batch
+                log.exception("batcher of model %s: unexpected error", self._label)
+
+    async def _next_arrival(self, timeout_s: float | None) -> None:
+        self._arrived.clear()
+        if timeout_s is None:
+            await self._arrived.wait()
+        else:
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout_s)
+            except TimeoutError:
+                pass
+
+    def _take_compatible(self, batch: list[_Pending], rows: int) -> int:
+        """Move queued requests that fit the batch into it, oldest first."""
+        signature = batch[0].signature
+        kept: collections.deque[_Pending] = collections.deque()
+        while self._queue:
+            item = self._queue.popleft()
+            if item.future.done():
+                continue
+            if self._batched and item.signature == signature and rows + item.rows <= self._limit:
+                batch.append(item)
+                rows += item.rows
+            else:
+                kept.append(item)
+                if not self._batched or rows >= self._limit:
+                    break
+        kept.extend(self._queue)
+        self._queue = kept
+        return rows
+
+    async def _collect(self) -> list[_Pending]:
+        while not self._queue:
+            await self._next_arrival(None)
+        first = self._queue.popleft()
+        if first.future.done():
+            return []
+        batch = [first]
+        if self._batched:
+            rows = self._take_compatible(batch, first.rows)
+            close_at = first.enqueued_ns + self._policy.max_queue_delay_us * 1_000
+            while rows < self._limit:
+                remaining = close_at - self._clock()
+                if remaining <= 0:
+                    break
+                await self._next_arrival(remaining / 1e9)
+                rows = self._take_compatible(batch, rows)
+        self._metrics.queue_depth.labels(self._label).set(len(self._queue))
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        now = self._clock()
+        live: list[_Pending] = []
+        for item in batch:
+            if item.future.done():
+                continue
+            if item.deadline_ns is not None and now >= item.deadline_ns:
+                item.future.set_exception(InferenceError(
+                    ErrorKind.DEADLINE_EXCEEDED,
+                    f"deadline passed after {(now - item.enqueued_ns) / 1e6:.1f} ms in the queue "
+                    f"of model '{self._label}'"))
+                continue
+            live.append(item)
+        if not live:
+            return
+        inputs = _concatenate(live) if self._batched else live[0].inputs
+        rows = sum(item.rows for item in live)
+        self._executing = len(live)
+        try:
+            execution: Execution = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._model.execute, inputs)
+        except Exception as exc:
+            log.exception("model %s failed on a batch of %d rows", self._label, rows)
+            error = InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        finally:
+            self._executing = 0
+        finished_ms = time.time_ns() // 1_000_000
+        batch_usd = self._stats.record_execution(
+            batch_rows=rows, requests=len(live), input_ns=execution.input_ns,
+            infer_ns=execution.infer_ns, output_ns=execution.output_ns, finished_ms=finished_ms)
+        self._record_metrics(execution, rows)
+        offset = 0
+        for item in live:
+            outputs = (
+                {k: v[offset : offset + item.rows] for k, v in execution.outputs.items()}
+                if self._batched else execution.outputs
+            )
+            offset += item.rows
+            if not item.future.done():
+                item.future.set_result(BatchResult(
+                    outputs=outputs, batch_rows=rows, queue_ns=now - item.enqueued_ns,
+                    busy_ns=execution.busy_ns * item.rows // rows,
+                    cost_usd=batch_usd * item.rows / rows))
+
+    def _record_metrics(self, execution: Execution, rows: int) -> None:
+        m, label = self._metrics, self._label
+        m.executions.labels(label).inc()
+        m.inferences.labels(label).inc(rows)
+        m.batch_size.labels(label).observe(rows)
+        m.compute_latency.labels(label).observe(execution.busy_ns / 1e9)
+        m.busy_seconds.labels(label).inc(execution.busy_ns / 1e9)
+        snap = self._stats.snapshot()
+        m.cost.labels(label).inc(snap.cost.cost_of(execution.busy_ns))
+        m.cost_per_inference.labels(label).set(snap.cost_per_inference_usd)
+
+
+def _concatenate(batch: list[_Pending]) -> dict[str, npt.NDArray[Any]]:
+    if len(batch) == 1:
+        return dict(batch[0].inputs)
+    names = batch[0].inputs.keys()
+    return {name: np.concatenate([item.inputs[name] for item in batch], axis=0) for name in names}

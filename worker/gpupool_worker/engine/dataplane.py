@@ -1,0 +1,187 @@
+"""The data plane: everything a transport needs, in engine types. gRPC (or any front end) calls
+this and only converts messages; one data plane could serve several transports at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from gpupool_worker.engine.batcher import BatchPolicy, DynamicBatcher
+from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.errors import ErrorKind, InferenceError
+from gpupool_worker.engine.metrics import WorkerMetrics
+from gpupool_worker.engine.repository import ModelEntry, ModelRepository, ModelState
+from gpupool_worker.engine.statistics import ModelStatistics, StatisticsSnapshot
+from gpupool_worker.engine.types import InferRequest, InferResponse, ModelMetadata, Tensor
+from gpupool_worker.engine.validation import validate
+
+__all__ = ["DataPlane", "IndexEntry"]
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "gpupool-worker"
+EXTENSIONS = ("model_repository", "statistics", "gpupool_cost")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _Serving:
+    entry: ModelEntry
+    batcher: DynamicBatcher
+    stats: ModelStatistics
+    inflight: int = 0
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, cost: CostModel, metrics: WorkerMetrics,
+                 *, version: str = "0.1.0") -> None:
+        self.repository = repository
+        self.cost = cost
+        self.metrics = metrics
+        self.version = version
+        self._serving: dict[str, _Serving] = {}
+        self._draining = False
+        self._loaded = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Load every model off the event loop, then start a batcher for each ready one."""
+        await asyncio.to_thread(self.repository.load_all)
+        for entry in self.repository.entries():
+            if entry.state is ModelState.READY and entry.model is not None:
+                self._start(entry)
+        self._loaded.set()
+
+    def _start(self, entry: ModelEntry) -> None:
+        assert entry.model is not None
+        policy = entry.config.policy if entry.config is not None else BatchPolicy(
+            max_batch_size=entry.model.max_batch_size)
+        stats = ModelStatistics(entry.name, entry.version, self.cost)
+        batcher = DynamicBatcher(entry.model, policy, stats, self.metrics)
+        batcher.start()
+        self._serving[entry.name] = _Serving(entry, batcher, stats)
+
+    def refuse_new(self) -> None:
+        """From now on, answer new inferences UNAVAILABLE (retriable on another replica)."""
+        self._draining = True
+
+    async def drain(self) -> None:
+        """Refuse new requests; finish every queued and executing one."""
+        self._draining = True
+        await asyncio.gather(*(s.batcher.stop(drain=True) for s in self._serving.values()))
+
+    # -- health and metadata -------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        entries = self.repository.entries()
+        return (self._loaded.is_set() and not self._draining and bool(entries)
+                and all(e.state is ModelState.READY for e in entries))
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        serving = self._serving.get(name)
+        return (serving is not None and not self._draining
+                and (not version or version == serving.entry.version))
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        return self._lookup(name, version).entry.model.metadata  # type: ignore[union-attr]
+
+    def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        out = []
+        for e in self.repository.entries():
+            if ready_only and e.state is not ModelState.READY:
+                continue
+            out.append(IndexEntry(e.name, e.version, e.state.value, e.reason))
+        return out
+
+    def statistics(self, name: str = "", version: str = "") -> list[StatisticsSnapshot]:
+        if name:
+            return [self._lookup(name, version).stats.snapshot()]
+        return [s.stats.snapshot() for _, s in sorted(self._serving.items())]
+
+    def queue_depth(self, name: str) -> int:
+        return self._lookup(name, "").batcher.queue_depth
+
+    def inflight(self, name: str) -> int:
+        return self._lookup(name, "").inflight
+
+    def _lookup(self, name: str, version: str) -> _Serving:
+        serving = self._serving.get(name)
+        if serving is None:
+            entry = self.repository.get(name)
+            if entry is None:
+                known = ", ".join(e.name for e in self.repository.entries()) or "none"
+                raise InferenceError.not_found(f"unknown model '{name}' (models: {known})")
+            detail = f": {entry.reason}" if entry.reason else ""
+            raise InferenceError.unavailable(
+                f"model '{name}' is not ready ({entry.state.value}{detail})")
+        if version and version != serving.entry.version:
+            raise InferenceError.not_found(
+                f"model '{name}' has no version '{version}' (versions: {serving.entry.version})")
+        return serving
+
+    # -- inference -----------------------------------------------------------------------------
+    async def infer(self, request: InferRequest, *, timeout_s: float | None = None) -> InferResponse:
+        if self._draining:
+            raise InferenceError.unavailable("worker is draining, retry on another replica")
+        serving = self._lookup(request.model_name, request.model_version)
+        model = serving.entry.model
+        assert model is not None
+        meta = model.metadata
+        label = meta.name
+        started = time.perf_counter_ns()
+        serving.inflight += 1
+        self.metrics.inflight.labels(label).inc()
+        ok = False
+        queue_ns = 0
+        try:
+            inputs, _rows = validate(request, meta)
+            model.check(inputs)
+            deadline = None if timeout_s is None else started + int(timeout_s * 1e9)
+            result = await serving.batcher.infer(inputs, deadline_ns=deadline)
+            queue_ns = result.queue_ns
+            wanted = set(request.requested_outputs)
+            outputs = tuple(
+                Tensor(spec.name, spec.datatype, tuple(int(d) for d in result.outputs[spec.name].shape),
+                       result.outputs[spec.name])
+                for spec in meta.outputs if not wanted or spec.name in wanted)
+            ok = True
+            return InferResponse(
+                model_name=meta.name, model_version=serving.entry.version, id=request.id,
+                outputs=outputs,
+                parameters={
+                    "cost_usd": result.cost_usd,
+                    # the same in 1e-12 USD, for clients whose proto has no double_param (kserve)
+                    "cost_picousd": round(result.cost_usd * 1e12),
+                    "busy_ns": result.busy_ns,
+                    "queue_ns": result.queue_ns,
+                    "batch_size": result.batch_rows,
+                })
+        except InferenceError as err:
+            self.metrics.errors.labels(label, err.kind.value).inc()
+            raise
+        except asyncio.CancelledError:
+            self.metrics.errors.labels(label, ErrorKind.CANCELLED.value).inc()
+            raise
+        finally:
+            elapsed = time.perf_counter_ns() - started
+            serving.inflight -= 1
+            self.metrics.inflight.labels(label).dec()
+            serving.stats.record_request(ok=ok, total_ns=elapsed, queue_ns=queue_ns)
+            self.metrics.requests.labels(label, "success" if ok else "failure").inc()
+            if ok:
+                self.metrics.request_latency.labels(label).observe(elapsed / 1e9)
+                self.metrics.queue_latency.labels(label).observe(queue_ns / 1e9)

@@ -1,0 +1,2 @@
+"""Model runtimes: a BERT-style sentence encoder with swappable kernels, and loaders for TorchScript
+and torch.export archives."""

