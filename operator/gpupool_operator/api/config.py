@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from ._base import ApiModel, CelRule, list_map, list_set, schema_extra
 from .conditions import Condition
-from .groupversion import API_VERSION, CrdInfo, PrinterColumn
+from .groupversion import CrdInfo, PrinterColumn
 from .inferencepool import InferencePoolSpec, PlacementStrategy
 from .meta import ObjectMeta
 from .types import DnsLabel, Duration, GpuProduct, PositiveDecimal, UsdAmount, parse_duration
@@ -47,6 +47,8 @@ __all__ = [
 SINGLETON_NAME = "default"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MIG_LAYOUT_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 
 
 class CapacityType(StrEnum):
@@ -99,9 +101,7 @@ class NodePriceOverride(ApiModel):
 
     name: DnsLabel
     """Name of the override, unique in the list; earlier entries win when several match a node."""
-    node_selector: dict[
-        Annotated[str, StringConstraints(max_length=317)], Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
-    ] = Field(min_length=1, max_length=16)
+    node_selector: dict[LabelKey, LabelValue] = Field(min_length=1, max_length=16)
     """Node labels that must all match, e.g. {"karpenter.sh/capacity-type": "spot"}."""
     capacity_type: CapacityType | None = None
     """OnDemand, Spot or Reserved. Spot nodes may vanish: the placement engine keeps at least one
@@ -248,7 +248,7 @@ class GPUPoolConfig(ApiModel):
     prices, per-node price overrides, MIG repartitioning policy and InferencePool defaults. It is a
     singleton named "default"."""
 
-    api_version: Literal["gpupool.io/v1alpha1"] = API_VERSION
+    api_version: Literal["gpupool.io/v1alpha1"] = "gpupool.io/v1alpha1"
     """APIVersion defines the versioned schema of this representation of an object."""
     kind: Literal["GPUPoolConfig"] = "GPUPoolConfig"
     """Kind is a string value representing the REST resource this object represents."""

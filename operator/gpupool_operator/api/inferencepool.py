@@ -16,11 +16,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from ._base import ApiModel, CelRule, list_map, schema_extra
 from .conditions import Condition
-from .groupversion import API_VERSION, CrdInfo, PrinterColumn
+from .groupversion import CrdInfo, PrinterColumn
 from .meta import ObjectMeta
 from .types import (
     Duration,
@@ -121,15 +121,15 @@ class PlacementStrategy(StrEnum):
 class ModelSource(ApiModel):
     """Where the worker loads the model from, and how it is packaged."""
 
-    model_config = {
-        "json_schema_extra": schema_extra(
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
             CelRule(
                 "(self.format == 'Builtin') == self.uri.startsWith('builtin://')",
                 "format Builtin goes with a builtin:// uri, and a builtin:// uri with format Builtin",
                 ".uri",
             )
         )
-    }
+    )
 
     uri: Annotated[str, StringConstraints(pattern=SOURCE_URI_PATTERN, max_length=2048)]
     """Location of the weights: hf://<org>/<repo>, s3://, gs://, oci://, pvc://<claim>/<path>,
@@ -195,14 +195,14 @@ class GpuTarget(ApiModel):
 class MigTarget(ApiModel):
     """A MIG slice: one named profile, or any profile with enough memory."""
 
-    model_config = {
-        "json_schema_extra": schema_extra(
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
             CelRule(
                 "has(self.profile) != has(self.minMemory)",
                 "set exactly one of profile or minMemory",
             )
         )
-    }
+    )
 
     profile: MigProfileName | None = None
     """A MIG profile as nvidia-smi names it, e.g. 1g.10gb, 3g.40gb or 1g.10gb+me."""
@@ -242,7 +242,7 @@ _HARDWARE_RULES = tuple(
 class HardwareOption(ApiModel):
     """One kind of hardware a replica may run on; exactly the member named by type is set."""
 
-    model_config = {"json_schema_extra": schema_extra(*_HARDWARE_RULES)}
+    model_config = ConfigDict(json_schema_extra=schema_extra(*_HARDWARE_RULES))
 
     type: HardwareType
     """GPU (whole GPUs), MIG (a MIG slice) or CPU (CPU cores)."""
@@ -319,7 +319,7 @@ _MODEL_RULES = (
 class ModelSpec(ApiModel):
     """One model served by the pool."""
 
-    model_config = {"json_schema_extra": schema_extra(*_MODEL_RULES)}
+    model_config = ConfigDict(json_schema_extra=schema_extra(*_MODEL_RULES))
 
     name: ModelName
     """Name of the model, unique in the pool; clients address it by this name (KServe v2
@@ -386,9 +386,7 @@ class ModelSpec(ApiModel):
 class Budget(ApiModel):
     """A spending cap for the pool."""
 
-    max_usd_per_hour: PositiveDecimal = Field(
-        json_schema_extra=schema_extra(CelRule("self.matches('[1-9]')", "must be greater than zero"))
-    )
+    max_usd_per_hour: PositiveDecimal
     """Most the pool may cost per hour, in US dollars (a decimal string such as "250"). Replicas
     above minReplicas are not added past it; the Degraded condition reports when it binds."""
 
@@ -410,15 +408,15 @@ class ScalingBehavior(ApiModel):
 class InferencePoolSpec(ApiModel):
     """The models a team wants served, and pool-wide placement, budget and scaling policy."""
 
-    model_config = {
-        "json_schema_extra": schema_extra(
+    model_config = ConfigDict(
+        json_schema_extra=schema_extra(
             CelRule(
                 "self.models.all(m, m.minReplicas > 0) || (has(self.scaling) && self.scaling.scaleToZero)",
                 "a model with minReplicas 0 needs scaling.scaleToZero: true",
                 ".models",
             )
         )
-    }
+    )
 
     models: list[ModelSpec] = Field(min_length=1, max_length=MAX_MODELS, json_schema_extra=list_map("name"))
     """Models served by the pool (1 to 32), each with a unique name."""
@@ -525,7 +523,7 @@ class InferencePool(ApiModel):
     """InferencePool is a set of ML models gpupool serves on the cluster's GPUs, MIG slices and CPUs
     at the lowest cost that meets each model's objectives."""
 
-    api_version: Literal["gpupool.io/v1alpha1"] = API_VERSION
+    api_version: Literal["gpupool.io/v1alpha1"] = "gpupool.io/v1alpha1"
     """APIVersion defines the versioned schema of this representation of an object."""
     kind: Literal["InferencePool"] = "InferencePool"
     """Kind is a string value representing the REST resource this object represents."""

@@ -166,7 +166,12 @@ PositiveDecimal = Annotated[
     BeforeValidator(_to_decimal),
     AfterValidator(_positive),
     PlainSerializer(format_decimal, return_type=str),
-    WithJsonSchema(_DECIMAL_SCHEMA),
+    WithJsonSchema(
+        {
+            **_DECIMAL_SCHEMA,
+            "x-kubernetes-validations": [{"rule": "self.matches('[1-9]')", "message": "must be greater than zero"}],
+        }
+    ),
 ]
 """A decimal string that must be greater than zero (a budget, a multiplier)."""
 
