@@ -129,7 +129,8 @@ class MigSettings(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
             CelRule(
-                "(self.policy == 'AllowList') == (has(self.allowedLayouts) && size(self.allowedLayouts) > 0)",
+                "(has(self.policy) && self.policy == 'AllowList') == "
+                "(has(self.allowedLayouts) && size(self.allowedLayouts) > 0)",
                 "allowedLayouts must be non-empty when policy is AllowList, and empty otherwise",
                 ".allowedLayouts",
             )

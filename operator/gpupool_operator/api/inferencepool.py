@@ -124,7 +124,7 @@ class ModelSource(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
             CelRule(
-                "(self.format == 'Builtin') == self.uri.startsWith('builtin://')",
+                "(has(self.format) && self.format == 'Builtin') == self.uri.startsWith('builtin://')",
                 "format Builtin goes with a builtin:// uri, and a builtin:// uri with format Builtin",
                 ".uri",
             )
@@ -292,18 +292,19 @@ class LatencyObjective(ApiModel):
 
 _MODEL_RULES = (
     CelRule(
-        "self.minReplicas <= self.maxReplicas",
+        "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
         "minReplicas must be less than or equal to maxReplicas",
         ".minReplicas",
     ),
     CelRule(
-        "self.gpusPerReplica == 1 || self.hardware.all(h, h.type != 'MIG')",
+        "!has(self.gpusPerReplica) || self.gpusPerReplica == 1 || self.hardware.all(h, h.type != 'MIG')",
         "a replica spread over several GPUs (tensor parallel) cannot run on MIG slices: "
         "gpusPerReplica must be 1 when hardware lists a MIG option",
         ".gpusPerReplica",
     ),
     CelRule(
-        "self.engine.precision != 'fp8' || self.hardware.all(h, h.type != 'CPU')",
+        "!has(self.engine) || !has(self.engine.precision) || self.engine.precision != 'fp8' || "
+        "self.hardware.all(h, h.type != 'CPU')",
         "precision fp8 has no CPU kernels: choose another precision or remove the CPU option",
         ".engine.precision",
     ),
@@ -411,7 +412,8 @@ class InferencePoolSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
             CelRule(
-                "self.models.all(m, m.minReplicas > 0) || (has(self.scaling) && self.scaling.scaleToZero)",
+                "self.models.all(m, !has(m.minReplicas) || m.minReplicas > 0) || "
+                "(has(self.scaling) && has(self.scaling.scaleToZero) && self.scaling.scaleToZero)",
                 "a model with minReplicas 0 needs scaling.scaleToZero: true",
                 ".models",
             )
