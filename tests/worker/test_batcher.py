@@ -1,0 +1,215 @@
+"""The dynamic batcher, driven directly (no gRPC) with a real model that can be held shut."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from gpupool_worker.engine.batcher import BatchPolicy, DynamicBatcher
+from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.errors import ErrorKind, InferenceError
+from gpupool_worker.engine.metrics import WorkerMetrics
+from gpupool_worker.engine.statistics import ModelStatistics
+
+from .gate_model import GateModel
+
+COST = CostModel(price_per_hour_usd=3.6, device_share=0.5)
+
+
+def make(model: GateModel, **policy: int) -> tuple[DynamicBatcher, ModelStatistics, WorkerMetrics]:
+    stats = ModelStatistics(model.name, "1", COST)
+    metrics = WorkerMetrics(COST)
+    batcher = DynamicBatcher(model, BatchPolicy(**policy), stats, metrics)
+    batcher.start()
+    return batcher, stats, metrics
+
+
+def rows(n: int, value: float, width: int = 4) -> dict[str, np.ndarray]:
+    return {"x": np.full((n, width), value, dtype=np.float32)}
+
+
+async def wait_entered(model: GateModel) -> None:
+    await asyncio.to_thread(model.entered.acquire)
+
+
+async def test_a_lone_request_runs_alone_and_gets_its_own_rows_back() -> None:
+    model = GateModel()
+    batcher, stats, _ = make(model, max_batch_size=8, max_queue_delay_us=0)
+    result = await batcher.infer(rows(3, 1.5))
+    np.testing.assert_array_equal(result.outputs["y"], np.full((3, 4), 3.0, np.float32))
+    assert result.batch_rows == 3
+    snap = stats.snapshot()
+    assert (snap.inference_count, snap.execution_count) == (3, 1)
+    await batcher.stop()
+
+
+async def test_queued_requests_are_batched_and_split_back_in_order() -> None:
+    model = GateModel()
+    batcher, stats, _ = make(model, max_batch_size=8, max_queue_delay_us=0)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)  # the first batch is on the device; the rest must queue
+    others = [asyncio.create_task(batcher.infer(rows(n, float(i + 1)))) for i, n in enumerate([2, 1, 3])]
+    while batcher.queue_depth < 3:
+        await asyncio.sleep(0.001)
+    assert batcher.executing == 1
+    model.gate.set()
+    await first
+    results = await asyncio.gather(*others)
+    assert model.batches == [1, 6]
+    for i, (n, result) in enumerate(zip([2, 1, 3], results, strict=True)):
+        np.testing.assert_array_equal(result.outputs["y"], np.full((n, 4), 2.0 * (i + 1), np.float32))
+        assert result.batch_rows == 6
+    # the batch's cost is split in proportion to rows and adds up to what statistics recorded
+    snap = stats.snapshot()
+    total = (await first).cost_usd + sum(r.cost_usd for r in results)
+    assert total == pytest.approx(snap.cost_total_usd)
+    assert results[2].cost_usd == pytest.approx(3 * results[1].cost_usd)
+    assert [b.batch_size for b in snap.batch_stats] == [1, 6]
+    await batcher.stop()
+
+
+async def test_a_batch_never_exceeds_max_batch_size() -> None:
+    model = GateModel(max_batch_size=4)
+    batcher, _, _ = make(model, max_batch_size=4, max_queue_delay_us=0)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    queued = [asyncio.create_task(batcher.infer(rows(n, 1.0))) for n in [3, 2, 2, 1, 4]]
+    while batcher.queue_depth < 5:
+        await asyncio.sleep(0.001)
+    model.gate.set()
+    await asyncio.gather(first, *queued)
+    assert max(model.batches) <= 4
+    assert sum(model.batches) == 13
+    await batcher.stop()
+
+
+async def test_requests_with_different_shapes_do_not_share_a_batch() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=0)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    narrow = asyncio.create_task(batcher.infer(rows(2, 1.0, width=4)))
+    wide = asyncio.create_task(batcher.infer(rows(2, 1.0, width=6)))
+    narrow2 = asyncio.create_task(batcher.infer(rows(1, 1.0, width=4)))
+    while batcher.queue_depth < 3:
+        await asyncio.sleep(0.001)
+    model.gate.set()
+    r_narrow, r_wide, r_narrow2 = await asyncio.gather(narrow, wide, narrow2)
+    await first
+    assert r_narrow.outputs["y"].shape == (2, 4)
+    assert r_wide.outputs["y"].shape == (2, 6)
+    assert r_narrow.batch_rows == r_narrow2.batch_rows == 3
+    assert r_wide.batch_rows == 2
+    await batcher.stop()
+
+
+async def test_a_full_queue_refuses_with_unavailable() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=0, max_queue_size=2)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    queued = [asyncio.create_task(batcher.infer(rows(1, 1.0))) for _ in range(2)]
+    while batcher.queue_depth < 2:
+        await asyncio.sleep(0.001)
+    with pytest.raises(InferenceError) as err:
+        await batcher.infer(rows(1, 1.0))
+    assert err.value.kind is ErrorKind.UNAVAILABLE
+    assert "queue is full" in err.value.message
+    model.gate.set()
+    await asyncio.gather(first, *queued)
+    await batcher.stop()
+
+
+async def test_an_expired_deadline_is_dropped_before_execution() -> None:
+    model = GateModel()
+    batcher, stats, _ = make(model, max_batch_size=8, max_queue_delay_us=0)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    expired = asyncio.create_task(batcher.infer(rows(5, 1.0), deadline_ns=0))
+    while batcher.queue_depth < 1:
+        await asyncio.sleep(0.001)
+    model.gate.set()
+    await first
+    with pytest.raises(InferenceError) as err:
+        await expired
+    assert err.value.kind is ErrorKind.DEADLINE_EXCEEDED
+    assert model.batches == [1]
+    assert stats.snapshot().inference_count == 1
+    await batcher.stop()
+
+
+async def test_a_cancelled_request_is_not_executed() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=0)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    gone = asyncio.create_task(batcher.infer(rows(4, 1.0)))
+    kept = asyncio.create_task(batcher.infer(rows(2, 1.0)))
+    while batcher.queue_depth < 2:
+        await asyncio.sleep(0.001)
+    gone.cancel()
+    model.gate.set()
+    await first
+    assert (await kept).batch_rows == 2
+    assert model.batches == [1, 2]
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_only_its_requests_and_the_batcher_lives_on() -> None:
+    model = GateModel()
+    batcher, stats, metrics = make(model, max_batch_size=8, max_queue_delay_us=0)
+    with pytest.raises(InferenceError) as err:
+        await batcher.infer(rows(2, -1.0))
+    assert err.value.kind is ErrorKind.INTERNAL
+    assert "negative input" in err.value.message
+    ok = await batcher.infer(rows(1, 2.0))
+    np.testing.assert_array_equal(ok.outputs["y"], np.full((1, 4), 4.0, np.float32))
+    assert stats.snapshot().execution_count == 1
+    await batcher.stop()
+
+
+async def test_stop_drains_queued_requests_then_refuses_new_ones() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=2, max_queue_delay_us=0)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    queued = [asyncio.create_task(batcher.infer(rows(2, 1.0))) for _ in range(3)]
+    while batcher.queue_depth < 3:
+        await asyncio.sleep(0.001)
+    stopping = asyncio.create_task(batcher.stop(drain=True))
+    await asyncio.sleep(0)
+    with pytest.raises(InferenceError) as err:
+        await batcher.infer(rows(1, 1.0))
+    assert err.value.kind is ErrorKind.UNAVAILABLE
+    model.gate.set()
+    await stopping
+    assert all(t.done() and t.exception() is None for t in [first, *queued])
+    assert model.batches == [1, 2, 2, 2]
+
+
+async def test_queue_delay_lets_a_batch_fill_before_it_closes() -> None:
+    # a long delay and max_batch_size reached: the batch closes on size, not on time
+    model = GateModel(max_batch_size=4)
+    batcher, _, metrics = make(model, max_batch_size=4, max_queue_delay_us=60_000_000)
+    results = await asyncio.gather(*(batcher.infer(rows(1, float(i))) for i in range(4)))
+    assert model.batches == [4]
+    assert all(r.batch_rows == 4 for r in results)
+    exposition = metrics.exposition().decode()
+    assert 'gpupool_worker_batch_size_bucket{le="4.0",model="gate"} 1.0' in exposition
+    await batcher.stop()
+
+
+def test_policy_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="max_queue_size"):
+        BatchPolicy(max_queue_size=0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BatchPolicy(max_batch_size=-1)
