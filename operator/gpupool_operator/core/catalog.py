@@ -70,7 +70,9 @@ class GpuProduct:
         raise KeyError(f"{self.key} has no MIG profile {name!r}; its profiles are: {known}")
 
 
-def _profiles(memory_mib: int, sm_total: int, sizes: tuple[int, int, int, int, int], me: bool = True) -> tuple[MigProfile, ...]:
+def _profiles(
+    memory_mib: int, sm_total: int, sizes: tuple[int, int, int, int, int], me: bool = True
+) -> tuple[MigProfile, ...]:
     """The seven standard profiles of a 7-slice/8-slot GPU, named by ``sizes`` (GB in the name).
 
     ``sizes`` = (1g, 1g-double, 2g, 3g/4g, 7g) nominal GB figures as NVIDIA names them.
@@ -110,7 +112,7 @@ PRODUCTS: tuple[GpuProduct, ...] = (
     GpuProduct("B200-180GB", ("NVIDIA-B200",), 183359, "blackwell", 10, 0, 148,
                _profiles(183359, 148, (23, 45, 45, 90, 180))),
     GpuProduct("GB200", ("NVIDIA-GB200",), 189471, "blackwell", 10, 0, 152,
-               _profiles(189471, 152, (23, 47, 47, 93, 186))),
+               _profiles(189471, 152, (23, 47, 47, 93, 186), me=False)),  # no +me profile listed
 )
 
 _BY_KEY = {p.key: p for p in PRODUCTS}

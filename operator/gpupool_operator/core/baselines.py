@@ -1,0 +1,91 @@
+"""Baseline placements the solver is measured against (benchmarks, property tests).
+
+Both give every GPU replica whole GPUs (no MIG, as a cluster without gpupool would) of a product
+the model accepts, and CPU cores only to models that accept no GPU at all:
+
+* :func:`whole_gpu_first_fit`: nodes in name order, the first with enough free GPUs wins;
+* :func:`spread`: the node with the largest share of free GPUs wins, like kube-scheduler's default
+  ``NodeResourcesFit`` LeastAllocated scoring.
+
+Same cost definition as the solver: every GPU holding a replica costs its full hourly price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpupool_operator.core.cost import PriceTier
+from gpupool_operator.core.demand import Demand, ShapeKind, candidates
+from gpupool_operator.core.inventory import Snapshot
+from gpupool_operator.core.solver import products_of
+from gpupool_operator.core.state import NodeState, State
+
+__all__ = ["BaselineResult", "spread", "whole_gpu_first_fit"]
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineResult:
+    name: str
+    cost_per_hour: float
+    placed: int
+    unplaced: int
+    gpus_used: int
+
+
+def whole_gpu_first_fit(snapshot: Snapshot, demands: Sequence[Demand]) -> BaselineResult:
+    return _run("whole-gpu-first-fit", snapshot, demands, spread_nodes=False)
+
+
+def spread(snapshot: Snapshot, demands: Sequence[Demand]) -> BaselineResult:
+    return _run("k8s-spread", snapshot, demands, spread_nodes=True)
+
+
+def _run(name: str, snapshot: Snapshot, demands: Sequence[Demand], spread_nodes: bool) -> BaselineResult:
+    st = State.from_snapshot(snapshot, keep=None)
+    products = products_of(snapshot)
+    cost = sum(s.price for s in st.gpus if s.charged)
+    placed = unplaced = 0
+    used = sum(1 for s in st.gpus if s.charged)
+    gpu_nodes = [n for n in st.nodes if n.gpus and n.spec.schedulable]
+    for d in sorted(demands, key=lambda d: d.key):
+        cands = candidates(d, products)[0]
+        tp = max(1, d.tensor_parallel)
+        accepted = sorted({c.shape.product for c in cands if c.shape.kind in (ShapeKind.GPU, ShapeKind.MIG)})
+        cpu = [c for c in cands if c.shape.kind is ShapeKind.CPU]
+        for _ in range(d.replicas):
+            node = _pick(gpu_nodes, accepted, tp, d.allow_spot, spread_nodes) if accepted else None
+            if node is not None:
+                for j in node.free[:tp]:
+                    cost += node.gpus[j].price
+                node.free = node.free[tp:]
+                used += tp
+                placed += 1
+                continue
+            if not accepted and cpu:
+                shape = cpu[0].shape
+                target = next(st.cpu_fit(shape.cpu_millis, shape.memory_mib, d.allow_spot), None)
+                if target is not None:
+                    target.cpu_free -= shape.cpu_millis
+                    target.mem_free -= shape.memory_mib
+                    cost += snapshot.cpu_price * shape.cpu_millis / 1000
+                    placed += 1
+                    continue
+            unplaced += 1
+    return BaselineResult(name, round(cost, 6), placed, unplaced, used)
+
+
+def _pick(nodes: list[NodeState], accepted: list[str], tp: int, spot_ok: bool, spread_nodes: bool) -> NodeState | None:
+    best: NodeState | None = None
+    best_share = -1.0
+    for node in nodes:
+        if len(node.free) < tp or node.gpus[0].product not in accepted:
+            continue
+        if not spot_ok and node.spec.price_tier is PriceTier.SPOT:
+            continue
+        if not spread_nodes:
+            return node
+        share = len(node.free) / len(node.gpus)
+        if share > best_share:
+            best, best_share = node, share
+    return best

@@ -1,0 +1,733 @@
+"""The placement heuristic: cost-ordered greedy packing with MIG layout building and repair moves.
+
+A purely computational, deterministic function of (snapshot, demands, options). One cycle:
+
+1. **Keep.** Running replicas whose shape is still accepted stay where they are (up to the wanted
+   replica count, cheapest first); the rest are stopped with a reason.
+2. **Place.** Models go largest first (first-fit decreasing by their cheapest shape's price). Each
+   replica takes, in order of preference: spare room on a GPU this plan already pays for (zero
+   marginal cost; best fit, so partly built MIG layouts fill up), else the shape with the lowest
+   *amortised* price that has capacity: a whole GPU costs its price, a MIG instance the neutral
+   share ``price x max(c/7, m/8)`` (the rest of that GPU is expected to fill), CPU its cores.
+   Opening a MIG GPU prefers one whose current layout already holds the instance (no re-layout),
+   and nodes are best-fit so whole free nodes stay available for tensor parallel replicas.
+3. **Repair.** The amortised price is a bet that a GPU fills. Where it did not, a GPU is *closed*
+   when its replicas fit into spare room elsewhere or onto CPU for less than the GPU's price (plus
+   the move penalty for running replicas), and a MIG GPU is *downgraded* when its whole content
+   fits on a cheaper free GPU. Each accepted move strictly lowers the cost, so this terminates.
+4. **Lay out.** Each GPU's final MIG layout is the smallest change from its current one
+   (:func:`gpupool_operator.core.mig.smallest_change`); instances get concrete start slots.
+
+Replicas of one model are placed in batches (all that fit on the chosen GPU or node at once), so
+a cycle is roughly linear in the number of models and GPUs touched, not replicas x GPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gpupool_operator.core import catalog, mig
+from gpupool_operator.core.cost import PriceTier
+from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind, candidates
+from gpupool_operator.core.inventory import Holding, Snapshot
+from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
+from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState, State
+
+__all__ = ["Options", "products_of", "solve"]
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Knobs of one placement cycle."""
+
+    #: USD per hour a move must save, per running replica moved, before the plan moves it.
+    move_penalty: float = 0.5
+    #: Run the repair moves (close under-filled GPUs, downgrade to cheaper GPUs).
+    improve: bool = True
+    #: Also try the whole-GPU-only plan and keep the cheaper one (see :func:`solve`).
+    portfolio: bool = True
+
+
+@dataclass(slots=True)
+class _Rep:
+    demand: int
+    shape: Shape
+    node: NodeState
+    gpus: list[GpuSlot]
+    start: int | None = None  # start slot when on a FIXED GPU
+    pod: str | None = None  # running pod kept
+    reason: str = ""
+    #: True while the replica sits on a FIXED instance (start known) rather than a PLANNED layout
+    fixed: bool = False
+
+
+def products_of(snapshot: Snapshot) -> Products:
+    known = sorted({n.product for n in snapshot.nodes if n.product and n.gpus})
+    unknown: dict[str, int] = {}
+    for n in snapshot.nodes:
+        if n.gpus and not n.product:
+            label = n.product_label or "unknown-gpu"
+            unknown[label] = max(unknown.get(label, 0), n.gpu_memory_mib)
+    return Products(tuple(known), tuple(sorted(unknown.items())))
+
+
+def solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None = None) -> Plan:
+    """Place every replica of ``demands`` on ``snapshot`` at (close to) minimum dollars per hour.
+
+    A small portfolio: the packing heuristic, and (when nothing of ours runs yet, so no moves are
+    at stake) the same greedy restricted to whole GPUs; the cheaper plan that places at least as
+    many replicas wins. The second guards the promise "never costlier than one whole GPU per
+    replica" where packing bets on slices that never fill.
+    """
+    opts = options or Options()
+    plan = _Solver(snapshot, demands, opts).run()
+    ours_running = any(h.owner is not None for n in snapshot.nodes for h in n.holdings)
+    if opts.portfolio and not ours_running and plan.assignments:
+        alt = _Solver(snapshot, demands, opts, whole_only=True).run()
+        placed = len(plan.assignments)
+        if len(alt.assignments) >= placed and alt.cost_per_hour < plan.cost_per_hour - 1e-9:
+            return alt
+    return plan
+
+
+class _Solver:
+    def __init__(
+        self, snapshot: Snapshot, demands: Sequence[Demand], options: Options, whole_only: bool = False
+    ) -> None:
+        keys = [d.key for d in demands]
+        if len(set(keys)) != len(keys):
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            raise ValueError(f"duplicate demand keys: {', '.join(dup)}")
+        self.snapshot = snapshot
+        self.demands = sorted(demands, key=lambda d: d.key)
+        self.options = options
+        products = products_of(snapshot)
+        self.cands: list[tuple[Candidate, ...]] = []
+        self.rejected: list[tuple[str, ...]] = []
+        for d in self.demands:
+            c, r = candidates(d, products)
+            if whole_only and any(x.shape.kind is ShapeKind.GPU for x in c):
+                c = tuple(x for x in c if x.shape.kind is ShapeKind.GPU)
+            self.cands.append(c)
+            self.rejected.append(r)
+        self.index = {d.key: i for i, d in enumerate(self.demands)}
+        self.reps: list[_Rep] = []
+        self.evictions: list[Eviction] = []
+        self.unplaced: dict[int, int] = {}
+        self.no_spot = False  # set while placing the replicas a model must keep off spot
+        self.state: State
+
+    # ------------------------------------------------------------------------------ phases
+    def run(self) -> Plan:
+        keep = self._choose_kept()
+        self.state = State.from_snapshot(self.snapshot, keep=set(keep))
+        self._materialise_kept(keep)
+        todo = [max(0, d.replicas - sum(1 for r in self.reps if r.demand == i)) for i, d in enumerate(self.demands)]
+        for i in sorted(range(len(self.demands)), key=self._size_key):
+            if not todo[i]:
+                continue
+            off = sum(1 for r in self.reps if r.demand == i and r.node.spec.price_tier is not PriceTier.SPOT)
+            first = min(todo[i], max(0, self.demands[i].min_off_spot - off)) if self.demands[i].allow_spot else 0
+            left = 0
+            if first:
+                self.no_spot = True
+                left = self._place(i, first)
+                self.no_spot = False
+            left += self._place(i, todo[i] - first) if not left else todo[i] - first
+            if left:
+                self.unplaced[i] = left
+        if self.options.improve:
+            for _ in range(4):
+                changed = self._close_pass()
+                changed |= self._downgrade_pass()
+                if not changed:
+                    break
+        return self._finish()
+
+    def _size_key(self, i: int) -> tuple[float, int, str]:
+        d = self.demands[i]
+        prices = [self._static_price(i, c) for c in self.cands[i]]
+        finite = [p for p in prices if p is not None]
+        return (-(min(finite) if finite else 0.0), -d.tensor_parallel, d.key)
+
+    def _static_price(self, i: int, cand: Candidate) -> float | None:
+        shape = cand.shape
+        if shape.kind is ShapeKind.CPU:
+            return self.snapshot.cpu_price * shape.cpu_millis / 1000
+        groups = self._groups(i, shape.product, mig_only=shape.kind is ShapeKind.MIG)
+        if not groups:
+            return None
+        price = min(g.key[1] for g in groups)
+        return price * self._units(shape)
+
+    def _units(self, shape: Shape) -> float:
+        if shape.kind is ShapeKind.GPU:
+            return float(shape.gpus)
+        return mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
+
+    def _spot_ok(self, i: int) -> bool:
+        return self.demands[i].allow_spot and not self.no_spot
+
+    def _groups(self, i: int, product: str, mig_only: bool) -> list[Group]:
+        spot_ok = self._spot_ok(i)
+        return [
+            g for g in self.state.groups_by_product.get(product, [])
+            if (spot_ok or not g.key[2]) and (g.key[3] or not mig_only)
+        ]
+
+    # ------------------------------------------------------------------------------ keep
+    def _choose_kept(self) -> list[str]:
+        running: dict[int, list[tuple[float, str, str, Shape]]] = {}
+        for node in self.snapshot.nodes:
+            for h in node.holdings:
+                if h.owner is None:
+                    continue
+                i = self.index.get(h.owner)
+                shape = _holding_shape(node.product or node.product_label, h)
+                cost = _holding_cost(node.gpu_price, self.snapshot.cpu_price, shape)
+                if i is None:
+                    self.evictions.append(Eviction(h.pod, node.name, h.owner, "its model is no longer declared"))
+                    continue
+                ok = any(_same_shape(c.shape, shape) for c in self.cands[i])
+                if not ok:
+                    self.evictions.append(Eviction(
+                        h.pod, node.name, h.owner, f"{shape.describe()} no longer meets the model's requirements"
+                    ))
+                    continue
+                if node.price_tier is PriceTier.SPOT and not self.demands[i].allow_spot:
+                    self.evictions.append(Eviction(h.pod, node.name, h.owner, "the pool no longer allows spot nodes"))
+                    continue
+                running.setdefault(i, []).append((cost, h.pod, node.name, shape))
+        keep: list[str] = []
+        for i, items in sorted(running.items()):
+            items.sort()
+            want = self.demands[i].replicas
+            for cost, pod, node_name, _shape in items[:want]:
+                del cost, node_name
+                keep.append(pod)
+            for _cost, pod, node_name, _shape in items[want:]:
+                self.evictions.append(Eviction(pod, node_name, self.demands[i].key, "scaled down"))
+        return keep
+
+    def _materialise_kept(self, keep: list[str]) -> None:
+        kept = set(keep)
+        for node in self.state.nodes:
+            by_index = {s.index: s for s in node.gpus}
+            for h in node.spec.holdings:
+                if h.pod not in kept or h.owner is None:
+                    continue
+                shape = _holding_shape(node.spec.product or node.spec.product_label, h)
+                rep = _Rep(self.index[h.owner], shape, node, [], pod=h.pod,
+                           reason="kept where it runs: its shape is still accepted")
+                if h.instance is not None:
+                    rep.gpus = [by_index[h.instance[0]]]
+                    rep.start = h.instance[2]
+                    rep.fixed = True
+                else:
+                    rep.gpus = [by_index[g] for g in h.gpus if g in by_index]
+                self.reps.append(rep)
+
+    # ------------------------------------------------------------------------------ place
+    def _place(self, i: int, n: int) -> int:
+        spot_ok = self._spot_ok(i)
+        spots = (False, True) if spot_ok else (False,)
+        mig_cands = [c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG]
+        mig_cands.sort(key=lambda c: (self._units(c.shape), c.shape))
+        static = self._static_options(i)
+        while n > 0:
+            # 1. spare room on a GPU this plan already pays for: zero marginal cost.
+            room = self._best_room(mig_cands, spots, exclude=None)
+            if room is not None:
+                n -= self._fill_room(i, room[1], room[2], n, reason_zero=True)
+                continue
+            # 2. the cheapest amortised option with capacity.
+            best: tuple[float, int, str, object, Candidate] | None = None
+            for price, tie, kind, where, cand in static:
+                if best is not None and price > best[0] + _EPS:
+                    break
+                if kind == "whole":
+                    assert isinstance(where, Group)
+                    if where.best_fit(cand.shape.gpus) is not None:
+                        best = (price, tie, kind, where, cand)
+                        break
+                elif kind == "mig":
+                    assert isinstance(where, Group)
+                    if where.best_fit(1) is not None:
+                        best = (price, tie, kind, where, cand)
+                        break
+                elif kind == "cpu" and next(
+                    self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None
+                ):
+                    best = (price, tie, kind, None, cand)
+                    break
+            fixed_new = self._best_fixed_uncharged(mig_cands, spots)
+            if fixed_new is not None and (best is None or fixed_new[0] < best[0] - _EPS):
+                n -= self._fill_room(i, fixed_new[1], fixed_new[2], n, reason_zero=False)
+                continue
+            if best is None:
+                break
+            price, _tie, kind, where, cand = best
+            if kind == "whole":
+                assert isinstance(where, Group)
+                n -= self._open_whole(i, where, cand, n, price)
+            elif kind == "mig":
+                assert isinstance(where, Group)
+                n -= self._open_mig(i, where, cand, n, price)
+            else:
+                n -= self._place_cpu(i, cand, n, price)
+        return n
+
+    def _static_options(self, i: int) -> list[tuple[float, int, str, object, Candidate]]:
+        out: list[tuple[float, int, str, object, Candidate]] = []
+        for ci, cand in enumerate(self.cands[i]):
+            shape = cand.shape
+            if shape.kind is ShapeKind.CPU:
+                out.append((self.snapshot.cpu_price * shape.cpu_millis / 1000, ci, "cpu", None, cand))
+                continue
+            is_mig = shape.kind is ShapeKind.MIG
+            for g in self._groups(i, shape.product, mig_only=is_mig):
+                out.append((g.key[1] * self._units(shape), ci, "mig" if is_mig else "whole", g, cand))
+        out.sort(key=lambda o: (o[0], o[2] != "cpu", o[1], _group_sort(o[3])))
+        return out
+
+    def _best_room(
+        self, mig_cands: list[Candidate], spots: tuple[bool, ...], exclude: GpuSlot | None
+    ) -> tuple[float, GpuSlot, Candidate] | None:
+        best: tuple[float, GpuSlot, Candidate] | None = None
+        for cand in mig_cands:
+            prof = cand.shape.profile
+            for spot in spots:
+                for slot in (
+                    self.state.room(cand.shape.product, spot, prof),
+                    self.state.fixed_room(cand.shape.product, spot, prof, charged=True),
+                ):
+                    if slot is None or slot is exclude:
+                        continue
+                    score = slot.price * self._units(cand.shape)
+                    if best is None or (score, slot.order) < (best[0], best[1].order):
+                        best = (score, slot, cand)
+        return best
+
+    def _best_fixed_uncharged(
+        self, mig_cands: list[Candidate], spots: tuple[bool, ...]
+    ) -> tuple[float, GpuSlot, Candidate] | None:
+        best: tuple[float, GpuSlot, Candidate] | None = None
+        for cand in mig_cands:
+            for spot in spots:
+                slot = self.state.fixed_room(cand.shape.product, spot, cand.shape.profile, charged=False)
+                if slot is None:
+                    continue
+                score = slot.price * self._units(cand.shape)
+                if best is None or (score, slot.order) < (best[0], best[1].order):
+                    best = (score, slot, cand)
+        return best
+
+    def _fill_room(self, i: int, slot: GpuSlot, cand: Candidate, n: int, reason_zero: bool) -> int:
+        prof = cand.shape.profile
+        share = slot.price * self._units(cand.shape)
+        if reason_zero:
+            why = f"{cand.shape.describe()} (${share:.2f}/h share) in spare room of a GPU already in use"
+        else:
+            why = f"{cand.shape.describe()} at ${share:.2f}/h: a free instance of an existing layout"
+        if slot.state is GpuState.FIXED:
+            k = min(n, len(slot.fixed_free[prof]))
+            for _ in range(k):
+                start = self.state.take_fixed(slot, prof)
+                self.reps.append(_Rep(i, cand.shape, slot.node, [slot], start=start, reason=why, fixed=True))
+            return k
+        k = min(n, mig.room_for(slot.product, slot.key, prof))
+        self.state.add_content(slot, prof, k)
+        for _ in range(k):
+            self.reps.append(_Rep(i, cand.shape, slot.node, [slot], reason=why))
+        return k
+
+    def _open_mig(self, i: int, group: Group, cand: Candidate, n: int, price: float) -> int:
+        node = group.best_fit(1)
+        assert node is not None
+        prof = cand.shape.profile
+        slots = [node.gpus[j] for j in node.free]
+        slot = min(slots, key=lambda s: (_layout_rank(s, prof), s.index))
+        self.state.take_free(node, slot)
+        slot.state = GpuState.PLANNED
+        k = min(n, mig.room_for(slot.product, (), prof))
+        self.state.add_content(slot, prof, k)
+        why = f"cheapest accepted shape with capacity: {cand.shape.describe()} at ${price:.2f}/h share"
+        for _ in range(k):
+            self.reps.append(_Rep(i, cand.shape, node, [slot], reason=why))
+        return k
+
+    def _open_whole(self, i: int, group: Group, cand: Candidate, n: int, price: float) -> int:
+        t = cand.shape.gpus
+        node = group.best_fit(t)
+        assert node is not None
+        k = min(n, len(node.free) // t)
+        order = sorted((node.gpus[j] for j in node.free), key=lambda s: (s.current is not None, s.index))
+        why = f"cheapest accepted shape with capacity: {cand.shape.describe()} at ${price:.2f}/h"
+        for r in range(k):
+            chosen = order[r * t:(r + 1) * t]
+            for slot in chosen:
+                self.state.take_free(node, slot)
+                slot.state = GpuState.WHOLE
+                slot.ours += 1
+            self.reps.append(_Rep(i, cand.shape, node, sorted(chosen, key=lambda s: s.index), reason=why))
+        return k
+
+    def _place_cpu(self, i: int, cand: Candidate, n: int, price: float) -> int:
+        shape = cand.shape
+        node = next(self.state.cpu_fit(shape.cpu_millis, shape.memory_mib, self._spot_ok(i)))
+        k = n
+        if shape.cpu_millis:
+            k = min(k, node.cpu_free // shape.cpu_millis)
+        if shape.memory_mib:
+            k = min(k, node.mem_free // shape.memory_mib)
+        k = max(1, k)
+        node.cpu_free -= k * shape.cpu_millis
+        node.mem_free -= k * shape.memory_mib
+        why = f"cheapest accepted shape with capacity: {shape.describe()} at ${price:.2f}/h"
+        for _ in range(k):
+            self.reps.append(_Rep(i, shape, node, [], reason=why))
+        return k
+
+    # ------------------------------------------------------------------------------ repair
+    def _units_on(self) -> dict[int, list[_Rep]]:
+        on: dict[int, list[_Rep]] = {}
+        for r in self.reps:
+            if r.shape.kind is ShapeKind.MIG or (r.shape.kind is ShapeKind.GPU and r.shape.gpus == 1):
+                on.setdefault(r.gpus[0].order, []).append(r)
+        return on
+
+    def _close_pass(self) -> bool:
+        """Close GPUs whose replicas fit elsewhere (spare room, CPU) for less than the GPU costs."""
+        changed = False
+        on = self._units_on()
+        slots = {s.order: s for s in self.state.gpus}
+        order = sorted(on, key=lambda o: (self._fill_of(on[o]), o))
+        for o in order:
+            slot = slots[o]
+            reps = [r for r in on[o] if r.gpus and r.gpus[0] is slot]
+            if not reps or slot.state not in (GpuState.PLANNED, GpuState.WHOLE, GpuState.FIXED):
+                continue
+            if slot.state is not GpuState.FIXED and slot.ours != len(reps):
+                continue
+            if slot.state is GpuState.FIXED and slot.ours != len(reps):
+                continue
+            if self._try_close(slot, reps):
+                changed = True
+        return changed
+
+    def _fill_of(self, reps: list[_Rep]) -> float:
+        return sum(self._units(r.shape) for r in reps)
+
+    def _try_close(self, slot: GpuSlot, reps: list[_Rep]) -> bool:
+        saved = slot.price
+        penalty = self.options.move_penalty * sum(1 for r in reps if r.pod is not None)
+        undo: list[tuple[_Rep, _Rep]] = []
+        # Detach everything from the source first so it cannot be its own target.
+        snapshots = [(r, _Rep(r.demand, r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed))
+                     for r in reps]
+        for r in reps:
+            self._detach(r)
+        cost = penalty
+        ok = True
+        for r in sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)):
+            moved = self._relocate(r, budget=saved - cost)
+            if moved is None:
+                ok = False
+                break
+            cost += moved
+            undo.append((r, r))
+            if cost >= saved - 1e-6:
+                ok = False
+                break
+        if ok and cost < saved - 1e-6:
+            for r in reps:
+                if r.pod is not None:
+                    self.evictions.append(Eviction(r.pod, slot.node.name, self.demands[r.demand].key,
+                                                   "moved: its GPU is freed to save money"))
+                    r.pod = None
+            return True
+        # Roll back: detach the relocated ones, re-attach all at the source.
+        for r, _ in undo:
+            self._detach(r)
+        for r, old in snapshots:
+            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = (
+                old.shape, old.node, old.gpus, old.start, old.pod, old.reason, old.fixed)
+        self._reattach(slot, reps)
+        return False
+
+    def _detach(self, r: _Rep) -> None:
+        st = self.state
+        if r.shape.kind is ShapeKind.CPU:
+            r.node.cpu_free += r.shape.cpu_millis
+            r.node.mem_free += r.shape.memory_mib
+        elif r.shape.kind is ShapeKind.GPU:
+            for slot in r.gpus:
+                slot.ours -= 1
+                if slot.ours == 0:
+                    st.release_free(slot)
+        elif r.fixed:
+            assert r.start is not None
+            st.return_fixed(r.gpus[0], r.shape.profile, r.start)
+        else:
+            st.remove_content(r.gpus[0], r.shape.profile)
+
+    def _reattach(self, slot: GpuSlot, reps: list[_Rep]) -> None:
+        st = self.state
+        for r in reps:
+            if r.shape.kind is ShapeKind.GPU:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.WHOLE
+                slot.ours += 1
+            elif r.fixed:
+                assert r.start is not None
+                slot.fixed_free[r.shape.profile].remove(r.start)
+                slot.ours += 1
+            else:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.PLANNED
+                st.add_content(slot, r.shape.profile)
+
+    def _relocate(self, r: _Rep, budget: float) -> float | None:
+        """Move ``r`` to spare room (cost 0) or CPU (its price); ``None`` if neither fits."""
+        i = r.demand
+        d = self.demands[i]
+        on_spot = r.node.spec.price_tier is PriceTier.SPOT
+        spot_ok = d.allow_spot and (on_spot or d.min_off_spot == 0)  # never breach min_off_spot
+        spots = (False, True) if spot_ok else (False,)
+        mig_cands = sorted((c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG),
+                           key=lambda c: (self._units(c.shape), c.shape))
+        room = self._best_room(mig_cands, spots, exclude=None)
+        if room is not None:
+            _, slot, cand = room
+            r.shape, r.node, r.gpus, r.pod = cand.shape, slot.node, [slot], r.pod
+            if slot.state is GpuState.FIXED:
+                r.start = self.state.take_fixed(slot, cand.shape.profile)
+                r.fixed = True
+            else:
+                self.state.add_content(slot, cand.shape.profile)
+                r.start, r.fixed = None, False
+            r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (packed to free a GPU)"
+            return 0.0
+        for cand in self.cands[i]:
+            if cand.shape.kind is not ShapeKind.CPU:
+                continue
+            price = self.snapshot.cpu_price * cand.shape.cpu_millis / 1000
+            if price >= budget:
+                continue
+            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None)
+            if node is None:
+                continue
+            node.cpu_free -= cand.shape.cpu_millis
+            node.mem_free -= cand.shape.memory_mib
+            r.shape, r.node, r.gpus, r.start, r.fixed = cand.shape, node, [], None, False
+            r.reason = f"{cand.shape.describe()} at ${price:.2f}/h: cheaper than keeping a GPU for it"
+            return price
+        return None
+
+    def _downgrade_pass(self) -> bool:
+        """Move a MIG GPU's whole content to a cheaper free GPU where every replica still fits."""
+        changed = False
+        on = self._units_on()
+        slots = {s.order: s for s in self.state.gpus}
+        for o in sorted(on):
+            slot = slots[o]
+            reps = on[o]
+            if slot.state is not GpuState.PLANNED or slot.ours != len(reps):
+                continue
+            if any(r.pod is not None for r in reps):
+                continue
+            if self._try_downgrade(slot, reps):
+                changed = True
+        return changed
+
+    def _try_downgrade(self, slot: GpuSlot, reps: list[_Rep]) -> bool:
+        spot_ok = all(
+            self.demands[r.demand].allow_spot
+            and (r.node.spec.price_tier is PriceTier.SPOT or self.demands[r.demand].min_off_spot == 0)
+            for r in reps
+        )
+        targets = sorted(
+            (g for g in self.state.groups.values()
+             if g.key[3] and g.key[1] < slot.price - 1e-6 and (spot_ok or not g.key[2])),
+            key=lambda g: (g.key[1], _group_sort(g)),
+        )
+        for g in targets:
+            node = g.best_fit(1)
+            if node is None:
+                continue
+            product = g.key[0]
+            key: mig.Counts = ()
+            chosen: list[Candidate] = []
+            for r in sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)):
+                opts = sorted((c for c in self.cands[r.demand]
+                               if c.shape.kind is ShapeKind.MIG and c.shape.product == product),
+                              key=lambda c: (self._units(c.shape), c.shape))
+                for c in opts:
+                    nxt = mig.add(product, key, c.shape.profile)
+                    if nxt is not None:
+                        key = nxt
+                        chosen.append(c)
+                        break
+                else:
+                    break
+            if len(chosen) != len(reps):
+                continue
+            for r in reps:
+                self._detach(r)
+            target = min((node.gpus[j] for j in node.free), key=lambda s: (s.current is None, s.index))
+            self.state.take_free(node, target)
+            target.state = GpuState.PLANNED
+            for r, c in zip(sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)), chosen, strict=True):
+                self.state.add_content(target, c.shape.profile)
+                r.shape, r.node, r.gpus, r.start, r.fixed = c.shape, node, [target], None, False
+                r.reason = f"{c.shape.describe()}: repacked onto a cheaper GPU (${g.key[1]:.2f}/h)"
+            return True
+        return False
+
+    # ------------------------------------------------------------------------------ finish
+    def _finish(self) -> Plan:
+        st = self.state
+        changes: list[LayoutChange] = []
+        starts: dict[int, dict[str, list[int]]] = {}
+        for slot in st.gpus:
+            if slot.state is GpuState.PLANNED and slot.content:
+                product = catalog.by_key(slot.product)
+                if slot.current is not None:
+                    after = mig.smallest_change(product, slot.current, (), slot.content)
+                else:
+                    after = mig.place(product, slot.content)
+                assert after is not None, (slot.product, slot.content)
+                if slot.current is None or tuple(sorted(slot.current)) != tuple(sorted(after)):
+                    changes.append(LayoutChange(slot.node.name, slot.index, slot.current, after))
+                free: dict[str, list[int]] = {}
+                for name, s in after:
+                    free.setdefault(name, []).append(s)
+                starts[slot.order] = free
+            elif slot.state is GpuState.WHOLE and slot.ours and slot.current is not None:
+                changes.append(LayoutChange(slot.node.name, slot.index, slot.current, None))
+        assignments: list[Assignment] = []
+        per_demand: dict[int, list[_Rep]] = {}
+        for r in self.reps:
+            per_demand.setdefault(r.demand, []).append(r)
+        cost_by: dict[str, float] = {d.key: 0.0 for d in self.demands}
+        for i in sorted(per_demand):
+            d = self.demands[i]
+            reps = sorted(per_demand[i], key=lambda r: (r.pod is None, r.pod or "", r.node.name,
+                                                       [g.index for g in r.gpus], r.shape))
+            for n, r in enumerate(reps):
+                start = r.start
+                if r.shape.kind is ShapeKind.MIG and not r.fixed:
+                    start = starts[r.gpus[0].order][r.shape.profile].pop(0)
+                cost = self._rep_cost(r)
+                cost_by[d.key] += cost
+                assignments.append(Assignment(
+                    demand=d.key, replica=n, shape=r.shape, node=r.node.name,
+                    gpus=tuple(g.index for g in r.gpus), start=start, cost=round(cost, 6),
+                    pod=r.pod, reason=r.reason,
+                ))
+        used = [s for s in st.gpus if s.ours > 0]
+        cpu_cost = sum(self._rep_cost(r) for r in self.reps if r.shape.kind is ShapeKind.CPU)
+        total = sum(s.price for s in used) + cpu_cost
+        unplaced = [
+            Unplaced(self.demands[i].key, n, self._why_unplaced(i)) for i, n in sorted(self.unplaced.items())
+        ]
+        notes = list(self.snapshot.warnings)
+        for node in self.snapshot.nodes:
+            notes += [f"{node.name}: {w}" for w in node.warnings]
+        return Plan(
+            assignments=tuple(assignments),
+            unplaced=tuple(unplaced),
+            layout_changes=tuple(sorted(changes, key=lambda c: (c.node, c.gpu))),
+            evictions=tuple(sorted(self.evictions, key=lambda e: e.pod)),
+            cost_per_hour=round(total, 6),
+            gpus_used=len(used),
+            notes=tuple(notes),
+            cost_by_demand={k: round(v, 6) for k, v in cost_by.items()},
+        )
+
+    def _rep_cost(self, r: _Rep) -> float:
+        if r.shape.kind is ShapeKind.CPU:
+            return self.snapshot.cpu_price * r.shape.cpu_millis / 1000
+        price = r.gpus[0].price if r.gpus else 0.0
+        return price * self._units(r.shape)
+
+    def _why_unplaced(self, i: int) -> str:
+        d = self.demands[i]
+        cands = self.cands[i]
+        if not cands:
+            rejected = self.rejected[i]
+            if not rejected:
+                if not self.snapshot.nodes:
+                    return "the cluster has no nodes"
+                return "no accepted accelerator exists in this cluster"
+            head = "; ".join(rejected[:4])
+            more = f" (and {len(rejected) - 4} more)" if len(rejected) > 4 else ""
+            return f"no shape in this cluster meets the model's needs: {head}{more}"
+        parts: list[str] = []
+        for product in sorted({c.shape.product for c in cands if c.shape.product}):
+            free = 0
+            total = 0
+            best_node = 0
+            for g in self.state.groups_by_product.get(product, []):
+                if g.key[2] and not d.allow_spot:
+                    continue
+                total += g.size
+            for node in self.state.nodes:
+                if node.gpus and node.gpus[0].product == product and (
+                    d.allow_spot or node.spec.price_tier is not PriceTier.SPOT):
+                    free += len(node.free)
+                    best_node = max(best_node, len(node.free))
+            text = f"{product}: {free} of {total} GPUs free"
+            if d.tensor_parallel > 1:
+                text += f", at most {best_node} free on one node (tensor parallel needs {d.tensor_parallel})"
+            parts.append(text)
+        cpu = [c for c in cands if c.shape.kind is ShapeKind.CPU]
+        if cpu:
+            most = max((n.cpu_free for n in self.state.cpu_nodes), default=0)
+            parts.append(f"CPU: at most {most / 1000:g} cores free on a node, "
+                         f"{cpu[0].shape.cpu_millis / 1000:g} needed")
+        shapes = ", ".join(c.shape.describe() for c in cands[:4]) + (" ..." if len(cands) > 4 else "")
+        spot = "" if d.allow_spot else " (spot nodes excluded by the pool)"
+        return f"no free capacity for any accepted shape ({shapes}){spot}: " + "; ".join(parts)
+
+
+def _group_sort(where: object) -> tuple[str, float, bool, bool]:
+    if isinstance(where, Group):
+        return where.key
+    return ("", 0.0, False, False)
+
+
+def _layout_rank(slot: GpuSlot, prof: str) -> int:
+    """Prefer GPUs whose current layout already has the instance (0), any MIG layout (1), whole (2)."""
+    if slot.current is None:
+        return 2
+    return 0 if any(name == prof for name, _ in slot.current) else 1
+
+
+def _holding_shape(product: str, h: Holding) -> Shape:
+    if h.instance is not None:
+        return Shape(ShapeKind.MIG, product, gpus=1, profile=h.instance[1])
+    if h.gpus:
+        return Shape(ShapeKind.GPU, product, gpus=len(h.gpus))
+    return Shape(ShapeKind.CPU, cpu_millis=h.cpu_millis, memory_mib=h.memory_mib)
+
+
+def _holding_cost(gpu_price: float, cpu_price: float, shape: Shape) -> float:
+    if shape.kind is ShapeKind.GPU:
+        return gpu_price * shape.gpus
+    if shape.kind is ShapeKind.MIG:
+        return gpu_price * mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
+    return cpu_price * shape.cpu_millis / 1000
+
+
+def _same_shape(accepted: Shape, running: Shape) -> bool:
+    if accepted.kind is not running.kind:
+        return False
+    if accepted.kind is ShapeKind.CPU:
+        return running.cpu_millis >= accepted.cpu_millis and running.memory_mib >= accepted.memory_mib
+    return accepted == running
