@@ -702,11 +702,12 @@ def _group_sort(where: object) -> tuple[str, float, bool, bool]:
     return ("", 0.0, False, False)
 
 
-def _layout_rank(slot: GpuSlot, prof: str) -> int:
-    """Prefer GPUs whose current layout already has the instance (0), any MIG layout (1), whole (2)."""
+def _layout_rank(slot: GpuSlot, prof: str) -> tuple[int, int]:
+    """Prefer GPUs whose current layout already has the most such instances (no re-layout), then any
+    MIG-enabled GPU, then whole ones (enabling MIG)."""
     if slot.current is None:
-        return 2
-    return 0 if any(name == prof for name, _ in slot.current) else 1
+        return (1, 0)
+    return (0, -sum(1 for name, _ in slot.current if name == prof))
 
 
 def _holding_shape(product: str, h: Holding) -> Shape:

@@ -1,0 +1,432 @@
+"""Node and Pod objects (plain dicts, exactly as ``kubectl get -o yaml/json`` prints them) -> Snapshot.
+
+The only place that knows GFD label names, device-plugin resource names and the ``gpupool.io/*``
+labels and annotations. Works on dicts so the same code serves the operator (kubernetes client
+objects turned into dicts), ``gpupool plan`` (files) and tests.
+
+Per-GPU MIG layouts come, in order of trust, from the ``gpupool.io/mig-layout`` annotation (one
+``{profile: count}`` map per GPU index, ``{}`` = MIG disabled), from a well-known
+``nvidia.com/mig.config`` name (``all-disabled``, ``all-enabled``, ``all-<profile>``,
+``all-balanced``), or else from the allocatable MIG resources spread over the node's GPUs
+deterministically (largest instances first, lowest GPU index first). Real clusters do not say
+which physical GPU a pod's MIG device sits on, so bound pods are assigned to GPUs the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gpupool_operator.core import catalog, mig
+from gpupool_operator.core.cost import Prices, PriceTier, default_prices
+from gpupool_operator.core.inventory import Gpu, Holding, MigStrategy, Node, Snapshot
+from gpupool_operator.core.mig import Placement
+
+__all__ = [
+    "MIG_LAYOUT_ANNOTATION",
+    "MODEL_LABEL",
+    "POOL_LABEL",
+    "PRICE_ANNOTATION",
+    "PRICE_TIER_LABEL",
+    "node_from_object",
+    "parse_cpu",
+    "parse_memory_mib",
+    "snapshot_from_objects",
+]
+
+MIG_LAYOUT_ANNOTATION = "gpupool.io/mig-layout"
+PRICE_TIER_LABEL = "gpupool.io/price-tier"
+PRICE_ANNOTATION = "gpupool.io/price-per-gpu-hour"
+#: Labels on our replica pods: the InferencePool and model they serve.
+POOL_LABEL = "gpupool.io/inference-pool"
+MODEL_LABEL = "gpupool.io/model"
+#: Optional annotation on our pods: the GPU indices they run on (JSON list), when known.
+GPUS_ANNOTATION = "gpupool.io/gpus"
+
+_GPU = "nvidia.com/gpu"
+_MIG_PREFIX = "nvidia.com/mig-"
+_UNSCHEDULABLE_TAINTS = ("node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
+                         "node.kubernetes.io/unreachable")
+_TERMINAL = ("Succeeded", "Failed")
+
+Obj = Mapping[str, Any]
+
+
+def snapshot_from_objects(
+    nodes: Iterable[Obj], pods: Iterable[Obj] = (), prices: Prices | None = None
+) -> Snapshot:
+    """Build the core's inventory snapshot from Node and Pod objects."""
+    prices = prices or default_prices()
+    by_node: dict[str, list[Obj]] = {}
+    for pod in pods:
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        phase = (pod.get("status") or {}).get("phase")
+        if node_name and phase not in _TERMINAL:
+            by_node.setdefault(node_name, []).append(pod)
+    built: list[Node] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for obj in nodes:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if not name:
+            warnings.append("skipped a Node object without metadata.name")
+            continue
+        if name in seen:
+            warnings.append(f"skipped duplicate node {name}")
+            continue
+        seen.add(name)
+        built.append(node_from_object(obj, by_node.get(name, []), prices))
+    return Snapshot(tuple(built), cpu_price=prices.cpu_per_core_hour, warnings=tuple(warnings))
+
+
+def node_from_object(obj: Obj, pods: Iterable[Obj] = (), prices: Prices | None = None) -> Node:
+    """One Node object (and the pods bound to it) as the core sees it."""
+    prices = prices or default_prices()
+    meta = obj.get("metadata") or {}
+    name = str(meta["name"])
+    labels: dict[str, str] = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    annotations: dict[str, str] = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    status = obj.get("status") or {}
+    raw_alloc = status.get("allocatable") or status.get("capacity") or {}
+    alloc: dict[str, str] = {str(k): str(v) for k, v in raw_alloc.items()}
+    warnings: list[str] = []
+
+    schedulable = not (obj.get("spec") or {}).get("unschedulable", False)
+    for taint in (obj.get("spec") or {}).get("taints") or []:
+        if taint.get("key") in _UNSCHEDULABLE_TAINTS and taint.get("effect") in ("NoSchedule", "NoExecute"):
+            schedulable = False
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Ready" and cond.get("status") != "True":
+            schedulable = False
+            warnings.append("not Ready: no new replicas go here")
+
+    cpu = parse_cpu(alloc.get("cpu", "0"))
+    memory = parse_memory_mib(alloc.get("memory", "0"))
+    tier = _tier(labels.get(PRICE_TIER_LABEL), warnings)
+    override = prices.node_override(labels)
+    if override is not None and override.tier is not None:
+        tier = override.tier
+
+    product_label = labels.get("nvidia.com/gpu.product", "")
+    strategy = _strategy(labels.get("nvidia.com/mig.strategy"))
+    whole_alloc = _int(alloc.get(_GPU))
+    mig_alloc = {
+        k[len(_MIG_PREFIX):]: _int(v) for k, v in alloc.items() if k.startswith(_MIG_PREFIX) and _int(v) > 0
+    }
+    gpu_count = _int(labels.get("nvidia.com/gpu.count"))
+    if not product_label and not whole_alloc and not mig_alloc:
+        return Node(name=name, cpu_millis=cpu, memory_mib=memory, price_tier=tier,
+                    holdings=_holdings(pods, None, ()), schedulable=schedulable, warnings=tuple(warnings))
+
+    product = catalog.by_product_label(product_label) if product_label else None
+    if strategy is MigStrategy.SINGLE and "-MIG-" in product_label and gpu_count:
+        # Under `single` GFD reports slices: gpu.count counts slices, not GPUs.
+        per_gpu = _single_profile_count(product, product_label)
+        gpu_count = max(1, math.ceil(gpu_count / per_gpu)) if per_gpu else gpu_count
+    if not gpu_count:
+        gpu_count = whole_alloc + (math.ceil(sum(mig_alloc.values()) / 7) if mig_alloc else 0)
+    gpu_memory = _int(labels.get("nvidia.com/gpu.memory")) or (product.memory_mib if product else 0)
+    if product is None:
+        warnings.append(
+            f"unknown GPU product {product_label or '(no nvidia.com/gpu.product label)'}: used as "
+            f"{gpu_count} whole non-MIG GPU(s) of {gpu_memory} MiB"
+        )
+        if strategy is MigStrategy.SINGLE:
+            gpu_memory = _int(labels.get("nvidia.com/gpu.memory"))
+    layouts = _layouts(product, gpu_count, annotations, labels, strategy, whole_alloc, mig_alloc, warnings)
+    key = product.key if product else None
+    price = _price(prices, key, tier, gpu_memory, annotations, override, warnings)
+    mig_ready = labels.get("nvidia.com/mig.config.state", "success") == "success"
+    if not mig_ready:
+        warnings.append(
+            f"MIG manager state {labels.get('nvidia.com/mig.config.state')}: its MIG GPUs take no new replicas"
+        )
+    gpus = tuple(Gpu(i, layouts[i]) for i in range(gpu_count))
+    return Node(
+        name=name,
+        cpu_millis=cpu,
+        memory_mib=memory,
+        product=key,
+        product_label=product_label.split("-MIG-", 1)[0] if product_label else "",
+        gpu_memory_mib=gpu_memory,
+        gpus=gpus,
+        mig_strategy=strategy,
+        mig_ready=mig_ready,
+        price_tier=tier,
+        gpu_price=price,
+        holdings=_holdings(pods, product, gpus),
+        schedulable=schedulable,
+        warnings=tuple(warnings),
+    )
+
+
+# ------------------------------------------------------------------------------------ layouts
+def _layouts(
+    product: catalog.GpuProduct | None, count: int, annotations: Mapping[str, str], labels: Mapping[str, str],
+    strategy: MigStrategy, whole_alloc: int, mig_alloc: Mapping[str, int], warnings: list[str],
+) -> list[Placement | None]:
+    if product is None or not product.mig_capable:
+        return [None] * count
+    raw = annotations.get(MIG_LAYOUT_ANNOTATION)
+    if raw:
+        got = _from_annotation(product, count, raw, warnings)
+        if got is not None:
+            return got
+    config = labels.get("nvidia.com/mig.config", "")
+    known, named = _named_layout(product, config)
+    if known:
+        return [named] * count
+    if strategy is MigStrategy.SINGLE:
+        prof = _single_profile(labels.get("nvidia.com/gpu.product", ""))
+        if prof is not None:
+            return [_full(product, prof)] * count
+    if not mig_alloc:
+        return [None] * count
+    return _spread(product, count, whole_alloc, mig_alloc, warnings)
+
+
+def _from_annotation(
+    product: catalog.GpuProduct, count: int, raw: str, warnings: list[str]
+) -> list[Placement | None] | None:
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise ValueError("not a list of {profile: count} maps")
+    except ValueError as err:
+        warnings.append(f"ignored {MIG_LAYOUT_ANNOTATION} annotation: {err}")
+        return None
+    out: list[Placement | None] = []
+    for i in range(count):
+        counts = {str(k): int(v) for k, v in (data[i] if i < len(data) else {}).items() if int(v) > 0}
+        if not counts:
+            out.append(None)
+            continue
+        problem = mig.layout_problem(product, counts)
+        if problem is not None:
+            warnings.append(f"GPU {i}: ignored invalid layout {counts} in {MIG_LAYOUT_ANNOTATION}: {problem}")
+            return None
+        out.append(mig.place(product, counts))
+    return out
+
+
+def _named_layout(product: catalog.GpuProduct, config: str) -> tuple[bool, Placement | None]:
+    """``(True, layout)`` for a well-known mig-parted config name, ``(False, None)`` otherwise."""
+    if config == "all-disabled":
+        return True, None
+    if config == "all-enabled":
+        return True, ()
+    if config == "all-balanced":
+        ones = [p for p in product.mig_profiles if p.compute_slices == 1 and p.memory_slots == 1
+                and not p.is_media_extension]
+        twos = [p for p in product.mig_profiles if p.compute_slices == 2]
+        threes = [p for p in product.mig_profiles if p.compute_slices == 3]
+        if ones and twos and threes:
+            return True, mig.place(product, {ones[0].name: 2, twos[0].name: 1, threes[0].name: 1})
+        return False, None
+    if config.startswith("all-"):
+        name = config[4:]
+        if any(p.name == name or p.name.replace("+", ".") == name for p in product.mig_profiles):
+            prof = next(p for p in product.mig_profiles if p.name == name or p.name.replace("+", ".") == name)
+            return True, _full(product, prof.name)
+    return False, None
+
+
+def _full(product: catalog.GpuProduct, profile: str) -> Placement | None:
+    n = mig.room_for(product.key, (), profile)
+    return mig.place(product, {profile: n}) if n else None
+
+
+def _spread(
+    product: catalog.GpuProduct, count: int, whole: int, mig_alloc: Mapping[str, int], warnings: list[str]
+) -> list[Placement | None]:
+    """Distribute allocatable MIG instances over the node's MIG GPUs (the last ``whole`` stay whole)."""
+    mig_gpus = max(0, count - whole)
+    todo: list[str] = []
+    for res, n in sorted(mig_alloc.items()):
+        name = _profile_from_resource(product, res)
+        if name is None:
+            warnings.append(f"unknown MIG resource nvidia.com/mig-{res} for {product.key}: ignored")
+            continue
+        todo += [name] * n
+    todo.sort(key=lambda p: (-product.profile(p).memory_slots, -product.profile(p).compute_slices, p))
+    content: list[dict[str, int]] = [{} for _ in range(mig_gpus)]
+    lost = 0
+    for prof in todo:
+        for c in content:
+            if mig.add(product.key, mig.counts_key(c), prof) is not None:
+                c[prof] = c.get(prof, 0) + 1
+                break
+        else:
+            lost += 1
+    if lost:
+        warnings.append(f"{lost} allocatable MIG instance(s) did not fit {mig_gpus} GPU(s); ignored")
+    out: list[Placement | None] = [mig.place(product, c) if c else () for c in content]
+    return out + [None] * (count - mig_gpus)
+
+
+def _profile_from_resource(product: catalog.GpuProduct, res: str) -> str | None:
+    for p in product.mig_profiles:
+        if p.name.replace("+", ".") == res:
+            return p.name
+    return None
+
+
+def _single_profile(label: str) -> str | None:
+    return label.split("-MIG-", 1)[1] if "-MIG-" in label else None
+
+
+def _single_profile_count(product: catalog.GpuProduct | None, label: str) -> int:
+    prof = _single_profile(label)
+    if product is None or prof is None:
+        return 0
+    try:
+        product.profile(prof)
+    except KeyError:
+        return 0
+    return mig.room_for(product.key, (), prof)
+
+
+# ------------------------------------------------------------------------------------ pods
+def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tuple[Gpu, ...]) -> tuple[Holding, ...]:
+    """What each bound pod holds, GPUs assigned deterministically (lowest index first)."""
+    free_whole = [g.index for g in gpus if g.layout is None]
+    free_inst: list[tuple[int, str, int]] = [
+        (g.index, name, start) for g in gpus if g.layout for name, start in g.layout
+    ]
+    ordered = sorted(pods, key=lambda p: (str(p["metadata"].get("namespace", "")), str(p["metadata"]["name"])))
+    out: list[Holding] = []
+    for pod in ordered:
+        meta = pod["metadata"]
+        ns = str(meta.get("namespace") or "default")
+        labels = meta.get("labels") or {}
+        owner = None
+        if POOL_LABEL in labels and MODEL_LABEL in labels:
+            owner = f"{ns}/{labels[POOL_LABEL]}/{labels[MODEL_LABEL]}"
+        req = _requests(pod)
+        cpu = parse_cpu(req.get("cpu", "0"))
+        memory = parse_memory_mib(req.get("memory", "0"))
+        n_whole = _int(req.get(_GPU))
+        held: tuple[int, ...] = ()
+        instance: tuple[int, str, int] | None = None
+        if n_whole:
+            wanted = _annotated_gpus(meta)
+            if wanted and all(i in free_whole for i in wanted) and len(wanted) == n_whole:
+                held = tuple(wanted)
+            else:
+                held = tuple(free_whole[:n_whole])
+            free_whole = [i for i in free_whole if i not in held]
+        for key, value in sorted(req.items()):
+            if key.startswith(_MIG_PREFIX) and _int(value) and product is not None:
+                prof = _profile_from_resource(product, key[len(_MIG_PREFIX):])
+                match = next((x for x in free_inst if x[1] == prof), None)
+                if match is not None:
+                    free_inst.remove(match)
+                    instance = match
+        out.append(Holding(pod=f"{ns}/{meta['name']}", owner=owner, gpus=held, instance=instance,
+                           cpu_millis=cpu, memory_mib=memory))
+    return tuple(out)
+
+
+def _annotated_gpus(meta: Obj) -> list[int]:
+    raw = (meta.get("annotations") or {}).get(GPUS_ANNOTATION)
+    if not raw:
+        return []
+    try:
+        return [int(x) for x in json.loads(raw)]
+    except (ValueError, TypeError):
+        return []
+
+
+def _requests(pod: Obj) -> dict[str, str]:
+    """A pod's effective requests: sum over containers (limits stand in for missing requests)."""
+    total: Counter[str] = Counter()
+    raw: dict[str, str] = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        merged = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        for k, v in merged.items():
+            if k == "cpu":
+                total[k] += parse_cpu(str(v))
+            elif k == "memory":
+                total[k] += parse_memory_mib(str(v))
+            else:
+                total[k] += _int(str(v))
+    for k, v in total.items():
+        raw[k] = f"{v}m" if k == "cpu" else f"{v}Mi" if k == "memory" else str(v)
+    return raw
+
+
+# ------------------------------------------------------------------------------------ scalars
+_QTY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")
+_BIN = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DEC = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": 10**-3}
+
+
+def parse_cpu(value: str) -> int:
+    """A CPU quantity (``"96"``, ``"95500m"``, ``"1.5"``) in millicores."""
+    value = value.strip()
+    if value.endswith("m"):
+        return int(float(value[:-1]))
+    return round(float(value or 0) * 1000)
+
+
+def parse_memory_mib(value: str) -> int:
+    """A memory quantity (``"1056Gi"``, ``"123456Ki"``, ``"8G"``, bytes) in MiB, rounded down."""
+    m = _QTY.match(value.strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a memory quantity")
+    number, suffix = float(m.group(1)), m.group(2)
+    factor = _BIN.get(suffix) or _DEC.get(suffix)
+    if factor is None:
+        raise ValueError(f"{value!r}: unknown unit {suffix!r}")
+    return int(number * factor // 2**20)
+
+
+def _int(value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def _tier(value: str | None, warnings: list[str]) -> PriceTier:
+    if value is None:
+        return PriceTier.ON_DEMAND
+    try:
+        return PriceTier(value)
+    except ValueError:
+        warnings.append(f"unknown {PRICE_TIER_LABEL} {value!r}: treated as on-demand")
+        return PriceTier.ON_DEMAND
+
+
+def _strategy(value: str | None) -> MigStrategy:
+    try:
+        return MigStrategy(value or "none")
+    except ValueError:
+        return MigStrategy.NONE
+
+
+def _price(
+    prices: Prices, key: str | None, tier: PriceTier, memory_mib: int, annotations: Mapping[str, str],
+    override: Any, warnings: list[str],
+) -> float:
+    raw = annotations.get(PRICE_ANNOTATION)
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            warnings.append(f"ignored {PRICE_ANNOTATION} {raw!r}: not a number")
+    if override is not None and override.gpu_hour is not None:
+        return float(override.gpu_hour)
+    if not prices.known(key):
+        warnings.append(f"no price configured for {key or 'this GPU'}: estimated from its memory")
+    price = prices.gpu_hour(key, tier, memory_mib)
+    if override is not None and override.multiplier is not None:
+        price = prices.gpu_hour(key, PriceTier.ON_DEMAND, memory_mib) * float(override.multiplier)
+    return round(price, 6)
