@@ -8,6 +8,7 @@ case is a mutation of a valid manifest, so each one is invalid for exactly one r
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,22 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "pools").glob("*.yaml"))
 CRD_FILES = sorted((ROOT / "crds").glob("*.yaml"))
 
+NS = "gpupool-api-tests"
+CRD_NAMES = ("inferencepools.gpupool.io", "gpupoolconfigs.gpupool.io")
+
 Manifest = dict[str, Any]
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
 
 
 def base_pool(name: str = "case") -> Manifest:

@@ -8,8 +8,6 @@ they would leave nothing behind even if accepted; a few valid objects are create
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from api_cases import ALL_CASES, CRD_FILES, EXAMPLES, ROOT, Case, base_config, base_pool
+from api_cases import ALL_CASES, CRD_NAMES, EXAMPLES, NS, ROOT, Case, base_config, base_pool
 
 from gpupool_operator.api import (
     Condition,
@@ -31,8 +29,6 @@ from gpupool_operator.api import (
 
 pytestmark = pytest.mark.cluster
 
-NS = "gpupool-api-tests"
-CRD_NAMES = ("inferencepools.gpupool.io", "gpupoolconfigs.gpupool.io")
 
 
 def _apply(cluster: Any, obj: dict[str, Any], *extra: str, check: bool = False) -> Any:
@@ -42,36 +38,6 @@ def _apply(cluster: Any, obj: dict[str, Any], *extra: str, check: bool = False) 
 def _get(cluster: Any, *args: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
     return out
-
-
-def _wait(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Any) -> Iterator[Any]:
-    """The CRDs installed from crds/ (the committed files, exactly as Helm would install them)."""
-    for path in CRD_FILES:
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for name in CRD_NAMES:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
-    if cluster.kubectl("get", "namespace", NS, check=False).returncode != 0:
-        cluster.kubectl("create", "namespace", NS)
-    # kubectl explain and strict field validation read the published OpenAPI: wait until it has ours.
-    _wait(
-        lambda: cluster.kubectl("explain", "inferencepools.spec", check=False).returncode == 0,
-        timeout_s=60,
-        what="OpenAPI publication of InferencePool",
-    )
-    yield cluster
-    cluster.kubectl("delete", "inferencepools", "--all", "-n", NS, "--wait=false", check=False)
 
 
 def test_crds_are_established_with_names_accepted(crds: Any) -> None:
