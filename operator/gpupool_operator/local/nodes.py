@@ -184,12 +184,15 @@ def node_list(cluster: ClusterSpec) -> dict[str, Any]:
 
 
 def _progress(done: int, total: int, started: float, out: Any = sys.stderr) -> None:
+    """A bar redrawn in place on a terminal; plain lines (every 250 nodes and at the end) in a log."""
+    tty = out.isatty()
+    if not tty and done % 250 and done != total:
+        return
     width = 30
     filled = int(width * done / max(total, 1))
     rate = done / max(time.monotonic() - started, 1e-6)
-    out.write(f"\r  nodes [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({rate:.0f}/s)")
-    if done == total:
-        out.write("\n")
+    line = f"  nodes [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({rate:.0f}/s)"
+    out.write(("\r" + line + ("\n" if done == total else "")) if tty else line + "\n")
     out.flush()
 
 

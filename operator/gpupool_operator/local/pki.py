@@ -55,8 +55,14 @@ subjectAltName = {sans}
 """
 #: Names the API server answers to: loopback, and the in-cluster service name and IP.
 _SANS = ",".join(
-    ["DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc"]
-    + ["IP:127.0.0.1", "IP:10.96.0.1"]
+    (
+        "DNS:localhost",
+        "DNS:kubernetes",
+        "DNS:kubernetes.default",
+        "DNS:kubernetes.default.svc",
+        "IP:127.0.0.1",
+        "IP:10.96.0.1",  # the first address of SERVICE_CIDR: the in-cluster `kubernetes` Service
+    )
 )
 
 

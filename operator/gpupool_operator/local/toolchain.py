@@ -89,10 +89,11 @@ def _network_hint(output: str) -> str:
     return ""
 
 
-def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600) -> str:
+def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600, quiet: bool = False) -> str:
     """Run one go command; a failure becomes one ToolchainError saying what to do."""
     started = time.monotonic()
-    _say(f"{what} ...")
+    if not quiet:
+        _say(f"{what} ...")
     try:
         proc = subprocess.run(
             [_go(), *args],
@@ -108,7 +109,8 @@ def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600) 
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise ToolchainError(f"{what} failed (go {' '.join(args[:2])} ...):\n{tail}{_network_hint(tail)}")
-    _say(f"{what} done in {time.monotonic() - started:.0f}s")
+    if not quiet:
+        _say(f"{what} done in {time.monotonic() - started:.0f}s")
     return proc.stdout
 
 
@@ -226,7 +228,9 @@ def wrapper_gomod(
 
 def module_dir(module: str, version: str) -> Path:
     """The extracted source of ``module@version`` in the Go module cache (downloaded if missing)."""
-    out = _run_go(["mod", "download", "-json", f"{module}@{version}"], cache_root(), f"locate {module}@{version}")
+    out = _run_go(
+        ["mod", "download", "-json", f"{module}@{version}"], cache_root(), f"fetch {module}@{version}", quiet=True
+    )
     match = re.search(r'"Dir":\s*"([^"]+)"', out)
     if not match:
         raise ToolchainError(f"go mod download gave no directory for {module}@{version}")
