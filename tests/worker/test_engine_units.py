@@ -1,0 +1,139 @@
+"""Pure engine pieces: datatypes and the BYTES codec, cost arithmetic, settings, validation, and
+the data plane driven in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpupool_worker.config import SettingsError, WorkerSettings
+from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.dataplane import DataPlane
+from gpupool_worker.engine.datatypes import (
+    DataType,
+    decode_bytes_elements,
+    encode_bytes_elements,
+    from_numpy_dtype,
+)
+from gpupool_worker.engine.errors import ErrorKind, InferenceError
+from gpupool_worker.engine.metrics import WorkerMetrics
+from gpupool_worker.engine.repository import ModelRepository
+from gpupool_worker.engine.types import InferRequest, Tensor
+from gpupool_worker.engine.validation import validate
+
+from .gate_model import GateModel
+
+
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_bytes_codec_round_trips(elements: list[bytes]) -> None:
+    raw = encode_bytes_elements(np.array(elements, dtype=object))
+    assert list(decode_bytes_elements(raw, count=len(elements), tensor="t")) == elements
+
+
+@given(st.lists(st.binary(max_size=16), min_size=1, max_size=8), st.integers(min_value=1, max_value=7))
+def test_truncated_bytes_payloads_are_refused_never_misread(elements: list[bytes], cut: int) -> None:
+    raw = encode_bytes_elements(np.array(elements, dtype=object))
+    with pytest.raises(InferenceError) as err:
+        decode_bytes_elements(raw[: max(0, len(raw) - cut)], count=len(elements), tensor="t")
+    assert err.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert "tensor 't'" in err.value.message
+
+
+def test_datatypes_map_to_numpy_and_back() -> None:
+    for dt in DataType:
+        assert from_numpy_dtype(dt.numpy_dtype) is dt
+    assert DataType.FP16.itemsize == 2
+    assert DataType.BYTES.itemsize == 0
+    with pytest.raises(InferenceError, match="unknown datatype 'FP8'"):
+        DataType.parse("FP8", tensor="x")
+
+
+def test_cost_is_price_times_share_times_busy_time() -> None:
+    cost = CostModel(price_per_hour_usd=6.88, device_share=3 / 7)
+    one_hour = 3_600 * 10**9
+    assert cost.cost_of(one_hour) == pytest.approx(6.88 * 3 / 7)
+    assert cost.split(1_000_000, rows=3, batch_rows=4) == pytest.approx(cost.cost_of(1_000_000) * 0.75)
+    # a batch of 32 at the same busy time makes each inference 32x cheaper than batch 1
+    assert cost.split(10**7, 1, 32) * 32 == pytest.approx(cost.split(10**7, 1, 1))
+    assert cost.per_million(1000.0) == pytest.approx(6.88 * 3 / 7 / 3600 * 1000)
+    with pytest.raises(ValueError, match="device share"):
+        CostModel(device_share=0)
+    with pytest.raises(ValueError, match="price per hour"):
+        CostModel(price_per_hour_usd=-1)
+
+
+def test_settings_come_from_the_operators_environment() -> None:
+    s = WorkerSettings.from_env({
+        "GPUPOOL_PRICE_PER_HOUR": "3.43", "GPUPOOL_DEVICE_SHARE": "0.5",
+        "GPUPOOL_ACCELERATOR": "NVIDIA-A100-SXM4-80GB", "GPUPOOL_MIG_PROFILE": "3g.40gb",
+        "GPUPOOL_MODEL_REPOSITORY": "/models", "GPUPOOL_BUILTIN_MODELS": "minilm",
+        "GPUPOOL_GRPC_PORT": "9001", "GPUPOOL_ENGINE": "triton",
+    })
+    assert (s.price_per_hour, s.device_share, s.mig_profile) == (3.43, 0.5, "3g.40gb")
+    assert s.model_repository == Path("/models")
+    assert s.builtin_models == ("minilm",)
+    assert s.override(grpc_port=0, engine=None).grpc_port == 0
+    assert s.override(engine=None).engine == "triton"
+    with pytest.raises(SettingsError, match="GPUPOOL_GRPC_PORT must be a port number"):
+        WorkerSettings.from_env({"GPUPOOL_GRPC_PORT": "70000"})
+
+
+def _request(*tensors: Tensor, outputs: tuple[str, ...] = ()) -> InferRequest:
+    return InferRequest("gate", tensors, requested_outputs=outputs)
+
+
+def _x(shape: tuple[int, ...], dt: DataType = DataType.FP32, name: str = "x") -> Tensor:
+    return Tensor(name, dt, shape, np.zeros(shape, dtype=dt.numpy_dtype))
+
+
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        (_request(_x((2, 3)), _x((2, 3))), "input 'x' appears more than once"),
+        (_request(_x((2, 3)), _x((2, 3), name="z")), "unexpected input 'z'"),
+        (_request(_x((2, 3), DataType.INT32)), "input 'x' has datatype INT32, model 'gate' expects FP32"),
+        (_request(_x((2, 3, 1))), "input 'x' has shape [2, 3, 1], model 'gate' expects [-1, 3]"),
+        (_request(_x((0, 3))), "batch of 0 rows"),
+        (_request(_x((9, 3))), "batch of 9 rows exceeds max_batch_size 8"),
+        (_request(), "missing input 'x'"),
+        (_request(_x((1, 3)), outputs=("nope",)), "requested output 'nope' is not an output"),
+    ],
+)
+def test_validation_names_what_is_wrong(request_: InferRequest, fragment: str) -> None:
+    with pytest.raises(InferenceError) as err:
+        validate(request_, GateModel(width=3).metadata)
+    assert err.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert fragment in err.value.message
+
+
+async def test_data_plane_answers_with_cost_and_counts_inflight() -> None:
+    cost = CostModel(price_per_hour_usd=10.0, device_share=0.25, accelerator="cpu")
+    repo = ModelRepository(None)
+    repo.add("gate", GateModel(width=3))
+    plane = DataPlane(repo, cost, WorkerMetrics(cost))
+    assert not plane.ready
+    await plane.load()
+    assert plane.ready
+    assert plane.model_ready("gate") and plane.model_ready("gate", "1") and not plane.model_ready("gate", "2")
+    response = await plane.infer(InferRequest(
+        "gate", (Tensor("x", DataType.FP32, (2, 3), np.ones((2, 3), np.float32)),), id="r1"))
+    assert response.id == "r1"
+    np.testing.assert_array_equal(response.outputs[0].data, np.full((2, 3), 2.0, np.float32))
+    busy = response.parameters["busy_ns"]
+    assert isinstance(busy, int) and busy > 0
+    assert response.parameters["cost_usd"] == pytest.approx(cost.cost_of(busy))
+    (snap,) = plane.statistics("gate")
+    assert snap.cost_total_usd == pytest.approx(response.parameters["cost_usd"])
+    assert plane.inflight("gate") == 0 and plane.queue_depth("gate") == 0
+    with pytest.raises(InferenceError) as err:
+        await plane.infer(InferRequest("other", ()))
+    assert err.value.kind is ErrorKind.NOT_FOUND
+    await plane.drain()
+    assert not plane.ready
+    with pytest.raises(InferenceError) as err:
+        await plane.infer(InferRequest("gate", ()))
+    assert err.value.kind is ErrorKind.UNAVAILABLE
