@@ -373,3 +373,28 @@ def test_models_are_independent_copies() -> None:
     pool = InferencePool.model_validate(copy.deepcopy(manifest))
     pool.spec.models[0].max_replicas = 9
     assert InferencePool.model_validate(manifest).spec.models[0].max_replicas == 3
+
+
+@pytest.mark.parametrize(
+    "product", ["H100-80GB", "GB200", "NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-80GB-PCIe", "Tesla-T4", "NVIDIA-L4"]
+)
+def test_gpu_products_accept_short_names_and_real_label_values(product: str) -> None:
+    manifest = base_pool()
+    manifest["spec"]["models"][0]["hardware"][1]["gpu"]["product"] = product
+    assert InferencePool.model_validate(manifest).spec.models[0].hardware[1].gpu is not None
+
+
+@pytest.mark.parametrize(("profile", "resource"), [("1g.10gb+me", "nvidia.com/mig-1g.10gb.me"),
+                                                   ("1g.23gb+gfx", "nvidia.com/mig-1g.23gb.gfx"),
+                                                   ("7g.141gb", "nvidia.com/mig-7g.141gb")])
+def test_mig_profiles_map_to_device_plugin_resources(profile: str, resource: str) -> None:
+    manifest = base_pool()
+    manifest["spec"]["models"][0]["hardware"][0]["mig"]["profile"] = profile
+    option = InferencePool.model_validate(manifest).spec.models[0].hardware[0]
+    assert option.resource_name == resource
+    assert ReplicaPlacement(resource=resource).resource == resource
+
+
+def test_status_accepts_whatever_product_a_node_reports() -> None:
+    placement = ReplicaPlacement(resource="nvidia.com/gpu", gpu_product="NVIDIA-A100-SXM4-40GB-MIG-1g.5gb")
+    assert placement.to_wire()["gpuProduct"] == "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"

@@ -23,7 +23,7 @@ from .conditions import Condition
 from .groupversion import CrdInfo, PrinterColumn
 from .inferencepool import InferencePoolSpec, PlacementStrategy
 from .meta import ObjectMeta
-from .types import DnsLabel, Duration, GpuProduct, PositiveDecimal, UsdAmount, parse_duration
+from .types import DnsLabel, Duration, GpuProduct, LabelValue, PositiveDecimal, UsdAmount, parse_duration
 
 __all__ = [
     "DEFAULT_GPU_PRICES",
@@ -45,10 +45,9 @@ __all__ = [
 ]
 
 SINGLETON_NAME = "default"
-LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MIG_LAYOUT_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=317)]
-LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+
 
 
 class CapacityType(StrEnum):

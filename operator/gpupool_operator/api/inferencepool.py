@@ -25,6 +25,7 @@ from .meta import ObjectMeta
 from .types import (
     Duration,
     GpuProduct,
+    LabelValue,
     MigProfileName,
     ModelName,
     PositiveDecimal,
@@ -67,7 +68,7 @@ MAX_MODELS = 32
 MAX_HARDWARE_OPTIONS = 8
 MAX_REPLICAS = 1000
 SOURCE_URI_PATTERN = r"^(hf|s3|gs|oci|pvc|https|builtin)://[^\s]+$"
-RESOURCE_PATTERN = r"^(cpu|nvidia\.com/gpu|nvidia\.com/mig-[1-7]g\.[0-9]{1,3}gb(\.me)?)$"
+RESOURCE_PATTERN = r"^(cpu|nvidia\.com/gpu|nvidia\.com/mig-[1-7]g\.[0-9]{1,3}gb(\.(me|gfx|me\.all))?)$"
 
 
 class ModelFormat(StrEnum):
@@ -182,8 +183,10 @@ class GpuTarget(ApiModel):
         )
     )
     """GPU product: a catalog short name (A100-40GB, A100-80GB, H100-80GB, H100-NVL-94GB,
-    H200-141GB, B200-180GB, GB200) or an exact nvidia.com/gpu.product node label value such as
-    NVIDIA-H100-80GB-HBM3."""
+    H200-141GB, B200-180GB, GB200), matching every label value of that product, or an exact
+    nvidia.com/gpu.product node label value such as NVIDIA-H100-80GB-HBM3 or Tesla-T4. Products
+    are checked against the cluster's nodes by the operator, not here, so new GPUs need no CRD
+    change; a product no node has is reported in status."""
 
     @model_validator(mode="after")
     def _not_a_mig_product(self) -> GpuTarget:
@@ -205,7 +208,8 @@ class MigTarget(ApiModel):
     )
 
     profile: MigProfileName | None = None
-    """A MIG profile as nvidia-smi names it, e.g. 1g.10gb, 3g.40gb or 1g.10gb+me."""
+    """A MIG profile as nvidia-smi names it, e.g. 1g.10gb, 3g.40gb or 1g.10gb+me. Requests the
+    nvidia.com/mig-<profile> resource of the device plugin's mixed strategy."""
     min_memory: Quantity | None = None
     """Any MIG slice with at least this much memory (e.g. 20Gi): the engine picks the cheapest."""
 
@@ -465,8 +469,9 @@ class ReplicaPlacement(ApiModel):
     nvidia.com/mig-3g.40gb) or cpu."""
     count: Annotated[int, Field(ge=1, le=256)] = 1
     """How many units of the resource the replica holds (GPUs, or CPU cores)."""
-    gpu_product: GpuProduct | None = None
-    """GPU product of the node (catalog short name), when the resource is a GPU or MIG slice."""
+    gpu_product: LabelValue | None = None
+    """GPU product of the node (catalog short name, else its nvidia.com/gpu.product label), when
+    the resource is a GPU or MIG slice."""
     ready: bool = False
     """Whether the replica passes its readiness check and serves requests."""
     usd_per_hour: UsdAmount | None = None

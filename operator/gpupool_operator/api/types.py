@@ -22,11 +22,13 @@ __all__ = [
     "DNS_LABEL_PATTERN",
     "DURATION_PATTERN",
     "GPU_PRODUCT_PATTERN",
+    "LABEL_VALUE_PATTERN",
     "MIG_PROFILE_PATTERN",
     "QUANTITY_PATTERN",
     "DnsLabel",
     "Duration",
     "GpuProduct",
+    "LabelValue",
     "MigProfileName",
     "ModelName",
     "PositiveDecimal",
@@ -52,13 +54,19 @@ DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
 QUANTITY_PATTERN = r"^([1-9][0-9]{0,8}(\.[0-9]{1,3})?|0\.[0-9]{0,2}[1-9])(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 """A positive memory quantity in Kubernetes notation (``512Mi``, ``40Gi``, ``1.5Ti``, ``80G``)."""
 
-MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]{1,3}gb(\+me)?$"
-"""A MIG GPU-instance profile as ``nvidia-smi mig -lgip`` names it: ``1g.10gb``, ``3g.40gb``, ``1g.10gb+me``."""
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]{1,3}gb(\+(me|gfx|me\.all))?$"
+"""A MIG GPU-instance profile as ``nvidia-smi mig -lgip`` names it: ``1g.10gb``, ``3g.40gb``,
+``1g.10gb+me`` (and the ``+gfx`` / ``+me.all`` variants of newer GPUs)."""
 
 GPU_PRODUCT_PATTERN = (
-    r"^([A-Z][A-Z0-9]*(-[A-Z0-9]+)*|NVIDIA-[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
+    r"^([A-Z][A-Z0-9]*(-[A-Z0-9]+)*"
+    r"|(NVIDIA|Tesla|Quadro|GRID|TITAN)-[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
 )
-"""A catalog short name (``H100-80GB``) or a real ``nvidia.com/gpu.product`` label value."""
+"""A catalog short name (``H100-80GB``) or a real ``nvidia.com/gpu.product`` label value, which GPU
+Feature Discovery derives from the NVML device name (``NVIDIA-H100-80GB-HBM3``, ``Tesla-T4``)."""
+
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+"""A Kubernetes label value (at most 63 characters)."""
 
 DECIMAL_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,6})?$"
 """A non-negative decimal with at most 9 integer and 6 fractional digits (``"2.74"``)."""
@@ -195,6 +203,9 @@ MigProfileName = Annotated[str, StringConstraints(pattern=MIG_PROFILE_PATTERN, m
 
 GpuProduct = Annotated[str, StringConstraints(pattern=GPU_PRODUCT_PATTERN, min_length=2, max_length=63)]
 """A GPU product: catalog short name (``H100-80GB``) or ``nvidia.com/gpu.product`` value."""
+
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+"""Any Kubernetes label value (what a node reports, not what a user may ask for)."""
 
 Timestamp = Annotated[
     datetime,
