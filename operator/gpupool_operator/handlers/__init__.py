@@ -1,0 +1,66 @@
+"""kopf wiring, kept thin: watch events feed the store and poke the one global placement loop.
+
+Only ``@kopf.on.event`` handlers: kopf persists no handler state and adds no finalizers, so an
+operator that is down never blocks a deletion (owner references clean up), and a standby replica
+can watch (warm cache) without writing anything. Leadership is a Lease (``adapters.leader``); kopf
+runs ``--standalone``. Run with ``gpupool operator`` or ``kopf run -A --standalone -m
+gpupool_operator.handlers``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from gpupool_operator.adapters.runtime import Runtime
+from gpupool_operator.adapters.store import Kind
+from gpupool_operator.api import GROUP, VERSION
+
+__all__ = ["configure", "shutdown"]
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.scanning.disabled = True  # no CRD/namespace scanning: no RBAC for it
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    runtime = Runtime.from_env()
+    memo["runtime"] = runtime
+    runtime.start()
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        await runtime.shutdown()
+
+
+def _feed(kind: Kind, event: kopf.RawEvent, memo: kopf.Memo) -> None:
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        runtime.observe(kind, event)
+
+
+@kopf.on.event("v1", "nodes")
+def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _feed(Kind.NODE, event, memo)
+
+
+@kopf.on.event("v1", "pods")
+def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _feed(Kind.POD, event, memo)
+
+
+@kopf.on.event(GROUP, VERSION, "inferencepools")
+def pool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _feed(Kind.POOL, event, memo)
+
+
+@kopf.on.event(GROUP, VERSION, "gpupoolconfigs")
+def config_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _feed(Kind.CONFIG, event, memo)

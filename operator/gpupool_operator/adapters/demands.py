@@ -1,0 +1,149 @@
+"""InferencePools and the cluster's GPUPoolConfig, translated into what the placement core computes with.
+
+One :class:`~gpupool_operator.core.demand.Demand` per model of every pool, keyed
+``namespace/pool/model``; prices from the GPUPoolConfig (or its defaults when none exists). The
+replica count comes from a :class:`ReplicaPolicy`: today the spec's ``minReplicas``; the
+autoscaler (queue depth from worker statistics) plugs in here without touching the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from gpupool_operator.adapters.names import demand_key
+from gpupool_operator.api import GPUPoolConfig, HardwareType, InferencePool, ModelSpec, default_config
+from gpupool_operator.core import catalog
+from gpupool_operator.core.cost import Prices
+from gpupool_operator.core.demand import Accelerator, Demand, ShapeKind
+
+__all__ = [
+    "MinReplicas",
+    "ParsedPool",
+    "ReplicaPolicy",
+    "config_from",
+    "demands_for",
+    "parse_pool",
+    "prices_from",
+]
+
+MIB = 1024 * 1024
+
+
+class ReplicaPolicy(Protocol):
+    """How many replicas a model should have now (the autoscaler's seam)."""
+
+    def desired(self, pool: InferencePool, model: ModelSpec) -> int: ...
+
+
+@dataclass(frozen=True)
+class MinReplicas:
+    """The policy before autoscaling: every model runs ``minReplicas``, or an override per demand key."""
+
+    overrides: Mapping[str, int] = field(default_factory=dict)
+
+    def desired(self, pool: InferencePool, model: ModelSpec) -> int:
+        key = demand_key(pool.metadata.namespace or "default", pool.metadata.name or "", model.name)
+        wanted = self.overrides.get(key, model.min_replicas)
+        return max(model.min_replicas, min(model.max_replicas, wanted))
+
+
+@dataclass(frozen=True)
+class ParsedPool:
+    """A pool as stored, parsed; ``error`` says why it could not be (then ``pool`` is ``None``)."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    pool: InferencePool | None
+    error: str | None = None
+    deleting: bool = False
+
+
+def parse_pool(obj: Mapping[str, Any]) -> ParsedPool:
+    meta = obj.get("metadata", {})
+    namespace, name = meta.get("namespace", "default"), meta.get("name", "")
+    body = {k: v for k, v in obj.items() if k in ("apiVersion", "kind", "metadata", "spec")}
+    body["metadata"] = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "labels") if k in meta}
+    try:
+        pool = InferencePool.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return ParsedPool(namespace, name, meta.get("uid", ""), int(meta.get("generation", 0)), None,
+                          f"invalid spec at {where}: {first.get('msg', err)}")
+    return ParsedPool(namespace, name, meta.get("uid", ""), int(meta.get("generation", 0)), pool,
+                      deleting=bool(meta.get("deletionTimestamp")))
+
+
+def _rate(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _accelerators(model: ModelSpec) -> tuple[Accelerator, ...]:
+    out: list[Accelerator] = []
+    for option in model.hardware:
+        rate = _rate(option.inferences_per_second)
+        if option.type is HardwareType.GPU and option.gpu is not None:
+            out.append(Accelerator(ShapeKind.GPU, products=(option.gpu.product,), throughput=rate))
+        elif option.type is HardwareType.MIG and option.mig is not None:
+            profiles = (option.mig.profile,) if option.mig.profile else ()
+            out.append(Accelerator(ShapeKind.MIG, profiles=profiles, throughput=rate))
+        elif option.type is HardwareType.CPU and option.cpu is not None:
+            out.append(Accelerator(ShapeKind.CPU, cpu_millis=option.cpu.cores * 1000, throughput=rate))
+    return tuple(out)
+
+
+def demands_for(pools: Iterable[InferencePool], policy: ReplicaPolicy | None = None) -> list[Demand]:
+    """One demand per model of every pool, in a stable order."""
+    policy = policy or MinReplicas()
+    out: list[Demand] = []
+    for pool in pools:
+        namespace = pool.metadata.namespace or "default"
+        for model in pool.spec.models:
+            # A MIG "minMemory" option is at least acceleratorMemory (the API enforces it); the core
+            # sizes slices by the model's need, which any such slice meets.
+            memory = model.accelerator_memory_bytes
+            out.append(
+                Demand(
+                    key=demand_key(namespace, pool.metadata.name or "", model.name),
+                    replicas=policy.desired(pool, model),
+                    memory_mib=math.ceil(memory / MIB),
+                    accelerators=_accelerators(model),
+                    tensor_parallel=model.gpus_per_replica,
+                    max_latency_ms=None,
+                )
+            )
+    return sorted(out, key=lambda d: d.key)
+
+
+def config_from(obj: Mapping[str, Any] | None) -> tuple[GPUPoolConfig, str | None]:
+    """The cluster's GPUPoolConfig, or the defaults (and why) when it is missing or invalid."""
+    if obj is None:
+        return default_config(), None
+    body = {k: v for k, v in obj.items() if k in ("apiVersion", "kind", "spec")}
+    body["metadata"] = {"name": obj.get("metadata", {}).get("name")}
+    try:
+        return GPUPoolConfig.model_validate(body), None
+    except ValidationError as err:
+        return default_config(), f"GPUPoolConfig is invalid ({err.errors()[0].get('msg')}); using defaults"
+
+
+def _catalog_key(product: str) -> str:
+    try:
+        return catalog.lookup(product).key
+    except KeyError:
+        return product
+
+
+def prices_from(config: GPUPoolConfig) -> Prices:
+    """The core's price table from the GPUPoolConfig (products named by label or catalog key)."""
+    gpu = {_catalog_key(p.product): float(p.usd_per_gpu_hour) for p in config.spec.gpu_prices}
+    base = Prices()
+    merged = {**base.gpu, **gpu}
+    return Prices(gpu=merged, cpu_per_core_hour=float(config.spec.usd_per_vcpu_hour))

@@ -1,0 +1,191 @@
+"""The one door to the Kubernetes API: raw JSON requests, counted, retried on conflicts.
+
+Why not the typed client models: deserializing a thousand Node objects into generated classes costs
+seconds; the operator reads and writes plain dicts (the pydantic API models validate what matters).
+Every request goes through :meth:`Kube.request`, so tests and the benchmark can count requests per
+reconcile and a test can swap the transport. Blocking calls run in a bounded thread pool
+(:meth:`Kube.run`) so kopf's event loop never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from gpupool_operator.adapters.names import FIELD_MANAGER
+
+__all__ = ["Kube", "KubeError", "load_client"]
+
+T = TypeVar("T")
+Obj = dict[str, Any]
+
+
+class KubeError(RuntimeError):
+    """A request the API server refused; ``status`` is the HTTP status (0 when it never answered)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def load_client(kubeconfig: Path | None = None, pool_size: int = 32) -> Any:
+    """A ``kubernetes.client.ApiClient`` from a kubeconfig, or from the pod's ServiceAccount."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Counted, JSON-in/JSON-out access to the API server through a ``kubernetes`` ApiClient."""
+
+    def __init__(self, api_client: Any, workers: int = 16) -> None:
+        self.api_client = api_client
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpupool-kube")
+        self._observers: list[Callable[[str, str], None]] = []
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def observe(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(method, path)`` on every request (metrics)."""
+        self._observers.append(callback)
+
+    @property
+    def total_requests(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call in the adapter's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    # -- the one request primitive ----------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        from kubernetes.client.exceptions import ApiException
+
+        with self._lock:
+            self.requests[method] += 1
+        for callback in self._observers:
+            callback(method, path)
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            method_, url, headers, body_, post = self.api_client.param_serialize(
+                method, path, query_params=list(query.items()) if query else None, header_params=headers,
+                body=body, auth_settings=["BearerToken"],
+            )
+            response = self.api_client.call_api(method_, url, header_params=headers, body=body_, post_params=post,
+                                                _request_timeout=(10, 60))
+            data = response.read()
+        except ApiException as err:
+            raise KubeError(int(err.status or 0), str(err.reason or err)) from None
+        except OSError as err:  # connection refused/reset, TLS failure, timeout
+            raise KubeError(0, str(err)) from None
+        if not 200 <= int(response.status) < 300:
+            message = str(response.reason)
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                message = json.loads(data or b"{}").get("message", message)
+            raise KubeError(int(response.status), message)
+        return json.loads(data) if data else {}
+
+    # -- verbs ------------------------------------------------------------------------------
+    def get(self, path: str) -> Obj | None:
+        try:
+            return self.request("GET", path)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(self, path: str, label_selector: str | None = None) -> tuple[builtins.list[Obj], str | None]:
+        """Every item under ``path`` (paginated), and the list's resourceVersion."""
+        items: builtins.list[Obj] = []
+        query: dict[str, str] = {"limit": "500"}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        version: str | None = None
+        while True:
+            page = self.request("GET", path, query=query)
+            items += page.get("items", [])
+            meta = page.get("metadata", {})
+            version = meta.get("resourceVersion", version)
+            token = meta.get("continue")
+            if not token:
+                return items, version
+            query["continue"] = token
+
+    def create(self, path: str, body: Obj) -> Obj | None:
+        """Create; ``None`` when an object of that name already exists (409 AlreadyExists)."""
+        try:
+            return self.request("POST", path, body)
+        except KubeError as err:
+            if err.status == 409:
+                return None
+            raise
+
+    def delete(self, path: str, uid: str | None = None, grace_seconds: int | None = None) -> bool:
+        """Delete; ``False`` when it was already gone. ``uid`` guards against a same-named successor."""
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        try:
+            self.request("DELETE", path, body)
+        except KubeError as err:
+            if err.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def merge_patch(self, path: str, body: Obj) -> Obj:
+        return self.request("PATCH", path, body, content_type="application/merge-patch+json")
+
+    def json_patch(self, path: str, ops: builtins.list[Obj]) -> Obj:
+        return self.request("PATCH", path, ops, content_type="application/json-patch+json")
+
+    def apply(self, path: str, body: Obj, force: bool = True) -> Obj:
+        """Server-side apply of ``body`` as the operator's field manager."""
+        query = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        return self.request("PATCH", path, body, query=query, content_type="application/apply-patch+yaml")
+
+
+def path_for(api_version: str, plural: str, name: str | None = None, namespace: str | None = None,
+             subresource: str | None = None) -> str:
+    """The REST path of a collection or object (``/api/v1/...`` or ``/apis/<group>/<version>/...``)."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespace is not None:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{plural}"
+    if name is not None:
+        base += f"/{quote(name)}"
+    if subresource is not None:
+        base += f"/{subresource}"
+    return base

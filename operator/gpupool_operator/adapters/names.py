@@ -1,0 +1,110 @@
+"""The labels, annotations and names the operator writes, in one place.
+
+Why one module: every adapter, the tests and the Helm chart must agree on these strings, and the
+MIG manager, the scheduler and ``kubectl`` read them. Pure string helpers only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = [
+    "ANN_DEMAND",
+    "ANN_GPUS",
+    "ANN_MIG_CONFIG_PREVIOUS",
+    "ANN_MIG_FAILED",
+    "ANN_MIG_INSTANCE",
+    "ANN_MIG_LAYOUT",
+    "ANN_MIG_LAYOUT_TARGET",
+    "ANN_NODE",
+    "ANN_USD_PER_HOUR",
+    "FIELD_MANAGER",
+    "LABEL_MANAGED_BY",
+    "LABEL_MIG_CONFIG",
+    "LABEL_MIG_CONFIG_STATE",
+    "LABEL_MODEL",
+    "LABEL_POOL",
+    "LABEL_REPLICA",
+    "MANAGED_BY",
+    "MIG_GATE",
+    "demand_key",
+    "label_value",
+    "pod_name",
+    "service_name",
+    "split_demand_key",
+]
+
+MANAGED_BY = "gpupool"
+FIELD_MANAGER = "gpupool-operator"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_POOL = "gpupool.io/inferencepool"
+LABEL_MODEL = "gpupool.io/model"
+LABEL_REPLICA = "gpupool.io/replica"
+
+ANN_DEMAND = "gpupool.io/demand"
+"""On a replica pod: the placement demand it serves (``namespace/pool/model``)."""
+ANN_NODE = "gpupool.io/node"
+"""On a replica pod: the node the plan chose (the pod's required node affinity says the same)."""
+ANN_GPUS = "gpupool.io/gpus"
+"""On a replica pod: the GPU indices it holds on its node, comma-separated (whole GPUs)."""
+ANN_MIG_INSTANCE = "gpupool.io/mig-instance"
+"""On a replica pod: ``<gpu>:<profile>:<start slot>`` of the MIG instance it holds."""
+ANN_USD_PER_HOUR = "gpupool.io/usd-per-hour"
+"""On a replica pod: what its share of the hardware costs per hour."""
+
+LABEL_MIG_CONFIG = "nvidia.com/mig.config"
+LABEL_MIG_CONFIG_STATE = "nvidia.com/mig.config.state"
+ANN_MIG_LAYOUT = "gpupool.io/mig-layout"
+"""On a node: the per-GPU MIG layout in force (JSON list of {profile: count}, one per GPU)."""
+ANN_MIG_LAYOUT_TARGET = "gpupool.io/mig-layout-target"
+"""On a node: the per-GPU layout the operator asked the MIG manager for, until it reports success."""
+ANN_MIG_CONFIG_PREVIOUS = "gpupool.io/mig-config-previous"
+"""On a node: the ``nvidia.com/mig.config`` value before the operator's change (for a rollback)."""
+ANN_MIG_FAILED = "gpupool.io/mig-failed"
+"""On a node: ``<unix time> <config>`` of the last layout the MIG manager failed to apply."""
+
+MIG_GATE = "gpupool.io/mig-reconfiguration"
+"""Scheduling gate held by replica pods until their node's new MIG layout is in allocatable."""
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def _short_hash(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value (at most 63 characters; long values keep a hash suffix)."""
+    if len(text) <= 63:
+        return text
+    return text[:54].rstrip("-._") + "-" + _short_hash(text)
+
+
+def _dns_name(text: str, limit: int) -> str:
+    clean = _NOT_DNS.sub("-", text.lower()).strip("-")
+    if len(clean) <= limit:
+        return clean
+    return clean[: limit - 9].rstrip("-") + "-" + _short_hash(text)
+
+
+def demand_key(namespace: str, pool: str, model: str) -> str:
+    """The placement demand of one model of one pool: ``namespace/pool/model``."""
+    return f"{namespace}/{pool}/{model}"
+
+
+def split_demand_key(key: str) -> tuple[str, str, str]:
+    namespace, pool, model = key.split("/", 2)
+    return namespace, pool, model
+
+
+def pod_name(pool: str, model: str, replica: int) -> str:
+    """The name of a model's ``replica``-th pod: deterministic, so a retried create cannot duplicate."""
+    return _dns_name(f"{pool}-{model}", 253 - 8) + f"-{replica}"
+
+
+def service_name(pool: str, model: str) -> str:
+    """The Service in front of a model's replicas (an RFC 1035 label: at most 63 characters)."""
+    name = _dns_name(f"{pool}-{model}", 63)
+    return name if name[:1].isalpha() else ("m" + name)[:63]

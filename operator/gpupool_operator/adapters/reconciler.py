@@ -1,0 +1,673 @@
+"""The global placement loop: one cycle = snapshot -> core solver -> plan - observed -> writes -> status.
+
+Every pool competes for the same GPUs, so there is one loop for the whole cluster (Kueue's
+scheduling cycle), not one per object. Watch events only *poke* it; bursts coalesce into one cycle.
+A cycle is idempotent: it derives everything from the store (kept current by the watches and by
+write-through of its own writes), so running it twice, or after a crash at any point, converges to
+the same objects:
+
+* replica pods have deterministic names (``<pool>-<model>-<n>``, lowest free ``n``), so a create
+  retried on a stale view answers 409 instead of duplicating;
+* pods are deleted with a UID precondition, so a successor of the same name is never hit;
+* MIG re-layouts are an intent on the node (``gpupool.io/mig-layout-target``) executed when safe
+  and committed when the MIG manager reports success, each step readable after a restart;
+* status is written only when it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gpupool_operator.adapters import metrics, miglayout, names
+from gpupool_operator.adapters.demands import (
+    MinReplicas,
+    ParsedPool,
+    ReplicaPolicy,
+    config_from,
+    demands_for,
+    parse_pool,
+    prices_from,
+)
+from gpupool_operator.adapters.kube import Kube, KubeError, path_for
+from gpupool_operator.adapters.snapshot import build_snapshot
+from gpupool_operator.adapters.status import pool_status, status_differs
+from gpupool_operator.adapters.store import Kind, Store
+from gpupool_operator.adapters.workloads import WorkerSettings, model_service, pod_is_ready, replica_pod
+from gpupool_operator.api import API_VERSION, InferencePoolStatus
+from gpupool_operator.core.inventory import Snapshot
+from gpupool_operator.core.plan import Assignment, Plan
+from gpupool_operator.core.solver import Options, solve
+
+__all__ = ["CycleReport", "OperatorSettings", "Reconciler"]
+
+log = logging.getLogger("gpupool.reconciler")
+Obj = dict[str, Any]
+POOLS_PATH = f"/apis/{API_VERSION}/inferencepools"
+CONFIGS_PATH = f"/apis/{API_VERSION}/gpupoolconfigs"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything the loop needs to know that is not in the cluster."""
+
+    namespace: str = "gpupool-system"
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    mig_config_map: str = "gpupool-mig-parted-config"
+    debounce_s: float = 0.05
+    resync_s: float = 30.0
+    failed_cooldown_s: float = 600.0
+    move_penalty: float = 0.5
+    concurrency: int = 16
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (logged, exported as metrics, asserted by tests and the benchmark)."""
+
+    started: float = 0.0
+    seconds: float = 0.0
+    requests: int = 0
+    created: int = 0
+    deleted: int = 0
+    ungated: int = 0
+    relabeled: int = 0
+    statuses: int = 0
+    unplaced: int = 0
+    cost_per_hour: float = 0.0
+    store_version: int = 0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _pod_key(pod: Mapping[str, Any]) -> str:
+    return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
+
+
+def _is_ours(pod: Mapping[str, Any]) -> bool:
+    meta = pod.get("metadata", {})
+    return (meta.get("labels", {}) or {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and names.ANN_DEMAND in (
+        meta.get("annotations", {}) or {}
+    )
+
+
+def _pod_gpus(pod: Mapping[str, Any]) -> set[int]:
+    ann = pod.get("metadata", {}).get("annotations", {}) or {}
+    out = {int(x) for x in ann.get(names.ANN_GPUS, "").split(",") if x.strip().isdigit()}
+    inst = ann.get(names.ANN_MIG_INSTANCE)
+    if inst:
+        out.add(int(inst.split(":", 1)[0]))
+    return out
+
+
+def _holds_gpu(pod: Mapping[str, Any]) -> bool:
+    for c in pod.get("spec", {}).get("containers", []):
+        res = c.get("resources", {}) or {}
+        for name in {**(res.get("limits") or {}), **(res.get("requests") or {})}:
+            if name.startswith("nvidia.com/"):
+                return True
+    return False
+
+
+def _finished(pod: Mapping[str, Any]) -> bool:
+    return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _changed_gpus(current: list[dict[str, int]] | None, target: list[dict[str, int]]) -> set[int]:
+    if current is None or len(current) != len(target):
+        return set(range(len(target)))
+    return {i for i, (a, b) in enumerate(zip(current, target, strict=True)) if a != b}
+
+
+class Reconciler:
+    """Runs placement cycles while this replica leads; ``poke()`` asks for one soon."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        store: Store,
+        settings: OperatorSettings,
+        policy: ReplicaPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.store = store
+        self.settings = settings
+        self.policy = policy or MinReplicas()
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._seeded = False
+        self._services: set[str] = set()
+        self._mig_doc: tuple[str | None, str | None] | None = None  # (content, resourceVersion)
+        self.last_plan: Plan | None = None
+        self.last_report: CycleReport | None = None
+        self.reports: list[CycleReport] = []
+        self.cycles = 0
+        self.idle = asyncio.Event()
+        self._events: list[tuple[Obj, str, str, str]] = []  # (involvedObject, type, reason, message)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, is_leader: Callable[[], bool]) -> None:
+        """Cycle whenever poked (debounced) or every ``resync_s``, while ``is_leader()``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.resync_s)
+            if stop.is_set():
+                break
+            if not is_leader():
+                self._seeded = False  # a new term starts from a fresh list
+                self._wake.clear()
+                self.idle.set()
+                await asyncio.sleep(0.2)
+                continue
+            await asyncio.sleep(self.settings.debounce_s)
+            self._wake.clear()
+            self.idle.clear()
+            try:
+                if not self._seeded:
+                    await self.seed()
+                report = await self.cycle()
+                self.reports.append(report)
+                del self.reports[:-1000]
+            except Exception:  # a cycle must never kill the loop: log, back off, retry
+                log.exception("placement cycle failed; retrying")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+            finally:
+                if not self._wake.is_set():
+                    self.idle.set()
+
+    async def seed(self) -> None:
+        """List everything once, so the first cycle of a term sees the whole cluster."""
+        lists = {
+            Kind.NODE: "/api/v1/nodes",
+            Kind.POD: "/api/v1/pods",
+            Kind.POOL: POOLS_PATH,
+            Kind.CONFIG: CONFIGS_PATH,
+        }
+        for kind, path in lists.items():
+            items, version = await self.kube.run(self.kube.list, path)
+            self.store.seed(kind, items, version)
+        self._seeded = True
+
+    # -- one cycle ----------------------------------------------------------------------------
+    async def cycle(self) -> CycleReport:
+        started = time.monotonic()
+        before = self.kube.total_requests
+        report = CycleReport(started=self.clock(), store_version=self.store.version)
+        now = self.clock()
+
+        parsed = [parse_pool(obj) for obj in self.store.all(Kind.POOL)]
+        pools = {f"{p.namespace}/{p.name}": p for p in parsed if p.pool is not None and not p.deleting}
+        config_obj = self.store.get(Kind.CONFIG, "default")
+        config, config_problem = config_from(config_obj)
+        if config_problem:
+            log.warning(config_problem)
+        prices = prices_from(config)
+        nodes = self.store.all(Kind.NODE)
+        pods = self.store.all(Kind.POD)
+        valid = [p.pool for p in pools.values() if p.pool is not None]
+        demands = demands_for(valid, self.policy)
+        desired = {d.key: d.replicas for d in demands}
+
+        def plan_now() -> tuple[Snapshot, Plan]:
+            snapshot = build_snapshot(nodes, pods, config, prices, now, self.settings.failed_cooldown_s)
+            return snapshot, solve(snapshot, demands, Options(move_penalty=self.settings.move_penalty))
+
+        snapshot, plan = await self.kube.run(plan_now)
+        self.last_plan = plan
+        report.unplaced = sum(u.count for u in plan.unplaced)
+        report.cost_per_hour = plan.cost_per_hour
+        metrics.PLAN_USD_PER_HOUR.set(plan.cost_per_hour)
+        metrics.UNPLACED_REPLICAS.set(report.unplaced)
+
+        node_by_name = {n["metadata"]["name"]: n for n in nodes}
+        sem = asyncio.Semaphore(self.settings.concurrency)
+
+        async def limited(func: Callable[..., Any], *args: Any) -> Any:
+            async with sem:
+                return await self.kube.run(func, *args)
+
+        # 1. MIG: commit finished re-layouts, handle failures, execute intents that became safe.
+        report.relabeled += await self._drive_mig(node_by_name, pods, limited, now)
+
+        # 2. Stop what the plan no longer wants, lost and finished replicas, and drained ones.
+        doomed = self._doomed(plan, pods, node_by_name, snapshot, desired)
+        results = await asyncio.gather(*(limited(self._delete_pod, pod) for pod in doomed))
+        report.deleted += sum(1 for r in results if r)
+
+        # 3. Record new MIG layout intents (the label follows when the GPUs are free).
+        await self._record_intents(plan, node_by_name, limited)
+        node_by_name = {n["metadata"]["name"]: n for n in self.store.all(Kind.NODE)}
+
+        # 4. Start new replicas (gated when their GPU is being re-laid out).
+        pod_names = self._name_new_replicas(plan, self.store.all(Kind.POD))
+        creations = []
+        for a in plan.assignments:
+            if a.pod is not None:
+                continue
+            namespace, pool_name, model_name = names.split_demand_key(a.demand)
+            entry = pools.get(f"{namespace}/{pool_name}")
+            if entry is None or entry.pool is None:
+                continue
+            node = node_by_name.get(a.node, {})
+            gated = self._must_gate(node, a)
+            manifest = replica_pod(
+                entry.pool, entry.uid, entry.pool.spec.model(model_name), a, pod_names[(a.demand, a.replica)][1],
+                (node.get("metadata", {}).get("labels", {}) or {}).get("nvidia.com/gpu.product", ""),
+                next((n.gpu_price for n in snapshot.nodes if n.name == a.node), 0.0), gated,
+                self.settings.worker,
+            )
+            creations.append(limited(self._create_pod, manifest))
+        created = await asyncio.gather(*creations)
+        report.created += sum(1 for c in created if c)
+
+        # 5. Services, one per model.
+        await asyncio.gather(*(
+            limited(self._ensure_service, entry, model.name)
+            for entry in pools.values() if entry.pool is not None
+            for model in entry.pool.spec.models
+        ))
+
+        # 6. Let gated replicas schedule once their node's new layout is in allocatable.
+        report.ungated += await self._ungate(self.store.all(Kind.POD), node_by_name, limited)
+
+        # 7. Status of every pool, written only when it changes; one Event per pool with news.
+        report.statuses += await self._write_statuses(pools, plan, pod_names, desired, limited)
+        await asyncio.gather(*(limited(self._post_event, *e) for e in self._events))
+        self._events.clear()
+
+        report.seconds = time.monotonic() - started
+        report.requests = self.kube.total_requests - before
+        self.cycles += 1
+        self.last_report = report
+        metrics.CYCLES.inc()
+        metrics.CYCLE_SECONDS.observe(report.seconds)
+        if report.created or report.deleted or report.relabeled or report.ungated or report.statuses:
+            log.info(
+                "cycle %d: %.3fs, %d requests, created %d, deleted %d, relabeled %d, ungated %d, "
+                "statuses %d, unplaced %d, plan %.2f $/h",
+                self.cycles, report.seconds, report.requests, report.created, report.deleted,
+                report.relabeled, report.ungated, report.statuses, report.unplaced, report.cost_per_hour,
+            )
+        return report
+
+    # -- deletions ----------------------------------------------------------------------------
+    def _doomed(
+        self, plan: Plan, pods: list[Obj], nodes: Mapping[str, Obj], snapshot: Snapshot, desired: Mapping[str, int]
+    ) -> list[Obj]:
+        by_key = {_pod_key(p): p for p in pods}
+        out: dict[str, Obj] = {}
+        for e in plan.evictions:
+            pod = by_key.get(e.pod)
+            if pod is not None and _is_ours(pod) and not pod["metadata"].get("deletionTimestamp"):
+                out[e.pod] = pod
+                self._event(pod, "Normal", "Stopping", f"stopping replica on {e.node}: {e.reason}")
+        schedulable = {n.name for n in snapshot.nodes if n.schedulable}
+        ready_elsewhere: dict[str, int] = {}
+        draining: list[Obj] = []
+        for pod in pods:
+            if not _is_ours(pod) or pod["metadata"].get("deletionTimestamp"):
+                continue
+            key = _pod_key(pod)
+            node = pod.get("spec", {}).get("nodeName") or pod["metadata"]["annotations"].get(names.ANN_NODE)
+            demand = pod["metadata"]["annotations"][names.ANN_DEMAND]
+            if _finished(pod):
+                out[key] = pod
+                self._event(pod, "Warning", "ReplicaFinished", f"replica {key} ended ({pod['status'].get('phase')})")
+            elif node not in nodes:
+                out[key] = pod
+                self._event(pod, "Warning", "NodeGone", f"node {node} of replica {key} is gone; placing it again")
+            elif node not in schedulable:
+                draining.append(pod)
+            elif pod_is_ready(pod):
+                ready_elsewhere[demand] = ready_elsewhere.get(demand, 0) + 1
+        for pod in draining:  # make before break: stop a cordoned node's replica once others serve
+            demand = pod["metadata"]["annotations"][names.ANN_DEMAND]
+            if ready_elsewhere.get(demand, 0) >= desired.get(demand, 0):
+                out[_pod_key(pod)] = pod
+                self._event(pod, "Normal", "Drained",
+                            f"replica moved off unschedulable node {pod['spec'].get('nodeName')}")
+        return list(out.values())
+
+    def _delete_pod(self, pod: Obj) -> bool:
+        meta = pod["metadata"]
+        path = path_for("v1", "pods", meta["name"], meta["namespace"])
+        gone = self.kube.delete(path, uid=meta.get("uid"))
+        marked = {**pod, "metadata": {**meta, "deletionTimestamp": _now().strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        self.store.objects[Kind.POD][_pod_key(pod)] = marked  # write-through: terminating until the watch says gone
+        return gone
+
+    # -- creations ----------------------------------------------------------------------------
+    def _name_new_replicas(self, plan: Plan, pods: list[Obj]) -> dict[tuple[str, int], tuple[str, int]]:
+        """(demand, replica) -> (pod name, replica index); new replicas take the lowest free index."""
+        used: dict[tuple[str, str, str], set[int]] = {}
+        for pod in pods:
+            labels = pod["metadata"].get("labels", {}) or {}
+            if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY:
+                continue
+            ident = (pod["metadata"]["namespace"], labels.get(names.LABEL_POOL, ""), labels.get(names.LABEL_MODEL, ""))
+            with contextlib.suppress(ValueError):
+                used.setdefault(ident, set()).add(int(labels.get(names.LABEL_REPLICA, "-1")))
+        out: dict[tuple[str, int], tuple[str, int]] = {}
+        for a in plan.assignments:
+            namespace, pool, model = names.split_demand_key(a.demand)
+            if a.pod is not None:
+                name = a.pod.split("/", 1)[1]
+                out[(a.demand, a.replica)] = (name, -1)
+                continue
+            taken = used.setdefault((namespace, names.label_value(pool), model), set())
+            n = 0
+            while n in taken:
+                n += 1
+            taken.add(n)
+            out[(a.demand, a.replica)] = (names.pod_name(pool, model, n), n)
+        return out
+
+    def _must_gate(self, node: Mapping[str, Any], a: Assignment) -> bool:
+        current, target = miglayout.node_layouts(node)
+        if target is None:
+            return False
+        return bool(set(a.gpus) & _changed_gpus(current, target))
+
+    def _create_pod(self, manifest: Obj) -> bool:
+        meta = manifest["metadata"]
+        created = self.kube.create(path_for("v1", "pods", namespace=meta["namespace"]), manifest)
+        if created is None:  # the name exists: our view was stale; read it and plan again
+            current = self.kube.get(path_for("v1", "pods", meta["name"], meta["namespace"]))
+            if current is not None:
+                self.store.upsert(Kind.POD, current)
+            self.poke()
+            return False
+        self.store.upsert(Kind.POD, created)
+        ann = meta["annotations"]
+        where = ann.get(names.ANN_MIG_INSTANCE) or ann.get(names.ANN_GPUS) or "cpu"
+        gate = " (gated until the MIG layout is applied)" if manifest["spec"].get("schedulingGates") else ""
+        self._event(created, "Normal", "Placed", f"replica {meta['name']} placed on {ann[names.ANN_NODE]} [{where}]"
+                    f"{gate} at {ann[names.ANN_USD_PER_HOUR]} $/h")
+        return True
+
+    def _ensure_service(self, entry: ParsedPool, model: str) -> None:
+        assert entry.pool is not None
+        manifest = model_service(entry.pool, entry.uid, entry.pool.spec.model(model))
+        key = f"{entry.uid}/{manifest['metadata']['name']}"
+        if key in self._services:
+            return
+        self.kube.create(path_for("v1", "services", namespace=entry.namespace), manifest)
+        self._services.add(key)
+
+    # -- MIG ----------------------------------------------------------------------------------
+    async def _record_intents(self, plan: Plan, nodes: Mapping[str, Obj],
+                              limited: Callable[..., Any]) -> None:
+        by_node: dict[str, dict[int, Any]] = {}
+        for change in plan.layout_changes:
+            by_node.setdefault(change.node, {})[change.gpu] = change.after
+        jobs = []
+        for node_name, changes in sorted(by_node.items()):
+            node = nodes.get(node_name)
+            if node is None:
+                continue
+            current, target = miglayout.node_layouts(node)
+            if target is not None:
+                continue  # one re-layout at a time per node
+            count = int((node["metadata"].get("labels", {}) or {}).get("nvidia.com/gpu.count", "0"))
+            base = current if current is not None and len(current) == count else [{} for _ in range(count)]
+            new = [dict(x) for x in base]
+            for gpu, after in changes.items():
+                new[gpu] = miglayout.per_gpu_counts([after])[0]
+            if new == base:
+                continue
+            jobs.append(limited(self._patch_node, node_name, {
+                "metadata": {"annotations": {
+                    names.ANN_MIG_LAYOUT_TARGET: miglayout.layouts_json(new),
+                    names.ANN_MIG_CONFIG_PREVIOUS: (node["metadata"].get("labels", {}) or {}).get(
+                        names.LABEL_MIG_CONFIG, ""),
+                }}
+            }))
+        await asyncio.gather(*jobs)
+
+    def _patch_node(self, name: str, body: Obj) -> Obj:
+        updated = self.kube.merge_patch(path_for("v1", "nodes", name), body)
+        self.store.upsert(Kind.NODE, updated)
+        return updated
+
+    async def _drive_mig(self, nodes: Mapping[str, Obj], pods: list[Obj], limited: Callable[..., Any],
+                         now: float) -> int:
+        relabeled = 0
+        for name, node in sorted(nodes.items()):
+            current, target = miglayout.node_layouts(node)
+            if target is None:
+                continue
+            labels = node["metadata"].get("labels", {}) or {}
+            want = miglayout.config_name(target)
+            state = labels.get(names.LABEL_MIG_CONFIG_STATE, "")
+            changed = _changed_gpus(current, target)
+            on_node = [p for p in pods if (p.get("spec", {}).get("nodeName") or (
+                p["metadata"].get("annotations", {}) or {}).get(names.ANN_NODE)) == name and not _finished(p)]
+            if labels.get(names.LABEL_MIG_CONFIG) != want:
+                blockers = self._relayout_blockers(on_node, changed)
+                if blockers:
+                    log.info("MIG re-layout of %s waits for %s", name, ", ".join(blockers[:5]))
+                    continue
+                await limited(self._ensure_mig_config, want, target)
+                await limited(self._patch_node, name, {"metadata": {"labels": {
+                    names.LABEL_MIG_CONFIG: want, names.LABEL_MIG_CONFIG_STATE: "pending"}}})
+                self._event(node, "Normal", "MigReconfigure",
+                            f"asked the MIG manager for {want} on GPUs {sorted(changed)}: "
+                            f"{miglayout.layouts_json(target)}", kind="Node")
+                relabeled += 1
+            elif state == "success" and miglayout.allocatable_matches(node, target):
+                await limited(self._patch_node, name, {"metadata": {"annotations": {
+                    names.ANN_MIG_LAYOUT: miglayout.layouts_json(target),
+                    names.ANN_MIG_LAYOUT_TARGET: None,
+                    names.ANN_MIG_CONFIG_PREVIOUS: None,
+                }}})
+                self._event(node, "Normal", "MigReconfigured", f"MIG layout {want} applied", kind="Node")
+            elif state == "failed":
+                victims = [p for p in on_node if _is_ours(p) and p.get("spec", {}).get("schedulingGates")
+                           and _pod_gpus(p) & changed and not p["metadata"].get("deletionTimestamp")]
+                await asyncio.gather(*(limited(self._delete_pod, p) for p in victims))
+                await limited(self._patch_node, name, {"metadata": {"annotations": {
+                    names.ANN_MIG_LAYOUT_TARGET: None,
+                    names.ANN_MIG_CONFIG_PREVIOUS: None,
+                    names.ANN_MIG_FAILED: f"{now:.0f} {want}",
+                }}})
+                self._event(node, "Warning", "MigReconfigureFailed",
+                            f"the MIG manager failed to apply {want}; node left out of MIG placement for "
+                            f"{self.settings.failed_cooldown_s:.0f}s, {len(victims)} waiting replica(s) re-placed",
+                            kind="Node")
+        return relabeled
+
+    def _relayout_blockers(self, pods: list[Obj], changed: set[int]) -> list[str]:
+        """Pods a re-layout of ``changed`` GPUs would hurt: running (or terminating) GPU pods on them."""
+        out = []
+        for pod in pods:
+            if not _holds_gpu(pod):
+                continue
+            if _is_ours(pod):
+                gated = bool(pod.get("spec", {}).get("schedulingGates"))
+                if gated or not (_pod_gpus(pod) & changed):
+                    continue
+            out.append(_pod_key(pod))  # ours on a changed GPU, or anyone else's GPU pod (GPU unknown)
+        return out
+
+    def _ensure_mig_config(self, name: str, layouts: list[dict[str, int]]) -> None:
+        path = path_for("v1", "configmaps", self.settings.mig_config_map, self.settings.namespace)
+        for _attempt in range(5):
+            if self._mig_doc is None:
+                current = self.kube.get(path)
+                content = None if current is None else (current.get("data") or {}).get(miglayout.CONFIG_KEY)
+                version = None if current is None else current["metadata"]["resourceVersion"]
+                self._mig_doc = (content, version)
+            content, version = self._mig_doc
+            doc, changed = miglayout.mig_parted_document(content, {name: layouts})
+            if not changed:
+                return
+            body: Obj = {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": self.settings.mig_config_map, "namespace": self.settings.namespace,
+                             "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+                "data": {miglayout.CONFIG_KEY: doc},
+            }
+            try:
+                if version is None:
+                    result = self.kube.create(
+                        path_for("v1", "configmaps", namespace=self.settings.namespace), body)
+                    if result is None:
+                        self._mig_doc = None
+                        continue
+                else:
+                    body["metadata"]["resourceVersion"] = version
+                    result = self.kube.request("PUT", path, body)
+            except KubeError as err:
+                if err.status == 409:
+                    self._mig_doc = None
+                    continue
+                raise
+            self._mig_doc = (doc, result["metadata"]["resourceVersion"])
+            return
+        raise KubeError(409, f"could not update ConfigMap {self.settings.mig_config_map}: conflicts")
+
+    async def _ungate(self, pods: list[Obj], nodes: Mapping[str, Obj], limited: Callable[..., Any]) -> int:
+        jobs = []
+        for pod in pods:
+            gates = pod.get("spec", {}).get("schedulingGates") or []
+            if not _is_ours(pod) or not any(g.get("name") == names.MIG_GATE for g in gates):
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            node = nodes.get(pod["metadata"]["annotations"].get(names.ANN_NODE, ""))
+            if node is None:
+                continue
+            current, target = miglayout.node_layouts(node)
+            labels = node["metadata"].get("labels", {}) or {}
+            if target is not None and _pod_gpus(pod) & _changed_gpus(current, target):
+                continue
+            if labels.get(names.LABEL_MIG_CONFIG_STATE, "success") != "success":
+                continue
+            if current is not None and not miglayout.allocatable_matches(node, current):
+                continue
+            jobs.append(limited(self._remove_gate, pod))
+        done = await asyncio.gather(*jobs)
+        return sum(1 for d in done if d)
+
+    def _remove_gate(self, pod: Obj) -> bool:
+        meta = pod["metadata"]
+        gates = [g for g in pod["spec"].get("schedulingGates", []) if g.get("name") != names.MIG_GATE]
+        try:
+            updated = self.kube.json_patch(path_for("v1", "pods", meta["name"], meta["namespace"]), [
+                {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+                {"op": "replace", "path": "/spec/schedulingGates", "value": gates},
+            ])
+        except KubeError as err:
+            if err.status in (404, 409, 422):
+                return False
+            raise
+        self.store.upsert(Kind.POD, updated)
+        return True
+
+    # -- status and events --------------------------------------------------------------------
+    async def _write_statuses(
+        self,
+        pools: Mapping[str, ParsedPool],
+        plan: Plan,
+        pod_names: Mapping[tuple[str, int], tuple[str, int]],
+        desired: Mapping[str, int],
+        limited: Callable[..., Any],
+    ) -> int:
+        by_demand: dict[str, list[Obj]] = {}
+        for pod in self.store.all(Kind.POD):
+            if _is_ours(pod) and not pod["metadata"].get("deletionTimestamp") and not _finished(pod):
+                by_demand.setdefault(pod["metadata"]["annotations"][names.ANN_DEMAND], []).append(pod)
+        assignment_pods = {k: v[0] for k, v in pod_names.items()}
+        now = _now()
+        jobs = []
+        for key, entry in pools.items():
+            pool = entry.pool
+            if pool is None:
+                continue
+            stored = (self.store.get(Kind.POOL, key) or {}).get("status")
+            previous = None
+            if stored:
+                with contextlib.suppress(ValueError):
+                    previous = InferencePoolStatus.model_validate(stored)
+            status = pool_status(pool, plan, by_demand, assignment_pods, desired, previous, now)
+            if not status_differs(stored, status):
+                continue
+            if previous is None or _unplaced_changed(previous, status):
+                for u in plan.unplaced:
+                    if u.demand.startswith(key + "/"):
+                        obj = self.store.get(Kind.POOL, key) or {}
+                        self._event(obj, "Warning", "Unplaceable",
+                                    f"{u.demand.rsplit('/', 1)[1]}: {u.count} replica(s) unplaced: {u.reason}",
+                                    kind="InferencePool")
+            jobs.append(limited(self._patch_status, entry, status))
+        done = await asyncio.gather(*jobs)
+        return sum(1 for d in done if d)
+
+    def _patch_status(self, entry: ParsedPool, status: InferencePoolStatus) -> bool:
+        path = path_for(API_VERSION, "inferencepools", entry.name, entry.namespace, "status")
+        try:
+            updated = self.kube.merge_patch(path, {"status": status.to_wire()})
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        self.store.upsert(Kind.POOL, updated)
+        return True
+
+    def _event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str, kind: str = "Pod") -> None:
+        """Queue an Event; a replica's events go to its InferencePool (``kubectl describe ipool``)."""
+        meta = obj.get("metadata", {})
+        involved: Obj = {"apiVersion": "v1", "kind": kind, "name": meta.get("name"), "uid": meta.get("uid")}
+        if kind == "InferencePool":
+            involved["apiVersion"] = API_VERSION
+        if kind == "Pod":
+            owner = next((o for o in meta.get("ownerReferences", []) or [] if o.get("kind") == "InferencePool"), None)
+            if owner is not None:
+                involved = {"apiVersion": API_VERSION, "kind": "InferencePool", "name": owner["name"],
+                            "uid": owner["uid"]}
+        if meta.get("namespace"):
+            involved["namespace"] = meta["namespace"]
+        self._events.append((involved, type_, reason, message))
+
+    def _post_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        namespace = involved.get("namespace") or "default"
+        ts = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{involved.get('name', 'gpupool')}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "gpupool-operator"},
+            "reportingComponent": "gpupool.io/operator",
+            "reportingInstance": "gpupool-operator",
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        try:
+            self.kube.create(path_for("v1", "events", namespace=namespace), body)
+        except KubeError as err:  # events are best effort
+            log.debug("event not recorded: %s", err)
+
+
+def _unplaced_changed(previous: InferencePoolStatus, new: InferencePoolStatus) -> bool:
+    return json.dumps([m.message for m in previous.models]) != json.dumps([m.message for m in new.models])
+

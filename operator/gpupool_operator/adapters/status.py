@@ -1,0 +1,191 @@
+"""An InferencePool's status from the plan and the pods that exist: placements, readiness, cost, conditions.
+
+Written through the API models (:class:`~gpupool_operator.api.InferencePoolStatus`), so what the
+operator writes is exactly what the CRD schema accepts. Conditions keep their transition time while
+their status holds (``set_condition``); the clock is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from gpupool_operator.adapters import names
+from gpupool_operator.adapters.workloads import pod_is_ready
+from gpupool_operator.api import (
+    Condition,
+    ConditionReason,
+    ConditionStatus,
+    ConditionType,
+    InferencePool,
+    InferencePoolStatus,
+    ModelStatus,
+    ReplicaPlacement,
+    set_condition,
+)
+from gpupool_operator.core.demand import ShapeKind
+from gpupool_operator.core.plan import Assignment, Plan, Unplaced
+
+__all__ = ["pool_status", "status_differs", "unplaced_reason"]
+
+Obj = Mapping[str, Any]
+
+
+def _money(value: float) -> Decimal:
+    return Decimal(f"{value:.4f}")
+
+
+def unplaced_reason(u: Unplaced) -> ConditionReason:
+    """Unplaceable when no hardware in the cluster could ever hold the model; else InsufficientCapacity."""
+    text = u.reason
+    if text.startswith("no free capacity"):
+        return ConditionReason.INSUFFICIENT_CAPACITY
+    return ConditionReason.UNPLACEABLE
+
+
+def _resource(a: Assignment) -> tuple[str, int]:
+    if a.shape.kind is ShapeKind.MIG:
+        return "nvidia.com/mig-" + a.shape.profile.replace("+", "."), 1
+    if a.shape.kind is ShapeKind.GPU:
+        return "nvidia.com/gpu", max(a.shape.gpus, 1)
+    return "cpu", max(1, a.shape.cpu_millis // 1000)
+
+
+def pool_status(
+    pool: InferencePool,
+    plan: Plan,
+    pods_by_demand: Mapping[str, Sequence[Obj]],
+    pod_for_assignment: Mapping[tuple[str, int], str],
+    desired: Mapping[str, int],
+    previous: InferencePoolStatus | None,
+    now: datetime,
+    extra_messages: Sequence[str] = (),
+) -> InferencePoolStatus:
+    """The status this pool should have after a cycle that produced ``plan``."""
+    namespace, name = pool.metadata.namespace or "default", pool.metadata.name or ""
+    models: list[ModelStatus] = []
+    unplaced_all: list[Unplaced] = []
+    total_cost = 0.0
+    ready_models = ready_total = desired_total = 0
+    gated = False
+    scaling_down = False
+    for model in pool.spec.models:
+        key = names.demand_key(namespace, name, model.name)
+        pods = {p["metadata"]["name"]: p for p in pods_by_demand.get(key, [])}
+        replicas: list[ReplicaPlacement] = []
+        cost = 0.0
+        for a in plan.for_demand(key):
+            pod_name = pod_for_assignment.get((key, a.replica))
+            pod = pods.get(pod_name or "")
+            resource, count = _resource(a)
+            ready = pod is not None and pod_is_ready(pod)
+            if pod is not None and pod.get("spec", {}).get("schedulingGates"):
+                gated = True
+            node = (pod or {}).get("spec", {}).get("nodeName") or a.node
+            replicas.append(
+                ReplicaPlacement(
+                    pod=pod_name,
+                    node=node,
+                    resource=resource,
+                    count=count,
+                    gpu_product=a.shape.product or None if a.shape.kind is not ShapeKind.CPU else None,
+                    ready=ready,
+                    usd_per_hour=_money(a.cost),
+                )
+            )
+            cost += a.cost
+        unplaced = [u for u in plan.unplaced if u.demand == key]
+        unplaced_all += unplaced
+        ready_n = sum(1 for r in replicas if r.ready)
+        want = desired.get(key, model.min_replicas)
+        if len(pods) > len(replicas):
+            scaling_down = True
+        message = "; ".join(f"{u.count} replica(s) unplaced: {u.reason}" for u in unplaced) or None
+        models.append(
+            ModelStatus(
+                name=model.name,
+                desired_replicas=want,
+                ready_replicas=ready_n,
+                replicas=sorted(replicas, key=lambda r: r.pod or ""),
+                usd_per_hour=_money(cost),
+                message=message[:1024] if message else None,
+            )
+        )
+        total_cost += cost
+        ready_total += ready_n
+        desired_total += want
+        if ready_n >= want:
+            ready_models += 1
+    conditions = list(previous.conditions) if previous is not None else []
+    gen = pool.metadata.generation
+
+    def cond(type_: ConditionType, ok: bool, reason: ConditionReason, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions,
+            Condition(
+                type=type_.value,
+                status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+                observed_generation=gen,
+                last_transition_time=now,
+                reason=reason.value,
+                message=message[:32768],
+            ),
+        )
+
+    placed_count = sum(len(m.replicas) for m in models)
+    if unplaced_all:
+        worst = unplaced_all[0]
+        reason = unplaced_reason(worst)
+        text = "; ".join(f"{u.demand.rsplit('/', 1)[-1]}: {u.count} replica(s) unplaced: {u.reason}"
+                         for u in unplaced_all)
+        cond(ConditionType.PLACED, False, reason, text)
+        cond(ConditionType.DEGRADED, True, reason, text)
+    else:
+        cond(ConditionType.PLACED, True, ConditionReason.PLACED, f"{placed_count} replica(s) placed")
+        extra = "; ".join(extra_messages)
+        cond(ConditionType.DEGRADED, bool(extra), ConditionReason.AS_EXPECTED if not extra
+             else ConditionReason.REPLICAS_NOT_READY, extra or "serving as specified")
+    if ready_models == len(models):
+        cond(ConditionType.READY, True, ConditionReason.ALL_REPLICAS_READY,
+             f"{ready_total} of {desired_total} replica(s) ready")
+    else:
+        cond(ConditionType.READY, False, ConditionReason.REPLICAS_NOT_READY,
+             f"{ready_total} of {desired_total} replica(s) ready")
+    if gated:
+        cond(ConditionType.SCALING, True, ConditionReason.MIG_RECONFIGURING,
+             "waiting for NVIDIA's MIG manager to apply a new layout")
+    elif scaling_down:
+        cond(ConditionType.SCALING, True, ConditionReason.SCALING_DOWN, "stopping replicas the plan no longer needs")
+    elif ready_total < placed_count:
+        cond(ConditionType.SCALING, True, ConditionReason.SCALING_UP, "replicas starting")
+    else:
+        cond(ConditionType.SCALING, False, ConditionReason.STABLE, "replica counts match the plan")
+    return InferencePoolStatus(
+        observed_generation=gen,
+        conditions=conditions,
+        models=models,
+        model_count=len(models),
+        ready_models=ready_models,
+        desired_replicas=desired_total,
+        ready_replicas=ready_total,
+        usd_per_hour=_money(total_cost),
+    )
+
+
+def _comparable(status: Mapping[str, Any] | None) -> Any:
+    if not status:
+        return None
+    out = dict(status)
+    out["conditions"] = sorted(
+        ({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in out.get("conditions", [])),
+        key=lambda c: str(c.get("type")),
+    )
+    return out
+
+
+def status_differs(stored: Mapping[str, Any] | None, new: InferencePoolStatus) -> bool:
+    """Whether writing ``new`` would change what the API server holds (transition times aside)."""
+    return bool(_comparable(stored) != _comparable(new.to_wire()))

@@ -1,0 +1,64 @@
+"""``gpupool operator``: run the operator (the container's entrypoint).
+
+Flags set the environment the operator reads (see ``gpupool_operator.adapters.runtime``), then
+kopf runs the handlers cluster-wide in standalone mode: one active replica is chosen by the Lease,
+not by kopf's peering, so every replica may watch and only the leader writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "operator",
+        help="run the gpupool operator (watches InferencePools and Nodes, places replicas)",
+        description=__doc__.split("\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: $KUBECONFIG or in-cluster)")
+    parser.add_argument("--namespace", default=os.environ.get("GPUPOOL_NAMESPACE", "gpupool-system"),
+                        help="namespace of the leader Lease and the MIG ConfigMap (default: %(default)s)")
+    parser.add_argument("--worker-image", default=os.environ.get("GPUPOOL_WORKER_IMAGE"),
+                        help="image of the replica pods")
+    parser.add_argument("--mig-configmap", default=os.environ.get("GPUPOOL_MIG_CONFIGMAP"),
+                        help="the MIG manager's mig-parted ConfigMap (in --namespace)")
+    parser.add_argument("--lease-seconds", type=int, default=None, help="leader Lease duration (default 15)")
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("GPUPOOL_METRICS_PORT", "0")),
+                        help="serve Prometheus metrics on this port (0: off)")
+    parser.add_argument("--health-port", type=int, default=int(os.environ.get("GPUPOOL_HEALTH_PORT", "0")),
+                        help="serve kopf's liveness probe on this port (0: off)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every cycle and watch event")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf
+
+    if args.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(args.kubeconfig.resolve())
+    os.environ["GPUPOOL_NAMESPACE"] = args.namespace
+    for flag, var in (("worker_image", "GPUPOOL_WORKER_IMAGE"), ("mig_configmap", "GPUPOOL_MIG_CONFIGMAP")):
+        value = getattr(args, flag)
+        if value:
+            os.environ[var] = value
+    if args.lease_seconds:
+        os.environ["GPUPOOL_LEASE_SECONDS"] = str(args.lease_seconds)
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    kopf.configure(verbose=args.verbose, debug=False)
+    logging.getLogger("gpupool").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    import gpupool_operator.handlers  # noqa: F401  (registers the handlers)
+
+    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
+    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=liveness)
+    return 0
