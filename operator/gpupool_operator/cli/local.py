@@ -117,8 +117,12 @@ def _summary(cluster: LocalCluster) -> str:
             f"{k.removeprefix('nvidia.com/')}={v}" for k, v in sorted(alloc.items()) if k.startswith("nvidia.com/")
         )
         layouts = json.loads(first["metadata"].get("annotations", {}).get(MIG_LAYOUT_ANNOTATION, "[]"))
-        shapes = Counter(json.dumps(lay, sort_keys=True) for lay in layouts)
-        mig = "; ".join(f"{n}x {s}" for s, n in shapes.items()) if any(layouts) else "-"
+        shapes = Counter("+".join(f"{n}x{p}" for p, n in sorted(lay.items()) if n) or "whole" for lay in layouts)
+        mig = (
+            ", ".join(f"{n} GPU: {s}" if n == 1 else f"{n} GPUs: {s}" for s, n in shapes.items())
+            if any(layouts)
+            else "-"
+        )
         rows.append(
             (
                 pool,
