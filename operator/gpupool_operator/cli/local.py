@@ -24,8 +24,10 @@ from gpupool_operator.local.nodes import (
 from gpupool_operator.local.pki import PkiError
 from gpupool_operator.local.spec import SpecError, load
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "clusters"
-DEFAULT_SPEC = EXAMPLES / "small-hetero.yaml"
+#: The built-in cluster specs ship inside the package (examples/clusters/ links to them), so
+#: `gpupool local up` has a default even when installed from a wheel.
+BUILTIN_SPECS = Path(__file__).resolve().parents[1] / "local" / "clusters"
+DEFAULT_SPEC = BUILTIN_SPECS / "small-hetero.yaml"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
