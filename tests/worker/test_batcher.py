@@ -165,7 +165,7 @@ async def test_a_cancelled_request_is_not_executed() -> None:
 
 async def test_a_failing_batch_fails_only_its_requests_and_the_batcher_lives_on() -> None:
     model = GateModel()
-    batcher, stats, metrics = make(model, max_batch_size=8, max_queue_delay_us=0)
+    batcher, stats, _ = make(model, max_batch_size=8, max_queue_delay_us=0)
     with pytest.raises(InferenceError) as err:
         await batcher.infer(rows(2, -1.0))
     assert err.value.kind is ErrorKind.INTERNAL

@@ -118,17 +118,21 @@ async def test_data_plane_answers_with_cost_and_counts_inflight() -> None:
     assert not plane.ready
     await plane.load()
     assert plane.ready
-    assert plane.model_ready("gate") and plane.model_ready("gate", "1") and not plane.model_ready("gate", "2")
+    assert plane.model_ready("gate")
+    assert plane.model_ready("gate", "1")
+    assert not plane.model_ready("gate", "2")
     response = await plane.infer(InferRequest(
         "gate", (Tensor("x", DataType.FP32, (2, 3), np.ones((2, 3), np.float32)),), id="r1"))
     assert response.id == "r1"
     np.testing.assert_array_equal(response.outputs[0].data, np.full((2, 3), 2.0, np.float32))
     busy = response.parameters["busy_ns"]
-    assert isinstance(busy, int) and busy > 0
+    assert isinstance(busy, int)
+    assert busy > 0
     assert response.parameters["cost_usd"] == pytest.approx(cost.cost_of(busy))
     (snap,) = plane.statistics("gate")
     assert snap.cost_total_usd == pytest.approx(response.parameters["cost_usd"])
-    assert plane.inflight("gate") == 0 and plane.queue_depth("gate") == 0
+    assert plane.inflight("gate") == 0
+    assert plane.queue_depth("gate") == 0
     with pytest.raises(InferenceError) as err:
         await plane.infer(InferRequest("other", ()))
     assert err.value.kind is ErrorKind.NOT_FOUND

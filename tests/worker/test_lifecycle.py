@@ -151,7 +151,8 @@ def test_a_broken_model_makes_the_server_unready_but_the_rest_serve(
     ("env", "args", "message"),
     [
         ({"GPUPOOL_DEVICE_SHARE": "1.5"}, ["--builtin", "minilm"], "GPUPOOL_DEVICE_SHARE must be in (0, 1]"),
-        ({"GPUPOOL_PRICE_PER_HOUR": "cheap"}, ["--builtin", "minilm"], "GPUPOOL_PRICE_PER_HOUR='cheap' is not a number"),
+        ({"GPUPOOL_PRICE_PER_HOUR": "cheap"}, ["--builtin", "minilm"],
+         "GPUPOOL_PRICE_PER_HOUR='cheap' is not a number"),
         ({"GPUPOOL_BUILTIN_MODELS": "gpt5"}, [], "unknown built-in model(s) ['gpt5']"),
         ({}, [], "nothing to serve"),
     ],
@@ -162,7 +163,7 @@ def test_bad_settings_stop_the_worker_with_a_message_naming_them(
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
     done = subprocess.run([sys.executable, "-m", "gpupool_worker", "serve", *args],
                           env={**clean, "PYTHONPATH": PYTHONPATH, **env}, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
     assert done.returncode == 2
     assert message in done.stderr
 
@@ -170,7 +171,7 @@ def test_bad_settings_stop_the_worker_with_a_message_naming_them(
 def test_example_repository_command_writes_loadable_models(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "gpupool_worker", "example-repository", str(tmp_path),
                            "--no-minilm"], env={**os.environ, "PYTHONPATH": PYTHONPATH},
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["add_sub", "mlp", "tiny_encoder"]
     for name in ("add_sub", "mlp", "tiny_encoder"):

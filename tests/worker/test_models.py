@@ -180,7 +180,8 @@ def test_repository_loads_every_kind_and_reports_broken_models(tmp_path: Path) -
     assert "missing" in states["no_weights"][1]
 
     mlp = repo.get("mlp")
-    assert mlp is not None and mlp.model is not None
+    assert mlp is not None
+    assert mlp.model is not None
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     got = mlp.model.execute({"x": x}).outputs["probabilities"]
     with torch.no_grad():
@@ -188,7 +189,8 @@ def test_repository_loads_every_kind_and_reports_broken_models(tmp_path: Path) -
     np.testing.assert_allclose(got, want, atol=1e-6)
 
     add_sub = repo.get("add_sub")
-    assert add_sub is not None and add_sub.model is not None
+    assert add_sub is not None
+    assert add_sub.model is not None
     a = np.arange(32, dtype=np.float32).reshape(2, 16)
     out = add_sub.model.execute({"INPUT0": a, "INPUT1": np.ones_like(a)}).outputs
     np.testing.assert_array_equal(out["OUTPUT0"], a + 1)

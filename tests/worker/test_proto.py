@@ -81,7 +81,8 @@ def test_every_rpc_has_tritons_request_and_response_types(
         assert method.name in theirs
         assert (method.input_type, method.output_type) == (
             theirs[method.name].input_type, theirs[method.name].output_type)
-        assert not method.client_streaming and not method.server_streaming
+        assert not method.client_streaming
+        assert not method.server_streaming
 
 
 def test_every_shared_message_is_wire_compatible_with_triton(

@@ -201,7 +201,8 @@ def test_prometheus_metrics_expose_queue_cost_and_latency(worker: WorkerProcess,
         'mig_profile="3g.40gb"',
     ):
         assert needle in body, needle
-    cost_line = next(l for l in body.splitlines() if l.startswith('gpupool_worker_cost_usd_total{model="tiny_encoder"}'))
+    prefix = 'gpupool_worker_cost_usd_total{model="tiny_encoder"}'
+    cost_line = next(line for line in body.splitlines() if line.startswith(prefix))
     assert float(cost_line.split()[-1]) > 0
 
 

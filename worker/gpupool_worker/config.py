@@ -3,7 +3,7 @@
 | variable | meaning | default |
 |---|---|---|
 | GPUPOOL_PRICE_PER_HOUR | USD per hour of the whole device this worker runs on | 0 |
-| GPUPOOL_DEVICE_SHARE | fraction of that device the worker holds, in (0, 1] (a MIG slice: max(compute/7, memory/8)) | 1 |
+| GPUPOOL_DEVICE_SHARE | fraction of the device the worker holds, in (0, 1]; MIG: max(compute/7, mem/8) | 1 |
 | GPUPOOL_ACCELERATOR | what the device is (GFD's `nvidia.com/gpu.product`, or `cpu`) | cpu, or the CUDA device name |
 | GPUPOOL_MIG_PROFILE | the MIG profile of the slice (e.g. `3g.40gb`), empty for a whole GPU | "" |
 | GPUPOOL_MODEL_REPOSITORY | the model repository directory | (none) |

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -130,10 +131,8 @@ class DynamicBatcher:
                 await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         for pending in self._queue:
             if not pending.future.done():
@@ -177,10 +176,8 @@ class DynamicBatcher:
         if timeout_s is None:
             await self._arrived.wait()
         else:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout_s)
-            except TimeoutError:
-                pass
 
     def _take_compatible(self, batch: list[_Pending], rows: int) -> int:
         """Move queued requests that fit the batch into it, oldest first."""

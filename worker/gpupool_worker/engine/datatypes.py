@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -118,7 +119,7 @@ def decode_bytes_elements(raw: bytes, *, count: int, tensor: str) -> npt.NDArray
     return out
 
 
-def encode_bytes_elements(elements: Sequence[object] | npt.NDArray[np.object_]) -> bytes:
+def encode_bytes_elements(elements: Sequence[object] | npt.NDArray[Any]) -> bytes:
     """Length-prefix each element (bytes, or str encoded as UTF-8) and join them."""
     parts: list[bytes] = []
     for element in np.asarray(elements, dtype=object).reshape(-1):

@@ -62,10 +62,10 @@ class Model(abc.ABC):
     def finish(self, raw: Any) -> dict[str, npt.NDArray[Any]]:
         """Turn ``forward``'s result into host arrays named as the model's outputs."""
 
-    def check(self, inputs: Arrays) -> None:
+    def check(self, inputs: Arrays) -> None:  # noqa: B027 - optional hook, no-op by default
         """Refuse inputs the model cannot take (raise InferenceError); runs before queueing."""
 
-    def warmup(self) -> None:
+    def warmup(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Run once on representative input so the first request pays no compile or allocation."""
 
     def execute(self, inputs: Arrays) -> Execution:

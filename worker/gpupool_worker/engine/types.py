@@ -40,7 +40,7 @@ class TensorSpec:
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         return len(shape) == len(self.shape) and all(
-            want == -1 or want == got for want, got in zip(self.shape, shape, strict=True)
+            want in (-1, got) for want, got in zip(self.shape, shape, strict=True)
         )
 
 

@@ -50,7 +50,7 @@ async def _guard(context: grpc.aio.ServicerContext[Any, Any], what: str,
     raise AssertionError("unreachable: context.abort raises")
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="untyped-decorator,no-untyped-def"
 """Fused Triton kernels for the encoder's hot paths, each a drop-in for a function in
 :mod:`gpupool_worker.engine.kernels.reference` (same signature, same result within tolerance).
 

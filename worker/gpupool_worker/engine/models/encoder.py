@@ -110,7 +110,8 @@ class TorchOps:
         if p.weight is not None:
             y = F.linear(x, p.weight, p.bias)
             return F.gelu(y) if gelu else y
-        assert p.qweight is not None and p.scale is not None
+        assert p.qweight is not None
+        assert p.scale is not None
         return reference.int8_linear(x, p.qweight, p.scale, p.bias, gelu=gelu)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor,
@@ -195,7 +196,7 @@ class Encoder:
             qkv_w = torch.cat([t(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")])
             qkv_b = torch.cat([t(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")])
 
-            def lin(name: str) -> Linear:
+            def lin(name: str, p: str = p) -> Linear:
                 return Linear.build(t(p + name + ".weight"), t(p + name + ".bias"), precision, dt, dev)
 
             self.layers.append(_Layer(
@@ -246,4 +247,4 @@ class Encoder:
 def compiled(fn: Callable[..., torch.Tensor], *, backend: str = "inductor",
              mode: str | None = None) -> Callable[..., torch.Tensor]:
     """torch.compile with dynamic batch and sequence length (one graph for every shape)."""
-    return torch.compile(fn, backend=backend, mode=mode, dynamic=True, fullgraph=True)  # type: ignore[no-any-return]
+    return torch.compile(fn, backend=backend, mode=mode, dynamic=True, fullgraph=True)

@@ -27,7 +27,7 @@ TINY_ENCODER = EncoderConfig(vocab_size=0, hidden_size=32, num_layers=2, num_hea
                              intermediate_size=64, max_position=64, type_vocab_size=2,
                              layer_norm_eps=1e-12)
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a sentence reads better than 70 quoted words
     "the a an of to and in is it that for on with as was by at be this are or from gpu gpus "
     "slice slices mig model models inference batch batches cost costs cheap fast slow hello world "
     "quick brown fox jumps over lazy dog cat embedding sentence text token tokens kernel triton "
@@ -121,7 +121,7 @@ def write_add_sub(directory: Path, *, max_batch_size: int = 8, max_queue_delay_u
     directory.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # TorchScript is deprecated upstream; we still serve its archives
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.script(_AddSub()).save(str(directory / "model.pt"))
+        torch.jit.script(_AddSub()).save(str(directory / "model.pt"))  # type: ignore[no-untyped-call]
     io = [{"name": n, "datatype": "FP32", "shape": [-1, 16]} for n in ("INPUT0", "INPUT1")]
     _write_config(directory, {
         "kind": "torchscript", "max_batch_size": max_batch_size,

@@ -30,7 +30,7 @@ class TensorProgramModel(Model):
     def torchscript(cls, metadata: ModelMetadata, path: Path, *, device: torch.device) -> TensorProgramModel:
         with warnings.catch_warnings():  # deprecated upstream, still a format users ship
             warnings.simplefilter("ignore", FutureWarning)
-            program = torch.jit.load(str(path), map_location=device)
+            program = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
         program.eval()
         return cls(metadata, program, device=device)
 
