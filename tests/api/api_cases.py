@@ -227,6 +227,12 @@ CONFIG_CASES: tuple[Case, ...] = (
         base=base_config,
     ),
     Case(
+        "config-override-without-price",
+        _cfg(lambda o: o["spec"]["nodeOverrides"][0].pop("priceMultiplier")),
+        "spec.nodeOverrides[0].capacityType",
+        base=base_config,
+    ),
+    Case(
         "config-empty-node-selector",
         _cfg(lambda o: o["spec"]["nodeOverrides"][0].update(nodeSelector={})),
         "spec.nodeOverrides[0].nodeSelector",
@@ -247,3 +253,51 @@ CONFIG_CASES: tuple[Case, ...] = (
 )
 
 ALL_CASES = POOL_CASES + CONFIG_CASES
+
+
+def _variant(base: Callable[[], Manifest], fn: Callable[[Manifest], Any]) -> Callable[[], Manifest]:
+    def make() -> Manifest:
+        obj = base()
+        fn(obj)
+        return obj
+
+    return make
+
+
+VALID_VARIANTS: dict[str, Callable[[], Manifest]] = {
+    "pool": base_pool,
+    "config": base_config,
+    "scale-to-zero": _variant(
+        base_pool, lambda o: (_model(o).update(minReplicas=0), o["spec"].update(scaling={"scaleToZero": True}))
+    ),
+    "gfd-product-value": _variant(base_pool, lambda o: _model(o)["hardware"][1]["gpu"].update(product="Tesla-T4")),
+    "mig-gfx-profile": _variant(base_pool, lambda o: _model(o)["hardware"][0]["mig"].update(profile="1g.23gb+gfx")),
+    "mig-any-slice": _variant(base_pool, lambda o: _model(o)["hardware"][0].update(mig={"minMemory": "8Gi"})),
+    "tensor-parallel-gpu": _variant(
+        base_pool,
+        lambda o: _model(o).update(gpusPerReplica=8, hardware=[{"type": "GPU", "gpu": {"product": "B200-180GB"}}]),
+    ),
+    "everything-set": _variant(
+        base_pool,
+        lambda o: (
+            _model(o).update(
+                engine={"precision": "bf16", "tritonKernels": False, "torchCompile": True, "maxBatchSize": 4096,
+                        "maxQueueDelay": "1m30s"},
+                latencyObjective={"percentile": "P99", "target": "250ms"},
+                targetQueueDepth=10000,
+                source={"uri": "pvc://models/bert", "format": "TorchScript", "revision": "v1.2",
+                        "credentialsSecretName": "pvc-creds"},
+            ),
+            o["spec"].update(placementStrategy="Spread", budget={"maxUsdPerHour": "0.5"},
+                             scaling={"scaleUpStabilizationWindow": "0s", "scaleDownStabilizationWindow": "10m",
+                                      "scaleToZero": False, "scaleToZeroAfter": "1h"}),
+        ),
+    ),
+    "config-tier-only-override": _variant(
+        base_config,
+        lambda o: (o["spec"]["nodeOverrides"][0].pop("priceMultiplier"), o["spec"]["nodeOverrides"][0].update(
+            capacityType="Spot")),
+    ),
+    "config-minimal": lambda: {"apiVersion": "gpupool.io/v1alpha1", "kind": "GPUPoolConfig",
+                               "metadata": {"name": "default"}},
+}

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import yaml
-from api_cases import ALL_CASES, EXAMPLES, Case, base_config, base_pool
+from api_cases import ALL_CASES, EXAMPLES, VALID_VARIANTS, Case, base_config, base_pool
 from pydantic import BaseModel, ValidationError
 
 from gpupool_operator.api import (
+    CapacityType,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -147,9 +148,10 @@ def test_models_reject_invalid_manifest_naming_the_field(case: Case) -> None:
     assert _names_field(info.value, case.expected_python_field), _error_paths(info.value)
 
 
-def test_bases_of_the_invalid_cases_are_valid() -> None:
-    _load(base_pool())
-    _load(base_config())
+@pytest.mark.parametrize("name", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted(name: str) -> None:
+    obj = VALID_VARIANTS[name]()
+    assert _load(obj).model_dump(mode="json", by_alias=True, exclude_none=True)["kind"] == obj["kind"]
 
 
 def test_there_are_enough_distinct_invalid_cases() -> None:
@@ -398,3 +400,13 @@ def test_mig_profiles_map_to_device_plugin_resources(profile: str, resource: str
 def test_status_accepts_whatever_product_a_node_reports() -> None:
     placement = ReplicaPlacement(resource="nvidia.com/gpu", gpu_product="NVIDIA-A100-SXM4-40GB-MIG-1g.5gb")
     assert placement.to_wire()["gpuProduct"] == "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"
+
+
+def test_a_node_override_may_name_only_its_capacity_type() -> None:
+    manifest = base_config()
+    manifest["spec"]["nodeOverrides"] = [
+        {"name": "spot", "nodeSelector": {"karpenter.sh/capacity-type": "spot"}, "capacityType": "Spot"},
+        {"name": "reserved", "nodeSelector": {"pool": "reserved"}, "capacityType": "Reserved", "usdPerGpuHour": "2"},
+    ]
+    config = GPUPoolConfig.model_validate(manifest)
+    assert [o.capacity_type for o in config.spec.node_overrides] == [CapacityType.SPOT, CapacityType.RESERVED]

@@ -91,10 +91,16 @@ class NodePriceOverride(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=schema_extra(
             CelRule(
-                "has(self.priceMultiplier) != (has(self.usdPerGpuHour) || has(self.usdPerVcpuHour))",
+                "!(has(self.priceMultiplier) && (has(self.usdPerGpuHour) || has(self.usdPerVcpuHour)))",
                 "set either priceMultiplier or absolute prices (usdPerGpuHour, usdPerVcpuHour), not both",
                 ".priceMultiplier",
-            )
+            ),
+            CelRule(
+                "has(self.capacityType) || has(self.priceMultiplier) || has(self.usdPerGpuHour) || "
+                "has(self.usdPerVcpuHour)",
+                "an override must set capacityType, priceMultiplier or an absolute price",
+                ".capacityType",
+            ),
         )
     )
 
@@ -103,22 +109,24 @@ class NodePriceOverride(ApiModel):
     node_selector: dict[LabelKey, LabelValue] = Field(min_length=1, max_length=16)
     """Node labels that must all match, e.g. {"karpenter.sh/capacity-type": "spot"}."""
     capacity_type: CapacityType | None = None
-    """OnDemand, Spot or Reserved. Spot nodes may vanish: the placement engine keeps at least one
-    replica of every model off them."""
+    """OnDemand, Spot or Reserved: how matching nodes are bought. Without a priceMultiplier or
+    absolute price, the operator's default discount for the tier applies."""
     usd_per_gpu_hour: UsdAmount | None = None
-    """Absolute price per GPU-hour on matching nodes."""
+    """Absolute price per GPU-hour on matching nodes, whatever the product."""
     usd_per_vcpu_hour: UsdAmount | None = None
     """Absolute price per vCPU-hour on matching nodes."""
     price_multiplier: PositiveDecimal | None = None
     """Multiplier on the product's list price on matching nodes (e.g. "0.35" for spot)."""
 
     @model_validator(mode="after")
-    def _one_pricing_mode(self) -> NodePriceOverride:
+    def _pricing_mode(self) -> NodePriceOverride:
         absolute = self.usd_per_gpu_hour is not None or self.usd_per_vcpu_hour is not None
-        if (self.price_multiplier is not None) == absolute:
+        if self.price_multiplier is not None and absolute:
             raise ValueError(
                 "priceMultiplier: set either priceMultiplier or absolute prices (usdPerGpuHour, usdPerVcpuHour)"
             )
+        if self.capacity_type is None and self.price_multiplier is None and not absolute:
+            raise ValueError("capacityType: an override must set capacityType, priceMultiplier or an absolute price")
         return self
 
 
@@ -203,8 +211,8 @@ class GPUPoolConfigSpec(ApiModel):
     gpu_prices: list[GpuPrice] = Field(
         default_factory=list, max_length=64, json_schema_extra=list_map("product")
     )
-    """Price per GPU-hour for each product, keyed by product. A GPU of a product not listed here
-    is placed only when nothing priced fits, and is reported at $0 with a Degraded condition."""
+    """Price per GPU-hour for each product, keyed by product. Products not listed here are priced
+    by an estimate proportional to their memory."""
     usd_per_vcpu_hour: UsdAmount = Decimal("0.048")
     """Price per vCPU-hour of CPU nodes (and of CPU replicas on GPU nodes)."""
     mig_slice_pricing: MigSlicePricing = MigSlicePricing.MAX_SHARE
