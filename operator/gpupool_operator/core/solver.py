@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import PriceTier
@@ -34,7 +35,7 @@ from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
 from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState, State
 
-__all__ = ["Options", "products_of", "solve"]
+__all__ = ["PORTFOLIO", "Options", "Variant", "products_of", "solve"]
 
 _EPS = 1e-9
 
@@ -47,8 +48,26 @@ class Options:
     move_penalty: float = 0.5
     #: Run the repair moves (close under-filled GPUs, downgrade to cheaper GPUs).
     improve: bool = True
-    #: Also try the whole-GPU-only plan and keep the cheaper one (see :func:`solve`).
+    #: Run the portfolio of variants plus the whole-GPU-only plan and keep the best (see :func:`solve`).
     portfolio: bool = True
+    #: How many :data:`PORTFOLIO` variants to run (1 = only the first; large clusters may want fewer).
+    portfolio_size: int = 4
+    #: Ruin-and-recreate attempts per plan (empty one or two GPUs, re-place their replicas greedily,
+    #: keep the result if cheaper). A count, not a time limit: the core has no clock.
+    lns_attempts: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One member of the solver portfolio: processing order and how a new GPU's price is spread."""
+
+    order: str = "two-phase"  # "two-phase" (GPU-bound models first) or "price" (one FFD pass)
+    amortize: str = "share"  # "share" (neutral slice share) or "self" (this model's replicas)
+
+
+#: The portfolio :func:`solve` runs; the cheapest plan that places the most replicas wins.
+PORTFOLIO = (Variant("two-phase", "share"), Variant("two-phase", "self"), Variant("price", "share"),
+             Variant("price", "self"))
 
 
 @dataclass(slots=True)
@@ -77,26 +96,40 @@ def products_of(snapshot: Snapshot) -> Products:
 def solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None = None) -> Plan:
     """Place every replica of ``demands`` on ``snapshot`` at (close to) minimum dollars per hour.
 
-    A small portfolio: the packing heuristic, and (when nothing of ours runs yet, so no moves are
-    at stake) the same greedy restricted to whole GPUs; the cheaper plan that places at least as
-    many replicas wins. The second guards the promise "never costlier than one whole GPU per
-    replica" where packing bets on slices that never fill.
+    A small portfolio: the packing heuristic under each :data:`PORTFOLIO` variant, and (when
+    nothing of ours runs yet, so no moves are at stake) the same greedy restricted to whole GPUs.
+    The plan that places the most replicas wins, then the cheapest counting the move penalty,
+    then the earlier variant (deterministic). The whole-GPU run guards the promise "never costlier
+    than one whole GPU per replica" where packing bets on slices that never fill.
     """
     opts = options or Options()
-    plan = _Solver(snapshot, demands, opts).run()
+    variants = PORTFOLIO[: max(1, opts.portfolio_size)] if opts.portfolio else PORTFOLIO[:1]
+    best: tuple[int, float, int] | None = None
+    chosen: Plan | None = None
+    for n, variant in enumerate(variants):
+        plan = _Solver(snapshot, demands, opts, variant=variant).run()
+        key = (-len(plan.assignments), round(plan.cost_per_hour + opts.move_penalty * _moves(plan), 6), n)
+        if best is None or key < best:
+            best, chosen = key, plan
+    assert chosen is not None
     ours_running = any(h.owner is not None for n in snapshot.nodes for h in n.holdings)
-    if opts.portfolio and not ours_running and plan.assignments:
+    if opts.portfolio and not ours_running and chosen.assignments:
         alt = _Solver(snapshot, demands, opts, whole_only=True).run()
-        placed = len(plan.assignments)
-        if len(alt.assignments) >= placed and alt.cost_per_hour < plan.cost_per_hour - 1e-9:
+        if len(alt.assignments) >= len(chosen.assignments) and alt.cost_per_hour < chosen.cost_per_hour - 1e-9:
             return alt
-    return plan
+    return chosen
+
+
+def _moves(plan: Plan) -> int:
+    return sum(1 for e in plan.evictions if e.reason.startswith("moved"))
 
 
 class _Solver:
     def __init__(
-        self, snapshot: Snapshot, demands: Sequence[Demand], options: Options, whole_only: bool = False
+        self, snapshot: Snapshot, demands: Sequence[Demand], options: Options, whole_only: bool = False,
+        variant: Variant | None = None,
     ) -> None:
+        self.variant = variant or Variant()
         keys = [d.key for d in demands]
         if len(set(keys)) != len(keys):
             dup = sorted({k for k in keys if keys.count(k) > 1})
@@ -118,6 +151,7 @@ class _Solver:
         self.evictions: list[Eviction] = []
         self.unplaced: dict[int, int] = {}
         self.no_spot = False  # set while placing the replicas a model must keep off spot
+        self.eject_budget = 10 * options.lns_attempts
         self.state: State
 
     # ------------------------------------------------------------------------------ phases
@@ -127,31 +161,52 @@ class _Solver:
         self._materialise_kept(keep)
         todo = [max(0, d.replicas - sum(1 for r in self.reps if r.demand == i)) for i, d in enumerate(self.demands)]
         for i in sorted(range(len(self.demands)), key=self._size_key):
-            if not todo[i]:
-                continue
-            off = sum(1 for r in self.reps if r.demand == i and r.node.spec.price_tier is not PriceTier.SPOT)
-            first = min(todo[i], max(0, self.demands[i].min_off_spot - off)) if self.demands[i].allow_spot else 0
-            left = 0
-            if first:
-                self.no_spot = True
-                left = self._place(i, first)
-                self.no_spot = False
-            left += self._place(i, todo[i] - first) if not left else todo[i] - first
-            if left:
-                self.unplaced[i] = left
+            if todo[i]:
+                left = self._place_demand(i, todo[i])
+                if left:
+                    self.unplaced[i] = left
         if self.options.improve:
+            budget = [self.options.lns_attempts]
             for _ in range(4):
                 changed = self._close_pass()
                 changed |= self._downgrade_pass()
+                changed |= self._lns_pass(budget)
                 if not changed:
                     break
         return self._finish()
 
-    def _size_key(self, i: int) -> tuple[float, int, str]:
+    def _place_demand(self, i: int, n: int) -> int:
+        """Place ``n`` more replicas of model ``i``, first the ones it must keep off spot."""
         d = self.demands[i]
-        prices = [self._static_price(i, c) for c in self.cands[i]]
-        finite = [p for p in prices if p is not None]
-        return (-(min(finite) if finite else 0.0), -d.tensor_parallel, d.key)
+        off = sum(1 for r in self.reps if r.demand == i and r.node.spec.price_tier is not PriceTier.SPOT)
+        first = min(n, max(0, d.min_off_spot - off)) if d.allow_spot else 0
+        left = 0
+        if first:
+            self.no_spot = True
+            left = self._place(i, first)
+            self.no_spot = False
+        return left + (self._place(i, n - first) if not left else n - first)
+
+    def _size_key(self, i: int) -> tuple[bool, float, int, str]:
+        """First-fit-decreasing order in two phases.
+
+        Models whose cheapest home is a GPU (or a slice) go first, largest amortised footprint
+        first; models for which CPU cores are cheaper than any GPU share go last, so they take
+        spare room left on GPUs for free and otherwise CPU, instead of crowding out models that
+        have no alternative.
+        """
+        d = self.demands[i]
+        gpu = [p for c in self.cands[i] if c.shape.kind is not ShapeKind.CPU
+               for p in [self._static_price(i, c)] if p is not None]
+        cpu = [p for c in self.cands[i] if c.shape.kind is ShapeKind.CPU
+               for p in [self._static_price(i, c)] if p is not None]
+        gpu_cost = min(gpu) if gpu else float("inf")
+        cpu_cost = min(cpu) if cpu else float("inf")
+        flexible = cpu_cost < gpu_cost and self.variant.order == "two-phase"
+        size = gpu_cost if gpu else cpu_cost
+        if self.variant.order != "two-phase":
+            size = min(gpu_cost, cpu_cost)
+        return (flexible, -(size if size != float("inf") else 0.0), -d.tensor_parallel, d.key)
 
     def _static_price(self, i: int, cand: Candidate) -> float | None:
         shape = cand.shape
@@ -236,8 +291,10 @@ class _Solver:
         spots = (False, True) if spot_ok else (False,)
         mig_cands = [c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG]
         mig_cands.sort(key=lambda c: (self._units(c.shape), c.shape))
-        static = self._static_options(i)
+        static = self._static_options(i, n)
         while n > 0:
+            if self.variant.amortize == "self":
+                static = self._static_options(i, n)
             # 1. spare room on a GPU this plan already pays for: zero marginal cost.
             room = self._best_room(mig_cands, spots, exclude=None)
             if room is not None:
@@ -280,7 +337,11 @@ class _Solver:
                 n -= self._place_cpu(i, cand, n, price)
         return n
 
-    def _static_options(self, i: int) -> list[tuple[float, int, str, object, Candidate]]:
+    def _static_options(self, i: int, n: int) -> list[tuple[float, int, str, object, Candidate]]:
+        """Opening options, cheapest first. Under ``amortize="self"`` a new MIG GPU is charged to the
+        replicas of this model that will fill it (price / min(room, n)); under ``"share"`` to the
+        slice's neutral share (the rest of the GPU is expected to fill with other models)."""
+        own = self.variant.amortize == "self"
         out: list[tuple[float, int, str, object, Candidate]] = []
         for ci, cand in enumerate(self.cands[i]):
             shape = cand.shape
@@ -288,8 +349,11 @@ class _Solver:
                 out.append((self.snapshot.cpu_price * shape.cpu_millis / 1000, ci, "cpu", None, cand))
                 continue
             is_mig = shape.kind is ShapeKind.MIG
+            per = self._units(shape)
+            if own and is_mig:
+                per = 1.0 / max(1, min(n, mig.room_for(shape.product, (), shape.profile)))
             for g in self._groups(i, shape.product, mig_only=is_mig):
-                out.append((g.key[1] * self._units(shape), ci, "mig" if is_mig else "whole", g, cand))
+                out.append((g.key[1] * per, ci, "mig" if is_mig else "whole", g, cand))
         out.sort(key=lambda o: (o[0], o[2] != "cpu", o[1], _group_sort(o[3])))
         return out
 
@@ -306,7 +370,8 @@ class _Solver:
                 ):
                     if slot is None or slot is exclude:
                         continue
-                    score = slot.price * self._units(cand.shape)
+                    # Zero marginal cost either way: use the least capacity, then the cheaper GPU.
+                    score = self._units(cand.shape) + 1e-3 * slot.price * self._units(cand.shape)
                     if best is None or (score, slot.order) < (best[0], best[1].order):
                         best = (score, slot, cand)
         return best
@@ -424,21 +489,22 @@ class _Solver:
     def _try_close(self, slot: GpuSlot, reps: list[_Rep]) -> bool:
         saved = slot.price
         penalty = self.options.move_penalty * sum(1 for r in reps if r.pod is not None)
-        undo: list[tuple[_Rep, _Rep]] = []
-        # Detach everything from the source first so it cannot be its own target.
-        snapshots = [(r, _Rep(r.demand, r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed))
-                     for r in reps]
-        for r in reps:
+        # Every replica this attempt touches, with its placement before, for an exact rollback.
+        affected: list[tuple[_Rep, tuple[Any, ...]]] = [(r, _fields(r)) for r in reps]
+        for r in reps:  # detach everything first so the source cannot be its own target
             self._detach(r)
         cost = penalty
         ok = True
+        relocated: list[_Rep] = []
         for r in sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)):
             moved = self._relocate(r, budget=saved - cost)
             if moved is None:
+                moved = self._eject_into(r, saved - cost, slot, affected)
+            if moved is None:
                 ok = False
                 break
+            relocated.append(r)
             cost += moved
-            undo.append((r, r))
             if cost >= saved - 1e-6:
                 ok = False
                 break
@@ -449,14 +515,90 @@ class _Solver:
                                                    "moved: its GPU is freed to save money"))
                     r.pod = None
             return True
-        # Roll back: detach the relocated ones, re-attach all at the source.
-        for r, _ in undo:
+        # Roll back: detach what moved (relocated replicas, ejected ones), restore, re-attach all.
+        for r in relocated:
             self._detach(r)
-        for r, old in snapshots:
-            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = (
-                old.shape, old.node, old.gpus, old.start, old.pod, old.reason, old.fixed)
-        self._reattach(slot, reps)
+        for r, _ in affected[len(reps):]:
+            self._detach(r)
+        for r, old in affected:
+            _restore(r, old)
+        for r, _ in affected:
+            self._attach(r)
         return False
+
+    def _eject_into(
+        self, r: _Rep, budget: float, source: GpuSlot, affected: list[tuple[_Rep, tuple[Any, ...]]]
+    ) -> float | None:
+        """Put ``r`` where another replica sits, moving that one to spare room or CPU (one-step
+        ejection chain). Returns the cost of the move, or ``None`` (nothing changed)."""
+        if self.eject_budget <= 0:
+            return None
+        d = self.demands[r.demand]
+        on_spot = r.node.spec.price_tier is PriceTier.SPOT
+        spot_ok = d.allow_spot and (on_spot or d.min_off_spot == 0)
+        mig_cands = sorted((c for c in self.cands[r.demand] if c.shape.kind is ShapeKind.MIG),
+                           key=lambda c: (self._units(c.shape), c.shape))
+        if not mig_cands:
+            return None
+        products = {c.shape.product for c in mig_cands}
+        hosts: dict[int, list[_Rep]] = {}
+        busy = {id(x) for x, _ in affected}
+        for other in self.reps:
+            if (id(other) not in busy and other.pod is None and other.shape.kind is ShapeKind.MIG and not other.fixed
+                    and other.shape.product in products and other.gpus[0] is not source):
+                hosts.setdefault(other.gpus[0].order, []).append(other)
+        for order in sorted(hosts):
+            victims = hosts[order]
+            g = victims[0].gpus[0]
+            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok):
+                continue
+            for victim in sorted(victims, key=lambda v: (self._units(v.shape), v.demand)):
+                if self.eject_budget <= 0:
+                    return None
+                base = dict(g.key)
+                base[victim.shape.profile] -= 1
+                key = mig.counts_key(base)
+                fit = next((c for c in mig_cands if c.shape.product == g.product
+                            and mig.add(g.product, key, c.shape.profile) is not None), None)
+                if fit is None:
+                    continue
+                self.eject_budget -= 1
+                affected.append((victim, _fields(victim)))
+                self._detach(victim)
+                self.state.add_content(g, fit.shape.profile)
+                r.shape, r.node, r.gpus, r.start, r.fixed = fit.shape, g.node, [g], None, False
+                r.reason = f"{fit.shape.describe()} in spare room of a GPU already in use (packed to free a GPU)"
+                extra = self._relocate(victim, budget)
+                if extra is not None:
+                    return extra
+                self.state.remove_content(g, fit.shape.profile)
+                r.gpus = []
+                _restore(victim, affected.pop()[1])
+                self._attach(victim)
+        return None
+
+    def _attach(self, r: _Rep) -> None:
+        """Re-apply ``r``'s recorded placement to the state (inverse of :meth:`_detach`)."""
+        st = self.state
+        if r.shape.kind is ShapeKind.CPU:
+            r.node.cpu_free -= r.shape.cpu_millis
+            r.node.mem_free -= r.shape.memory_mib
+            return
+        for slot in r.gpus:
+            if r.shape.kind is ShapeKind.GPU:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.WHOLE
+                slot.ours += 1
+            elif r.fixed:
+                assert r.start is not None
+                slot.fixed_free[r.shape.profile].remove(r.start)
+                slot.ours += 1
+            else:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.PLANNED
+                st.add_content(slot, r.shape.profile)
 
     def _detach(self, r: _Rep) -> None:
         st = self.state
@@ -529,6 +671,85 @@ class _Solver:
             return price
         return None
 
+    def _lns_pass(self, budget: list[int]) -> bool:
+        """Ruin and recreate: empty the least-filled GPUs (alone, then in pairs), re-place their
+        replicas with the same greedy rules, keep the result only when it is strictly cheaper.
+        Deterministic: GPUs are tried in (fill, order) order, and each try is undone exactly."""
+        changed = False
+        on = self._units_on()
+        slots = {sl.order: sl for sl in self.state.gpus}
+        units = sorted(
+            (o for o, reps in on.items()
+             if all(r.pod is None for r in reps) and slots[o].state in (GpuState.PLANNED, GpuState.WHOLE)
+             and slots[o].ours == len(reps)),
+            key=lambda o: (self._fill_of(on[o]), o),
+        )
+        done: set[int] = set()
+        for pos, o in enumerate(units):
+            if budget[0] <= 0:
+                break
+            if o in done:
+                continue
+            partners: list[int | None] = [None, *[u for u in units[pos + 1:pos + 4] if u not in done]]
+            for other in partners:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+                group = [slots[o]] + ([slots[other]] if other is not None else [])
+                if self._ruin_recreate(group):
+                    changed = True
+                    done.update(sl.order for sl in group)
+                    break
+        return changed
+
+    def _ruin_recreate(self, group: list[GpuSlot]) -> bool:
+        ids = {id(sl) for sl in group}
+        victims = [r for r in self.reps if r.gpus and any(id(g) in ids for g in r.gpus)]
+        if not victims or any(r.pod is not None or len(r.gpus) > 1 for r in victims):
+            return False
+        before = {id(sl): sl.ours for sl in group}
+        saved = [(r, (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)) for r in victims]
+        victim_ids = {id(r) for r in victims}
+        for r in victims:
+            self._detach(r)
+        self.reps = [r for r in self.reps if id(r) not in victim_ids]
+        mark = len(self.reps)
+        counts: dict[int, int] = {}
+        for r in victims:
+            counts[r.demand] = counts.get(r.demand, 0) + 1
+        ok = True
+        for i in sorted(counts, key=self._size_key):
+            if self._place_demand(i, counts[i]):
+                ok = False
+                break
+        new = self.reps[mark:]
+        delta = 0.0
+        if ok:
+            touched: dict[int, GpuSlot] = {id(sl): sl for sl in group}
+            added: dict[int, int] = {}
+            for r in new:
+                for g in r.gpus:
+                    touched[id(g)] = g
+                    added[id(g)] = added.get(id(g), 0) + 1
+                if r.shape.kind is ShapeKind.CPU:
+                    delta += self.snapshot.cpu_price * r.shape.cpu_millis / 1000
+            for key, sl in touched.items():
+                was = before.get(key, sl.ours - added.get(key, 0))
+                delta += sl.price * ((sl.ours > 0) - (was > 0))
+        if ok and delta < -1e-6:
+            return True
+        for r in new:
+            self._detach(r)
+        del self.reps[mark:]
+        by_slot: dict[int, list[_Rep]] = {}
+        for r, old in saved:
+            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
+            by_slot.setdefault(id(r.gpus[0]), []).append(r)
+        for reps in by_slot.values():
+            self._reattach(reps[0].gpus[0], reps)
+        self.reps.extend(victims)
+        return False
+
     def _downgrade_pass(self) -> bool:
         """Move a MIG GPU's whole content to a cheaper free GPU where every replica still fits."""
         changed = False
@@ -546,6 +767,8 @@ class _Solver:
         return changed
 
     def _try_downgrade(self, slot: GpuSlot, reps: list[_Rep]) -> bool:
+        """Repack a MIG GPU onto a cheaper free GPU; replicas that do not fit there may spill to
+        spare room or CPU, as long as the total is still cheaper than keeping this GPU."""
         spot_ok = all(
             self.demands[r.demand].allow_spot
             and (r.node.spec.price_tier is PriceTier.SPOT or self.demands[r.demand].min_off_spot == 0)
@@ -556,14 +779,16 @@ class _Solver:
              if g.key[3] and g.key[1] < slot.price - 1e-6 and (spot_ok or not g.key[2])),
             key=lambda g: (g.key[1], _group_sort(g)),
         )
+        ordered = sorted(reps, key=lambda r: (-self._units(r.shape), r.demand))
         for g in targets:
+            product = g.key[0]
             node = g.best_fit(1)
             if node is None:
                 continue
-            product = g.key[0]
             key: mig.Counts = ()
-            chosen: list[Candidate] = []
-            for r in sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)):
+            packed: list[tuple[_Rep, Candidate]] = []
+            spill: list[_Rep] = []
+            for r in ordered:
                 opts = sorted((c for c in self.cands[r.demand]
                                if c.shape.kind is ShapeKind.MIG and c.shape.product == product),
                               key=lambda c: (self._units(c.shape), c.shape))
@@ -571,22 +796,49 @@ class _Solver:
                     nxt = mig.add(product, key, c.shape.profile)
                     if nxt is not None:
                         key = nxt
-                        chosen.append(c)
+                        packed.append((r, c))
                         break
                 else:
-                    break
-            if len(chosen) != len(reps):
+                    spill.append(r)
+            if not packed:
                 continue
-            for r in reps:
-                self._detach(r)
-            target = min((node.gpus[j] for j in node.free), key=lambda s: (s.current is None, s.index))
-            self.state.take_free(node, target)
-            target.state = GpuState.PLANNED
-            for r, c in zip(sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)), chosen, strict=True):
-                self.state.add_content(target, c.shape.profile)
-                r.shape, r.node, r.gpus, r.start, r.fixed = c.shape, node, [target], None, False
-                r.reason = f"{c.shape.describe()}: repacked onto a cheaper GPU (${g.key[1]:.2f}/h)"
+            if self._move_content(slot, reps, node, packed, spill, g.key[1]):
+                return True
+        return False
+
+    def _move_content(
+        self, slot: GpuSlot, reps: list[_Rep], node: NodeState, packed: list[tuple[_Rep, Candidate]],
+        spill: list[_Rep], price: float,
+    ) -> bool:
+        saved = [(r, (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)) for r in reps]
+        for r in reps:
+            self._detach(r)
+        target = min((node.gpus[j] for j in node.free), key=lambda s: (s.current is None, s.index))
+        self.state.take_free(node, target)
+        target.state = GpuState.PLANNED
+        for r, c in packed:
+            self.state.add_content(target, c.shape.profile)
+            r.shape, r.node, r.gpus, r.start, r.fixed = c.shape, node, [target], None, False
+            r.reason = f"{c.shape.describe()}: repacked onto a cheaper GPU (${price:.2f}/h)"
+        cost = price
+        moved: list[_Rep] = []
+        ok = True
+        for r in spill:
+            extra = self._relocate(r, budget=slot.price - cost)
+            if extra is None:
+                ok = False
+                break
+            moved.append(r)
+            cost += extra
+        if ok and cost < slot.price - 1e-6:
             return True
+        for r in moved:
+            self._detach(r)
+        for r, _c in packed:
+            self.state.remove_content(target, r.shape.profile)
+        for r, old in saved:
+            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
+        self._reattach(slot, reps)
         return False
 
     # ------------------------------------------------------------------------------ finish
@@ -694,6 +946,14 @@ class _Solver:
         shapes = ", ".join(c.shape.describe() for c in cands[:4]) + (" ..." if len(cands) > 4 else "")
         spot = "" if d.allow_spot else " (spot nodes excluded by the pool)"
         return f"no free capacity for any accepted shape ({shapes}){spot}: " + "; ".join(parts)
+
+
+def _fields(r: _Rep) -> tuple[Any, ...]:
+    return (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)
+
+
+def _restore(r: _Rep, old: tuple[Any, ...]) -> None:
+    r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old[0], old[1], list(old[2]), *old[3:]
 
 
 def _group_sort(where: object) -> tuple[str, float, bool, bool]:
