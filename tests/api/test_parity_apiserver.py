@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from gpupool_operator.api import InferencePool
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
 VALID_HARDWARE = [
