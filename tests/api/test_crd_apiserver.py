@@ -118,6 +118,7 @@ def _status(generation: int, now: datetime) -> InferencePoolStatus:
         ready_replicas=1,
         usd_per_hour=Decimal("0.096"),
         usd_per_million_inferences=Decimal("0.64257"),
+        placement_strategy="Cost",
     )
 
 
@@ -149,6 +150,9 @@ def test_status_subresource_round_trips_through_the_models(crds: Any) -> None:
     assert "0.096" in row
     assert "0.64257" in row
     assert "AllReplicasReady" in row
+    wide = crds.kubectl("get", "ipool", "quickstart", "-n", NS, "-o", "wide").stdout
+    assert "STRATEGY" in wide
+    assert "Cost" in wide.splitlines()[1]
     assert "quickstart" in crds.kubectl("get", "gpupool", "-n", NS).stdout, "category gpupool lists pools"
 
 

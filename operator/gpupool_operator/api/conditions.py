@@ -37,6 +37,8 @@ class ConditionType(StrEnum):
     """Replica counts or placements are changing towards a new plan."""
     DEGRADED = "Degraded"
     """The pool serves, but below its objectives (over budget, fallback hardware, replicas lost)."""
+    ACCEPTED = "Accepted"
+    """On a GPUPoolConfig: the operator loaded this generation of the configuration."""
 
 
 class ConditionStatus(StrEnum):
@@ -63,6 +65,8 @@ class ConditionReason(StrEnum):
     STABLE = "Stable"
     FALLBACK_HARDWARE = "FallbackHardware"
     AS_EXPECTED = "AsExpected"
+    CONFIG_LOADED = "ConfigLoaded"
+    CONFIG_REJECTED = "ConfigRejected"
 
 
 class Condition(ApiModel):

@@ -257,8 +257,9 @@ class HardwareOption(ApiModel):
     cpu: CpuTarget | None = None
     """CPU target; set when type is CPU."""
     inferences_per_second: Rate | None = None
-    """Inferences per second one replica sustains on this hardware within the latency objective,
-    when known (a decimal string such as "120" or "0.8"); gpupool measures it when absent."""
+    """Inferences per second one replica sustains on this hardware within the latency objective
+    (a decimal string such as "120" or "0.8"). Optional; when given, the placement engine compares
+    options by cost per inference and sizes replica counts for the load."""
 
     @model_validator(mode="after")
     def _member_matches_type(self) -> HardwareOption:
@@ -524,6 +525,8 @@ class InferencePoolStatus(ApiModel):
     """What the whole pool costs per hour, in US dollars."""
     usd_per_million_inferences: UsdAmount | None = None
     """Pool-wide cost of one million inferences at the observed rate; absent without traffic."""
+    placement_strategy: PlacementStrategy | None = None
+    """The placement strategy in force: the pool's own, else the cluster default."""
 
 
 class InferencePool(ApiModel):
@@ -565,7 +568,7 @@ INFERENCE_POOL_CRD = CrdInfo(
             "Status", "string", '.status.conditions[?(@.type=="Ready")].reason', "Reason of the Ready condition"
         ),
         PrinterColumn(
-            "Strategy", "string", ".spec.placementStrategy", "Placement strategy", priority=1
+            "Strategy", "string", ".status.placementStrategy", "Placement strategy in force", priority=1
         ),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation"),
     ),
