@@ -211,7 +211,7 @@ def render() -> dict[str, str]:
             files[f"{directory}/{GROUP}_{info.plural}.yaml"] = text
     config = default_config().to_wire()
     files[DEFAULT_CONFIG_PATH] = (
-        HEADER.replace("CRD", "default config")
+        HEADER
         + "# The cluster-wide GPUPoolConfig with the default (AWS on-demand) price table. Copy and edit it:\n"
         + "# kubectl apply -f examples/pools/gpupoolconfig-default.yaml\n---\n"
         + _dump(config)
