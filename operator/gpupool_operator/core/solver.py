@@ -152,6 +152,7 @@ class _Solver:
         self.unplaced: dict[int, int] = {}
         self.no_spot = False  # set while placing the replicas a model must keep off spot
         self.eject_budget = 10 * options.lns_attempts
+        self.by_demand: dict[int, list[_Rep]] = {}
         self.state: State
 
     # ------------------------------------------------------------------------------ phases
@@ -174,6 +175,34 @@ class _Solver:
                 if not changed:
                     break
         return self._finish()
+
+    def _add_rep(self, r: _Rep) -> None:
+        self.reps.append(r)
+        self.by_demand.setdefault(r.demand, []).append(r)
+
+    def _may_use_spot(self, r: _Rep) -> bool:
+        """Whether moving ``r`` onto spot keeps its model's promised replicas off spot."""
+        d = self.demands[r.demand]
+        if not d.allow_spot:
+            return False
+        if d.min_off_spot == 0 or r.node.spec.price_tier is PriceTier.SPOT:
+            return True
+        others = sum(1 for x in self.by_demand.get(r.demand, ())
+                     if x is not r and x.node.spec.price_tier is not PriceTier.SPOT)
+        return others >= d.min_off_spot
+
+    def _group_may_use_spot(self, reps: list[_Rep]) -> bool:
+        """Whether all of ``reps`` may move onto spot together (see :meth:`_may_use_spot`)."""
+        ids = {id(r) for r in reps}
+        for i in sorted({r.demand for r in reps}):
+            d = self.demands[i]
+            if not d.allow_spot:
+                return False
+            off = sum(1 for x in self.by_demand.get(i, ())
+                      if id(x) not in ids and x.node.spec.price_tier is not PriceTier.SPOT)
+            if off < d.min_off_spot:
+                return False
+        return True
 
     def _place_demand(self, i: int, n: int) -> int:
         """Place ``n`` more replicas of model ``i``, first the ones it must keep off spot."""
@@ -283,7 +312,7 @@ class _Solver:
                     rep.fixed = True
                 else:
                     rep.gpus = [by_index[g] for g in h.gpus if g in by_index]
-                self.reps.append(rep)
+                self._add_rep(rep)
 
     # ------------------------------------------------------------------------------ place
     def _place(self, i: int, n: int) -> int:
@@ -363,15 +392,17 @@ class _Solver:
         best: tuple[float, GpuSlot, Candidate] | None = None
         for cand in mig_cands:
             prof = cand.shape.profile
-            for spot in spots:
+            for spot in sorted(spots, reverse=True):  # spot rooms first: on-demand ones suit more models
                 for slot in (
                     self.state.room(cand.shape.product, spot, prof),
                     self.state.fixed_room(cand.shape.product, spot, prof, charged=True),
                 ):
                     if slot is None or slot is exclude:
                         continue
-                    # Zero marginal cost either way: use the least capacity, then the cheaper GPU.
-                    score = self._units(cand.shape) + 1e-3 * slot.price * self._units(cand.shape)
+                    # Zero marginal cost either way: use the least capacity, then a spot GPU's room
+                    # (on-demand rooms can take any model), then the cheaper GPU.
+                    score = (self._units(cand.shape) + (1e-2 if not slot.spot else 0.0)
+                             + 1e-4 * slot.price * self._units(cand.shape))
                     if best is None or (score, slot.order) < (best[0], best[1].order):
                         best = (score, slot, cand)
         return best
@@ -401,12 +432,12 @@ class _Solver:
             k = min(n, len(slot.fixed_free[prof]))
             for _ in range(k):
                 start = self.state.take_fixed(slot, prof)
-                self.reps.append(_Rep(i, cand.shape, slot.node, [slot], start=start, reason=why, fixed=True))
+                self._add_rep(_Rep(i, cand.shape, slot.node, [slot], start=start, reason=why, fixed=True))
             return k
         k = min(n, mig.room_for(slot.product, slot.key, prof))
         self.state.add_content(slot, prof, k)
         for _ in range(k):
-            self.reps.append(_Rep(i, cand.shape, slot.node, [slot], reason=why))
+            self._add_rep(_Rep(i, cand.shape, slot.node, [slot], reason=why))
         return k
 
     def _open_mig(self, i: int, group: Group, cand: Candidate, n: int, price: float) -> int:
@@ -421,7 +452,7 @@ class _Solver:
         self.state.add_content(slot, prof, k)
         why = f"cheapest accepted shape with capacity: {cand.shape.describe()} at ${price:.2f}/h share"
         for _ in range(k):
-            self.reps.append(_Rep(i, cand.shape, node, [slot], reason=why))
+            self._add_rep(_Rep(i, cand.shape, node, [slot], reason=why))
         return k
 
     def _open_whole(self, i: int, group: Group, cand: Candidate, n: int, price: float) -> int:
@@ -437,7 +468,7 @@ class _Solver:
                 self.state.take_free(node, slot)
                 slot.state = GpuState.WHOLE
                 slot.ours += 1
-            self.reps.append(_Rep(i, cand.shape, node, sorted(chosen, key=lambda s: s.index), reason=why))
+            self._add_rep(_Rep(i, cand.shape, node, sorted(chosen, key=lambda s: s.index), reason=why))
         return k
 
     def _place_cpu(self, i: int, cand: Candidate, n: int, price: float) -> int:
@@ -453,7 +484,7 @@ class _Solver:
         node.mem_free -= k * shape.memory_mib
         why = f"cheapest accepted shape with capacity: {shape.describe()} at ${price:.2f}/h"
         for _ in range(k):
-            self.reps.append(_Rep(i, shape, node, [], reason=why))
+            self._add_rep(_Rep(i, shape, node, [], reason=why))
         return k
 
     # ------------------------------------------------------------------------------ repair
@@ -533,9 +564,7 @@ class _Solver:
         ejection chain). Returns the cost of the move, or ``None`` (nothing changed)."""
         if self.eject_budget <= 0:
             return None
-        d = self.demands[r.demand]
-        on_spot = r.node.spec.price_tier is PriceTier.SPOT
-        spot_ok = d.allow_spot and (on_spot or d.min_off_spot == 0)
+        spot_ok = self._may_use_spot(r)
         mig_cands = sorted((c for c in self.cands[r.demand] if c.shape.kind is ShapeKind.MIG),
                            key=lambda c: (self._units(c.shape), c.shape))
         if not mig_cands:
@@ -637,9 +666,7 @@ class _Solver:
     def _relocate(self, r: _Rep, budget: float) -> float | None:
         """Move ``r`` to spare room (cost 0) or CPU (its price); ``None`` if neither fits."""
         i = r.demand
-        d = self.demands[i]
-        on_spot = r.node.spec.price_tier is PriceTier.SPOT
-        spot_ok = d.allow_spot and (on_spot or d.min_off_spot == 0)  # never breach min_off_spot
+        spot_ok = self._may_use_spot(r)  # never breach min_off_spot
         spots = (False, True) if spot_ok else (False,)
         mig_cands = sorted((c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG),
                            key=lambda c: (self._units(c.shape), c.shape))
@@ -664,12 +691,50 @@ class _Solver:
             node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None)
             if node is None:
                 continue
+            opened = self._open_for(r, min(budget, price), spot_ok)
+            if opened is not None:
+                return opened
             node.cpu_free -= cand.shape.cpu_millis
             node.mem_free -= cand.shape.memory_mib
             r.shape, r.node, r.gpus, r.start, r.fixed = cand.shape, node, [], None, False
             r.reason = f"{cand.shape.describe()} at ${price:.2f}/h: cheaper than keeping a GPU for it"
             return price
-        return None
+        return self._open_for(r, budget, spot_ok)
+
+    def _open_for(self, r: _Rep, budget: float, spot_ok: bool) -> float | None:
+        """Last resort of a move: a fresh GPU (MIG slice or whole) cheaper than ``budget``."""
+        best: tuple[float, int, Group, Candidate] | None = None
+        for ci, cand in enumerate(self.cands[r.demand]):
+            shape = cand.shape
+            if shape.kind is ShapeKind.CPU or (shape.kind is ShapeKind.GPU and shape.gpus != 1):
+                continue
+            is_mig = shape.kind is ShapeKind.MIG
+            for g in self.state.groups_by_product.get(shape.product, []):
+                if (g.key[2] and not spot_ok) or (is_mig and not g.key[3]) or g.key[1] >= budget - 1e-9:
+                    continue
+                if best is not None and (g.key[1], ci) >= (best[0], best[1]):
+                    continue
+                if g.best_fit(1) is not None:
+                    best = (g.key[1], ci, g, cand)
+        if best is None:
+            return None
+        price, _ci, g, cand = best
+        node = g.best_fit(1)
+        assert node is not None
+        slots = [node.gpus[j] for j in node.free]
+        if cand.shape.kind is ShapeKind.MIG:
+            slot = min(slots, key=lambda s: (_layout_rank(s, cand.shape.profile), s.index))
+            self.state.take_free(node, slot)
+            slot.state = GpuState.PLANNED
+            self.state.add_content(slot, cand.shape.profile)
+        else:
+            slot = min(slots, key=lambda s: (s.current is not None, s.index))
+            self.state.take_free(node, slot)
+            slot.state = GpuState.WHOLE
+            slot.ours += 1
+        r.shape, r.node, r.gpus, r.start, r.fixed = cand.shape, node, [slot], None, False
+        r.reason = f"{cand.shape.describe()}: moved to a cheaper GPU (${price:.2f}/h)"
+        return price
 
     def _lns_pass(self, budget: list[int]) -> bool:
         """Ruin and recreate: empty the least-filled GPUs (alone, then in pairs), re-place their
@@ -713,12 +778,33 @@ class _Solver:
         for r in victims:
             self._detach(r)
         self.reps = [r for r in self.reps if id(r) not in victim_ids]
+        for r in victims:
+            self.by_demand[r.demand].remove(r)
         mark = len(self.reps)
         counts: dict[int, int] = {}
         for r in victims:
             counts[r.demand] = counts.get(r.demand, 0) + 1
+        if self._recreate(counts, group, before, mark, reverse=False):
+            return True
+        if self._recreate(counts, group, before, mark, reverse=True):
+            return True
+        by_slot: dict[int, list[_Rep]] = {}
+        for r, old in saved:
+            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
+            by_slot.setdefault(id(r.gpus[0]), []).append(r)
+        for reps in by_slot.values():
+            self._reattach(reps[0].gpus[0], reps)
+        self.reps.extend(victims)
+        for r in victims:
+            self.by_demand.setdefault(r.demand, []).append(r)
+        return False
+
+    def _recreate(
+        self, counts: dict[int, int], group: list[GpuSlot], before: dict[int, int], mark: int, reverse: bool
+    ) -> bool:
+        """Re-place the ruined replicas (largest first, or smallest first); keep if cheaper."""
         ok = True
-        for i in sorted(counts, key=self._size_key):
+        for i in sorted(counts, key=self._size_key, reverse=reverse):
             if self._place_demand(i, counts[i]):
                 ok = False
                 break
@@ -740,14 +826,9 @@ class _Solver:
             return True
         for r in new:
             self._detach(r)
+        for r in new:
+            self.by_demand[r.demand].remove(r)
         del self.reps[mark:]
-        by_slot: dict[int, list[_Rep]] = {}
-        for r, old in saved:
-            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
-            by_slot.setdefault(id(r.gpus[0]), []).append(r)
-        for reps in by_slot.values():
-            self._reattach(reps[0].gpus[0], reps)
-        self.reps.extend(victims)
         return False
 
     def _downgrade_pass(self) -> bool:
@@ -769,11 +850,7 @@ class _Solver:
     def _try_downgrade(self, slot: GpuSlot, reps: list[_Rep]) -> bool:
         """Repack a MIG GPU onto a cheaper free GPU; replicas that do not fit there may spill to
         spare room or CPU, as long as the total is still cheaper than keeping this GPU."""
-        spot_ok = all(
-            self.demands[r.demand].allow_spot
-            and (r.node.spec.price_tier is PriceTier.SPOT or self.demands[r.demand].min_off_spot == 0)
-            for r in reps
-        )
+        spot_ok = self._group_may_use_spot(reps)
         targets = sorted(
             (g for g in self.state.groups.values()
              if g.key[3] and g.key[1] < slot.price - 1e-6 and (spot_ok or not g.key[2])),

@@ -115,9 +115,9 @@ def problems(snapshot: Snapshot, demands: Sequence[Demand], plan: Plan) -> list[
             continue
         # MIG
         product = catalog.by_key(s.product)
-        prof = product.profile(s.profile)
-        if prof.memory_mib < d.memory_mib:
-            out.append(f"{a.demand}#{a.replica}: {s.profile} has {prof.memory_mib} MiB < {d.memory_mib}")
+        instance = product.profile(s.profile)
+        if instance.memory_mib < d.memory_mib:
+            out.append(f"{a.demand}#{a.replica}: {s.profile} has {instance.memory_mib} MiB < {d.memory_mib}")
         if len(a.gpus) != 1 or a.start is None:
             out.append(f"{a.demand}#{a.replica}: MIG assignment needs one GPU and a start slot")
             continue
@@ -128,14 +128,14 @@ def problems(snapshot: Snapshot, demands: Sequence[Demand], plan: Plan) -> list[
             out.append(f"{a.demand}#{a.replica}: no {s.profile}@{a.start} instance on {a.node}/{a.gpus[0]}")
         inst_used[(a.node, a.gpus[0], s.profile, a.start)] += 1
 
-    for (node_name, gi), n in whole_used.items():
-        if n > 1:
-            out.append(f"GPU {node_name}/{gi} given to {n} holders")
+    for (node_name, gi), holders in whole_used.items():
+        if holders > 1:
+            out.append(f"GPU {node_name}/{gi} given to {holders} holders")
         if any(k[0] == node_name and k[1] == gi for k in inst_used):
             out.append(f"GPU {node_name}/{gi} used whole and as MIG instances")
-    for k, n in inst_used.items():
-        if n > 1:
-            out.append(f"MIG instance {k} given to {n} holders")
+    for k, holders in inst_used.items():
+        if holders > 1:
+            out.append(f"MIG instance {k} given to {holders} holders")
     for name, used in cpu_used.items():
         if used > nodes[name].cpu_millis:
             out.append(f"{name}: {used}m CPU committed > {nodes[name].cpu_millis}m allocatable")
