@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from gpupool_operator.adapters.names import FIELD_MANAGER
 
-__all__ = ["Kube", "KubeError", "load_client"]
+__all__ = ["Kube", "KubeError", "connection_settings", "load_client"]
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -52,6 +52,27 @@ def load_client(kubeconfig: Path | None = None, pool_size: int = 32) -> Any:
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
+
+
+def connection_settings(api_client: Any) -> dict[str, Any]:
+    """How ``api_client`` reaches the server, as keyword arguments for ``kopf.ConnectionInfo``.
+
+    kopf logs in with these instead of re-reading the kubeconfig itself, so the operator and its
+    watches always use the same credentials (a kubeconfig path given at run time, a ServiceAccount
+    token, client certificates).
+    """
+    cfg = api_client.configuration
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    if token and token.lower().startswith("bearer "):
+        token = token[7:]
+    return {
+        "server": cfg.host,
+        "ca_path": cfg.ssl_ca_cert,
+        "insecure": not cfg.verify_ssl,
+        "certificate_path": cfg.cert_file,
+        "private_key_path": cfg.key_file,
+        "token": token or None,
+    }
 
 
 class Kube:

@@ -10,10 +10,13 @@ gpupool_operator.handlers``.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import kopf
 
+from gpupool_operator.adapters.kube import connection_settings, load_client
 from gpupool_operator.adapters.runtime import Runtime
 from gpupool_operator.adapters.store import Kind
 from gpupool_operator.api import GROUP, VERSION
@@ -25,12 +28,26 @@ __all__ = ["configure", "shutdown"]
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.scanning.disabled = True  # no CRD/namespace scanning: no RBAC for it
     settings.posting.level = logging.WARNING
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not one line per watch event
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     runtime = Runtime.from_env()
     memo["runtime"] = runtime
     runtime.start()
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """Log kopf in with the operator's own credentials (``$KUBECONFIG`` read now, or in-cluster)."""
+    runtime = memo.get("runtime")
+    client = runtime.kube.api_client if isinstance(runtime, Runtime) else load_client(_kubeconfig())
+    return kopf.ConnectionInfo(**connection_settings(client))
+
+
+def _kubeconfig() -> Path | None:
+    raw = os.environ.get("KUBECONFIG")
+    return Path(raw) if raw else None
 
 
 @kopf.on.cleanup()

@@ -1,0 +1,78 @@
+"""Bounded waits and small kubectl helpers for the operator's real-cluster tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import yaml
+
+from gpupool_operator.local.cluster import LocalCluster
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+
+
+def get_json(cluster: LocalCluster, *args: str) -> Any:
+    return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+
+
+def apply(cluster: LocalCluster, obj: dict[str, Any], namespace: str | None = None) -> None:
+    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+    cluster.kubectl(*args, input=yaml.safe_dump(obj))
+
+
+def pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(cluster, "pods", "-n", namespace)["items"]
+    return items
+
+
+def live_pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    return [p for p in pods(cluster, namespace) if not p["metadata"].get("deletionTimestamp")]
+
+
+def running(pod: dict[str, Any]) -> bool:
+    return pod.get("status", {}).get("phase") == "Running" and bool(pod["spec"].get("nodeName"))
+
+
+def pool(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = get_json(cluster, "inferencepool", name, "-n", namespace)
+    return obj
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+def settled(cluster: LocalCluster, namespace: str, name: str, replicas: int) -> bool:
+    """The pool's status says every desired replica is ready and the pods agree."""
+    obj = pool(cluster, namespace, name)
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+        return False
+    ready = condition(obj, "Ready")
+    live = [p for p in live_pods(cluster, namespace)
+            if p["metadata"].get("labels", {}).get("gpupool.io/inferencepool") == name]
+    return (
+        status.get("desiredReplicas") == replicas
+        and status.get("readyReplicas") == replicas
+        and ready is not None and ready["status"] == "True"
+        and len(live) == replicas
+        and all(running(p) for p in live)
+    )

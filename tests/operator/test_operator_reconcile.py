@@ -1,0 +1,139 @@
+"""The operator on the real control plane: placement, scaling, deletion, degraded pools, node changes.
+
+kube-scheduler (not the operator) binds every replica; the tests check it lands where the plan
+said, with the resources the plan chose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpupool_operator.adapters.snapshot import parse_cpu_millis
+from gpupool_operator.local.cluster import LocalCluster
+from gpupool_operator.local.nodes import register_nodes
+from operator_builders import PoolBuilder, fake_gpu_node
+from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
+
+TIMEOUT = 60
+
+
+def _models(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in (obj.get("status") or {}).get("models", [])}
+
+
+def test_replicas_run_where_the_plan_placed_them(control_plane: LocalCluster, operator: Any, namespace: str) -> None:
+    body = PoolBuilder("mix").cpu("embed", cores=2, replicas=2).mig("vision", "1g.10gb", replicas=2) \
+        .gpu("llm", "H100-80GB", replicas=1, memory="60Gi").obj()
+    apply(control_plane, body, namespace)
+    wait_until(lambda: settled(control_plane, namespace, "mix", 5), TIMEOUT, "5 replicas ready")
+
+    obj = pool(control_plane, namespace, "mix")
+    models = _models(obj)
+    placed = {r["pod"]: r for m in models.values() for r in m["replicas"]}
+    assert len(placed) == 5
+    for pod in live_pods(control_plane, namespace):
+        name = pod["metadata"]["name"]
+        ann = pod["metadata"]["annotations"]
+        assert running(pod)
+        assert pod["spec"]["nodeName"] == ann["gpupool.io/node"] == placed[name]["node"], name
+        limits = pod["spec"]["containers"][0]["resources"]["limits"]
+        resource = placed[name]["resource"]
+        if resource == "cpu":
+            assert parse_cpu_millis(limits["cpu"]) == 2000
+        else:
+            assert limits[resource] == str(placed[name]["count"])
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "InferencePool"
+        env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
+        assert {"GPUPOOL_PRICE_PER_HOUR", "GPUPOOL_DEVICE_SHARE", "GPUPOOL_ACCELERATOR", "GPUPOOL_MIG_PROFILE"} <= set(env)
+        assert not pod["spec"].get("schedulingGates")
+    assert {r["resource"] for r in models["vision"]["replicas"]} == {"nvidia.com/mig-1g.10gb"}
+    assert {r["resource"] for r in models["llm"]["replicas"]} == {"nvidia.com/gpu"}
+    assert float(obj["status"]["usdPerHour"]) > 0
+    assert condition(obj, "Placed")["status"] == "True"  # type: ignore[index]
+    assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+    services = {s["metadata"]["name"] for s in get_json(control_plane, "services", "-n", namespace)["items"]}
+    assert services == {"mix-embed", "mix-vision", "mix-llm"}
+    reasons = {e["reason"] for e in get_json(control_plane, "events", "-n", namespace)["items"]}
+    assert "Placed" in reasons
+
+
+def test_scale_up_and_down(control_plane: LocalCluster, operator: Any, namespace: str) -> None:
+    apply(control_plane, PoolBuilder("scale").cpu("m", replicas=1).obj(), namespace)
+    wait_until(lambda: settled(control_plane, namespace, "scale", 1), TIMEOUT, "1 replica")
+    control_plane.kubectl("patch", "inferencepool", "scale", "-n", namespace, "--type=json",
+                          "-p", '[{"op":"replace","path":"/spec/models/0/minReplicas","value":4}]')
+    wait_until(lambda: settled(control_plane, namespace, "scale", 4), TIMEOUT, "4 replicas")
+    names = sorted(p["metadata"]["name"] for p in live_pods(control_plane, namespace))
+    assert names == [f"scale-m-{i}" for i in range(4)]
+    control_plane.kubectl("patch", "inferencepool", "scale", "-n", namespace, "--type=json",
+                          "-p", '[{"op":"replace","path":"/spec/models/0/minReplicas","value":2}]')
+    wait_until(lambda: settled(control_plane, namespace, "scale", 2), TIMEOUT, "2 replicas")
+    assert len(live_pods(control_plane, namespace)) == 2
+
+
+def test_deleting_a_pool_removes_what_it_created(control_plane: LocalCluster, operator: Any, namespace: str) -> None:
+    apply(control_plane, PoolBuilder("gone").cpu("a", replicas=2).mig("b", "1g.10gb").obj(), namespace)
+    wait_until(lambda: settled(control_plane, namespace, "gone", 3), TIMEOUT, "3 replicas")
+    control_plane.kubectl("delete", "inferencepool", "gone", "-n", namespace, "--timeout=60s")
+    wait_until(lambda: not live_pods(control_plane, namespace), TIMEOUT, "pods deleted")
+    wait_until(lambda: not get_json(control_plane, "services", "-n", namespace)["items"], TIMEOUT, "services deleted")
+
+
+def test_unplaceable_pool_is_degraded_with_the_reason(
+    control_plane: LocalCluster, operator: Any, namespace: str
+) -> None:
+    apply(control_plane, PoolBuilder("nohw").gpu("llm", "GB200", memory="100Gi").obj(), namespace)
+
+    def degraded() -> dict[str, Any] | None:
+        cond = condition(pool(control_plane, namespace, "nohw"), "Degraded")
+        return cond if cond and cond["status"] == "True" else None
+
+    cond = wait_until(degraded, TIMEOUT, "Degraded=True")
+    assert cond["reason"] == "Unplaceable"
+    assert "no accepted accelerator" in cond["message"] or "no shape" in cond["message"]
+    obj = pool(control_plane, namespace, "nohw")
+    assert condition(obj, "Placed")["status"] == "False"  # type: ignore[index]
+    assert _models(obj)["llm"]["message"]
+    assert not live_pods(control_plane, namespace)
+    events = get_json(control_plane, "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "Unplaceable" and e["type"] == "Warning" for e in events)
+
+
+def test_node_added_cordoned_and_removed_trigger_replanning(
+    control_plane: LocalCluster, operator: Any, namespace: str
+) -> None:
+    # H200s are in no pool of the shared cluster: the pool waits, Degraded, until one appears.
+    apply(control_plane, PoolBuilder("h200").gpu("llm", "H200-141GB", memory="100Gi").obj(), namespace)
+    wait_until(lambda: (condition(pool(control_plane, namespace, "h200"), "Degraded") or {}).get("status") == "True",
+               TIMEOUT, "Degraded before the node exists")
+    nodes = [fake_gpu_node(f"h200-test-{i:04d}", "H200-141GB", gpus=2) for i in range(2)]
+    try:
+        register_nodes(control_plane.api_client(), nodes[:1], progress=None)
+        wait_until(lambda: settled(control_plane, namespace, "h200", 1), TIMEOUT, "placed on the new node")
+        (first,) = live_pods(control_plane, namespace)
+        assert first["spec"]["nodeName"] == "h200-test-0000"
+
+        register_nodes(control_plane.api_client(), nodes[1:], progress=None)
+        control_plane.kubectl("cordon", "h200-test-0000")
+
+        def moved() -> bool:
+            live = live_pods(control_plane, namespace)
+            return len(live) == 1 and running(live[0]) and live[0]["spec"]["nodeName"] == "h200-test-0001"
+
+        wait_until(moved, TIMEOUT, "replica moved off the cordoned node")
+        wait_until(lambda: settled(control_plane, namespace, "h200", 1), TIMEOUT, "settled after the move")
+
+        control_plane.kubectl("delete", "node", "h200-test-0001", "--wait=true", "--timeout=60s")
+
+        def replaced() -> bool:
+            cond = condition(pool(control_plane, namespace, "h200"), "Degraded") or {}
+            return cond.get("status") == "True" and not [
+                p for p in live_pods(control_plane, namespace) if p["spec"].get("nodeName") == "h200-test-0001"
+            ]
+
+        wait_until(replaced, TIMEOUT, "lost replica noticed (only a cordoned H200 is left)")
+        control_plane.kubectl("uncordon", "h200-test-0000")
+        wait_until(lambda: settled(control_plane, namespace, "h200", 1), TIMEOUT, "back on the uncordoned node")
+    finally:
+        control_plane.kubectl("delete", "node", "h200-test-0000", "h200-test-0001", "--ignore-not-found",
+                              check=False)

@@ -1,0 +1,169 @@
+"""Fast tests of the operator's adapters with plain data (no cluster): naming, store, MIG protocol,
+snapshot building, demands, pod manifests and status."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from gpupool_operator.adapters import miglayout, names
+from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
+from gpupool_operator.adapters.snapshot import build_snapshot, parse_cpu_millis, parse_memory_mib
+from gpupool_operator.adapters.status import pool_status, status_differs
+from gpupool_operator.adapters.store import Kind, Store
+from gpupool_operator.adapters.workloads import WorkerSettings, replica_pod
+from gpupool_operator.api import ConditionReason, InferencePool, default_config
+from gpupool_operator.core.demand import Shape, ShapeKind
+from gpupool_operator.core.plan import Assignment, Plan, Unplaced
+from gpupool_operator.core.solver import solve
+from operator_builders import PoolBuilder, fake_gpu_node
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _pool(builder: PoolBuilder, namespace: str = "ns") -> InferencePool:
+    body = builder.obj()
+    body["metadata"].update(namespace=namespace, uid="uid-1", generation=3)
+    parsed = parse_pool(body)
+    assert parsed.pool is not None, parsed.error
+    return parsed.pool
+
+
+def test_pod_names_are_deterministic_and_valid() -> None:
+    assert names.pod_name("p", "m", 0) == "p-m-0"
+    long = names.pod_name("x" * 250, "model", 12)
+    assert len(long) <= 253 and long.endswith("-12")
+    assert names.service_name("pool", "model") == "pool-model"
+    assert len(names.service_name("p" * 80, "model")) <= 63
+    assert len(names.label_value("v" * 100)) == 63
+
+
+def test_store_keeps_newest_and_tombstones() -> None:
+    store = Store()
+    pod = {"metadata": {"name": "a", "namespace": "n", "resourceVersion": "5"}, "spec": {}}
+    assert store.apply_event(Kind.POD, "ADDED", pod)
+    older = {"metadata": {"name": "a", "namespace": "n", "resourceVersion": "4"}, "spec": {"nodeName": "x"}}
+    assert not store.apply_event(Kind.POD, "MODIFIED", older)
+    assert store.apply_event(Kind.POD, "DELETED", {"metadata": {"name": "a", "namespace": "n", "resourceVersion": "6"}})
+    store.seed(Kind.POD, [pod], "6")  # a late list cannot resurrect it
+    assert store.get(Kind.POD, "n/a") is None
+
+
+def test_store_ignores_changes_the_loop_does_not_react_to() -> None:
+    store = Store()
+    node = {"metadata": {"name": "n", "resourceVersion": "1", "labels": {"a": "b"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "t1"}]}}
+    assert store.apply_event(Kind.NODE, None, node)
+    beat = json.loads(json.dumps(node))
+    beat["metadata"]["resourceVersion"] = "2"
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "t2"
+    assert not store.apply_event(Kind.NODE, "MODIFIED", beat)
+    beat = json.loads(json.dumps(beat))
+    beat["metadata"]["resourceVersion"] = "3"
+    beat["metadata"]["labels"]["a"] = "c"
+    assert store.apply_event(Kind.NODE, "MODIFIED", beat)
+
+
+def test_quantities() -> None:
+    assert parse_cpu_millis("500m") == 500
+    assert parse_cpu_millis("96") == 96000
+    assert parse_memory_mib("1Gi") == 1024
+    assert parse_memory_mib("1152Gi") == 1152 * 1024
+
+
+def test_mig_protocol_helpers() -> None:
+    layouts = [{"3g.40gb": 2}, {}, {"1g.10gb": 7}, {}]
+    name = miglayout.config_name(layouts)
+    assert name.startswith("gpupool-") and name == miglayout.config_name([dict(x) for x in layouts])
+    assert miglayout.config_name([{}, {}]) == "all-disabled"
+    doc, changed = miglayout.mig_parted_document(None, {name: layouts})
+    assert changed
+    again, changed_again = miglayout.mig_parted_document(doc, {name: layouts})
+    assert not changed_again and again == doc
+    node = {"status": {"allocatable": {"nvidia.com/gpu": "2", "nvidia.com/mig-3g.40gb": "2",
+                                       "nvidia.com/mig-1g.10gb": "7", "nvidia.com/mig-2g.20gb": "0"}}}
+    assert miglayout.allocatable_matches(node, layouts)
+    assert not miglayout.allocatable_matches(node, [{"3g.40gb": 1}, {}, {"1g.10gb": 7}, {}])
+
+
+def test_snapshot_reads_layouts_holdings_and_prices() -> None:
+    node = fake_gpu_node("a100-0000", "A100-80GB", gpus=2, mig_strategy="mixed",
+                         layouts=[{"1g.10gb": 7}, {}])
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    pod = {
+        "metadata": {"name": "p-m-0", "namespace": "ns", "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+                     "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_NODE: "a100-0000",
+                                     names.ANN_MIG_INSTANCE: "0:1g.10gb:3"}},
+        "spec": {"containers": [{"resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}]},
+        "status": {"phase": "Pending"},
+    }
+    snap = build_snapshot([node], [pod], default_config(), prices_from(default_config()), now=0.0)
+    (n,) = snap.nodes
+    assert n.product == "A100-80GB" and n.mig_ready and n.gpu_price == pytest.approx(3.43)
+    assert n.gpus[1].layout is None and len(n.gpus[0].layout or ()) == 7
+    (h,) = n.holdings
+    assert h.owner == "ns/p/m" and h.instance == (0, "1g.10gb", 3)
+
+
+def test_snapshot_counts_a_pending_target_and_leaves_cordoned_replicas_uncounted() -> None:
+    node = fake_gpu_node("a100-0001", "A100-80GB", gpus=2, mig_strategy="mixed", layouts=[{}, {}])
+    node["metadata"]["annotations"][names.ANN_MIG_LAYOUT_TARGET] = json.dumps([{"3g.40gb": 2}, {}])
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    snap = build_snapshot([node], [], default_config(), prices_from(default_config()), now=0.0)
+    assert not snap.nodes[0].mig_ready and snap.nodes[0].gpus[0].layout is not None
+    node["spec"]["unschedulable"] = True
+    pod = {"metadata": {"name": "x", "namespace": "ns", "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+                        "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_GPUS: "1"}},
+           "spec": {"nodeName": "a100-0001", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+           "status": {"phase": "Running"}}
+    snap = build_snapshot([node], [pod], default_config(), prices_from(default_config()), now=0.0)
+    assert not snap.nodes[0].schedulable and snap.nodes[0].holdings[0].owner is None
+
+
+def test_demands_and_plan_to_pod() -> None:
+    pool = _pool(PoolBuilder("p").mig("m", "1g.10gb", replicas=2).cpu("c", cores=2))
+    demands = demands_for([pool], MinReplicas())
+    assert [(d.key, d.replicas) for d in demands] == [("ns/p/c", 1), ("ns/p/m", 2)]
+    node = fake_gpu_node("a100-0000", "A100-80GB", gpus=1, mig_strategy="mixed", layouts=[{"1g.10gb": 7}])
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    cpu = {"metadata": {"name": "cpu-0"}, "status": {"allocatable": {"cpu": "8", "memory": "32Gi"},
+                                                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    snap = build_snapshot([node, cpu], [], default_config(), prices_from(default_config()), now=0.0)
+    plan = solve(snap, demands)
+    assert not plan.unplaced and len(plan.assignments) == 3
+    mig_assignment = next(a for a in plan.assignments if a.demand == "ns/p/m")
+    pod = replica_pod(pool, "uid-1", pool.spec.model("m"), mig_assignment, 0, "NVIDIA-A100-SXM4-80GB", 3.43,
+                      gated=True, settings=WorkerSettings())
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": "1"}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["GPUPOOL_MIG_PROFILE"] == "1g.10gb" and env["GPUPOOL_ACCELERATOR"] == "NVIDIA-A100-SXM4-80GB"
+    assert float(env["GPUPOOL_DEVICE_SHARE"]) == pytest.approx(1 / 7)
+    assert pod["spec"]["schedulingGates"] == [{"name": names.MIG_GATE}]
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    term = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchFields"][0]["values"] == [mig_assignment.node]
+
+
+def test_status_reports_unplaceable_as_degraded() -> None:
+    pool = _pool(PoolBuilder("p").gpu("llm", "H200-141GB"))
+    plan = Plan(assignments=(), unplaced=(Unplaced("ns/p/llm", 1, "no shape in this cluster meets the model's needs"),))
+    status = pool_status(pool, plan, {}, {}, {"ns/p/llm": 1}, None, NOW)
+    conds = {c.type: c for c in status.conditions}
+    assert conds["Degraded"].status == "True" and conds["Degraded"].reason == ConditionReason.UNPLACEABLE
+    assert conds["Placed"].status == "False" and "no shape" in conds["Placed"].message
+    assert status.models[0].message and "unplaced" in status.models[0].message
+    assert not status_differs(status.to_wire(), status)
+
+
+def test_status_counts_ready_replicas_and_cost() -> None:
+    pool = _pool(PoolBuilder("p").cpu("c", cores=2, replicas=1))
+    a = Assignment("ns/p/c", 0, Shape(ShapeKind.CPU, cpu_millis=2000, memory_mib=1024), "cpu-0", cost=0.096)
+    pod = {"metadata": {"name": "p-c-0"}, "spec": {"nodeName": "cpu-0"},
+           "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    status = pool_status(pool, Plan(assignments=(a,)), {"ns/p/c": [pod]}, {("ns/p/c", 0): "p-c-0"},
+                         {"ns/p/c": 1}, None, NOW)
+    assert status.ready_replicas == 1 and str(status.usd_per_hour) == "0.0960"
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"

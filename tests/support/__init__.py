@@ -1,0 +1,1 @@
+"""Test-only stand-ins for cluster components that do not exist on our machines."""
