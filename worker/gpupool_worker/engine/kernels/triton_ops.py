@@ -94,7 +94,7 @@ def _attention_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, o_ptr,
     sq_b, sq_s, sq_h, sk_b, sk_s, sk_h, sv_b, sv_s, sv_h, so_b, so_s, so_h, sbias_b,
     n_heads, seq_len, scale,
-    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -113,7 +113,7 @@ def _attention_kernel(
         n_valid = offs_n < seq_len
         k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_n[None, :] * sk_s + offs_d[:, None],
                     mask=n_valid[None, :], other=0.0)
-        s = tl.dot(q, k).to(tl.float32) * scale
+        s = tl.dot(q, k, input_precision=DOT_PRECISION).to(tl.float32) * scale
         key_bias = tl.load(bias_ptr + b * sbias_b + offs_n, mask=n_valid, other=0.0).to(tl.float32)
         s = s + key_bias[None, :]
         s = tl.where(n_valid[None, :], s, float("-inf"))
@@ -123,11 +123,18 @@ def _attention_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_n[:, None] * sv_s + offs_d[None, :],
                     mask=n_valid[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
         m_i = m_new
     out = acc / l_i[:, None]
     tl.store(o_ptr + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :],
              out.to(o_ptr.dtype.element_ty), mask=m_valid[:, None])
+
+
+def _dot_precision(x: torch.Tensor) -> str:
+    """fp32 dots follow PyTorch's own setting: TF32 only where torch allows it for matmuls."""
+    if x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
 
 
 def attention(
@@ -146,7 +153,7 @@ def attention(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         key_bias.stride(0), heads, seq, scale,
-        HEAD_D=head_d, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=4,
+        HEAD_D=head_d, BLOCK_M=block_m, BLOCK_N=block_n, DOT_PRECISION=_dot_precision(q), num_warps=4,
     )
     return out
 
@@ -155,7 +162,7 @@ def attention(
 def _int8_linear_kernel(
     x_ptr, w_ptr, scale_ptr, bias_ptr, y_ptr, M, N, K,
     stride_xm, stride_wn, stride_ym,
-    HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+    HAS_BIAS: tl.constexpr, GELU: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -170,7 +177,7 @@ def _int8_linear_kernel(
                     mask=(offs_m[:, None] < M) & (kk[None, :] < K), other=0.0)
         w = tl.load(w_ptr + offs_n[None, :] * stride_wn + kk[:, None],
                     mask=(offs_n[None, :] < N) & (kk[:, None] < K), other=0)
-        acc += tl.dot(x, w.to(x.dtype))
+        acc += tl.dot(x, w.to(x.dtype), input_precision=DOT_PRECISION)
     scale = tl.load(scale_ptr + offs_n, mask=offs_n < N, other=0.0)
     acc = acc * scale[None, :]
     if HAS_BIAS:
@@ -179,6 +186,33 @@ def _int8_linear_kernel(
         acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
     tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(y_ptr.dtype.element_ty),
              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+_INT8_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+    for bm, bn, bk, w, st in [
+        (16, 64, 128, 4, 4), (16, 128, 128, 4, 3), (32, 64, 128, 4, 4), (32, 128, 64, 4, 4),
+        (64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (128, 128, 64, 8, 3), (128, 256, 64, 8, 3),
+    ]
+]
+
+
+def _bucket(m: int) -> int:
+    """Rows rounded up to a power of two: the autotuning key, so batch sizes share tunings."""
+    return 1 << max(4, (m - 1).bit_length())
+
+
+@triton.jit
+def _int8_linear_entry(
+    x_ptr, w_ptr, scale_ptr, bias_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
+    HAS_BIAS: tl.constexpr, GELU: tl.constexpr, DOT_PRECISION: tl.constexpr, M_BUCKET: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    _int8_linear_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
+                        HAS_BIAS, GELU, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+
+
+_int8_linear_tuned = triton.autotune(_INT8_CONFIGS, key=["M_BUCKET", "N", "K"])(_int8_linear_entry)
 
 
 def int8_linear(
@@ -192,16 +226,15 @@ def int8_linear(
         x2 = x2.contiguous()
     m = x2.shape[0]
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    if x.is_cuda:
-        block_m = 64 if m >= 64 else (32 if m >= 32 else 16)
-        block_n, block_k = 128, 64
+    common = (x2, weight_q, scale, bias if bias is not None else scale, y, m, n, k,
+              x2.stride(0), weight_q.stride(0), y.stride(0))
+    flags = {"HAS_BIAS": bias is not None, "GELU": gelu, "DOT_PRECISION": _dot_precision(x2)}
+    if x.is_cuda:  # tile sizes tuned per (M bucket, N, K) on first use
+        def grid(meta: dict[str, int]) -> tuple[int, int]:
+            return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))
+
+        _int8_linear_tuned[grid](*common, M_BUCKET=_bucket(m), **flags)
     else:  # the interpreter: fewer, larger steps run faster
-        block_m, block_n, block_k = 32, 32, 32
-    grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
-    _int8_linear_kernel[grid](
-        x2, weight_q, scale, bias if bias is not None else scale, y, m, n, k,
-        x2.stride(0), weight_q.stride(0), y.stride(0),
-        HAS_BIAS=bias is not None, GELU=gelu,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
-    )
+        grid_cpu = (triton.cdiv(m, 32), triton.cdiv(n, 32))
+        _int8_linear_kernel[grid_cpu](*common, **flags, BLOCK_M=32, BLOCK_N=32, BLOCK_K=32)
     return y.reshape(*x.shape[:-1], n)
