@@ -1,0 +1,93 @@
+"""MIG re-layout through NVIDIA's label protocol, against the MIG manager stand-in (tests/support).
+
+Each test brings its own MIG-capable node of a product no other test uses, so the plan has exactly
+one place to go and the shared cluster's layouts stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gpupool_operator.local.cluster import LocalCluster
+from gpupool_operator.local.nodes import register_nodes
+from operator_builders import PoolBuilder, fake_gpu_node
+from operator_helpers import apply, condition, get_json, live_pods, pool, settled, wait_until
+from support.mig_manager import MigManagerStandIn
+
+TIMEOUT = 60
+
+
+def test_relayout_keeps_replicas_gated_until_the_layout_is_applied(
+    control_plane: LocalCluster, operator: Any, mig_manager: MigManagerStandIn, namespace: str
+) -> None:
+    node_name = "nvl-mig-0000"
+    register_nodes(control_plane.api_client(), [fake_gpu_node(node_name, "H100-NVL-94GB", gpus=2,
+                                                              mig_strategy="mixed")], progress=None)
+    try:
+        apply(control_plane, PoolBuilder("slices").mig("m", "2g.24gb", replicas=2).obj(), namespace)
+        saw_gate = False
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline and not settled(control_plane, namespace, "slices", 2):
+            node = get_json(control_plane, "node", node_name)
+            labels = node["metadata"]["labels"]
+            for pod in live_pods(control_plane, namespace):
+                if pod["spec"].get("schedulingGates"):
+                    saw_gate = True
+                    assert not pod["spec"].get("nodeName")
+                if pod["spec"].get("nodeName"):  # bound only after success, with the slices in allocatable
+                    assert labels.get("nvidia.com/mig.config.state") == "success", labels
+                    assert int(node["status"]["allocatable"].get("nvidia.com/mig-2g.24gb", "0")) >= 1
+            time.sleep(0.1)
+        assert settled(control_plane, namespace, "slices", 2)
+        assert saw_gate, "replicas were never held behind the scheduling gate"
+
+        node = get_json(control_plane, "node", node_name)
+        ann = node["metadata"]["annotations"]
+        layout = json.loads(ann["gpupool.io/mig-layout"])
+        assert sum(g.get("2g.24gb", 0) for g in layout) >= 2
+        assert "gpupool.io/mig-layout-target" not in ann
+        assert node["metadata"]["labels"]["nvidia.com/mig.config"].startswith("gpupool-")
+        assert (node_name, node["metadata"]["labels"]["nvidia.com/mig.config"], "success") in mig_manager.history
+        for pod in live_pods(control_plane, namespace):
+            assert pod["spec"]["nodeName"] == node_name
+            assert "gpupool.io/mig-instance" in pod["metadata"]["annotations"]
+        cm = get_json(control_plane, "configmap", "gpupool-mig-parted-config", "-n", "gpupool-system")
+        assert node["metadata"]["labels"]["nvidia.com/mig.config"] in cm["data"]["config.yaml"]
+        reasons = {e["reason"] for e in get_json(control_plane, "events", "-n", "default")["items"]
+                   if e["involvedObject"].get("name") == node_name}
+        assert {"MigReconfigure", "MigReconfigured"} <= reasons
+    finally:
+        control_plane.kubectl("delete", "inferencepools", "--all", "-n", namespace, "--timeout=60s", check=False)
+        control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)
+
+
+def test_failed_relayout_releases_the_replicas_and_degrades_the_pool(
+    control_plane: LocalCluster, operator: Any, mig_manager: MigManagerStandIn, namespace: str
+) -> None:
+    node_name = "h200-mig-0000"
+    mig_manager.fail_nodes.add(node_name)
+    register_nodes(control_plane.api_client(), [fake_gpu_node(node_name, "H200-141GB", gpus=1,
+                                                              mig_strategy="mixed")], progress=None)
+    try:
+        apply(control_plane, PoolBuilder("doomed").mig("m", "3g.71gb").obj(), namespace)
+
+        def degraded() -> dict[str, Any] | None:
+            cond = condition(pool(control_plane, namespace, "doomed"), "Degraded")
+            return cond if cond and cond["status"] == "True" and not live_pods(control_plane, namespace) else None
+
+        cond = wait_until(degraded, TIMEOUT, "Degraded after the MIG manager failed")
+        assert cond["reason"] == "InsufficientCapacity"
+        assert (node_name, get_json(control_plane, "node", node_name)["metadata"]["labels"]["nvidia.com/mig.config"],
+                "failed") in mig_manager.history
+        node = get_json(control_plane, "node", node_name)
+        assert "gpupool.io/mig-failed" in node["metadata"]["annotations"]
+        assert "gpupool.io/mig-layout-target" not in node["metadata"]["annotations"]
+        events = [e for e in get_json(control_plane, "events", "-n", "default")["items"]
+                  if e["involvedObject"].get("name") == node_name]
+        assert any(e["reason"] == "MigReconfigureFailed" and e["type"] == "Warning" for e in events)
+    finally:
+        mig_manager.fail_nodes.discard(node_name)
+        control_plane.kubectl("delete", "inferencepools", "--all", "-n", namespace, "--timeout=60s", check=False)
+        control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)
