@@ -76,3 +76,68 @@ def settled(cluster: LocalCluster, namespace: str, name: str, replicas: int) -> 
         and len(live) == replicas
         and all(running(p) for p in live)
     )
+
+
+class OperatorProcess:
+    """``gpupool operator`` as a separate process (for kill/restart, two replicas, and RBAC tests)."""
+
+    def __init__(self, kubeconfig: str, log: Any, name: str, extra_env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        root = __import__("pathlib").Path(__file__).resolve().parents[2]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(root / p) for p in ("operator", "worker", "proto")),
+            "POD_NAME": name,
+            "GPUPOOL_RESYNC_SECONDS": "10",
+            "NO_PROXY": "127.0.0.1,localhost",
+            **(extra_env or {}),
+        }
+        env.pop("KUBECONFIG", None)
+        self.name = name
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gpupool_operator", "operator", "--kubeconfig", kubeconfig,
+             "--namespace", "gpupool-system", "--lease-seconds", "4"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return str(__import__("pathlib").Path(self.log_path).read_text(errors="replace"))
+
+    def kill(self, sig: int) -> None:
+        import os
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+    def __enter__(self) -> OperatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        self.kill(signal.SIGTERM)
+
+
+def lease_holder(cluster: LocalCluster) -> str | None:
+    out = cluster.kubectl("get", "lease", "gpupool-operator", "-n", "gpupool-system",
+                          "-o", "jsonpath={.spec.holderIdentity}", check=False)
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def replica_indices(cluster: LocalCluster, namespace: str, pool_name: str) -> list[int]:
+    return sorted(
+        int(p["metadata"]["labels"]["gpupool.io/replica"]) for p in live_pods(cluster, namespace)
+        if p["metadata"]["labels"].get("gpupool.io/inferencepool") == pool_name
+    )
