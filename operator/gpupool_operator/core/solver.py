@@ -24,6 +24,8 @@ a cycle is roughly linear in the number of models and GPUs touched, not replicas
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +37,10 @@ from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
 from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState, State
 
-__all__ = ["PORTFOLIO", "Options", "Variant", "products_of", "solve"]
+__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "Planner", "Variant", "products_of", "solve"]
 
 _EPS = 1e-9
+_EJECT_HOSTS = 64  # GPUs examined per ejection attempt (bounds the repair work on large clusters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +53,30 @@ class Options:
     improve: bool = True
     #: Run the portfolio of variants plus the whole-GPU-only plan and keep the best (see :func:`solve`).
     portfolio: bool = True
-    #: How many :data:`PORTFOLIO` variants to run (1 = only the first; large clusters may want fewer).
-    portfolio_size: int = 4
+    #: How many :data:`PORTFOLIO` variants to run; ``None``: all of them up to
+    #: :data:`LARGE_REPLICAS` replicas, else one (the repairs matter less than speed there).
+    portfolio_size: int | None = None
     #: Ruin-and-recreate attempts per plan (empty one or two GPUs, re-place their replicas greedily,
     #: keep the result if cheaper). A count, not a time limit: the core has no clock.
-    lns_attempts: int = 300
+    #: ``None``: 300, or 20 above :data:`LARGE_REPLICAS` replicas.
+    lns_attempts: int | None = None
+    #: GPUs the close pass tries to empty per pass, least filled first; ``None``: all of them, or
+    #: 200 above :data:`LARGE_REPLICAS` replicas.
+    close_attempts: int | None = None
+
+    def resolved(self, replicas: int) -> Options:
+        """These options with every ``None`` replaced by its size-dependent default."""
+        large = replicas > LARGE_REPLICAS
+        return dataclasses.replace(
+            self,
+            portfolio_size=self.portfolio_size if self.portfolio_size is not None else (1 if large else 4),
+            lns_attempts=self.lns_attempts if self.lns_attempts is not None else (20 if large else 300),
+            close_attempts=self.close_attempts if self.close_attempts is not None else (200 if large else 10**9),
+        )
+
+
+#: Above this many replicas per cycle, :class:`Options` defaults trade a little cost for speed.
+LARGE_REPLICAS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +115,30 @@ def products_of(snapshot: Snapshot) -> Products:
     return Products(tuple(known), tuple(sorted(unknown.items())))
 
 
+class Planner:
+    """Incremental planning over one snapshot: :meth:`plan` once, then :meth:`replan` per change.
+
+    The full solve builds its working state (indexes over every GPU) and keeps it; a re-plan after
+    one pool changes only touches that pool's replicas. The previous plan is taken as applied, so
+    use it between full solves of a fresh snapshot (the operator re-solves fully whenever nodes or
+    running pods change). Purely computational: it holds memory, not I/O.
+    """
+
+    def __init__(self, snapshot: Snapshot, options: Options | None = None) -> None:
+        self.snapshot = snapshot
+        self.options = options
+        self._solver: _Solver | None = None
+
+    def plan(self, demands: Sequence[Demand]) -> Plan:
+        plan, self._solver = _solve(self.snapshot, demands, self.options)
+        return plan
+
+    def replan(self, demands: Sequence[Demand]) -> Plan:
+        if self._solver is None:
+            return self.plan(demands)
+        return self._solver.update(demands)
+
+
 def solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None = None) -> Plan:
     """Place every replica of ``demands`` on ``snapshot`` at (close to) minimum dollars per hour.
 
@@ -102,22 +148,49 @@ def solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None
     then the earlier variant (deterministic). The whole-GPU run guards the promise "never costlier
     than one whole GPU per replica" where packing bets on slices that never fill.
     """
-    opts = options or Options()
-    variants = PORTFOLIO[: max(1, opts.portfolio_size)] if opts.portfolio else PORTFOLIO[:1]
+    return _solve(snapshot, demands, options)[0]
+
+
+def _solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None) -> tuple[Plan, _Solver]:
+    opts = (options or Options()).resolved(sum(max(0, d.replicas) for d in demands))
+    variants = PORTFOLIO[: max(1, opts.portfolio_size or 1)] if opts.portfolio else PORTFOLIO[:1]
     best: tuple[int, float, int] | None = None
-    chosen: Plan | None = None
+    chosen: tuple[Plan, _Solver] | None = None
     for n, variant in enumerate(variants):
-        plan = _Solver(snapshot, demands, opts, variant=variant).run()
+        solver = _Solver(snapshot, demands, opts, variant=variant)
+        plan = solver.run()
         key = (-len(plan.assignments), round(plan.cost_per_hour + opts.move_penalty * _moves(plan), 6), n)
         if best is None or key < best:
-            best, chosen = key, plan
+            best, chosen = key, (plan, solver)
     assert chosen is not None
     ours_running = any(h.owner is not None for n in snapshot.nodes for h in n.holdings)
-    if opts.portfolio and not ours_running and chosen.assignments:
-        alt = _Solver(snapshot, demands, opts, whole_only=True).run()
-        if len(alt.assignments) >= len(chosen.assignments) and alt.cost_per_hour < chosen.cost_per_hour - 1e-9:
-            return alt
+    top = chosen[0]
+    if opts.portfolio and not ours_running and top.assignments and not _whole_cannot_win(top, snapshot, demands):
+        solver = _Solver(snapshot, demands, opts, whole_only=True)
+        alt = solver.run()
+        if len(alt.assignments) >= len(top.assignments) and alt.cost_per_hour < top.cost_per_hour - 1e-9:
+            return alt, solver
     return chosen
+
+
+def _whole_cannot_win(plan: Plan, snapshot: Snapshot, demands: Sequence[Demand]) -> bool:
+    """A lower bound on the whole-GPU plan (each replica on its cheapest accepted whole GPU,
+    capacity ignored) already exceeds ``plan``: no need to build it."""
+    cheapest: dict[str, float] = {}
+    for node in snapshot.nodes:
+        if node.gpus:
+            key = node.product or node.product_label
+            cheapest[key] = min(cheapest.get(key, node.gpu_price), node.gpu_price)
+    products = products_of(snapshot)
+    bound = 0.0
+    for d in demands:
+        cands = candidates(d, products)[0]
+        whole = [cheapest[c.shape.product] * c.shape.gpus for c in cands
+                 if c.shape.kind is ShapeKind.GPU and c.shape.product in cheapest]
+        if not whole:
+            return False  # that model keeps its other shapes in the whole-GPU plan: no cheap bound
+        bound += min(whole) * max(0, d.replicas)
+    return bound >= plan.cost_per_hour
 
 
 def _moves(plan: Plan) -> int:
@@ -147,12 +220,17 @@ class _Solver:
             self.cands.append(c)
             self.rejected.append(r)
         self.index = {d.key: i for i, d in enumerate(self.demands)}
-        self.reps: list[_Rep] = []
+        self.reps: dict[int, _Rep] = {}  # insertion-ordered set of placed replicas, by id()
+        self.capture: list[_Rep] | None = None  # collects replicas added while set
+        self.slot_index: dict[int, list[_Rep]] = {}  # GPU order -> replicas, rebuilt per repair pass
+        self.mig_hosts: dict[str, list[int]] = {}  # product -> GPUs with planned MIG replicas
         self.evictions: list[Eviction] = []
         self.unplaced: dict[int, int] = {}
         self.no_spot = False  # set while placing the replicas a model must keep off spot
-        self.eject_budget = 10 * options.lns_attempts
+        self.eject_budget = 10 * (options.lns_attempts or 0)
         self.by_demand: dict[int, list[_Rep]] = {}
+        self.final_layout: dict[int, mig.Placement] = {}  # GPU order -> layout in the last plan
+        self.products = products
         self.state: State
 
     # ------------------------------------------------------------------------------ phases
@@ -160,15 +238,15 @@ class _Solver:
         keep = self._choose_kept()
         self.state = State.from_snapshot(self.snapshot, keep=set(keep))
         self._materialise_kept(keep)
-        todo = [max(0, d.replicas - sum(1 for r in self.reps if r.demand == i)) for i, d in enumerate(self.demands)]
+        todo = [max(0, d.replicas - len(self.by_demand.get(i, ()))) for i, d in enumerate(self.demands)]
         for i in sorted(range(len(self.demands)), key=self._size_key):
             if todo[i]:
                 left = self._place_demand(i, todo[i])
                 if left:
                     self.unplaced[i] = left
         if self.options.improve:
-            budget = [self.options.lns_attempts]
-            for _ in range(4):
+            budget = [self.options.lns_attempts or 0]
+            for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
                 changed = self._close_pass()
                 changed |= self._downgrade_pass()
                 changed |= self._lns_pass(budget)
@@ -176,9 +254,84 @@ class _Solver:
                     break
         return self._finish()
 
+    def update(self, demands: Sequence[Demand]) -> Plan:
+        """Re-plan after demands changed, on top of the last plan (taken as applied).
+
+        Replicas of unchanged models stay exactly where they are; a model whose replica count
+        changed gains replicas (placed by the same greedy rules) or loses its most expensive ones;
+        a model whose requirements changed is re-placed; a removed model frees its capacity. No
+        repair moves run, so the work is proportional to the change, plus writing the plan out.
+        """
+        self.evictions = []
+        for slot in self.state.gpus:  # the last plan is now the cluster's layout
+            if slot.order in self.final_layout:
+                slot.current = self.final_layout[slot.order]
+            elif slot.state is GpuState.WHOLE and slot.ours and slot.current is not None:
+                slot.current = None
+        self.final_layout = {}
+        wanted = {d.key: d for d in demands}
+        todo: dict[int, int] = {}
+        for key in sorted(set(self.index) | set(wanted)):
+            d = wanted.get(key)
+            i = self.index.get(key)
+            if i is None:
+                assert d is not None
+                i = len(self.demands)
+                self.demands.append(d)
+                c, r = candidates(d, self.products)
+                self.cands.append(c)
+                self.rejected.append(r)
+                self.index[key] = i
+            old = self.demands[i]
+            new = d if d is not None else dataclasses.replace(old, replicas=0)
+            if new != old and dataclasses.replace(new, replicas=old.replicas) != old:
+                self._drop(i, len(self.by_demand.get(i, ())), "its requirements changed")
+                self.demands[i] = new
+                self.cands[i], self.rejected[i] = candidates(new, self.products)
+            self.demands[i] = new
+            have = len(self.by_demand.get(i, ()))
+            if have > new.replicas:
+                self._drop(i, have - new.replicas, "scaled down")
+            elif have < new.replicas:
+                todo[i] = new.replicas - have
+            self.unplaced.pop(i, None)
+        for i in sorted(todo, key=self._size_key):
+            left = self._place_demand(i, todo[i])
+            if left:
+                self.unplaced[i] = left
+        return self._finish()
+
+    def _drop(self, i: int, k: int, why: str) -> None:
+        """Remove ``k`` replicas of model ``i``: plan-only ones first, the most expensive first."""
+        reps = sorted(self.by_demand.get(i, ()), key=lambda r: (r.pod is not None, -self._rep_cost(r), r.node.name))
+        for r in reps[:k]:
+            if r.pod is not None:
+                self.evictions.append(Eviction(r.pod, r.node.name, self.demands[i].key, why))
+            self._detach(r)
+            self._remove_rep(r)
+
     def _add_rep(self, r: _Rep) -> None:
-        self.reps.append(r)
+        self.reps[id(r)] = r
         self.by_demand.setdefault(r.demand, []).append(r)
+        if self.capture is not None:
+            self.capture.append(r)
+
+    def _remove_rep(self, r: _Rep) -> None:
+        del self.reps[id(r)]
+        self.by_demand[r.demand].remove(r)
+
+    def _reindex(self) -> None:
+        self.slot_index = {}
+        self.mig_hosts = {}
+        for r in self.reps.values():
+            if len(r.gpus) == 1:
+                order = r.gpus[0].order
+                if order not in self.slot_index and r.shape.kind is ShapeKind.MIG and not r.fixed:
+                    self.mig_hosts.setdefault(r.shape.product, []).append(order)
+                self.slot_index.setdefault(order, []).append(r)
+
+    def _reps_on(self, slot: GpuSlot) -> list[_Rep]:
+        return [r for r in self.slot_index.get(slot.order, ()) if r.gpus and r.gpus[0] is slot and id(r) in self.reps]
 
     def _may_use_spot(self, r: _Rep) -> bool:
         """Whether moving ``r`` onto spot keeps its model's promised replicas off spot."""
@@ -207,7 +360,7 @@ class _Solver:
     def _place_demand(self, i: int, n: int) -> int:
         """Place ``n`` more replicas of model ``i``, first the ones it must keep off spot."""
         d = self.demands[i]
-        off = sum(1 for r in self.reps if r.demand == i and r.node.spec.price_tier is not PriceTier.SPOT)
+        off = sum(1 for r in self.by_demand.get(i, ()) if r.node.spec.price_tier is not PriceTier.SPOT)
         first = min(n, max(0, d.min_off_spot - off)) if d.allow_spot else 0
         left = 0
         if first:
@@ -248,9 +401,7 @@ class _Solver:
         return price * self._units(shape)
 
     def _units(self, shape: Shape) -> float:
-        if shape.kind is ShapeKind.GPU:
-            return float(shape.gpus)
-        return mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
+        return _units(shape)
 
     def _spot_ok(self, i: int) -> bool:
         return self.demands[i].allow_spot and not self.no_spot
@@ -390,7 +541,9 @@ class _Solver:
         self, mig_cands: list[Candidate], spots: tuple[bool, ...], exclude: GpuSlot | None
     ) -> tuple[float, GpuSlot, Candidate] | None:
         best: tuple[float, GpuSlot, Candidate] | None = None
-        for cand in mig_cands:
+        for cand in mig_cands:  # ascending units: stop once no later candidate can win
+            if best is not None and self._units(cand.shape) > best[0] + 0.05:
+                break
             prof = cand.shape.profile
             for spot in sorted(spots, reverse=True):  # spot rooms first: on-demand ones suit more models
                 for slot in (
@@ -490,7 +643,7 @@ class _Solver:
     # ------------------------------------------------------------------------------ repair
     def _units_on(self) -> dict[int, list[_Rep]]:
         on: dict[int, list[_Rep]] = {}
-        for r in self.reps:
+        for r in self.reps.values():
             if r.shape.kind is ShapeKind.MIG or (r.shape.kind is ShapeKind.GPU and r.shape.gpus == 1):
                 on.setdefault(r.gpus[0].order, []).append(r)
         return on
@@ -498,18 +651,21 @@ class _Solver:
     def _close_pass(self) -> bool:
         """Close GPUs whose replicas fit elsewhere (spare room, CPU) for less than the GPU costs."""
         changed = False
+        self._reindex()
         on = self._units_on()
         slots = {s.order: s for s in self.state.gpus}
         order = sorted(on, key=lambda o: (self._fill_of(on[o]), o))
+        attempts = self.options.close_attempts if self.options.close_attempts is not None else len(order)
         for o in order:
             slot = slots[o]
             reps = [r for r in on[o] if r.gpus and r.gpus[0] is slot]
             if not reps or slot.state not in (GpuState.PLANNED, GpuState.WHOLE, GpuState.FIXED):
                 continue
-            if slot.state is not GpuState.FIXED and slot.ours != len(reps):
-                continue
-            if slot.state is GpuState.FIXED and slot.ours != len(reps):
-                continue
+            if slot.ours != len(reps):
+                continue  # shares its GPU with replicas of ours we do not move (tensor parallel)
+            if attempts <= 0:
+                break
+            attempts -= 1
             if self._try_close(slot, reps):
                 changed = True
         return changed
@@ -572,10 +728,13 @@ class _Solver:
         products = {c.shape.product for c in mig_cands}
         hosts: dict[int, list[_Rep]] = {}
         busy = {id(x) for x, _ in affected}
-        for other in self.reps:
-            if (id(other) not in busy and other.pod is None and other.shape.kind is ShapeKind.MIG and not other.fixed
-                    and other.shape.product in products and other.gpus[0] is not source):
-                hosts.setdefault(other.gpus[0].order, []).append(other)
+        for product in sorted(products):
+            for order in self.mig_hosts.get(product, ())[:_EJECT_HOSTS]:
+                for other in self.slot_index.get(order, ()):
+                    if (id(other) not in busy and id(other) in self.reps and other.pod is None
+                            and other.shape.kind is ShapeKind.MIG and not other.fixed and other.gpus
+                            and other.gpus[0].order == order and other.gpus[0] is not source):
+                        hosts.setdefault(order, []).append(other)
         for order in sorted(hosts):
             victims = hosts[order]
             g = victims[0].gpus[0]
@@ -741,6 +900,7 @@ class _Solver:
         replicas with the same greedy rules, keep the result only when it is strictly cheaper.
         Deterministic: GPUs are tried in (fill, order) order, and each try is undone exactly."""
         changed = False
+        self._reindex()
         on = self._units_on()
         slots = {sl.order: sl for sl in self.state.gpus}
         units = sorted(
@@ -769,7 +929,8 @@ class _Solver:
 
     def _ruin_recreate(self, group: list[GpuSlot]) -> bool:
         ids = {id(sl) for sl in group}
-        victims = [r for r in self.reps if r.gpus and any(id(g) in ids for g in r.gpus)]
+        victims = [r for sl in group for r in self._reps_on(sl)]
+        victims = list({id(r): r for r in victims if any(id(g) in ids for g in r.gpus)}.values())
         if not victims or any(r.pod is not None or len(r.gpus) > 1 for r in victims):
             return False
         before = {id(sl): sl.ours for sl in group}
@@ -777,10 +938,10 @@ class _Solver:
         victim_ids = {id(r) for r in victims}
         for r in victims:
             self._detach(r)
-        self.reps = [r for r in self.reps if id(r) not in victim_ids]
+        del victim_ids
         for r in victims:
-            self.by_demand[r.demand].remove(r)
-        mark = len(self.reps)
+            self._remove_rep(r)
+        mark = 0
         counts: dict[int, int] = {}
         for r in victims:
             counts[r.demand] = counts.get(r.demand, 0) + 1
@@ -794,9 +955,8 @@ class _Solver:
             by_slot.setdefault(id(r.gpus[0]), []).append(r)
         for reps in by_slot.values():
             self._reattach(reps[0].gpus[0], reps)
-        self.reps.extend(victims)
         for r in victims:
-            self.by_demand.setdefault(r.demand, []).append(r)
+            self._add_rep(r)
         return False
 
     def _recreate(
@@ -804,11 +964,13 @@ class _Solver:
     ) -> bool:
         """Re-place the ruined replicas (largest first, or smallest first); keep if cheaper."""
         ok = True
+        self.capture = []
         for i in sorted(counts, key=self._size_key, reverse=reverse):
             if self._place_demand(i, counts[i]):
                 ok = False
                 break
-        new = self.reps[mark:]
+        new, self.capture = self.capture, None
+        del mark
         delta = 0.0
         if ok:
             touched: dict[int, GpuSlot] = {id(sl): sl for sl in group}
@@ -827,8 +989,7 @@ class _Solver:
         for r in new:
             self._detach(r)
         for r in new:
-            self.by_demand[r.demand].remove(r)
-        del self.reps[mark:]
+            self._remove_rep(r)
         return False
 
     def _downgrade_pass(self) -> bool:
@@ -836,13 +997,17 @@ class _Solver:
         changed = False
         on = self._units_on()
         slots = {s.order: s for s in self.state.gpus}
-        for o in sorted(on):
+        attempts = self.options.close_attempts if self.options.close_attempts is not None else len(on)
+        for o in sorted(on, key=lambda o: (self._fill_of(on[o]), o)):
             slot = slots[o]
             reps = on[o]
             if slot.state is not GpuState.PLANNED or slot.ours != len(reps):
                 continue
             if any(r.pod is not None for r in reps):
                 continue
+            if attempts <= 0:
+                break
+            attempts -= 1
             if self._try_downgrade(slot, reps):
                 changed = True
         return changed
@@ -931,6 +1096,7 @@ class _Solver:
                 else:
                     after = mig.place(product, slot.content)
                 assert after is not None, (slot.product, slot.content)
+                self.final_layout[slot.order] = after
                 if slot.current is None or tuple(sorted(slot.current)) != tuple(sorted(after)):
                     changes.append(LayoutChange(slot.node.name, slot.index, slot.current, after))
                 free: dict[str, list[int]] = {}
@@ -941,17 +1107,24 @@ class _Solver:
                 changes.append(LayoutChange(slot.node.name, slot.index, slot.current, None))
         assignments: list[Assignment] = []
         per_demand: dict[int, list[_Rep]] = {}
-        for r in self.reps:
+        for r in self.reps.values():
             per_demand.setdefault(r.demand, []).append(r)
         cost_by: dict[str, float] = {d.key: 0.0 for d in self.demands}
         for i in sorted(per_demand):
             d = self.demands[i]
             reps = sorted(per_demand[i], key=lambda r: (r.pod is None, r.pod or "", r.node.name,
                                                        [g.index for g in r.gpus], r.shape))
+            for r in reps:  # replicas carried over from an earlier plan keep their instance
+                if r.shape.kind is ShapeKind.MIG and not r.fixed and r.start is not None:
+                    free_starts = starts[r.gpus[0].order][r.shape.profile]
+                    if r.start in free_starts:
+                        free_starts.remove(r.start)
+                    else:
+                        r.start = None
             for n, r in enumerate(reps):
+                if r.shape.kind is ShapeKind.MIG and not r.fixed and r.start is None:
+                    r.start = starts[r.gpus[0].order][r.shape.profile].pop(0)
                 start = r.start
-                if r.shape.kind is ShapeKind.MIG and not r.fixed:
-                    start = starts[r.gpus[0].order][r.shape.profile].pop(0)
                 cost = self._rep_cost(r)
                 cost_by[d.key] += cost
                 assignments.append(Assignment(
@@ -960,7 +1133,7 @@ class _Solver:
                     pod=r.pod, reason=r.reason,
                 ))
         used = [s for s in st.gpus if s.ours > 0]
-        cpu_cost = sum(self._rep_cost(r) for r in self.reps if r.shape.kind is ShapeKind.CPU)
+        cpu_cost = sum(self._rep_cost(r) for r in self.reps.values() if r.shape.kind is ShapeKind.CPU)
         total = sum(s.price for s in used) + cpu_cost
         unplaced = [
             Unplaced(self.demands[i].key, n, self._why_unplaced(i)) for i, n in sorted(self.unplaced.items())
@@ -1023,6 +1196,16 @@ class _Solver:
         shapes = ", ".join(c.shape.describe() for c in cands[:4]) + (" ..." if len(cands) > 4 else "")
         spot = "" if d.allow_spot else " (spot nodes excluded by the pool)"
         return f"no free capacity for any accepted shape ({shapes}){spot}: " + "; ".join(parts)
+
+
+@functools.cache
+def _units(shape: Shape) -> float:
+    """GPUs a shape occupies: whole GPUs, or a slice's neutral share max(c/7, m/8)."""
+    if shape.kind is ShapeKind.GPU:
+        return float(shape.gpus)
+    if shape.kind is ShapeKind.CPU:
+        return 0.0
+    return mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
 
 
 def _fields(r: _Rep) -> tuple[Any, ...]:
