@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.mig_manager import MigManagerStandIn
 
 from gpupool_operator.local.cluster import LocalCluster
-from support.mig_manager import MigManagerStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "gpupool-system"

@@ -10,11 +10,12 @@ import json
 import time
 from typing import Any
 
-from gpupool_operator.local.cluster import LocalCluster
-from gpupool_operator.local.nodes import register_nodes
 from operator_builders import PoolBuilder, fake_gpu_node
 from operator_helpers import apply, condition, get_json, live_pods, pool, settled, wait_until
 from support.mig_manager import MigManagerStandIn
+
+from gpupool_operator.local.cluster import LocalCluster
+from gpupool_operator.local.nodes import register_nodes
 
 TIMEOUT = 60
 

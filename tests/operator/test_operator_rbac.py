@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from operator_builders import PoolBuilder, fake_gpu_node
+from operator_helpers import OperatorProcess, apply, settled, wait_until
+from support.mig_manager import MigManagerStandIn
 
 from gpupool_operator.local import toolchain
 from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.nodes import register_nodes
-from operator_builders import PoolBuilder, fake_gpu_node
-from operator_helpers import OperatorProcess, apply, settled, wait_until
-from support.mig_manager import MigManagerStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SA = "system:serviceaccount:gpupool-system:gpupool-operator"
@@ -77,7 +77,8 @@ def test_chart_rbac_is_enough_and_no_more(
             wait_until(lambda: settled(control_plane, namespace, "rbac", 3), TIMEOUT,
                        "3 replicas placed by the ServiceAccount (one behind a MIG re-layout)")
             log = op.log()
-            assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+            assert "Forbidden" not in log, log[-3000:]
+            assert " 403" not in log, log[-3000:]
     finally:
         control_plane.kubectl("delete", "inferencepools", "--all", "-n", namespace, "--timeout=60s", check=False)
         control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)
@@ -98,7 +99,8 @@ def test_chart_rbac_is_enough_and_no_more(
         ("delete", "inferencepools", "-n", namespace), ("delete", "services", "-n", namespace),
         ("update", "configmaps/kube-root-ca.crt", "-n", "gpupool-system"),
         ("update", "leases/someone-else", "-n", "gpupool-system"), ("create", "leases", "-n", "default"),
-        ("update", "gpupoolconfigs"), ("create", "clusterrolebindings"), ("create", "pods", "--subresource=exec", "-n", namespace),
+        ("update", "gpupoolconfigs"), ("create", "clusterrolebindings"),
+        ("create", "pods", "--subresource=exec", "-n", namespace),
     ]
     assert [a for a in allowed if not can(*a)] == []
     assert [d for d in denied if can(*d)] == []

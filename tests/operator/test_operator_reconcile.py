@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from operator_builders import PoolBuilder, fake_gpu_node
+from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
+
 from gpupool_operator.adapters.snapshot import parse_cpu_millis
 from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.nodes import register_nodes
-from operator_builders import PoolBuilder, fake_gpu_node
-from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
 
 TIMEOUT = 60
 
@@ -44,7 +45,8 @@ def test_replicas_run_where_the_plan_placed_them(control_plane: LocalCluster, op
             assert limits[resource] == str(placed[name]["count"])
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "InferencePool"
         env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0]["env"]}
-        assert {"GPUPOOL_PRICE_PER_HOUR", "GPUPOOL_DEVICE_SHARE", "GPUPOOL_ACCELERATOR", "GPUPOOL_MIG_PROFILE"} <= set(env)
+        worker_env = {"GPUPOOL_PRICE_PER_HOUR", "GPUPOOL_DEVICE_SHARE", "GPUPOOL_ACCELERATOR", "GPUPOOL_MIG_PROFILE"}
+        assert worker_env <= set(env)
         assert not pod["spec"].get("schedulingGates")
     assert {r["resource"] for r in models["vision"]["replicas"]} == {"nvidia.com/mig-1g.10gb"}
     assert {r["resource"] for r in models["llm"]["replicas"]} == {"nvidia.com/gpu"}

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from operator_builders import PoolBuilder, fake_gpu_node
 
 from gpupool_operator.adapters import miglayout, names
 from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
@@ -18,7 +19,6 @@ from gpupool_operator.api import ConditionReason, InferencePool, default_config
 from gpupool_operator.core.demand import Shape, ShapeKind
 from gpupool_operator.core.plan import Assignment, Plan, Unplaced
 from gpupool_operator.core.solver import solve
-from operator_builders import PoolBuilder, fake_gpu_node
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -34,7 +34,8 @@ def _pool(builder: PoolBuilder, namespace: str = "ns") -> InferencePool:
 def test_pod_names_are_deterministic_and_valid() -> None:
     assert names.pod_name("p", "m", 0) == "p-m-0"
     long = names.pod_name("x" * 250, "model", 12)
-    assert len(long) <= 253 and long.endswith("-12")
+    assert len(long) <= 253
+    assert long.endswith("-12")
     assert names.service_name("pool", "model") == "pool-model"
     assert len(names.service_name("p" * 80, "model")) <= 63
     assert len(names.label_value("v" * 100)) == 63
@@ -76,12 +77,14 @@ def test_quantities() -> None:
 def test_mig_protocol_helpers() -> None:
     layouts = [{"3g.40gb": 2}, {}, {"1g.10gb": 7}, {}]
     name = miglayout.config_name(layouts)
-    assert name.startswith("gpupool-") and name == miglayout.config_name([dict(x) for x in layouts])
+    assert name.startswith("gpupool-")
+    assert name == miglayout.config_name([dict(x) for x in layouts])
     assert miglayout.config_name([{}, {}]) == "all-disabled"
     doc, changed = miglayout.mig_parted_document(None, {name: layouts})
     assert changed
     again, changed_again = miglayout.mig_parted_document(doc, {name: layouts})
-    assert not changed_again and again == doc
+    assert not changed_again
+    assert again == doc
     node = {"status": {"allocatable": {"nvidia.com/gpu": "2", "nvidia.com/mig-3g.40gb": "2",
                                        "nvidia.com/mig-1g.10gb": "7", "nvidia.com/mig-2g.20gb": "0"}}}
     assert miglayout.allocatable_matches(node, layouts)
@@ -101,10 +104,14 @@ def test_snapshot_reads_layouts_holdings_and_prices() -> None:
     }
     snap = build_snapshot([node], [pod], default_config(), prices_from(default_config()), now=0.0)
     (n,) = snap.nodes
-    assert n.product == "A100-80GB" and n.mig_ready and n.gpu_price == pytest.approx(3.43)
-    assert n.gpus[1].layout is None and len(n.gpus[0].layout or ()) == 7
+    assert n.product == "A100-80GB"
+    assert n.mig_ready
+    assert n.gpu_price == pytest.approx(3.43)
+    assert n.gpus[1].layout is None
+    assert len(n.gpus[0].layout or ()) == 7
     (h,) = n.holdings
-    assert h.owner == "ns/p/m" and h.instance == (0, "1g.10gb", 3)
+    assert h.owner == "ns/p/m"
+    assert h.instance == (0, "1g.10gb", 3)
 
 
 def test_snapshot_counts_a_pending_target_and_leaves_cordoned_replicas_uncounted() -> None:
@@ -112,14 +119,16 @@ def test_snapshot_counts_a_pending_target_and_leaves_cordoned_replicas_uncounted
     node["metadata"]["annotations"][names.ANN_MIG_LAYOUT_TARGET] = json.dumps([{"3g.40gb": 2}, {}])
     node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     snap = build_snapshot([node], [], default_config(), prices_from(default_config()), now=0.0)
-    assert not snap.nodes[0].mig_ready and snap.nodes[0].gpus[0].layout is not None
+    assert not snap.nodes[0].mig_ready
+    assert snap.nodes[0].gpus[0].layout is not None
     node["spec"]["unschedulable"] = True
     pod = {"metadata": {"name": "x", "namespace": "ns", "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
                         "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_GPUS: "1"}},
            "spec": {"nodeName": "a100-0001", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
            "status": {"phase": "Running"}}
     snap = build_snapshot([node], [pod], default_config(), prices_from(default_config()), now=0.0)
-    assert not snap.nodes[0].schedulable and snap.nodes[0].holdings[0].owner is None
+    assert not snap.nodes[0].schedulable
+    assert snap.nodes[0].holdings[0].owner is None
 
 
 def test_demands_and_plan_to_pod() -> None:
@@ -132,14 +141,16 @@ def test_demands_and_plan_to_pod() -> None:
                                                        "conditions": [{"type": "Ready", "status": "True"}]}}
     snap = build_snapshot([node, cpu], [], default_config(), prices_from(default_config()), now=0.0)
     plan = solve(snap, demands)
-    assert not plan.unplaced and len(plan.assignments) == 3
+    assert not plan.unplaced
+    assert len(plan.assignments) == 3
     mig_assignment = next(a for a in plan.assignments if a.demand == "ns/p/m")
     pod = replica_pod(pool, "uid-1", pool.spec.model("m"), mig_assignment, 0, "NVIDIA-A100-SXM4-80GB", 3.43,
                       gated=True, settings=WorkerSettings())
     container = pod["spec"]["containers"][0]
     assert container["resources"]["limits"] == {"nvidia.com/mig-1g.10gb": "1"}
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["GPUPOOL_MIG_PROFILE"] == "1g.10gb" and env["GPUPOOL_ACCELERATOR"] == "NVIDIA-A100-SXM4-80GB"
+    assert env["GPUPOOL_MIG_PROFILE"] == "1g.10gb"
+    assert env["GPUPOOL_ACCELERATOR"] == "NVIDIA-A100-SXM4-80GB"
     assert float(env["GPUPOOL_DEVICE_SHARE"]) == pytest.approx(1 / 7)
     assert pod["spec"]["schedulingGates"] == [{"name": names.MIG_GATE}]
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
@@ -152,9 +163,12 @@ def test_status_reports_unplaceable_as_degraded() -> None:
     plan = Plan(assignments=(), unplaced=(Unplaced("ns/p/llm", 1, "no shape in this cluster meets the model's needs"),))
     status = pool_status(pool, plan, {}, {}, {"ns/p/llm": 1}, None, NOW)
     conds = {c.type: c for c in status.conditions}
-    assert conds["Degraded"].status == "True" and conds["Degraded"].reason == ConditionReason.UNPLACEABLE
-    assert conds["Placed"].status == "False" and "no shape" in conds["Placed"].message
-    assert status.models[0].message and "unplaced" in status.models[0].message
+    assert conds["Degraded"].status == "True"
+    assert conds["Degraded"].reason == ConditionReason.UNPLACEABLE
+    assert conds["Placed"].status == "False"
+    assert "no shape" in conds["Placed"].message
+    assert status.models[0].message
+    assert "unplaced" in status.models[0].message
     assert not status_differs(status.to_wire(), status)
 
 
@@ -165,5 +179,6 @@ def test_status_counts_ready_replicas_and_cost() -> None:
            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     status = pool_status(pool, Plan(assignments=(a,)), {"ns/p/c": [pod]}, {("ns/p/c", 0): "p-c-0"},
                          {"ns/p/c": 1}, None, NOW)
-    assert status.ready_replicas == 1 and str(status.usd_per_hour) == "0.0960"
+    assert status.ready_replicas == 1
+    assert str(status.usd_per_hour) == "0.0960"
     assert {c.type: c.status for c in status.conditions}["Ready"] == "True"

@@ -8,7 +8,8 @@ rewrites the node's allocatable (``nvidia.com/gpu`` = GPUs with MIG disabled,
 ``nvidia.com/mig-<profile>`` = instances) and the per-profile count labels, and sets the state to
 ``success``, or to ``failed`` (changing nothing) for nodes listed in ``fail_nodes``.
 
-It polls (every ``poll_s``) instead of watching: ten or so nodes, and it must never hang a test.
+It polls (every ``poll_s``) for nodes in state ``pending`` instead of watching: cheap on a
+thousand nodes, and it must never hang a test.
 """
 
 from __future__ import annotations
@@ -34,20 +35,12 @@ class MigManagerStandIn:
     delay_s: float = 0.5
     poll_s: float = 0.2
     fail_nodes: set[str] = field(default_factory=set)
-    applied: dict[str, str] = field(default_factory=dict)
     history: list[tuple[str, str, str]] = field(default_factory=list)  # (node, config, result)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     errors: list[str] = field(default_factory=list)
 
     def start(self) -> MigManagerStandIn:
-        from kubernetes import client
-
-        core = client.CoreV1Api(self.api_client)
-        for node in core.list_node().items:  # what is labelled now counts as applied
-            labels = node.metadata.labels or {}
-            if CONFIG_LABEL in labels and labels.get(STATE_LABEL) == "success":
-                self.applied[node.metadata.name] = labels[CONFIG_LABEL]
         self._thread = threading.Thread(target=self._loop, name="mig-manager-stand-in", daemon=True)
         self._thread.start()
         return self
@@ -63,17 +56,13 @@ class MigManagerStandIn:
         core = client.CoreV1Api(self.api_client)
         while not self._stop.is_set():
             try:
-                for node in core.list_node().items:
+                # The real MIG manager watches its own node's label; a node asking for a change is
+                # marked pending (gpupool does it with the label), so only those need looking at.
+                for node in core.list_node(label_selector=f"{STATE_LABEL}=pending").items:
                     labels = node.metadata.labels or {}
-                    name = node.metadata.name
                     wanted = labels.get(CONFIG_LABEL)
-                    if name not in self.applied and labels.get(STATE_LABEL) == "success" and wanted:
-                        self.applied[name] = wanted  # a node that joined with its layout in place
-                    if wanted is None or self.applied.get(name) == wanted:
-                        continue
-                    if labels.get(STATE_LABEL) == "failed" and self.applied.get(name) == f"failed:{wanted}":
-                        continue
-                    self._apply(core, name, wanted, node)
+                    if wanted:
+                        self._apply(core, node.metadata.name, wanted, node)
             except Exception as err:  # a stand-in must not die silently: tests read .errors
                 if getattr(err, "status", None) != 404:  # a node deleted while it worked on it
                     self.errors.append(repr(err))
@@ -95,14 +84,12 @@ class MigManagerStandIn:
         return layouts
 
     def _apply(self, core: Any, name: str, config: str, node: Any) -> None:
-        core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "pending"}}})
         time.sleep(self.delay_s)
         labels = node.metadata.labels or {}
         gpus = int(labels.get("nvidia.com/gpu.count", "0"))
         layouts = self._layouts(core, config, gpus)
         if name in self.fail_nodes or layouts is None:
             core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "failed"}}})
-            self.applied[name] = f"failed:{config}"
             self.history.append((name, config, "failed"))
             return
         totals: Counter[str] = Counter()
@@ -123,5 +110,4 @@ class MigManagerStandIn:
         for profile, n in totals.items():
             count_labels["nvidia.com/mig-" + profile.replace("+", ".") + ".count"] = str(n)
         core.patch_node(name, {"metadata": {"labels": {**count_labels, STATE_LABEL: "success"}}})
-        self.applied[name] = config
         self.history.append((name, config, "success"))
