@@ -76,9 +76,9 @@ def main() -> int:
     def saving(mix: str | None, base: str) -> list[float]:
         out = []
         for r in rows:
-            if (mix is None or r["mix"] == mix) and r[f"{base}_placed"] == r["replicas"] == r["heuristic_placed"]:
-                if r[base] > 0:
-                    out.append(100 * (1 - r["heuristic"] / r[base]))
+            same = r[f"{base}_placed"] == r["replicas"] == r["heuristic_placed"]
+            if (mix is None or r["mix"] == mix) and same and r[base] > 0:
+                out.append(100 * (1 - r["heuristic"] / r[base]))
         return out
 
     def total_saving(mix: str | None, base: str) -> float:

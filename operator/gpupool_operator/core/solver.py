@@ -556,6 +556,8 @@ class _Solver:
                     # (on-demand rooms can take any model), then the cheaper GPU.
                     score = (self._units(cand.shape) + (1e-2 if not slot.spot else 0.0)
                              + 1e-4 * slot.price * self._units(cand.shape))
+                    if _free_in_current(slot, prof):
+                        score -= 0.1  # an instance the GPU already has: no MIG reconfiguration
                     if best is None or (score, slot.order) < (best[0], best[1].order):
                         best = (score, slot, cand)
         return best
@@ -753,6 +755,9 @@ class _Solver:
                 self.eject_budget -= 1
                 affected.append((victim, _fields(victim)))
                 self._detach(victim)
+                if g.state in (GpuState.FREE,):  # the victim was alone on it (detach freed it): keep it
+                    self.state.take_free(g.node, g)
+                    g.state = GpuState.PLANNED
                 self.state.add_content(g, fit.shape.profile)
                 r.shape, r.node, r.gpus, r.start, r.fixed = fit.shape, g.node, [g], None, False
                 r.reason = f"{fit.shape.describe()} in spare room of a GPU already in use (packed to free a GPU)"
@@ -1220,6 +1225,13 @@ def _group_sort(where: object) -> tuple[str, float, bool, bool]:
     if isinstance(where, Group):
         return where.key
     return ("", 0.0, False, False)
+
+
+def _free_in_current(slot: GpuSlot, prof: str) -> bool:
+    """Whether the GPU's current layout has a ``prof`` instance the plan has not used yet."""
+    if slot.current is None or slot.state is not GpuState.PLANNED:
+        return False
+    return sum(1 for name, _ in slot.current if name == prof) > slot.content.get(prof, 0)
 
 
 def _layout_rank(slot: GpuSlot, prof: str) -> tuple[int, int]:

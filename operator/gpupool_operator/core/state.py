@@ -264,7 +264,9 @@ class State:
         slot.state = GpuState.FREE
         slot.content = {}
         slot.key = ()
-        node.free.append(node.gpus.index(slot))
+        index = node.gpus.index(slot)
+        assert index not in node.free, f"{node.name}/{slot.index} released twice"
+        node.free.append(index)
         node.free.sort()
         assert node.group is not None
         node.group.push(node)
