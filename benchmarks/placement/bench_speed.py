@@ -167,7 +167,8 @@ def main() -> int:
         f"| full plan, default options (at this size: 1 portfolio variant, bounded repairs) | {full_s:.2f} s |",
         f"| greedy only, no repair moves | {one_s:.2f} s "
         f"(${plan1.cost_per_hour:.2f}/h vs ${plan.cost_per_hour:.2f}/h) |",
-        f"| replicas placed | {len(plan.assignments)} of {wanted} on {plan.gpus_used} GPUs, ${plan.cost_per_hour:.2f}/h |",
+        f"| replicas placed | {len(plan.assignments)} of {wanted} on {plan.gpus_used} GPUs, "
+        f"${plan.cost_per_hour:.2f}/h |",
         f"| incremental re-plan after one model +20 replicas (Planner.replan; {moved} replicas moved) "
         f"| {inc_s * 1000:.0f} ms |",
         f"| full re-solve of the same change from a snapshot with the plan running ({kept} kept) "

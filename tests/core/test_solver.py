@@ -125,7 +125,8 @@ def test_foreign_pods_are_never_moved() -> None:
 def test_node_reconfiguring_mig_takes_no_new_mig_work() -> None:
     snap = snapshot(gpu_node("a", "A100-80GB", 1, layouts={"1g.10gb": 7}, mig_ready=False))
     plan = _solve(snap, [demand("ns/m", 1, 8, MIG)])
-    assert plan.unplaced and "no free capacity" in plan.unplaced[0].reason
+    assert plan.unplaced
+    assert "no free capacity" in plan.unplaced[0].reason
 
 
 @pytest.mark.parametrize(

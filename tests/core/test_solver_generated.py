@@ -13,10 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "placement"))
 
-from instances import instance  # noqa: E402
+from instances import instance
 
-from gpupool_operator.core.solver import solve  # noqa: E402
-from gpupool_operator.core.verify import problems  # noqa: E402
+from gpupool_operator.core.solver import solve
+from gpupool_operator.core.verify import problems
 
 
 @pytest.mark.parametrize("first", range(1, 151, 15))
