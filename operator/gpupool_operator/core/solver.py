@@ -244,6 +244,8 @@ class _Solver:
                 left = self._place_demand(i, todo[i])
                 if left:
                     self.unplaced[i] = left
+        if self.options.improve and self.unplaced:
+            self._count_repair()
         if self.options.improve:
             budget = [self.options.lns_attempts or 0]
             for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
@@ -899,6 +901,48 @@ class _Solver:
         r.shape, r.node, r.gpus, r.start, r.fixed = cand.shape, node, [slot], None, False
         r.reason = f"{cand.shape.describe()}: moved to a cheaper GPU (${price:.2f}/h)"
         return price
+
+    def _count_repair(self) -> None:
+        """Place more replicas: take out one big replica (tensor parallel or whole GPU) and keep
+        the change if the unplaced models, smallest first, and then that replica again, place more
+        replicas than were taken out. Each accepted swap strictly raises the count placed."""
+        attempts = max(1, (self.options.lns_attempts or 0) // 6)
+        big = sorted(
+            (r for r in self.reps.values() if r.pod is None and r.shape.kind is ShapeKind.GPU),
+            key=lambda r: (-len(r.gpus) * r.gpus[0].price, r.node.order, r.gpus[0].index),
+        )
+        for victim in big:
+            if not self.unplaced or attempts <= 0:
+                return
+            if id(victim) not in self.reps:
+                continue
+            attempts -= 1
+            saved = _fields(victim)
+            self._detach(victim)
+            self._remove_rep(victim)
+            self.capture = []
+            todo = dict(self.unplaced)
+            todo[victim.demand] = todo.get(victim.demand, 0) + 1
+            for i in sorted(todo, key=lambda i: (-self._size_key(i)[1], self.demands[i].key)):
+                self._place_demand(i, todo[i])
+            new, self.capture = self.capture, None
+            if len(new) > 1:
+                placed: dict[int, int] = {}
+                for r in new:
+                    placed[r.demand] = placed.get(r.demand, 0) + 1
+                for i, n in todo.items():
+                    left = n - placed.get(i, 0)
+                    if left > 0:
+                        self.unplaced[i] = left
+                    else:
+                        self.unplaced.pop(i, None)
+                continue
+            for r in new:
+                self._detach(r)
+                self._remove_rep(r)
+            _restore(victim, saved)
+            self._attach(victim)
+            self._add_rep(victim)
 
     def _lns_pass(self, budget: list[int]) -> bool:
         """Ruin and recreate: empty the least-filled GPUs (alone, then in pairs), re-place their
