@@ -21,6 +21,7 @@ COST = CostModel(price_per_hour_usd=3.6, device_share=0.5)
 def make(model: GateModel, **policy: int) -> tuple[DynamicBatcher, ModelStatistics, WorkerMetrics]:
     stats = ModelStatistics(model.name, "1", COST)
     metrics = WorkerMetrics(COST)
+    policy.setdefault("inline_below_us", 0)  # the gate blocks: it must never run on the event loop
     batcher = DynamicBatcher(model, BatchPolicy(**policy), stats, metrics)
     batcher.start()
     return batcher, stats, metrics
@@ -213,3 +214,26 @@ def test_policy_rejects_nonsense() -> None:
         BatchPolicy(max_queue_size=0)
     with pytest.raises(ValueError, match="max_batch_size"):
         BatchPolicy(max_batch_size=-1)
+
+
+async def test_fast_models_run_on_the_event_loop_after_the_first_batch() -> None:
+    import threading
+
+    model = GateModel()
+    threads: list[int] = []
+    original = model.forward
+
+    def forward(prepared: np.ndarray) -> np.ndarray:
+        threads.append(threading.get_ident())
+        return original(prepared)  # type: ignore[no-any-return]
+
+    model.forward = forward  # type: ignore[method-assign]
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=0, inline_below_us=1_000_000)
+    for i in range(3):
+        result = await batcher.infer(rows(1, float(i)))
+        np.testing.assert_array_equal(result.outputs["y"], np.full((1, 4), 2.0 * i, np.float32))
+    loop_thread = threading.get_ident()
+    assert threads[0] != loop_thread  # unknown cost: measured on the model thread first
+    assert threads[1:] == [loop_thread, loop_thread]
+    assert batcher.inline_executions == 2
+    await batcher.stop()

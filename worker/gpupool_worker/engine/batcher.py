@@ -40,6 +40,10 @@ class BatchPolicy:
     max_batch_size: int = 32
     max_queue_delay_us: int = 2_000
     max_queue_size: int = 1_024
+    # Batches whose typical execution is shorter than this run on the event loop itself: a hop to
+    # the model thread and back costs ~100-300 us of wake-ups, more than a tiny model's compute.
+    # 0 disables (every batch on the model thread).
+    inline_below_us: int = 200
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -48,6 +52,8 @@ class BatchPolicy:
             raise ValueError("max_queue_delay_us must be >= 0")
         if self.max_queue_size < 1:
             raise ValueError("max_queue_size must be >= 1")
+        if self.inline_below_us < 0:
+            raise ValueError("inline_below_us must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,18 @@ class DynamicBatcher:
         self._accepting = True
         self._executing = 0
         self._label = model.name
+        self._typical_ns: float | None = None  # moving average of batch execution time
+        self.inline_executions = 0
+        # metric children bound once: labels() lookups cost more than the observations themselves
+        label = model.name
+        self._m_queue_depth = metrics.queue_depth.labels(label)
+        self._m_executions = metrics.executions.labels(label)
+        self._m_inferences = metrics.inferences.labels(label)
+        self._m_batch_size = metrics.batch_size.labels(label)
+        self._m_compute = metrics.compute_latency.labels(label)
+        self._m_busy = metrics.busy_seconds.labels(label)
+        self._m_cost = metrics.cost.labels(label)
+        self._m_cost_per_inference = metrics.cost_per_inference.labels(label)
 
     # -- observability -------------------------------------------------------------------------
     @property
@@ -155,7 +173,7 @@ class DynamicBatcher:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, rows, _signature(inputs, self._batched), future,
                                     self._clock(), deadline_ns))
-        self._metrics.queue_depth.labels(self._label).set(len(self._queue))
+        self._m_queue_depth.set(len(self._queue))
         self._arrived.set()
         return await future
 
@@ -214,7 +232,7 @@ class DynamicBatcher:
                     break
                 await self._next_arrival(remaining / 1e9)
                 rows = self._take_compatible(batch, rows)
-        self._metrics.queue_depth.labels(self._label).set(len(self._queue))
+        self._m_queue_depth.set(len(self._queue))
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
@@ -236,8 +254,12 @@ class DynamicBatcher:
         rows = sum(item.rows for item in live)
         self._executing = len(live)
         try:
-            execution: Execution = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._model.execute, inputs)
+            if self._run_inline():
+                execution: Execution = self._model.execute(inputs)
+                self.inline_executions += 1
+            else:
+                execution = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._model.execute, inputs)
         except Exception as exc:
             log.exception("model %s failed on a batch of %d rows", self._label, rows)
             error = InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
@@ -247,11 +269,13 @@ class DynamicBatcher:
             return
         finally:
             self._executing = 0
+        busy = float(execution.busy_ns)
+        self._typical_ns = busy if self._typical_ns is None else 0.8 * self._typical_ns + 0.2 * busy
         finished_ms = time.time_ns() // 1_000_000
         batch_usd = self._stats.record_execution(
             batch_rows=rows, requests=len(live), input_ns=execution.input_ns,
             infer_ns=execution.infer_ns, output_ns=execution.output_ns, finished_ms=finished_ms)
-        self._record_metrics(execution, rows)
+        self._record_metrics(execution, rows, batch_usd)
         offset = 0
         for item in live:
             outputs = (
@@ -265,16 +289,19 @@ class DynamicBatcher:
                     busy_ns=execution.busy_ns * item.rows // rows,
                     cost_usd=batch_usd * item.rows / rows))
 
-    def _record_metrics(self, execution: Execution, rows: int) -> None:
-        m, label = self._metrics, self._label
-        m.executions.labels(label).inc()
-        m.inferences.labels(label).inc(rows)
-        m.batch_size.labels(label).observe(rows)
-        m.compute_latency.labels(label).observe(execution.busy_ns / 1e9)
-        m.busy_seconds.labels(label).inc(execution.busy_ns / 1e9)
-        snap = self._stats.snapshot()
-        m.cost.labels(label).inc(snap.cost.cost_of(execution.busy_ns))
-        m.cost_per_inference.labels(label).set(snap.cost_per_inference_usd)
+    def _run_inline(self) -> bool:
+        limit = self._policy.inline_below_us * 1_000
+        return limit > 0 and self._typical_ns is not None and self._typical_ns < limit
+
+    def _record_metrics(self, execution: Execution, rows: int, batch_usd: float) -> None:
+        self._m_executions.inc()
+        self._m_inferences.inc(rows)
+        self._m_batch_size.observe(rows)
+        busy_s = execution.busy_ns / 1e9
+        self._m_compute.observe(busy_s)
+        self._m_busy.inc(busy_s)
+        self._m_cost.inc(batch_usd)
+        self._m_cost_per_inference.set(self._stats.cost_per_inference_usd)
 
 
 def _concatenate(batch: list[_Pending]) -> dict[str, npt.NDArray[Any]]:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gpupool_worker.engine.batcher import BatchPolicy, DynamicBatcher
 from gpupool_worker.engine.costing import CostModel
@@ -39,7 +40,25 @@ class _Serving:
     entry: ModelEntry
     batcher: DynamicBatcher
     stats: ModelStatistics
+    metrics: _ModelMetrics
     inflight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelMetrics:
+    """One model's metric children, bound once."""
+
+    inflight: Any
+    success: Any
+    failure: Any
+    latency: Any
+    queue: Any
+
+    @classmethod
+    def bind(cls, metrics: WorkerMetrics, label: str) -> _ModelMetrics:
+        return cls(metrics.inflight.labels(label), metrics.requests.labels(label, "success"),
+                   metrics.requests.labels(label, "failure"), metrics.request_latency.labels(label),
+                   metrics.queue_latency.labels(label))
 
 
 class DataPlane:
@@ -69,7 +88,8 @@ class DataPlane:
         stats = ModelStatistics(entry.name, entry.version, self.cost)
         batcher = DynamicBatcher(entry.model, policy, stats, self.metrics)
         batcher.start()
-        self._serving[entry.name] = _Serving(entry, batcher, stats)
+        self._serving[entry.name] = _Serving(entry, batcher, stats,
+                                             _ModelMetrics.bind(self.metrics, entry.name))
 
     def refuse_new(self) -> None:
         """From now on, answer new inferences UNAVAILABLE (retriable on another replica)."""
@@ -143,8 +163,9 @@ class DataPlane:
         meta = model.metadata
         label = meta.name
         started = time.perf_counter_ns()
+        m = serving.metrics
         serving.inflight += 1
-        self.metrics.inflight.labels(label).inc()
+        m.inflight.inc()
         ok = False
         queue_ns = 0
         try:
@@ -179,9 +200,11 @@ class DataPlane:
         finally:
             elapsed = time.perf_counter_ns() - started
             serving.inflight -= 1
-            self.metrics.inflight.labels(label).dec()
+            m.inflight.dec()
             serving.stats.record_request(ok=ok, total_ns=elapsed, queue_ns=queue_ns)
-            self.metrics.requests.labels(label, "success" if ok else "failure").inc()
             if ok:
-                self.metrics.request_latency.labels(label).observe(elapsed / 1e9)
-                self.metrics.queue_latency.labels(label).observe(queue_ns / 1e9)
+                m.success.inc()
+                m.latency.observe(elapsed / 1e9)
+                m.queue.observe(queue_ns / 1e9)
+            else:
+                m.failure.inc()

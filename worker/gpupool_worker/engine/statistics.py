@@ -98,6 +98,11 @@ class ModelStatistics:
             self._cost_usd += usd
         return usd
 
+    @property
+    def cost_per_inference_usd(self) -> float:
+        with self._lock:
+            return self._cost_usd / self._inference_count if self._inference_count else 0.0
+
     def record_request(self, *, ok: bool, total_ns: int, queue_ns: int) -> None:
         with self._lock:
             (self._success if ok else self._fail).add(total_ns)
