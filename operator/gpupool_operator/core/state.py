@@ -15,6 +15,7 @@ Heaps use lazy deletion: an entry is checked against the object's current state 
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -323,26 +324,15 @@ def _unusable(slot: GpuSlot, spec: Node, mig_ok: bool) -> bool:
     return slot.state is GpuState.FREE and is_mig and not mig_ok and spec.mig_strategy is not MigStrategy.NONE
 
 
+@functools.cache
 def _addable(product: str, key: Counts) -> tuple[str, ...]:
-    return _ADDABLE.get((product, key)) or _compute_addable(product, key)
-
-
-_ADDABLE: dict[tuple[str, Counts], tuple[str, ...]] = {}
-
-
-def _compute_addable(product: str, key: Counts) -> tuple[str, ...]:
+    """Profiles of ``product`` that still fit next to ``key`` (memoised: the catalog is constant)."""
     prod = catalog.by_key(product)
-    out = tuple(p.name for p in prod.mig_profiles if mig.add(product, key, p.name) is not None)
-    _ADDABLE[(product, key)] = out
-    return out
+    return tuple(p.name for p in prod.mig_profiles if mig.add(product, key, p.name) is not None)
 
 
-_FILL: dict[tuple[str, Counts], float] = {}
-
-
+@functools.cache
 def _fill(product: str, key: Counts) -> float:
-    got = _FILL.get((product, key))
-    if got is None:
-        prod = catalog.by_key(product)
-        got = _FILL[(product, key)] = sum(mig.fraction(prod.profile(name)) * n for name, n in key)
-    return got
+    """How much of a GPU ``key`` occupies, in neutral shares."""
+    prod = catalog.by_key(product)
+    return sum(mig.fraction(prod.profile(name)) * n for name, n in key)

@@ -1,0 +1,208 @@
+"""The solver's greedy phase: place replicas largest first, each on its cheapest amortised shape.
+
+Each replica takes, in order of preference: spare room on a GPU the plan already pays for (zero
+marginal cost; best fit, spot rooms first, instances the current layout already has first), else
+the opening with the lowest amortised price that has capacity: a whole GPU costs its price, a MIG
+instance the neutral share ``price x max(c/7, m/8)`` (variant ``share``) or the GPU's price over
+the replicas of this model that will fill it (variant ``self``), CPU its cores. Replicas go in
+batches: all that fit on the chosen GPU or node at once.
+"""
+
+from __future__ import annotations
+
+from gpupool_operator.core import mig
+from gpupool_operator.core.cost import PriceTier
+from gpupool_operator.core.demand import Candidate, ShapeKind
+from gpupool_operator.core.solverbase import (
+    EPS,
+    Rep,
+    SolverBase,
+    free_in_current,
+    group_sort,
+    layout_rank,
+)
+from gpupool_operator.core.state import GpuSlot, GpuState, Group
+
+__all__ = ["Greedy"]
+
+
+class Greedy(SolverBase):
+    def _place_demand(self, i: int, n: int) -> int:
+        """Place ``n`` more replicas of model ``i``, first the ones it must keep off spot."""
+        d = self.demands[i]
+        off = sum(1 for r in self.by_demand.get(i, ()) if r.node.spec.price_tier is not PriceTier.SPOT)
+        first = min(n, max(0, d.min_off_spot - off)) if d.allow_spot else 0
+        left = 0
+        if first:
+            self.no_spot = True
+            left = self._place(i, first)
+            self.no_spot = False
+        return left + (self._place(i, n - first) if not left else n - first)
+    def _place(self, i: int, n: int) -> int:
+        spot_ok = self._spot_ok(i)
+        spots = (False, True) if spot_ok else (False,)
+        mig_cands = [c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG]
+        mig_cands.sort(key=lambda c: (self._units(c.shape), c.shape))
+        static = self._static_options(i, n)
+        while n > 0:
+            if self.variant.amortize == "self":
+                static = self._static_options(i, n)
+            # 1. spare room on a GPU this plan already pays for: zero marginal cost.
+            room = self._best_room(mig_cands, spots, exclude=None)
+            if room is not None:
+                n -= self._fill_room(i, room[1], room[2], n, reason_zero=True)
+                continue
+            # 2. the cheapest amortised option with capacity.
+            best: tuple[float, int, str, object, Candidate] | None = None
+            for price, tie, kind, where, cand in static:
+                if best is not None and price > best[0] + EPS:
+                    break
+                if kind == "whole":
+                    assert isinstance(where, Group)
+                    if where.best_fit(cand.shape.gpus) is not None:
+                        best = (price, tie, kind, where, cand)
+                        break
+                elif kind == "mig":
+                    assert isinstance(where, Group)
+                    if where.best_fit(1) is not None:
+                        best = (price, tie, kind, where, cand)
+                        break
+                elif kind == "cpu" and next(
+                    self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None
+                ):
+                    best = (price, tie, kind, None, cand)
+                    break
+            fixed_new = self._best_fixed_uncharged(mig_cands, spots)
+            if fixed_new is not None and (best is None or fixed_new[0] < best[0] - EPS):
+                n -= self._fill_room(i, fixed_new[1], fixed_new[2], n, reason_zero=False)
+                continue
+            if best is None:
+                break
+            price, _tie, kind, where, cand = best
+            if kind == "whole":
+                assert isinstance(where, Group)
+                n -= self._open_whole(i, where, cand, n, price)
+            elif kind == "mig":
+                assert isinstance(where, Group)
+                n -= self._open_mig(i, where, cand, n, price)
+            else:
+                n -= self._place_cpu(i, cand, n, price)
+        return n
+    def _static_options(self, i: int, n: int) -> list[tuple[float, int, str, object, Candidate]]:
+        """Opening options, cheapest first. Under ``amortize="self"`` a new MIG GPU is charged to the
+        replicas of this model that will fill it (price / min(room, n)); under ``"share"`` to the
+        slice's neutral share (the rest of the GPU is expected to fill with other models)."""
+        own = self.variant.amortize == "self"
+        out: list[tuple[float, int, str, object, Candidate]] = []
+        for ci, cand in enumerate(self.cands[i]):
+            shape = cand.shape
+            if shape.kind is ShapeKind.CPU:
+                out.append((self.snapshot.cpu_price * shape.cpu_millis / 1000, ci, "cpu", None, cand))
+                continue
+            is_mig = shape.kind is ShapeKind.MIG
+            per = self._units(shape)
+            if own and is_mig:
+                per = 1.0 / max(1, min(n, mig.room_for(shape.product, (), shape.profile)))
+            for g in self._groups(i, shape.product, mig_only=is_mig):
+                out.append((g.key[1] * per, ci, "mig" if is_mig else "whole", g, cand))
+        out.sort(key=lambda o: (o[0], o[2] != "cpu", o[1], group_sort(o[3])))
+        return out
+    def _best_room(
+        self, mig_cands: list[Candidate], spots: tuple[bool, ...], exclude: GpuSlot | None
+    ) -> tuple[float, GpuSlot, Candidate] | None:
+        best: tuple[float, GpuSlot, Candidate] | None = None
+        for cand in mig_cands:  # ascending units: stop once no later candidate can win
+            if best is not None and self._units(cand.shape) > best[0] + 0.05:
+                break
+            prof = cand.shape.profile
+            for spot in sorted(spots, reverse=True):  # spot rooms first: on-demand ones suit more models
+                for slot in (
+                    self.state.room(cand.shape.product, spot, prof),
+                    self.state.fixed_room(cand.shape.product, spot, prof, charged=True),
+                ):
+                    if slot is None or slot is exclude:
+                        continue
+                    # Zero marginal cost either way: use the least capacity, then a spot GPU's room
+                    # (on-demand rooms can take any model), then the cheaper GPU.
+                    score = (self._units(cand.shape) + (1e-2 if not slot.spot else 0.0)
+                             + 1e-4 * slot.price * self._units(cand.shape))
+                    if free_in_current(slot, prof):
+                        score -= 0.1  # an instance the GPU already has: no MIG reconfiguration
+                    if best is None or (score, slot.order) < (best[0], best[1].order):
+                        best = (score, slot, cand)
+        return best
+    def _best_fixed_uncharged(
+        self, mig_cands: list[Candidate], spots: tuple[bool, ...]
+    ) -> tuple[float, GpuSlot, Candidate] | None:
+        best: tuple[float, GpuSlot, Candidate] | None = None
+        for cand in mig_cands:
+            for spot in spots:
+                slot = self.state.fixed_room(cand.shape.product, spot, cand.shape.profile, charged=False)
+                if slot is None:
+                    continue
+                score = slot.price * self._units(cand.shape)
+                if best is None or (score, slot.order) < (best[0], best[1].order):
+                    best = (score, slot, cand)
+        return best
+    def _fill_room(self, i: int, slot: GpuSlot, cand: Candidate, n: int, reason_zero: bool) -> int:
+        prof = cand.shape.profile
+        share = slot.price * self._units(cand.shape)
+        if reason_zero:
+            why = f"{cand.shape.describe()} (${share:.2f}/h share) in spare room of a GPU already in use"
+        else:
+            why = f"{cand.shape.describe()} at ${share:.2f}/h: a free instance of an existing layout"
+        if slot.state is GpuState.FIXED:
+            k = min(n, len(slot.fixed_free[prof]))
+            for _ in range(k):
+                start = self.state.take_fixed(slot, prof)
+                self._add_rep(Rep(i, cand.shape, slot.node, [slot], start=start, reason=why, fixed=True))
+            return k
+        k = min(n, mig.room_for(slot.product, slot.key, prof))
+        self.state.add_content(slot, prof, k)
+        for _ in range(k):
+            self._add_rep(Rep(i, cand.shape, slot.node, [slot], reason=why))
+        return k
+    def _open_mig(self, i: int, group: Group, cand: Candidate, n: int, price: float) -> int:
+        node = group.best_fit(1)
+        assert node is not None
+        prof = cand.shape.profile
+        slots = [node.gpus[j] for j in node.free]
+        slot = min(slots, key=lambda s: (layout_rank(s, prof), s.index))
+        self.state.take_free(node, slot)
+        slot.state = GpuState.PLANNED
+        k = min(n, mig.room_for(slot.product, (), prof))
+        self.state.add_content(slot, prof, k)
+        why = f"cheapest accepted shape with capacity: {cand.shape.describe()} at ${price:.2f}/h share"
+        for _ in range(k):
+            self._add_rep(Rep(i, cand.shape, node, [slot], reason=why))
+        return k
+    def _open_whole(self, i: int, group: Group, cand: Candidate, n: int, price: float) -> int:
+        t = cand.shape.gpus
+        node = group.best_fit(t)
+        assert node is not None
+        k = min(n, len(node.free) // t)
+        order = sorted((node.gpus[j] for j in node.free), key=lambda s: (s.current is not None, s.index))
+        why = f"cheapest accepted shape with capacity: {cand.shape.describe()} at ${price:.2f}/h"
+        for r in range(k):
+            chosen = order[r * t:(r + 1) * t]
+            for slot in chosen:
+                self.state.take_free(node, slot)
+                slot.state = GpuState.WHOLE
+                slot.ours += 1
+            self._add_rep(Rep(i, cand.shape, node, sorted(chosen, key=lambda s: s.index), reason=why))
+        return k
+    def _place_cpu(self, i: int, cand: Candidate, n: int, price: float) -> int:
+        shape = cand.shape
+        node = next(self.state.cpu_fit(shape.cpu_millis, shape.memory_mib, self._spot_ok(i)))
+        k = n
+        if shape.cpu_millis:
+            k = min(k, node.cpu_free // shape.cpu_millis)
+        if shape.memory_mib:
+            k = min(k, node.mem_free // shape.memory_mib)
+        k = max(1, k)
+        node.cpu_free -= k * shape.cpu_millis
+        node.mem_free -= k * shape.memory_mib
+        why = f"cheapest accepted shape with capacity: {shape.describe()} at ${price:.2f}/h"
+        for _ in range(k):
+            self._add_rep(Rep(i, shape, node, [], reason=why))
+        return k

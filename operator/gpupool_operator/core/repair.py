@@ -1,0 +1,504 @@
+"""The solver's repair moves, run after the greedy phase; each accepted move strictly improves.
+
+* **count repair**: take out one big replica if that lets several unplaced ones in;
+* **close**: empty a GPU whose replicas fit elsewhere (spare room, CPU, a cheaper fresh GPU, or a
+  one-step ejection chain) for less than the GPU costs plus the move penalty;
+* **downgrade**: move a MIG GPU's content to a cheaper free GPU, spilling what does not fit;
+* **ruin and recreate**: empty one or two GPUs and re-place their replicas greedily (largest
+  first, then smallest first), keeping the result only if cheaper.
+
+Every move records the placements it touches and undoes them exactly when it does not pay off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpupool_operator.core import mig
+from gpupool_operator.core.demand import Candidate, ShapeKind
+from gpupool_operator.core.greedy import Greedy
+from gpupool_operator.core.plan import Eviction
+from gpupool_operator.core.solverbase import (
+    EJECT_HOSTS,
+    Rep,
+    fields,
+    group_sort,
+    layout_rank,
+    restore,
+)
+from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState
+
+__all__ = ["Repair"]
+
+
+class Repair(Greedy):
+    def _count_repair(self) -> None:
+        """Place more replicas: take out one big replica (tensor parallel or whole GPU) and keep
+        the change if the unplaced models, smallest first, and then that replica again, place more
+        replicas than were taken out. Each accepted swap strictly raises the count placed."""
+        attempts = max(1, (self.options.lns_attempts or 0) // 6)
+        big = sorted(
+            (r for r in self.reps.values() if r.pod is None and r.shape.kind is ShapeKind.GPU),
+            key=lambda r: (-len(r.gpus) * r.gpus[0].price, r.node.order, r.gpus[0].index),
+        )
+        for victim in big:
+            if not self.unplaced or attempts <= 0:
+                return
+            if id(victim) not in self.reps:
+                continue
+            attempts -= 1
+            saved = fields(victim)
+            self._detach(victim)
+            self._remove_rep(victim)
+            self.capture = []
+            todo = dict(self.unplaced)
+            todo[victim.demand] = todo.get(victim.demand, 0) + 1
+            for i in sorted(todo, key=lambda i: (-self._size_key(i)[1], self.demands[i].key)):
+                self._place_demand(i, todo[i])
+            new, self.capture = self.capture, None
+            if len(new) > 1:
+                placed: dict[int, int] = {}
+                for r in new:
+                    placed[r.demand] = placed.get(r.demand, 0) + 1
+                for i, n in todo.items():
+                    left = n - placed.get(i, 0)
+                    if left > 0:
+                        self.unplaced[i] = left
+                    else:
+                        self.unplaced.pop(i, None)
+                continue
+            for r in new:
+                self._detach(r)
+                self._remove_rep(r)
+            restore(victim, saved)
+            self._attach(victim)
+            self._add_rep(victim)
+    def _units_on(self) -> dict[int, list[Rep]]:
+        on: dict[int, list[Rep]] = {}
+        for r in self.reps.values():
+            if r.shape.kind is ShapeKind.MIG or (r.shape.kind is ShapeKind.GPU and r.shape.gpus == 1):
+                on.setdefault(r.gpus[0].order, []).append(r)
+        return on
+    def _close_pass(self) -> bool:
+        """Close GPUs whose replicas fit elsewhere (spare room, CPU) for less than the GPU costs."""
+        changed = False
+        self._reindex()
+        on = self._units_on()
+        slots = {s.order: s for s in self.state.gpus}
+        order = sorted(on, key=lambda o: (self._fill_of(on[o]), o))
+        attempts = self.options.close_attempts if self.options.close_attempts is not None else len(order)
+        for o in order:
+            slot = slots[o]
+            reps = [r for r in on[o] if r.gpus and r.gpus[0] is slot]
+            if not reps or slot.state not in (GpuState.PLANNED, GpuState.WHOLE, GpuState.FIXED):
+                continue
+            if slot.ours != len(reps):
+                continue  # shares its GPU with replicas of ours we do not move (tensor parallel)
+            if attempts <= 0:
+                break
+            attempts -= 1
+            if self._try_close(slot, reps):
+                changed = True
+        return changed
+    def _fill_of(self, reps: list[Rep]) -> float:
+        return sum(self._units(r.shape) for r in reps)
+    def _try_close(self, slot: GpuSlot, reps: list[Rep]) -> bool:
+        saved = slot.price
+        penalty = self.options.move_penalty * sum(1 for r in reps if r.pod is not None)
+        # Every replica this attempt touches, with its placement before, for an exact rollback.
+        affected: list[tuple[Rep, tuple[Any, ...]]] = [(r, fields(r)) for r in reps]
+        for r in reps:  # detach everything first so the source cannot be its own target
+            self._detach(r)
+        cost = penalty
+        ok = True
+        relocated: list[Rep] = []
+        for r in sorted(reps, key=lambda r: (-self._units(r.shape), r.demand)):
+            moved = self._relocate(r, budget=saved - cost)
+            if moved is None:
+                moved = self._eject_into(r, saved - cost, slot, affected)
+            if moved is None:
+                ok = False
+                break
+            relocated.append(r)
+            cost += moved
+            if cost >= saved - 1e-6:
+                ok = False
+                break
+        if ok and cost < saved - 1e-6:
+            for r in reps:
+                if r.pod is not None:
+                    self.evictions.append(Eviction(r.pod, slot.node.name, self.demands[r.demand].key,
+                                                   "moved: its GPU is freed to save money"))
+                    r.pod = None
+            return True
+        # Roll back: detach what moved (relocated replicas, ejected ones), restore, re-attach all.
+        for r in relocated:
+            self._detach(r)
+        for r, _ in affected[len(reps):]:
+            self._detach(r)
+        for r, old in affected:
+            restore(r, old)
+        for r, _ in affected:
+            self._attach(r)
+        return False
+    def _eject_into(
+        self, r: Rep, budget: float, source: GpuSlot, affected: list[tuple[Rep, tuple[Any, ...]]]
+    ) -> float | None:
+        """Put ``r`` where another replica sits, moving that one to spare room or CPU (one-step
+        ejection chain). Returns the cost of the move, or ``None`` (nothing changed)."""
+        if self.eject_budget <= 0:
+            return None
+        spot_ok = self._may_use_spot(r)
+        mig_cands = sorted((c for c in self.cands[r.demand] if c.shape.kind is ShapeKind.MIG),
+                           key=lambda c: (self._units(c.shape), c.shape))
+        if not mig_cands:
+            return None
+        products = {c.shape.product for c in mig_cands}
+        hosts: dict[int, list[Rep]] = {}
+        busy = {id(x) for x, _ in affected}
+        for product in sorted(products):
+            for order in self.mig_hosts.get(product, ())[:EJECT_HOSTS]:
+                for other in self.slot_index.get(order, ()):
+                    if (id(other) not in busy and id(other) in self.reps and other.pod is None
+                            and other.shape.kind is ShapeKind.MIG and not other.fixed and other.gpus
+                            and other.gpus[0].order == order and other.gpus[0] is not source):
+                        hosts.setdefault(order, []).append(other)
+        for order in sorted(hosts):
+            victims = hosts[order]
+            g = victims[0].gpus[0]
+            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok):
+                continue
+            for victim in sorted(victims, key=lambda v: (self._units(v.shape), v.demand)):
+                if self.eject_budget <= 0:
+                    return None
+                base = dict(g.key)
+                base[victim.shape.profile] -= 1
+                key = mig.counts_key(base)
+                fit = next((c for c in mig_cands if c.shape.product == g.product
+                            and mig.add(g.product, key, c.shape.profile) is not None), None)
+                if fit is None:
+                    continue
+                self.eject_budget -= 1
+                affected.append((victim, fields(victim)))
+                self._detach(victim)
+                if g.state in (GpuState.FREE,):  # the victim was alone on it (detach freed it): keep it
+                    self.state.take_free(g.node, g)
+                    g.state = GpuState.PLANNED
+                self.state.add_content(g, fit.shape.profile)
+                r.shape, r.node, r.gpus, r.start, r.fixed = fit.shape, g.node, [g], None, False
+                r.reason = f"{fit.shape.describe()} in spare room of a GPU already in use (packed to free a GPU)"
+                extra = self._relocate(victim, budget)
+                if extra is not None:
+                    return extra
+                self.state.remove_content(g, fit.shape.profile)
+                r.gpus = []
+                restore(victim, affected.pop()[1])
+                self._attach(victim)
+        return None
+    def _attach(self, r: Rep) -> None:
+        """Re-apply ``r``'s recorded placement to the state (inverse of :meth:`_detach`)."""
+        st = self.state
+        if r.shape.kind is ShapeKind.CPU:
+            r.node.cpu_free -= r.shape.cpu_millis
+            r.node.mem_free -= r.shape.memory_mib
+            return
+        for slot in r.gpus:
+            if r.shape.kind is ShapeKind.GPU:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.WHOLE
+                slot.ours += 1
+            elif r.fixed:
+                assert r.start is not None
+                slot.fixed_free[r.shape.profile].remove(r.start)
+                slot.ours += 1
+            else:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.PLANNED
+                st.add_content(slot, r.shape.profile)
+    def _detach(self, r: Rep) -> None:
+        st = self.state
+        if r.shape.kind is ShapeKind.CPU:
+            r.node.cpu_free += r.shape.cpu_millis
+            r.node.mem_free += r.shape.memory_mib
+        elif r.shape.kind is ShapeKind.GPU:
+            for slot in r.gpus:
+                slot.ours -= 1
+                if slot.ours == 0:
+                    st.release_free(slot)
+        elif r.fixed:
+            assert r.start is not None
+            st.return_fixed(r.gpus[0], r.shape.profile, r.start)
+        else:
+            st.remove_content(r.gpus[0], r.shape.profile)
+    def _reattach(self, slot: GpuSlot, reps: list[Rep]) -> None:
+        st = self.state
+        for r in reps:
+            if r.shape.kind is ShapeKind.GPU:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.WHOLE
+                slot.ours += 1
+            elif r.fixed:
+                assert r.start is not None
+                slot.fixed_free[r.shape.profile].remove(r.start)
+                slot.ours += 1
+            else:
+                if slot.state is GpuState.FREE:
+                    st.take_free(slot.node, slot)
+                    slot.state = GpuState.PLANNED
+                st.add_content(slot, r.shape.profile)
+    def _relocate(self, r: Rep, budget: float) -> float | None:
+        """Move ``r`` to spare room (cost 0) or CPU (its price); ``None`` if neither fits."""
+        i = r.demand
+        spot_ok = self._may_use_spot(r)  # never breach min_off_spot
+        spots = (False, True) if spot_ok else (False,)
+        mig_cands = sorted((c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG),
+                           key=lambda c: (self._units(c.shape), c.shape))
+        room = self._best_room(mig_cands, spots, exclude=None)
+        if room is not None:
+            _, slot, cand = room
+            r.shape, r.node, r.gpus, r.pod = cand.shape, slot.node, [slot], r.pod
+            if slot.state is GpuState.FIXED:
+                r.start = self.state.take_fixed(slot, cand.shape.profile)
+                r.fixed = True
+            else:
+                self.state.add_content(slot, cand.shape.profile)
+                r.start, r.fixed = None, False
+            r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (packed to free a GPU)"
+            return 0.0
+        for cand in self.cands[i]:
+            if cand.shape.kind is not ShapeKind.CPU:
+                continue
+            price = self.snapshot.cpu_price * cand.shape.cpu_millis / 1000
+            if price >= budget:
+                continue
+            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None)
+            if node is None:
+                continue
+            opened = self._open_for(r, min(budget, price), spot_ok)
+            if opened is not None:
+                return opened
+            node.cpu_free -= cand.shape.cpu_millis
+            node.mem_free -= cand.shape.memory_mib
+            r.shape, r.node, r.gpus, r.start, r.fixed = cand.shape, node, [], None, False
+            r.reason = f"{cand.shape.describe()} at ${price:.2f}/h: cheaper than keeping a GPU for it"
+            return price
+        return self._open_for(r, budget, spot_ok)
+    def _open_for(self, r: Rep, budget: float, spot_ok: bool) -> float | None:
+        """Last resort of a move: a fresh GPU (MIG slice or whole) cheaper than ``budget``."""
+        best: tuple[float, int, Group, Candidate] | None = None
+        for ci, cand in enumerate(self.cands[r.demand]):
+            shape = cand.shape
+            if shape.kind is ShapeKind.CPU or (shape.kind is ShapeKind.GPU and shape.gpus != 1):
+                continue
+            is_mig = shape.kind is ShapeKind.MIG
+            for g in self.state.groups_by_product.get(shape.product, []):
+                if (g.key[2] and not spot_ok) or (is_mig and not g.key[3]) or g.key[1] >= budget - 1e-9:
+                    continue
+                if best is not None and (g.key[1], ci) >= (best[0], best[1]):
+                    continue
+                if g.best_fit(1) is not None:
+                    best = (g.key[1], ci, g, cand)
+        if best is None:
+            return None
+        price, _ci, g, cand = best
+        node = g.best_fit(1)
+        assert node is not None
+        slots = [node.gpus[j] for j in node.free]
+        if cand.shape.kind is ShapeKind.MIG:
+            slot = min(slots, key=lambda s: (layout_rank(s, cand.shape.profile), s.index))
+            self.state.take_free(node, slot)
+            slot.state = GpuState.PLANNED
+            self.state.add_content(slot, cand.shape.profile)
+        else:
+            slot = min(slots, key=lambda s: (s.current is not None, s.index))
+            self.state.take_free(node, slot)
+            slot.state = GpuState.WHOLE
+            slot.ours += 1
+        r.shape, r.node, r.gpus, r.start, r.fixed = cand.shape, node, [slot], None, False
+        r.reason = f"{cand.shape.describe()}: moved to a cheaper GPU (${price:.2f}/h)"
+        return price
+    def _lns_pass(self, budget: list[int]) -> bool:
+        """Ruin and recreate: empty the least-filled GPUs (alone, then in pairs), re-place their
+        replicas with the same greedy rules, keep the result only when it is strictly cheaper.
+        Deterministic: GPUs are tried in (fill, order) order, and each try is undone exactly."""
+        changed = False
+        self._reindex()
+        on = self._units_on()
+        slots = {sl.order: sl for sl in self.state.gpus}
+        units = sorted(
+            (o for o, reps in on.items()
+             if all(r.pod is None for r in reps) and slots[o].state in (GpuState.PLANNED, GpuState.WHOLE)
+             and slots[o].ours == len(reps)),
+            key=lambda o: (self._fill_of(on[o]), o),
+        )
+        done: set[int] = set()
+        for pos, o in enumerate(units):
+            if budget[0] <= 0:
+                break
+            if o in done:
+                continue
+            partners: list[int | None] = [None, *[u for u in units[pos + 1:pos + 4] if u not in done]]
+            for other in partners:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+                group = [slots[o]] + ([slots[other]] if other is not None else [])
+                if self._ruin_recreate(group):
+                    changed = True
+                    done.update(sl.order for sl in group)
+                    break
+        return changed
+    def _ruin_recreate(self, group: list[GpuSlot]) -> bool:
+        ids = {id(sl) for sl in group}
+        victims = [r for sl in group for r in self._reps_on(sl)]
+        victims = list({id(r): r for r in victims if any(id(g) in ids for g in r.gpus)}.values())
+        if not victims or any(r.pod is not None or len(r.gpus) > 1 for r in victims):
+            return False
+        before = {id(sl): sl.ours for sl in group}
+        saved = [(r, (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)) for r in victims]
+        victim_ids = {id(r) for r in victims}
+        for r in victims:
+            self._detach(r)
+        del victim_ids
+        for r in victims:
+            self._remove_rep(r)
+        mark = 0
+        counts: dict[int, int] = {}
+        for r in victims:
+            counts[r.demand] = counts.get(r.demand, 0) + 1
+        if self._recreate(counts, group, before, mark, reverse=False):
+            return True
+        if self._recreate(counts, group, before, mark, reverse=True):
+            return True
+        by_slot: dict[int, list[Rep]] = {}
+        for r, old in saved:
+            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
+            by_slot.setdefault(id(r.gpus[0]), []).append(r)
+        for reps in by_slot.values():
+            self._reattach(reps[0].gpus[0], reps)
+        for r in victims:
+            self._add_rep(r)
+        return False
+    def _recreate(
+        self, counts: dict[int, int], group: list[GpuSlot], before: dict[int, int], mark: int, reverse: bool
+    ) -> bool:
+        """Re-place the ruined replicas (largest first, or smallest first); keep if cheaper."""
+        ok = True
+        self.capture = []
+        for i in sorted(counts, key=self._size_key, reverse=reverse):
+            if self._place_demand(i, counts[i]):
+                ok = False
+                break
+        new, self.capture = self.capture, None
+        del mark
+        delta = 0.0
+        if ok:
+            touched: dict[int, GpuSlot] = {id(sl): sl for sl in group}
+            added: dict[int, int] = {}
+            for r in new:
+                for g in r.gpus:
+                    touched[id(g)] = g
+                    added[id(g)] = added.get(id(g), 0) + 1
+                if r.shape.kind is ShapeKind.CPU:
+                    delta += self.snapshot.cpu_price * r.shape.cpu_millis / 1000
+            for key, sl in touched.items():
+                was = before.get(key, sl.ours - added.get(key, 0))
+                delta += sl.price * ((sl.ours > 0) - (was > 0))
+        if ok and delta < -1e-6:
+            return True
+        for r in new:
+            self._detach(r)
+        for r in new:
+            self._remove_rep(r)
+        return False
+    def _downgrade_pass(self) -> bool:
+        """Move a MIG GPU's whole content to a cheaper free GPU where every replica still fits."""
+        changed = False
+        on = self._units_on()
+        slots = {s.order: s for s in self.state.gpus}
+        attempts = self.options.close_attempts if self.options.close_attempts is not None else len(on)
+        for o in sorted(on, key=lambda o: (self._fill_of(on[o]), o)):
+            slot = slots[o]
+            reps = on[o]
+            if slot.state is not GpuState.PLANNED or slot.ours != len(reps):
+                continue
+            if any(r.pod is not None for r in reps):
+                continue
+            if attempts <= 0:
+                break
+            attempts -= 1
+            if self._try_downgrade(slot, reps):
+                changed = True
+        return changed
+    def _try_downgrade(self, slot: GpuSlot, reps: list[Rep]) -> bool:
+        """Repack a MIG GPU onto a cheaper free GPU; replicas that do not fit there may spill to
+        spare room or CPU, as long as the total is still cheaper than keeping this GPU."""
+        spot_ok = self._group_may_use_spot(reps)
+        targets = sorted(
+            (g for g in self.state.groups.values()
+             if g.key[3] and g.key[1] < slot.price - 1e-6 and (spot_ok or not g.key[2])),
+            key=lambda g: (g.key[1], group_sort(g)),
+        )
+        ordered = sorted(reps, key=lambda r: (-self._units(r.shape), r.demand))
+        for g in targets:
+            product = g.key[0]
+            node = g.best_fit(1)
+            if node is None:
+                continue
+            key: mig.Counts = ()
+            packed: list[tuple[Rep, Candidate]] = []
+            spill: list[Rep] = []
+            for r in ordered:
+                opts = sorted((c for c in self.cands[r.demand]
+                               if c.shape.kind is ShapeKind.MIG and c.shape.product == product),
+                              key=lambda c: (self._units(c.shape), c.shape))
+                for c in opts:
+                    nxt = mig.add(product, key, c.shape.profile)
+                    if nxt is not None:
+                        key = nxt
+                        packed.append((r, c))
+                        break
+                else:
+                    spill.append(r)
+            if not packed:
+                continue
+            if self._move_content(slot, reps, node, packed, spill, g.key[1]):
+                return True
+        return False
+    def _move_content(
+        self, slot: GpuSlot, reps: list[Rep], node: NodeState, packed: list[tuple[Rep, Candidate]],
+        spill: list[Rep], price: float,
+    ) -> bool:
+        saved = [(r, (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)) for r in reps]
+        for r in reps:
+            self._detach(r)
+        target = min((node.gpus[j] for j in node.free), key=lambda s: (s.current is None, s.index))
+        self.state.take_free(node, target)
+        target.state = GpuState.PLANNED
+        for r, c in packed:
+            self.state.add_content(target, c.shape.profile)
+            r.shape, r.node, r.gpus, r.start, r.fixed = c.shape, node, [target], None, False
+            r.reason = f"{c.shape.describe()}: repacked onto a cheaper GPU (${price:.2f}/h)"
+        cost = price
+        moved: list[Rep] = []
+        ok = True
+        for r in spill:
+            extra = self._relocate(r, budget=slot.price - cost)
+            if extra is None:
+                ok = False
+                break
+            moved.append(r)
+            cost += extra
+        if ok and cost < slot.price - 1e-6:
+            return True
+        for r in moved:
+            self._detach(r)
+        for r, _c in packed:
+            self.state.remove_content(target, r.shape.profile)
+        for r, old in saved:
+            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
+        self._reattach(slot, reps)
+        return False

@@ -1,0 +1,238 @@
+"""The placement solver's shared parts: options, the portfolio, the replica record, and the state
+every phase reads (see :mod:`gpupool_operator.core.solver` for the algorithm).
+
+Private to the solver modules (``greedy``, ``repair``, ``solver``), which extend
+:class:`SolverBase` in that order; nothing outside them should need this module except for
+:class:`Options` and :class:`Variant`, which ``solver`` re-exports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from gpupool_operator.core import catalog, mig
+from gpupool_operator.core.cost import PriceTier
+from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind
+from gpupool_operator.core.inventory import Snapshot
+from gpupool_operator.core.plan import Eviction
+from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState, State
+
+__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "SolverBase", "Variant"]
+
+EPS = 1e-9
+EJECT_HOSTS = 64  # GPUs examined per ejection attempt (bounds the repair work on large clusters)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Knobs of one placement cycle."""
+
+    #: USD per hour a move must save, per running replica moved, before the plan moves it.
+    move_penalty: float = 0.5
+    #: Run the repair moves (close under-filled GPUs, downgrade to cheaper GPUs).
+    improve: bool = True
+    #: Run the portfolio of variants plus the whole-GPU-only plan and keep the best (see :func:`solve`).
+    portfolio: bool = True
+    #: How many :data:`PORTFOLIO` variants to run; ``None``: all of them up to
+    #: :data:`LARGE_REPLICAS` replicas, else one (the repairs matter less than speed there).
+    portfolio_size: int | None = None
+    #: Ruin-and-recreate attempts per plan (empty one or two GPUs, re-place their replicas greedily,
+    #: keep the result if cheaper). A count, not a time limit: the core has no clock.
+    #: ``None``: 300, or 20 above :data:`LARGE_REPLICAS` replicas.
+    lns_attempts: int | None = None
+    #: GPUs the close pass tries to empty per pass, least filled first; ``None``: all of them, or
+    #: 200 above :data:`LARGE_REPLICAS` replicas.
+    close_attempts: int | None = None
+
+    def resolved(self, replicas: int) -> Options:
+        """These options with every ``None`` replaced by its size-dependent default."""
+        large = replicas > LARGE_REPLICAS
+        return dataclasses.replace(
+            self,
+            portfolio_size=self.portfolio_size if self.portfolio_size is not None else (1 if large else 4),
+            lns_attempts=self.lns_attempts if self.lns_attempts is not None else (20 if large else 300),
+            close_attempts=self.close_attempts if self.close_attempts is not None else (200 if large else 10**9),
+        )
+
+
+#: Above this many replicas per cycle, :class:`Options` defaults trade a little cost for speed.
+LARGE_REPLICAS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One member of the solver portfolio: processing order and how a new GPU's price is spread."""
+
+    order: str = "two-phase"  # "two-phase" (GPU-bound models first) or "price" (one FFD pass)
+    amortize: str = "share"  # "share" (neutral slice share) or "self" (this model's replicas)
+
+
+#: The portfolio :func:`~gpupool_operator.core.solver.solve` runs; the cheapest plan that places the
+#: most replicas wins.
+PORTFOLIO = (Variant("two-phase", "share"), Variant("two-phase", "self"), Variant("price", "share"),
+             Variant("price", "self"))
+
+
+@dataclass(slots=True)
+class Rep:
+    demand: int
+    shape: Shape
+    node: NodeState
+    gpus: list[GpuSlot]
+    start: int | None = None  # start slot when on a FIXED GPU
+    pod: str | None = None  # running pod kept
+    reason: str = ""
+    #: True while the replica sits on a FIXED instance (start known) rather than a PLANNED layout
+    fixed: bool = False
+
+
+class SolverBase:
+    """State and bookkeeping shared by the greedy placement and the repair moves."""
+
+    snapshot: Snapshot
+    demands: list[Demand]
+    options: Options
+    variant: Variant
+    state: State
+    cands: list[tuple[Candidate, ...]]
+    rejected: list[tuple[str, ...]]
+    index: dict[str, int]
+    products: Products
+    reps: dict[int, Rep]  # insertion-ordered set of placed replicas, by id()
+    by_demand: dict[int, list[Rep]]
+    capture: list[Rep] | None  # collects replicas added while set
+    slot_index: dict[int, list[Rep]]  # GPU order -> replicas, rebuilt per repair pass
+    mig_hosts: dict[str, list[int]]  # product -> GPUs with planned MIG replicas
+    evictions: list[Eviction]
+    unplaced: dict[int, int]
+    no_spot: bool  # set while placing the replicas a model must keep off spot
+    eject_budget: int
+    final_layout: dict[int, mig.Placement]  # GPU order -> layout in the last plan
+
+    def _add_rep(self, r: Rep) -> None:
+        self.reps[id(r)] = r
+        self.by_demand.setdefault(r.demand, []).append(r)
+        if self.capture is not None:
+            self.capture.append(r)
+    def _remove_rep(self, r: Rep) -> None:
+        del self.reps[id(r)]
+        self.by_demand[r.demand].remove(r)
+    def _reindex(self) -> None:
+        self.slot_index = {}
+        self.mig_hosts = {}
+        for r in self.reps.values():
+            if len(r.gpus) == 1:
+                order = r.gpus[0].order
+                if order not in self.slot_index and r.shape.kind is ShapeKind.MIG and not r.fixed:
+                    self.mig_hosts.setdefault(r.shape.product, []).append(order)
+                self.slot_index.setdefault(order, []).append(r)
+    def _reps_on(self, slot: GpuSlot) -> list[Rep]:
+        return [r for r in self.slot_index.get(slot.order, ()) if r.gpus and r.gpus[0] is slot and id(r) in self.reps]
+    def _may_use_spot(self, r: Rep) -> bool:
+        """Whether moving ``r`` onto spot keeps its model's promised replicas off spot."""
+        d = self.demands[r.demand]
+        if not d.allow_spot:
+            return False
+        if d.min_off_spot == 0 or r.node.spec.price_tier is PriceTier.SPOT:
+            return True
+        others = sum(1 for x in self.by_demand.get(r.demand, ())
+                     if x is not r and x.node.spec.price_tier is not PriceTier.SPOT)
+        return others >= d.min_off_spot
+    def _group_may_use_spot(self, reps: list[Rep]) -> bool:
+        """Whether all of ``reps`` may move onto spot together (see :meth:`_may_use_spot`)."""
+        ids = {id(r) for r in reps}
+        for i in sorted({r.demand for r in reps}):
+            d = self.demands[i]
+            if not d.allow_spot:
+                return False
+            off = sum(1 for x in self.by_demand.get(i, ())
+                      if id(x) not in ids and x.node.spec.price_tier is not PriceTier.SPOT)
+            if off < d.min_off_spot:
+                return False
+        return True
+    def _size_key(self, i: int) -> tuple[bool, float, int, str]:
+        """First-fit-decreasing order in two phases.
+
+        Models whose cheapest home is a GPU (or a slice) go first, largest amortised footprint
+        first; models for which CPU cores are cheaper than any GPU share go last, so they take
+        spare room left on GPUs for free and otherwise CPU, instead of crowding out models that
+        have no alternative.
+        """
+        d = self.demands[i]
+        gpu = [p for c in self.cands[i] if c.shape.kind is not ShapeKind.CPU
+               for p in [self._static_price(i, c)] if p is not None]
+        cpu = [p for c in self.cands[i] if c.shape.kind is ShapeKind.CPU
+               for p in [self._static_price(i, c)] if p is not None]
+        gpu_cost = min(gpu) if gpu else float("inf")
+        cpu_cost = min(cpu) if cpu else float("inf")
+        flexible = cpu_cost < gpu_cost and self.variant.order == "two-phase"
+        size = gpu_cost if gpu else cpu_cost
+        if self.variant.order != "two-phase":
+            size = min(gpu_cost, cpu_cost)
+        return (flexible, -(size if size != float("inf") else 0.0), -d.tensor_parallel, d.key)
+    def _static_price(self, i: int, cand: Candidate) -> float | None:
+        shape = cand.shape
+        if shape.kind is ShapeKind.CPU:
+            return self.snapshot.cpu_price * shape.cpu_millis / 1000
+        groups = self._groups(i, shape.product, mig_only=shape.kind is ShapeKind.MIG)
+        if not groups:
+            return None
+        price = min(g.key[1] for g in groups)
+        return price * self._units(shape)
+    def _units(self, shape: Shape) -> float:
+        return units(shape)
+    def _spot_ok(self, i: int) -> bool:
+        return self.demands[i].allow_spot and not self.no_spot
+    def _groups(self, i: int, product: str, mig_only: bool) -> list[Group]:
+        spot_ok = self._spot_ok(i)
+        return [
+            g for g in self.state.groups_by_product.get(product, [])
+            if (spot_ok or not g.key[2]) and (g.key[3] or not mig_only)
+        ]
+    def _rep_cost(self, r: Rep) -> float:
+        if r.shape.kind is ShapeKind.CPU:
+            return self.snapshot.cpu_price * r.shape.cpu_millis / 1000
+        price = r.gpus[0].price if r.gpus else 0.0
+        return price * self._units(r.shape)
+
+
+@functools.cache
+def units(shape: Shape) -> float:
+    """GPUs a shape occupies: whole GPUs, or a slice's neutral share max(c/7, m/8)."""
+    if shape.kind is ShapeKind.GPU:
+        return float(shape.gpus)
+    if shape.kind is ShapeKind.CPU:
+        return 0.0
+    return mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
+
+
+def fields(r: Rep) -> tuple[Any, ...]:
+    return (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)
+
+
+def restore(r: Rep, old: tuple[Any, ...]) -> None:
+    r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old[0], old[1], list(old[2]), *old[3:]
+
+
+def group_sort(where: object) -> tuple[str, float, bool, bool]:
+    if isinstance(where, Group):
+        return where.key
+    return ("", 0.0, False, False)
+
+
+def free_in_current(slot: GpuSlot, prof: str) -> bool:
+    """Whether the GPU's current layout has a ``prof`` instance the plan has not used yet."""
+    if slot.current is None or slot.state is not GpuState.PLANNED:
+        return False
+    return sum(1 for name, _ in slot.current if name == prof) > slot.content.get(prof, 0)
+
+
+def layout_rank(slot: GpuSlot, prof: str) -> tuple[int, int]:
+    """Prefer GPUs whose current layout already has the most such instances (no re-layout), then any
+    MIG-enabled GPU, then whole ones (enabling MIG)."""
+    if slot.current is None:
+        return (1, 0)
+    return (0, -sum(1 for name, _ in slot.current if name == prof))
