@@ -355,35 +355,52 @@ class Repair(Greedy):
         ids = {id(sl) for sl in group}
         victims = [r for sl in group for r in self._reps_on(sl)]
         victims = list({id(r): r for r in victims if any(id(g) in ids for g in r.gpus)}.values())
+        return self._ruin(victims)
+
+    def _ruin(self, victims: list[Rep]) -> bool:
+        """Take ``victims`` out, re-place them greedily (two orders), keep the cheaper result."""
         if not victims or any(r.pod is not None or len(r.gpus) > 1 for r in victims):
             return False
+        group = list({id(g): g for r in victims for g in r.gpus}.values())
         before = {id(sl): sl.ours for sl in group}
-        saved = [(r, (r.shape, r.node, list(r.gpus), r.start, r.pod, r.reason, r.fixed)) for r in victims]
-        victim_ids = {id(r) for r in victims}
+        old_cpu = sum(self._rep_cost(r) for r in victims if r.shape.kind is ShapeKind.CPU)
+        saved = [(r, fields(r)) for r in victims]
         for r in victims:
             self._detach(r)
-        del victim_ids
-        for r in victims:
             self._remove_rep(r)
-        mark = 0
         counts: dict[int, int] = {}
         for r in victims:
             counts[r.demand] = counts.get(r.demand, 0) + 1
-        if self._recreate(counts, group, before, mark, reverse=False):
+        if self._recreate(counts, group, before, old_cpu, reverse=False):
             return True
-        if self._recreate(counts, group, before, mark, reverse=True):
+        if self._recreate(counts, group, before, old_cpu, reverse=True):
             return True
-        by_slot: dict[int, list[Rep]] = {}
         for r, old in saved:
-            r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old
-            by_slot.setdefault(id(r.gpus[0]), []).append(r)
-        for reps in by_slot.values():
-            self._reattach(reps[0].gpus[0], reps)
-        for r in victims:
+            restore(r, old)
+            self._attach(r)
             self._add_rep(r)
         return False
+
+    def _demand_lns(self, budget: list[int]) -> bool:
+        """Ruin and recreate every replica of two models at once (pairs by cost, dearest first):
+        undoes choices of product and shape that the GPU-by-GPU moves cannot reach."""
+        cost: dict[int, float] = {}
+        for r in self.reps.values():
+            cost[r.demand] = cost.get(r.demand, 0.0) + self._rep_cost(r)
+        order = sorted(cost, key=lambda i: (-cost[i], i))
+        changed = False
+        for a in range(len(order)):
+            for b in range(a + 1, len(order)):
+                if budget[0] <= 0:
+                    return changed
+                budget[0] -= 1
+                victims = [r for i in (order[a], order[b]) for r in self.by_demand.get(i, ())]
+                if self._ruin(list(victims)):
+                    changed = True
+        return changed
+
     def _recreate(
-        self, counts: dict[int, int], group: list[GpuSlot], before: dict[int, int], mark: int, reverse: bool
+        self, counts: dict[int, int], group: list[GpuSlot], before: dict[int, int], old_cpu: float, reverse: bool
     ) -> bool:
         """Re-place the ruined replicas (largest first, or smallest first); keep if cheaper."""
         ok = True
@@ -393,8 +410,7 @@ class Repair(Greedy):
                 ok = False
                 break
         new, self.capture = self.capture, None
-        del mark
-        delta = 0.0
+        delta = -old_cpu
         if ok:
             touched: dict[int, GpuSlot] = {id(sl): sl for sl in group}
             added: dict[int, int] = {}

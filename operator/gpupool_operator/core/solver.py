@@ -177,13 +177,16 @@ class _Solver(Repair):
             self._count_repair()
         if self.options.improve:
             budget = [self.options.lns_attempts or 0]
+            pairs = [self.options.pair_attempts or 0]
             for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
                 changed = self._close_pass()
                 changed |= self._downgrade_pass()
                 changed |= self._lns_pass(budget)
+                changed |= self._demand_lns(pairs)
                 if not changed:
                     break
         return self._finish()
+
     def update(self, demands: Sequence[Demand]) -> Plan:
         """Re-plan after demands changed, on top of the last plan (taken as applied).
 

@@ -46,6 +46,9 @@ class Options:
     #: GPUs the close pass tries to empty per pass, least filled first; ``None``: all of them, or
     #: 200 above :data:`LARGE_REPLICAS` replicas.
     close_attempts: int | None = None
+    #: Model pairs the demand-level ruin and recreate tries (every replica of two models at once);
+    #: ``None``: 300, or none above :data:`LARGE_REPLICAS` replicas.
+    pair_attempts: int | None = None
 
     def resolved(self, replicas: int) -> Options:
         """These options with every ``None`` replaced by its size-dependent default."""
@@ -55,6 +58,7 @@ class Options:
             portfolio_size=self.portfolio_size if self.portfolio_size is not None else (1 if large else 4),
             lns_attempts=self.lns_attempts if self.lns_attempts is not None else (20 if large else 300),
             close_attempts=self.close_attempts if self.close_attempts is not None else (200 if large else 10**9),
+            pair_attempts=self.pair_attempts if self.pair_attempts is not None else (0 if large else 300),
         )
 
 
@@ -76,7 +80,7 @@ PORTFOLIO = (Variant("two-phase", "share"), Variant("two-phase", "self"), Varian
              Variant("price", "self"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity semantics: two replicas may look alike
 class Rep:
     demand: int
     shape: Shape
