@@ -36,7 +36,9 @@ def rss_mib(pid: int) -> float:
 def ready_count(cluster: LocalCluster) -> int:
     items = json.loads(cluster.kubectl("get", "nodes", "-o", "json", timeout_s=300).stdout)["items"]
     return sum(
-        1 for n in items if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+        1
+        for n in items
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
     )
 
 
@@ -103,7 +105,8 @@ def main() -> int:
 | warm boot (restart on same data) | {data["warm_boot_s"]} s |
 | register {len(gpu_nodes)} GPU nodes ({gpus} GPUs) | {data["register_s"]} s |
 | registration rate, 16 client threads | {data["register_nodes_per_s_16_threads"]} nodes/s |
-| registration rate, 1 client thread | {data["register_nodes_per_s_1_thread"]} nodes/s (16 threads = {data["parallel_speedup"]}x) |
+| registration rate, 1 client thread | {data["register_nodes_per_s_1_thread"]} nodes/s |
+| 16 threads vs 1 | {data["parallel_speedup"]}x |
 | from first create to all {ready} nodes Ready (KWOK) | {data["all_ready_s"]} s |
 
 Resident memory after registration (MiB):
