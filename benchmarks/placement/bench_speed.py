@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import sys
 import time
 import tracemalloc
@@ -149,7 +150,9 @@ def main() -> int:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
+    load = os.getloadavg()
     data = {
+        "load_average_1_5_15": load,
         "nodes": len(snap.nodes), "gpus": gpus, "models": len(demands), "replicas": wanted,
         "placed": len(plan.assignments), "cost_per_hour": plan.cost_per_hour, "gpus_used": plan.gpus_used,
         "adapter_nodes": len(objects), "adapter_s": adapter_s,
@@ -175,6 +178,9 @@ def main() -> int:
         f"| {resolve_s * 1000:.0f} ms |",
         f"| snapshot from {len(objects)} Node objects (adapter) | {adapter_s:.2f} s |",
         f"| peak memory of a full plan (tracemalloc) | {peak / 2**20:.0f} MiB |",
+        "",
+        f"Machine load average when recorded (1/5/15 min, {os.cpu_count()} CPUs): "
+        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; other work on this shared machine slows every row alike.",
     ])
     path = write("placement-speed", data, md)
     print(md)
