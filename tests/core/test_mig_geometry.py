@@ -37,7 +37,7 @@ H100 = catalog.by_key("H100-80GB")
 )
 def test_layout_validity(counts: dict[str, int], valid: bool) -> None:
     assert (mig.layout_problem(A100, counts) is None) is valid
-    assert mig.is_valid(A100, counts) is valid or "5g" in str(counts)
+    assert mig.is_valid(A100, counts) is valid
 
 
 def test_problem_says_why() -> None:
@@ -111,9 +111,8 @@ def test_smallest_change_properties(current: mig.Counts, need: dict[str, int]) -
     cur = mig.place(H100, dict(current))
     assert cur is not None
     after = mig.smallest_change(H100, cur, (), need)
-    feasible = mig.add("H100-80GB", (), "1g.10gb", 0) is not None and mig.is_valid(H100, need)
-    if after is None:
-        assert not feasible
+    if after is None:  # nothing is pinned, so only an impossible `need` has no answer
+        assert not mig.is_valid(H100, need)
         return
     counts = Counter(n for n, _ in after)
     assert all(counts[k] >= v for k, v in need.items())
