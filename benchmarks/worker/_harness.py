@@ -57,16 +57,16 @@ def start_gpupool(repository: Path, *, threads: int, env: dict[str, str] | None 
     return server
 
 
-def start_kserve(*, threads: int) -> Server:
+def start_kserve(*, threads: int, max_threads: int = 4) -> Server:
     if not KSERVE_PYTHON.exists():
         raise SystemExit(f"no kserve venv at {KSERVE_PYTHON}: bash benchmarks/worker/kserve_env.sh <venv>")
     port, http = free_port(), free_port()
     proc = subprocess.Popen(
         [str(KSERVE_PYTHON), str(Path(__file__).with_name("kserve_minilm_server.py")), str(port), str(http),
-         str(threads)],
+         str(threads), str(max_threads)],
         env={**os.environ, "PYTHONPATH": str(ROOT / "worker")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server("kserve-modelserver", proc, f"127.0.0.1:{port}")
+    server = Server(f"kserve-modelserver(max_threads={max_threads})", proc, f"127.0.0.1:{port}")
     wait_ready(server, model="minilm")
     return server
 

@@ -5,7 +5,10 @@ Runs in the kserve virtualenv (benchmarks/worker/kserve_env.sh) with PYTHONPATH=
 predict() is synchronous, the pattern KServe's documentation and examples use; KServe's
 ModelServer has no dynamic batching of its own (each request runs on its own).
 
-    python kserve_minilm_server.py GRPC_PORT HTTP_PORT TORCH_THREADS
+    python kserve_minilm_server.py GRPC_PORT HTTP_PORT TORCH_THREADS [MAX_THREADS]
+
+MAX_THREADS is ModelServer's thread pool (default 4): with more than one, several synchronous
+predict() calls run at once and, each with TORCH_THREADS intra-op threads, oversubscribe the CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class MiniLM(Model):
 
 if __name__ == "__main__":
     grpc_port, http_port, threads = (int(a) for a in sys.argv[1:4])
+    max_threads = int(sys.argv[4]) if len(sys.argv) > 4 else 4
     torch.set_num_threads(threads)
-    ModelServer(grpc_port=grpc_port, http_port=http_port, workers=1,
+    ModelServer(grpc_port=grpc_port, http_port=http_port, workers=1, max_threads=max_threads,
                 enable_latency_logging=False).start([MiniLM("minilm")])

