@@ -41,10 +41,10 @@ class Options:
     portfolio_size: int | None = None
     #: Ruin-and-recreate attempts per plan (empty one or two GPUs, re-place their replicas greedily,
     #: keep the result if cheaper). A count, not a time limit: the core has no clock.
-    #: ``None``: 300, or 20 above :data:`LARGE_REPLICAS` replicas.
+    #: ``None``: 300, or 10 above :data:`LARGE_REPLICAS` replicas.
     lns_attempts: int | None = None
     #: GPUs the close pass tries to empty per pass, least filled first; ``None``: all of them, or
-    #: 200 above :data:`LARGE_REPLICAS` replicas.
+    #: 120 above :data:`LARGE_REPLICAS` replicas.
     close_attempts: int | None = None
     #: Model pairs the demand-level ruin and recreate tries (every replica of two models at once);
     #: ``None``: 300, or none above :data:`LARGE_REPLICAS` replicas.
@@ -56,8 +56,8 @@ class Options:
         return dataclasses.replace(
             self,
             portfolio_size=self.portfolio_size if self.portfolio_size is not None else (1 if large else 4),
-            lns_attempts=self.lns_attempts if self.lns_attempts is not None else (20 if large else 300),
-            close_attempts=self.close_attempts if self.close_attempts is not None else (200 if large else 10**9),
+            lns_attempts=self.lns_attempts if self.lns_attempts is not None else (10 if large else 300),
+            close_attempts=self.close_attempts if self.close_attempts is not None else (120 if large else 10**9),
             pair_attempts=self.pair_attempts if self.pair_attempts is not None else (0 if large else 300),
         )
 
