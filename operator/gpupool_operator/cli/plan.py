@@ -208,7 +208,7 @@ def table(plan: Plan) -> str:
          f"{a.cost:.2f}", "keep" if a.pod else "new"]
         for a in plan.assignments
     ]
-    parts.append("\nPLACEMENTS\n" + _rows(["MODEL", "#", "SHAPE", "NODE", "GPU", "$/H", ""], rows))
+    parts.append("\nPLACEMENTS\n" + _rows(["MODEL", "#", "SHAPE", "NODE", "GPU@SLOT", "$/H", "STATE"], rows))
     if plan.layout_changes:
         rows = [
             [c.node, str(c.gpu), mig.describe(None if c.before is None else mig.placement_counts(c.before)),
