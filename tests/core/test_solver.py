@@ -175,7 +175,7 @@ def test_actions_order_and_mig_parted_config() -> None:
     layouts = next(s.layouts for s in steps if s.kind is ActionKind.SET_MIG_LAYOUT)
     config = mig_parted_config(layouts)
     assert config[0]["mig-enabled"] is True
-    assert config[0]["mig-devices"] == {"1g.10gb": 3}
+    assert config[0]["mig-devices"] == {"1g.10gb": 7}  # filled up: the next replicas need no re-layout
 
 
 def test_plan_json_schema_fields() -> None:
@@ -186,4 +186,21 @@ def test_plan_json_schema_fields() -> None:
                         "migChanges", "evictions", "unplaced", "notes"}
     p = doc["placements"][0]
     assert p["resources"] == {"nvidia.com/mig-1g.10gb": "1"}
-    assert doc["migChanges"][0]["after"]["counts"] == {"1g.10gb": 2}
+    assert doc["migChanges"][0]["after"]["counts"] == {"1g.10gb": 7}
+
+
+def test_planner_replan_keeps_everything_else_in_place() -> None:
+    from gpupool_operator.core.solver import Planner
+
+    snap = snapshot(gpu_node("a", "A100-80GB", 2), gpu_node("h", "H100-80GB", 4), cpu_node("c"))
+    demands = [demand("ns/small", 3, 8), demand("ns/big", 1, 70, GPU), demand("ns/cpu", 1, 2, cpu(2))]
+    planner = Planner(snap)
+    first = planner.plan(demands)
+    where = {(a.demand, a.node, a.gpus, a.start) for a in first.assignments}
+    more = [demand("ns/small", 5, 8), demand("ns/big", 1, 70, GPU)]  # ns/cpu removed, ns/small +2
+    second = planner.replan(more)
+    again = {(a.demand, a.node, a.gpus, a.start) for a in second.assignments}
+    assert {w for w in where if w[0] != "ns/cpu"} <= again
+    assert len(second.for_demand("ns/small")) == 5
+    assert second.for_demand("ns/cpu") == ()
+    assert second.layout_changes == ()  # the two new 1g.10gb fit the layout the first plan made

@@ -302,6 +302,8 @@ class _Solver(Repair):
                 else:
                     after = mig.place(product, slot.content)
                 assert after is not None, (slot.product, slot.content)
+                if slot.current is None or sorted(slot.current) != sorted(after):
+                    after = _padded(product, slot.current, after, slot.content)
                 self.final_layout[slot.order] = after
                 if slot.current is None or tuple(sorted(slot.current)) != tuple(sorted(after)):
                     changes.append(LayoutChange(slot.node.name, slot.index, slot.current, after))
@@ -395,6 +397,25 @@ class _Solver(Repair):
         shapes = ", ".join(c.shape.describe() for c in cands[:4]) + (" ..." if len(cands) > 4 else "")
         spot = "" if d.allow_spot else " (spot nodes excluded by the pool)"
         return f"no free capacity for any accepted shape ({shapes}){spot}: " + "; ".join(parts)
+
+
+def _padded(
+    product: catalog.GpuProduct, current: mig.Placement | None, after: mig.Placement, content: dict[str, int]
+) -> mig.Placement:
+    """A layout that changes anyway is filled up with more instances of its most used profile, so
+    the next replicas of that size need no second reconfiguration (NVIDIA's MIG manager applies a
+    GPU's layout as a whole)."""
+    counts = dict(mig.placement_counts(after))
+    prof = min(content, key=lambda p: (-content[p], p))
+    extra = mig.room_for(product.key, mig.counts_key(counts), prof)
+    if not extra:
+        return after
+    counts[prof] = counts.get(prof, 0) + extra
+    if current is not None:
+        padded = mig.smallest_change(product, current, (), counts)
+    else:
+        padded = mig.place(product, counts)
+    return padded if padded is not None else after
 
 
 def _holding_shape(product: str, h: Holding) -> Shape:
