@@ -411,10 +411,7 @@ def _padded(
     if not extra:
         return after
     counts[prof] = counts.get(prof, 0) + extra
-    if current is not None:
-        padded = mig.smallest_change(product, current, (), counts)
-    else:
-        padded = mig.place(product, counts)
+    padded = mig.place(product, counts) if current is None else mig.smallest_change(product, current, (), counts)
     return padded if padded is not None else after
 
 
