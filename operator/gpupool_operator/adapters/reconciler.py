@@ -155,6 +155,8 @@ class Reconciler:
         self.cycles = 0
         self.idle = asyncio.Event()
         self._events: list[tuple[Obj, str, str, str]] = []  # (involvedObject, type, reason, message)
+        self._parsed: dict[tuple[Any, Any, bool], ParsedPool] = {}
+        self._status_inputs: dict[str, Any] = {}  # pool -> what its last written status was computed from
 
     # -- the loop -----------------------------------------------------------------------------
     def poke(self) -> None:
@@ -210,7 +212,7 @@ class Reconciler:
         report = CycleReport(started=self.clock(), store_version=self.store.version)
         now = self.clock()
 
-        parsed = [parse_pool(obj) for obj in self.store.all(Kind.POOL)]
+        parsed = [self._parse(obj) for obj in self.store.all(Kind.POOL)]
         pools = {f"{p.namespace}/{p.name}": p for p in parsed if p.pool is not None and not p.deleting}
         config_obj = self.store.get(Kind.CONFIG, "default")
         config, config_problem = config_from(config_obj)
@@ -287,7 +289,7 @@ class Reconciler:
 
         # 7. Status of every pool, written only when it changes; one Event per pool with news.
         report.statuses += await self._write_statuses(pools, plan, pod_names, desired, limited)
-        await asyncio.gather(*(limited(self._post_event, *e) for e in self._events))
+        await asyncio.gather(*(limited(self._post_event, *e) for e in self._grouped_events()))
         self._events.clear()
 
         report.seconds = time.monotonic() - started
@@ -304,6 +306,17 @@ class Reconciler:
                 report.relabeled, report.ungated, report.statuses, report.unplaced, report.cost_per_hour,
             )
         return report
+
+    def _parse(self, obj: Obj) -> ParsedPool:
+        """Parse a pool once per (uid, generation, deleting): specs change only with the generation."""
+        meta = obj.get("metadata", {})
+        key = (meta.get("uid"), meta.get("generation"), bool(meta.get("deletionTimestamp")))
+        hit = self._parsed.get(key)
+        if hit is None:
+            hit = self._parsed[key] = parse_pool(obj)
+            if len(self._parsed) > 4 * max(len(self.store.objects[Kind.POOL]), 64):
+                self._parsed = {key: hit}
+        return hit
 
     # -- deletions ----------------------------------------------------------------------------
     def _doomed(
@@ -593,6 +606,12 @@ class Reconciler:
             if _is_ours(pod) and not pod["metadata"].get("deletionTimestamp") and not _finished(pod):
                 by_demand.setdefault(pod["metadata"]["annotations"][names.ANN_DEMAND], []).append(pod)
         assignment_pods = {k: v[0] for k, v in pod_names.items()}
+        index: dict[str, list[Assignment]] = {}
+        for a in plan.assignments:
+            index.setdefault(a.demand, []).append(a)
+        unplaced_by: dict[str, list[str]] = {}
+        for u in plan.unplaced:
+            unplaced_by.setdefault(u.demand, []).append(f"{u.count}:{u.reason}")
         now = _now()
         jobs = []
         for key, entry in pools.items():
@@ -600,11 +619,16 @@ class Reconciler:
             if pool is None:
                 continue
             stored = (self.store.get(Kind.POOL, key) or {}).get("status")
+            inputs = self._inputs_of(entry, index, unplaced_by, by_demand, desired)
+            if stored and stored.get("observedGeneration") == entry.generation and \
+                    self._status_inputs.get(key) == inputs:
+                continue  # nothing it is computed from changed since it was written
             previous = None
             if stored:
                 with contextlib.suppress(ValueError):
                     previous = InferencePoolStatus.model_validate(stored)
-            status = pool_status(pool, plan, by_demand, assignment_pods, desired, previous, now)
+            status = pool_status(pool, plan, by_demand, assignment_pods, desired, previous, now, index=index)
+            self._status_inputs[key] = inputs
             if not status_differs(stored, status):
                 continue
             if previous is None or _unplaced_changed(previous, status):
@@ -617,6 +641,24 @@ class Reconciler:
             jobs.append(limited(self._patch_status, entry, status))
         done = await asyncio.gather(*jobs)
         return sum(1 for d in done if d)
+
+    @staticmethod
+    def _inputs_of(entry: ParsedPool, index: Mapping[str, list[Assignment]], unplaced: Mapping[str, list[str]],
+                   pods: Mapping[str, list[Obj]], desired: Mapping[str, int]) -> Any:
+        """A comparable summary of everything a pool's status is computed from."""
+        assert entry.pool is not None
+        out: list[Any] = [entry.generation]
+        for model in entry.pool.spec.models:
+            key = names.demand_key(entry.namespace, entry.name, model.name)
+            out.append((
+                key, desired.get(key),
+                tuple((a.replica, a.node, a.shape, a.cost, a.pod) for a in index.get(key, ())),
+                tuple(unplaced.get(key, ())),
+                tuple(sorted((p["metadata"]["name"], p.get("spec", {}).get("nodeName"),
+                              bool(p.get("spec", {}).get("schedulingGates")), pod_is_ready(p))
+                             for p in pods.get(key, ()))),
+            ))
+        return tuple(out)
 
     def _patch_status(self, entry: ParsedPool, status: InferencePoolStatus) -> bool:
         path = path_for(API_VERSION, "inferencepools", entry.name, entry.namespace, "status")
@@ -643,6 +685,19 @@ class Reconciler:
         if meta.get("namespace"):
             involved["namespace"] = meta["namespace"]
         self._events.append((involved, type_, reason, message))
+
+    def _grouped_events(self) -> list[tuple[Obj, str, str, str]]:
+        """One Event per object, type and reason per cycle: 200 replicas placed make one Event per
+        pool, not 200 (each Event is a write the API server must take)."""
+        groups: dict[tuple[str, str, str], tuple[Obj, list[str]]] = {}
+        for involved, type_, reason, message in self._events:
+            key = (str(involved.get("uid") or involved.get("name")), type_, reason)
+            groups.setdefault(key, (involved, []))[1].append(message)
+        out = []
+        for (_, type_, reason), (involved, messages) in groups.items():
+            text = messages[0] if len(messages) == 1 else f"{len(messages)} replicas: " + "; ".join(messages)
+            out.append((involved, type_, reason, text if len(text) <= 1024 else text[:1020] + " ..."))
+        return out
 
     def _post_event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
         namespace = involved.get("namespace") or "default"

@@ -9,6 +9,7 @@ re-layout failed (left out of MIG placement for a cool-down). Prices come from t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -164,6 +165,12 @@ def _infer_layouts(product: catalog.GpuProduct, gpus: int, allocatable: Obj) -> 
     return layouts
 
 
+@functools.lru_cache(maxsize=4096)
+def _placement(product_key: str, counts: tuple[tuple[str, int], ...]) -> mig.Placement | None:
+    """Start slots for a layout; cached: a fleet has few distinct layouts and this backtracks."""
+    return mig.place(catalog.by_key(product_key), dict(counts))
+
+
 def _has(product: catalog.GpuProduct, name: str) -> bool:
     return any(p.name == name for p in product.mig_profiles)
 
@@ -292,7 +299,7 @@ def build_snapshot(
                 layouts = _infer_layouts(product, count, alloc)
                 node_warnings.append("no gpupool.io/mig-layout annotation: per-GPU layout inferred from allocatable")
             for i, counts in enumerate(layouts):
-                placement = mig.place(product, counts) if counts else None
+                placement = _placement(product.key, tuple(sorted(counts.items()))) if counts else None
                 gpus.append(Gpu(i, placement))
         else:
             gpus = [Gpu(i) for i in range(count)]

@@ -62,8 +62,12 @@ def pool_status(
     previous: InferencePoolStatus | None,
     now: datetime,
     extra_messages: Sequence[str] = (),
+    index: Mapping[str, Sequence[Assignment]] | None = None,
 ) -> InferencePoolStatus:
-    """The status this pool should have after a cycle that produced ``plan``."""
+    """The status this pool should have after a cycle that produced ``plan``.
+
+    ``index`` (assignments by demand) saves a scan of the whole plan per model on big clusters.
+    """
     namespace, name = pool.metadata.namespace or "default", pool.metadata.name or ""
     models: list[ModelStatus] = []
     unplaced_all: list[Unplaced] = []
@@ -76,7 +80,7 @@ def pool_status(
         pods = {p["metadata"]["name"]: p for p in pods_by_demand.get(key, [])}
         replicas: list[ReplicaPlacement] = []
         cost = 0.0
-        for a in plan.for_demand(key):
+        for a in (index.get(key, ()) if index is not None else plan.for_demand(key)):
             pod_name = pod_for_assignment.get((key, a.replica))
             pod = pods.get(pod_name or "")
             resource, count = _resource(a)

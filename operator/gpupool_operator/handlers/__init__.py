@@ -1,6 +1,7 @@
 """kopf wiring, kept thin: watch events feed the store and poke the one global placement loop.
 
-Only ``@kopf.on.event`` handlers: kopf persists no handler state and adds no finalizers, so an
+Only ``@kopf.on.event`` handlers, async (they only touch memory: no thread hop per event). kopf
+persists no handler state and adds no finalizers, so an
 operator that is down never blocks a deletion (owner references clean up), and a standby replica
 can watch (warm cache) without writing anything. Leadership is a Lease (``adapters.leader``); kopf
 runs ``--standalone``. Run with ``gpupool operator`` or ``kopf run -A --standalone -m
@@ -64,20 +65,20 @@ def _feed(kind: Kind, event: kopf.RawEvent, memo: kopf.Memo) -> None:
 
 
 @kopf.on.event("v1", "nodes")
-def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _feed(Kind.NODE, event, memo)
 
 
 @kopf.on.event("v1", "pods")
-def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _feed(Kind.POD, event, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "inferencepools")
-def pool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def pool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _feed(Kind.POOL, event, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "gpupoolconfigs")
-def config_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def config_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _feed(Kind.CONFIG, event, memo)
