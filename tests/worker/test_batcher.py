@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from .gate_model import GateModel
 COST = CostModel(price_per_hour_usd=3.6, device_share=0.5)
 
 
-def make(model: GateModel, **policy: Any) -> tuple[DynamicBatcher, ModelStatistics, WorkerMetrics]:
+def make(model: GateModel, **policy: int) -> tuple[DynamicBatcher, ModelStatistics, WorkerMetrics]:
     stats = ModelStatistics(model.name, "1", COST)
     metrics = WorkerMetrics(COST)
     policy.setdefault("inline_below_us", 0)  # the gate blocks: it must never run on the event loop
@@ -201,8 +200,7 @@ async def test_stop_drains_queued_requests_then_refuses_new_ones() -> None:
 async def test_queue_delay_lets_a_batch_fill_before_it_closes() -> None:
     # a long delay and max_batch_size reached: the batch closes on size, not on time
     model = GateModel(max_batch_size=4)
-    batcher, _, metrics = make(model, max_batch_size=4, max_queue_delay_us=60_000_000,
-                               adaptive_delay=False)
+    batcher, _, metrics = make(model, max_batch_size=4, max_queue_delay_us=60_000_000)
     results = await asyncio.gather(*(batcher.infer(rows(1, float(i))) for i in range(4)))
     assert model.batches == [4]
     assert all(r.batch_rows == 4 for r in results)
@@ -238,30 +236,4 @@ async def test_fast_models_run_on_the_event_loop_after_the_first_batch() -> None
     assert threads[0] != loop_thread  # unknown cost: measured on the model thread first
     assert threads[1:] == [loop_thread, loop_thread]
     assert batcher.inline_executions == 2
-    await batcher.stop()
-
-
-async def test_at_low_load_a_lone_request_does_not_wait_out_the_queue_delay() -> None:
-    # a 60 s delay would time this test out if a lone request waited for company
-    model = GateModel()
-    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
-    for i in range(3):
-        assert (await batcher.infer(rows(1, float(i)))).batch_rows == 1
-    assert model.batches == [1, 1, 1]
-    await batcher.stop()
-
-
-async def test_under_load_the_queue_delay_applies_again() -> None:
-    model = GateModel()
-    batcher, _, _ = make(model, max_batch_size=4, max_queue_delay_us=60_000_000)
-    # several requests per batch raise the moving average above 1.5 ...
-    for _ in range(4):
-        await asyncio.gather(*(batcher.infer(rows(1, 1.0)) for _ in range(4)))
-    # ... so a lone request now waits for company, and the next arrivals join its batch
-    lone = asyncio.create_task(batcher.infer(rows(1, 2.0)))
-    await asyncio.sleep(0.05)
-    assert not lone.done()
-    more = [asyncio.create_task(batcher.infer(rows(1, 3.0))) for _ in range(3)]
-    assert (await lone).batch_rows == 4
-    await asyncio.gather(*more)
     await batcher.stop()

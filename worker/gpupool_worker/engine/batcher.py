@@ -44,10 +44,6 @@ class BatchPolicy:
     # the model thread and back costs ~100-300 us of wake-ups, more than a tiny model's compute.
     # 0 disables (every batch on the model thread).
     inline_below_us: int = 200
-    # Skip the queue delay while recent batches held a single request: at low load nobody else is
-    # coming and the delay is pure latency. Under load batches fill while the device works, the
-    # average rises above 1.5 requests per batch and the delay applies again.
-    adaptive_delay: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -113,7 +109,6 @@ class DynamicBatcher:
         self._executing = 0
         self._label = model.name
         self._typical_ns: float | None = None  # moving average of batch execution time
-        self._requests_per_batch = 1.0  # moving average
         self.inline_executions = 0
         # metric children bound once: labels() lookups cost more than the observations themselves
         label = model.name
@@ -230,10 +225,7 @@ class DynamicBatcher:
         batch = [first]
         if self._batched:
             rows = self._take_compatible(batch, first.rows)
-            delay_ns = self._policy.max_queue_delay_us * 1_000
-            if self._policy.adaptive_delay and self._requests_per_batch < 1.5 and len(batch) == 1:
-                delay_ns = 0
-            close_at = first.enqueued_ns + delay_ns
+            close_at = first.enqueued_ns + self._policy.max_queue_delay_us * 1_000
             while rows < self._limit:
                 remaining = close_at - self._clock()
                 if remaining <= 0:
@@ -277,7 +269,6 @@ class DynamicBatcher:
             return
         finally:
             self._executing = 0
-        self._requests_per_batch = 0.8 * self._requests_per_batch + 0.2 * len(live)
         busy = float(execution.busy_ns)
         self._typical_ns = busy if self._typical_ns is None else 0.8 * self._typical_ns + 0.2 * busy
         finished_ms = time.time_ns() // 1_000_000

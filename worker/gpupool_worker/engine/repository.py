@@ -65,7 +65,6 @@ class ModelConfig(BaseModel):
     max_queue_delay_us: Annotated[int, Field(ge=0)] = 2_000
     max_queue_size: Annotated[int, Field(ge=1)] = 1_024
     inline_below_us: Annotated[int, Field(ge=0)] = 200
-    adaptive_delay: bool = True
     engine: Literal["auto", "eager", "compile", "triton"] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] | None = None
     weights: str = "weights"
@@ -77,7 +76,7 @@ class ModelConfig(BaseModel):
     @property
     def policy(self) -> BatchPolicy:
         return BatchPolicy(self.max_batch_size, self.max_queue_delay_us, self.max_queue_size,
-                           self.inline_below_us, self.adaptive_delay)
+                           self.inline_below_us)
 
 
 @dataclass(frozen=True, slots=True)
