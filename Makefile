@@ -7,6 +7,8 @@ export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)/worker:$(CURDIR)/proto
 export NO_PROXY := 127.0.0.1,localhost
 VENV = $(shell bash scripts/setup.sh)
 PY = $(VENV)/bin/python
+# The kserve SDK's client runs from its own venv beside the main one (it pins protobuf<7).
+PYTEST = GPUPOOL_KSERVE_PYTHON=$(VENV)-kserve/bin/python $(PY) -m pytest -p no:cacheprovider
 
 .PHONY: help setup binaries lint verify test test-fast bench demo up down clean-cluster
 
@@ -25,17 +27,17 @@ lint: ## ruff, mypy --strict, import-linter layer contracts
 	$(PY) -m mypy operator/gpupool_operator worker/gpupool_worker
 	$(VENV)/bin/lint-imports
 
-verify: ## regenerate every checked-in artifact and fail if anything drifted
+verify: ## regenerate every checked-in artifact (CRDs, chart CRDs, protobuf stubs) and fail if anything drifted
 	$(PY) -m gpupool_operator.api.crdgen --check
-	$(PY) -m gpupool_worker.protogen --check
+	@bash scripts/protogen.sh --check "$(PY)"
 
 test: setup lint verify ## everything CI runs: setup, lint, verify, all tests (unit, scenarios, real cluster, worker)
 	@# pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
-	@$(PY) -m pytest -p no:cacheprovider; rc=$$?; \
+	@$(PYTEST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 test-fast: ## tests that need no control plane
-	$(PY) -m pytest -p no:cacheprovider -m "not cluster"
+	$(PYTEST) -m "not cluster"
 
 bench: setup ## run every benchmarks/*/bench_*.py; results land in benchmarks/results/
 	@set -e; for f in benchmarks/*/bench_*.py; do echo "== $$f"; $(PY) $$f; done

@@ -42,4 +42,6 @@ PY
   "$venv/bin/pip" install --progress-bar on -r "$venv/requirements.txt" >&2
   touch "$venv/.complete"
 fi
+# The kserve SDK pins protobuf<7, so its client lives in a venv of its own beside this one.
+bash "$here/scripts/kserve_env.sh" "$venv" >/dev/null
 echo "$venv"

@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHONPATH = os.pathsep.join(str(ROOT / p) for p in ("operator", "worker", "proto"))
-KSERVE_PYTHON = Path(os.environ.get("GPUPOOL_KSERVE_PYTHON", Path.home() / ".cache/gpupool/kserve-venv/bin/python"))
+KSERVE_PYTHON = Path(os.environ.get("GPUPOOL_KSERVE_PYTHON", f"{sys.prefix}-kserve/bin/python"))
 SENTENCE = "GPU slices cut the cost of serving sentence embeddings at scale."
 
 
@@ -59,7 +59,7 @@ def start_gpupool(repository: Path, *, threads: int, env: dict[str, str] | None 
 
 def start_kserve(*, threads: int, max_threads: int = 4) -> Server:
     if not KSERVE_PYTHON.exists():
-        raise SystemExit(f"no kserve venv at {KSERVE_PYTHON}: bash benchmarks/worker/kserve_env.sh <venv>")
+        raise SystemExit(f"no kserve venv at {KSERVE_PYTHON}: bash scripts/kserve_env.sh <venv>")
     port, http = free_port(), free_port()
     proc = subprocess.Popen(
         [str(KSERVE_PYTHON), str(Path(__file__).with_name("kserve_minilm_server.py")), str(port), str(http),

@@ -1,7 +1,7 @@
 """KServe's Python ModelServer serving all-MiniLM-L6-v2 with the same encoder code and weights as
 gpupool-worker (eager, fp32, CPU), so the comparison measures the serving stack, not the model.
 
-Runs in the kserve virtualenv (benchmarks/worker/kserve_env.sh) with PYTHONPATH=worker.
+Runs in the kserve virtualenv (scripts/kserve_env.sh) with PYTHONPATH=worker.
 predict() is synchronous, the pattern KServe's documentation and examples use; KServe's
 ModelServer has no dynamic batching of its own (each request runs on its own).
 
