@@ -139,3 +139,28 @@ def test_node_added_cordoned_and_removed_trigger_replanning(
     finally:
         control_plane.kubectl("delete", "node", "h200-test-0000", "h200-test-0001", "--ignore-not-found",
                               check=False)
+
+
+def test_a_replica_the_scheduler_refuses_is_planned_elsewhere(
+    control_plane: LocalCluster, operator: Any, namespace: str
+) -> None:
+    # The node's labels and layout annotation promise three 2g.24gb slices, but its device plugin
+    # advertises none: kube-scheduler refuses the replica; the operator must not retry forever.
+    node_name = "nvlbad-mig-0000"
+    node = fake_gpu_node(node_name, "H100-NVL-94GB", gpus=1, mig_strategy="mixed", layouts=[{"2g.24gb": 3}])
+    register_nodes(control_plane.api_client(), [node], progress=None)
+    try:
+        control_plane.kubectl("patch", "node", node_name, "--subresource=status", "--type=merge",
+                              "-p", '{"status":{"allocatable":{"nvidia.com/mig-2g.24gb":"0"}}}')
+        apply(control_plane, PoolBuilder("refused").mig("m", "2g.24gb").obj(), namespace)
+
+        def degraded() -> dict[str, Any] | None:
+            cond = condition(pool(control_plane, namespace, "refused"), "Degraded") or {}
+            return cond if cond.get("status") == "True" and not live_pods(control_plane, namespace) else None
+
+        cond = wait_until(degraded, TIMEOUT, "Degraded once the refused node is avoided")
+        assert cond["reason"] == "InsufficientCapacity"
+        events = get_json(control_plane, "events", "-n", namespace)["items"]
+        assert any(e["reason"] == "Unschedulable" and e["type"] == "Warning" for e in events)
+    finally:
+        control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)

@@ -65,6 +65,8 @@ class OperatorSettings:
     debounce_s: float = 0.05
     resync_s: float = 30.0
     failed_cooldown_s: float = 600.0
+    unschedulable_grace_s: float = 60.0
+    """How long kube-scheduler may refuse a replica before the operator re-plans it elsewhere."""
     move_penalty: float = 0.5
     concurrency: int = 16
 
@@ -123,6 +125,36 @@ def _finished(pod: Mapping[str, Any]) -> bool:
     return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
 
 
+def _parse_time(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _phantoms(pod: Mapping[str, Any], node: Mapping[str, Any] | None) -> list[Obj]:
+    """Stand-in pods that occupy, on ``node``, every unit of what ``pod`` asked for there."""
+    if node is None:
+        return []
+    name = node["metadata"]["name"]
+    limits = dict(pod["spec"]["containers"][0].get("resources", {}).get("limits", {}) or {})
+    gpus = int((node["metadata"].get("labels", {}) or {}).get("nvidia.com/gpu.count", "0") or 0)
+    alloc = node.get("status", {}).get("allocatable", {}) or {}
+    if any(k.startswith("nvidia.com/mig-") for k in limits):
+        copies, wanted = max(gpus, 1) * 7, {k: "1" for k in limits if k.startswith("nvidia.com/")}
+    elif "nvidia.com/gpu" in limits:
+        copies, wanted = 1, {"nvidia.com/gpu": str(gpus)}
+    else:
+        copies, wanted = 1, {"cpu": str(alloc.get("cpu", "0")), "memory": str(alloc.get("memory", "0"))}
+    return [{
+        "metadata": {"name": f"refused-{name}-{i}", "namespace": "gpupool-refused"},
+        "spec": {"nodeName": name, "containers": [{"resources": {"limits": wanted, "requests": wanted}}]},
+        "status": {"phase": "Running"},
+    } for i in range(copies)]
+
+
 def _changed_gpus(current: list[dict[str, int]] | None, target: list[dict[str, int]]) -> set[int]:
     if current is None or len(current) != len(target):
         return set(range(len(target)))
@@ -156,6 +188,8 @@ class Reconciler:
         self.idle = asyncio.Event()
         self._events: list[tuple[Obj, str, str, str]] = []  # (involvedObject, type, reason, message)
         self._parsed: dict[tuple[Any, Any, bool], ParsedPool] = {}
+        # (until, phantom pod): capacity kube-scheduler refused on a node, kept out of plans a while
+        self._avoid: list[tuple[float, Obj]] = []
         self._status_inputs: dict[str, Any] = {}  # pool -> what its last written status was computed from
 
     # -- the loop -----------------------------------------------------------------------------
@@ -225,8 +259,11 @@ class Reconciler:
         demands = demands_for(valid, self.policy)
         desired = {d.key: d.replicas for d in demands}
 
+        self._avoid = [(until, pod) for until, pod in self._avoid if until > now]
+        seen_pods = pods + [pod for _, pod in self._avoid]
+
         def plan_now() -> tuple[Snapshot, Plan]:
-            snapshot = build_snapshot(nodes, pods, config, prices, now, self.settings.failed_cooldown_s)
+            snapshot = build_snapshot(nodes, seen_pods, config, prices, now, self.settings.failed_cooldown_s)
             return snapshot, solve(snapshot, demands, Options(move_penalty=self.settings.move_penalty))
 
         snapshot, plan = await self.kube.run(plan_now)
@@ -329,6 +366,8 @@ class Reconciler:
             if pod is not None and _is_ours(pod) and not pod["metadata"].get("deletionTimestamp"):
                 out[e.pod] = pod
                 self._event(pod, "Normal", "Stopping", f"stopping replica on {e.node}: {e.reason}")
+        for pod in self._refused(pods, nodes):
+            out[_pod_key(pod)] = pod
         schedulable = {n.name for n in snapshot.nodes if n.schedulable}
         ready_elsewhere: dict[str, int] = {}
         draining: list[Obj] = []
@@ -355,6 +394,39 @@ class Reconciler:
                 self._event(pod, "Normal", "Drained",
                             f"replica moved off unschedulable node {pod['spec'].get('nodeName')}")
         return list(out.values())
+
+    def _refused(self, pods: list[Obj], nodes: Mapping[str, Obj]) -> list[Obj]:
+        """Our replicas kube-scheduler has refused for longer than the grace period.
+
+        The plan and the node disagree (capacity held by something the operator cannot see, a
+        device plugin that does not advertise what the labels promise): the replica is stopped and
+        what it asked for is treated as taken on that node for ``failed_cooldown_s``, so the next
+        plan puts it elsewhere (or reports it unplaced) instead of retrying the same node forever.
+        """
+        now = self.clock()
+        out = []
+        for pod in pods:
+            if not _is_ours(pod) or pod["metadata"].get("deletionTimestamp") or pod["spec"].get("nodeName"):
+                continue
+            if pod["spec"].get("schedulingGates"):
+                continue
+            cond = next((c for c in pod.get("status", {}).get("conditions", []) or []
+                         if c.get("type") == "PodScheduled"), None)
+            if cond is None or cond.get("status") != "False" or cond.get("reason") != "Unschedulable":
+                continue
+            since = _parse_time(cond.get("lastTransitionTime"))
+            waited = now - since if since is not None else 0.0
+            if waited < self.settings.unschedulable_grace_s:
+                with contextlib.suppress(RuntimeError):
+                    asyncio.get_running_loop().call_later(self.settings.unschedulable_grace_s - waited + 0.5, self.poke)
+                continue
+            node = pod["metadata"]["annotations"].get(names.ANN_NODE, "")
+            out.append(pod)
+            self._avoid += [(now + self.settings.failed_cooldown_s, p) for p in _phantoms(pod, nodes.get(node))]
+            self._event(pod, "Warning", "Unschedulable",
+                        f"kube-scheduler refused replica {pod['metadata']['name']} on {node} for {waited:.0f}s "
+                        f"({cond.get('message', '')[:200]}); placing it elsewhere")
+        return out
 
     def _delete_pod(self, pod: Obj) -> bool:
         meta = pod["metadata"]

@@ -12,7 +12,8 @@ own command line (``kopf run -m gpupool_operator.handlers``) and tests use the s
 | GPUPOOL_MIG_CONFIGMAP | the MIG manager's mig-parted ConfigMap | gpupool-mig-parted-config |
 | GPUPOOL_LEASE_NAME / GPUPOOL_LEASE_SECONDS | leader-election Lease | gpupool-operator / 15 |
 | GPUPOOL_RESYNC_SECONDS | full re-plan period without events | 30 |
-| GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS | how long a node whose re-layout failed is left out | 600 |
+| GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS | how long failed re-layouts and refused capacity stay out of plans | 600 |
+| GPUPOOL_UNSCHEDULABLE_SECONDS | how long kube-scheduler may refuse a replica before it is re-planned | 60 |
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         mig_config_map=env.get("GPUPOOL_MIG_CONFIGMAP", "gpupool-mig-parted-config"),
         resync_s=float(env.get("GPUPOOL_RESYNC_SECONDS", "30")),
         failed_cooldown_s=float(env.get("GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS", "600")),
+        unschedulable_grace_s=float(env.get("GPUPOOL_UNSCHEDULABLE_SECONDS", "60")),
     )
 
 
