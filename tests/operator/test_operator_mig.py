@@ -31,9 +31,10 @@ def test_relayout_keeps_replicas_gated_until_the_layout_is_applied(
         saw_gate = False
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline and not settled(control_plane, namespace, "slices", 2):
-            node = get_json(control_plane, "node", node_name)
+            seen = live_pods(control_plane, namespace)  # pods first: a pod bound now was bound after
+            node = get_json(control_plane, "node", node_name)  # success, so this read shows success
             labels = node["metadata"]["labels"]
-            for pod in live_pods(control_plane, namespace):
+            for pod in seen:
                 if pod["spec"].get("schedulingGates"):
                     saw_gate = True
                     assert not pod["spec"].get("nodeName")

@@ -182,3 +182,17 @@ def test_status_counts_ready_replicas_and_cost() -> None:
     assert status.ready_replicas == 1
     assert str(status.usd_per_hour) == "0.0960"
     assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
+
+
+def test_a_config_without_relayouts_reports_what_needed_one() -> None:
+    from gpupool_operator.adapters.reconciler import without_relayouts
+    from gpupool_operator.core.plan import LayoutChange
+
+    shape = Shape(ShapeKind.MIG, "A100-80GB", gpus=1, profile="4g.40gb")
+    new = Assignment("ns/p/m", 0, shape, "n1", gpus=(4,), start=0, cost=1.0)
+    kept = Assignment("ns/p/m", 1, shape, "n1", gpus=(3,), start=0, cost=1.0, pod="ns/p-m-0")
+    plan = Plan(assignments=(new, kept), layout_changes=(LayoutChange("n1", 4, None, (("4g.40gb", 0),)),))
+    out = without_relayouts(plan, "re-layout not allowed")
+    assert out.assignments == (kept,)
+    assert not out.layout_changes
+    assert [(u.demand, u.count) for u in out.unplaced] == [("ns/p/m", 1)]

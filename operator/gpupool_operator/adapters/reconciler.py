@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -42,9 +43,9 @@ from gpupool_operator.adapters.snapshot import build_snapshot
 from gpupool_operator.adapters.status import pool_status, status_differs
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, model_service, pod_is_ready, replica_pod
-from gpupool_operator.api import API_VERSION, InferencePoolStatus
+from gpupool_operator.api import API_VERSION, InferencePoolStatus, MigLayoutPolicy
 from gpupool_operator.core.inventory import Snapshot
-from gpupool_operator.core.plan import Assignment, Plan
+from gpupool_operator.core.plan import Assignment, Plan, Unplaced
 from gpupool_operator.core.solver import Options, solve
 
 __all__ = ["CycleReport", "OperatorSettings", "Reconciler"]
@@ -77,6 +78,7 @@ class CycleReport:
 
     started: float = 0.0
     seconds: float = 0.0
+    plan_seconds: float = 0.0  # snapshot + solve, the CPU part; the rest is API round trips
     requests: int = 0
     created: int = 0
     deleted: int = 0
@@ -123,6 +125,28 @@ def _holds_gpu(pod: Mapping[str, Any]) -> bool:
 
 def _finished(pod: Mapping[str, Any]) -> bool:
     return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+
+def without_relayouts(plan: Plan, reason: str) -> Plan:
+    """``plan`` minus every MIG re-layout, the new replicas that needed one counted as unplaced.
+
+    Enforces a GPUPoolConfig that forbids re-layouts (``mig.policy`` Disabled; AllowList names the
+    MIG manager's own configs, which the operator does not map to layouts yet, so it is treated
+    the same). The placement core has no "use existing slices only" switch; with one, these
+    replicas would be placed elsewhere instead of reported.
+    """
+    if not plan.layout_changes:
+        return plan
+    changed = {(c.node, c.gpu) for c in plan.layout_changes}
+    kept: list[Assignment] = []
+    lost: dict[str, int] = {}
+    for a in plan.assignments:
+        if a.pod is None and any((a.node, g) in changed for g in a.gpus):
+            lost[a.demand] = lost.get(a.demand, 0) + 1
+        else:
+            kept.append(a)
+    unplaced = list(plan.unplaced) + [Unplaced(d, n, reason) for d, n in sorted(lost.items())]
+    return dataclasses.replace(plan, assignments=tuple(kept), layout_changes=(), unplaced=tuple(unplaced))
 
 
 def _parse_time(raw: str | None) -> float | None:
@@ -266,7 +290,12 @@ class Reconciler:
             snapshot = build_snapshot(nodes, seen_pods, config, prices, now, self.settings.failed_cooldown_s)
             return snapshot, solve(snapshot, demands, Options(move_penalty=self.settings.move_penalty))
 
+        plan_started = time.monotonic()
         snapshot, plan = await self.kube.run(plan_now)
+        report.plan_seconds = time.monotonic() - plan_started
+        if config.spec.mig.policy is not MigLayoutPolicy.ANY:
+            plan = without_relayouts(plan, f"MIG re-layout is not allowed (GPUPoolConfig mig.policy "
+                                           f"{config.spec.mig.policy.value}) and no existing slice is free")
         self.last_plan = plan
         report.unplaced = sum(u.count for u in plan.unplaced)
         report.cost_per_hour = plan.cost_per_hour
@@ -337,9 +366,9 @@ class Reconciler:
         metrics.CYCLE_SECONDS.observe(report.seconds)
         if report.created or report.deleted or report.relabeled or report.ungated or report.statuses:
             log.info(
-                "cycle %d: %.3fs, %d requests, created %d, deleted %d, relabeled %d, ungated %d, "
+                "cycle %d: %.3fs (plan %.3fs), %d requests, created %d, deleted %d, relabeled %d, ungated %d, "
                 "statuses %d, unplaced %d, plan %.2f $/h",
-                self.cycles, report.seconds, report.requests, report.created, report.deleted,
+                self.cycles, report.seconds, report.plan_seconds, report.requests, report.created, report.deleted,
                 report.relabeled, report.ungated, report.statuses, report.unplaced, report.cost_per_hour,
             )
         return report
