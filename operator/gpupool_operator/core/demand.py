@@ -72,6 +72,32 @@ class Accelerator:
     host_memory_mib: int = 0  # CPU only: host memory per replica (default: the model's memory)
 
 
+class Strategy(StrEnum):
+    """How one pool's replicas are placed (the InferencePool's ``placementStrategy``).
+
+    * ``Cost``: the cheapest placement (the solver's global objective);
+    * ``BinPack``: fewest GPUs, then fewest nodes touched, then cost: spare room on GPUs in use and
+      nodes already in use come before anything cheaper that opens a GPU or touches a new node;
+    * ``Spread``: the replicas of one model on distinct nodes wherever capacity allows, then cost.
+    """
+
+    COST = "Cost"
+    BIN_PACK = "BinPack"
+    SPREAD = "Spread"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending cap shared by every model of one pool (``budget.maxUsdPerHour``).
+
+    Measured on the replicas' attributed cost (``Plan.cost_by_demand``: a whole GPU's price, a MIG
+    slice's neutral share, CPU cores), so one pool's cap does not depend on who shares its GPUs.
+    """
+
+    pool: str  # "namespace/pool": demands with the same pool share the cap
+    usd_per_hour: float
+
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """Everything the placement engine needs to know about one model (one InferencePool)."""
@@ -85,6 +111,10 @@ class Demand:
     max_latency_ms: float | None = None  # p95 objective
     allow_spot: bool = True
     min_off_spot: int = 0  # replicas that must run on non-spot capacity (spot nodes may vanish)
+    strategy: Strategy = Strategy.COST
+    budget: Budget | None = None
+    #: Replicas the budget never removes (the model's ``minReplicas``: the API promises those).
+    guaranteed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,12 +236,17 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
 
     ``replicas`` (model name -> count) is what the scaling policy wants now; without it the count
     is the status' ``desiredReplicas`` when the operator has set one, else ``minReplicas``. At least
-    one replica of every model stays off spot capacity (GPUPoolConfig's promise). A purely
-    computational function with no side-effects.
+    one replica of every model stays off spot capacity (GPUPoolConfig's promise). The pool's
+    ``placementStrategy`` (default Cost) and ``budget`` are carried on every model's demand; the
+    budget never removes a model's ``minReplicas``. A purely computational function with no
+    side-effects.
     """
     from gpupool_operator.api.inferencepool import HardwareType
 
     namespace = pool.metadata.namespace or "default"
+    strategy = Strategy(pool.spec.placement_strategy.value) if pool.spec.placement_strategy else Strategy.COST
+    budget = (Budget(f"{namespace}/{pool.metadata.name}", float(pool.spec.budget.max_usd_per_hour))
+              if pool.spec.budget is not None else None)
     desired = {m.name: m.desired_replicas for m in pool.status.models} if pool.status is not None else {}
     out: list[Demand] = []
     for model in pool.spec.models:
@@ -242,6 +277,9 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
             tensor_parallel=model.gpus_per_replica,
             max_latency_ms=latency,
             min_off_spot=min(1, count),
+            strategy=strategy,
+            budget=budget,
+            guaranteed=min(count, model.min_replicas),
         ))
     return out
 

@@ -224,18 +224,20 @@ def solve_exact(
         lp.row(-inf, float(node.cpu_free), idx, cpu)
         lp.row(-inf, float(node.mem_free), idx, mem)
     unplaced_vars: list[int] = []
-    slack_vars: list[int] = []
     for di, d in enumerate(demands):
         need = max(0, d.replicas - running.get(d.key, 0))
         u = lp.var(big, float(need))
         unplaced_vars.append(u)
         idx, val = cover[di]
         lp.row(float(need), float(need), [*idx, u], [*val, 1.0])
-        off_needed = min(need, max(0, d.min_off_spot - running_off.get(d.key, 0))) if d.allow_spot else 0
-        if off_needed:
-            slack = lp.var(big, float(off_needed))
-            slack_vars.append(slack)
-            lp.row(float(off_needed), inf, [*off_spot[di], slack], [1.0] * len(off_spot[di]) + [1.0])
+        # The promise kept off spot, exactly as :func:`~gpupool_operator.core.verify.problems`
+        # checks it: a model with at least ``min_off_spot`` replicas placed has that many off spot.
+        # Binary ``b``: 0 = the model stays below ``min_off_spot`` replicas, 1 = the promise holds.
+        have, have_off, m = running.get(d.key, 0), running_off.get(d.key, 0), d.min_off_spot
+        if d.allow_spot and m > have_off and have + need >= m:
+            b = lp.var(0.0, 1.0)
+            lp.row(-float(have_off), inf, [*off_spot[di], b], [1.0] * len(off_spot[di]) + [-float(m)])
+            lp.row(-inf, float(m - 1 - have), [*idx, b], [*val, -float(need + have + 1)])
 
     h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
@@ -281,7 +283,7 @@ def solve_exact(
         return ExactResult(label, float("inf"), 0.0, variables=n, constraints=len(lp.rows))
     sol = list(h.getSolution().col_value)
     unplaced = {demands[i].key: round(sol[u]) for i, u in enumerate(unplaced_vars) if round(sol[u])}
-    penalty = big * (sum(unplaced.values()) + sum(round(sol[v]) for v in slack_vars))
+    penalty = big * sum(unplaced.values())
     cost = float(info.objective_function_value) - penalty + base_cost
     bound = float(info.mip_dual_bound) - penalty + base_cost
     shapes: dict[str, dict[str, int]] = {}

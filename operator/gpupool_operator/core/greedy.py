@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gpupool_operator.core import mig
 from gpupool_operator.core.cost import PriceTier
-from gpupool_operator.core.demand import Candidate, ShapeKind
+from gpupool_operator.core.demand import Candidate, ShapeKind, Strategy
 from gpupool_operator.core.solverbase import (
     EPS,
     Rep,
@@ -21,7 +21,7 @@ from gpupool_operator.core.solverbase import (
     group_sort,
     layout_rank,
 )
-from gpupool_operator.core.state import GpuSlot, GpuState, Group
+from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState
 
 __all__ = ["Greedy"]
 
@@ -39,6 +39,8 @@ class Greedy(SolverBase):
             self.no_spot = False
         return left + (self._place(i, n - first) if not left else n - first)
     def _place(self, i: int, n: int) -> int:
+        if self.demands[i].strategy is not Strategy.COST:
+            return self._place_strategic(i, n)
         spot_ok = self._spot_ok(i)
         spots = (False, True) if spot_ok else (False,)
         mig_cands = [c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG]
@@ -206,3 +208,103 @@ class Greedy(SolverBase):
         for _ in range(k):
             self._add_rep(Rep(i, shape, node, [], reason=why))
         return k
+
+    # ------------------------------------------------------------------ BinPack and Spread
+    def _place_strategic(self, i: int, n: int) -> int:
+        """Place ``n`` replicas of a BinPack or Spread model one at a time, each on the option that
+        ranks best under the model's strategy (see :class:`~gpupool_operator.core.demand.Strategy`).
+
+        Scans every GPU per replica: these strategies are opt-in per pool, and the repairs leave
+        their replicas where this puts them (they optimise cost only)."""
+        d = self.demands[i]
+        spread = d.strategy is Strategy.SPREAD
+        spot_ok = self._spot_ok(i)
+        touched: set[int] = set()  # nodes holding any replica of ours (BinPack)
+        if not spread:
+            touched = {r.node.order for r in self.reps.values()}
+        mine: dict[int, int] = {}  # node -> replicas of this model on it (Spread: fewest first)
+        for r in self.by_demand.get(i, ()):
+            mine[r.node.order] = mine.get(r.node.order, 0) + 1
+        mig_cands = sorted((c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG),
+                           key=lambda c: (self._units(c.shape), c.shape))
+        whole = [c for c in self.cands[i] if c.shape.kind is ShapeKind.GPU]
+        cpu = [c for c in self.cands[i] if c.shape.kind is ShapeKind.CPU]
+        for k in range(n):
+            best: tuple[tuple[float, ...], str, NodeState, GpuSlot | None, Candidate] | None = None
+
+            def offer(new_gpus: int, cost: float, kind: str, node: NodeState, slot: GpuSlot | None,
+                      cand: Candidate) -> None:
+                nonlocal best
+                tie = (node.order, slot.order if slot is not None else -1)
+                if spread:
+                    key: tuple[float, ...] = (float(mine.get(node.order, 0)), cost, float(new_gpus), *tie)
+                else:
+                    key = (float(new_gpus), float(node.order not in touched), cost, *tie)
+                if best is None or key < best[0]:
+                    best = (key, kind, node, slot, cand)
+
+            for node in self.state.nodes:
+                if not node.gpus or (node.gpus[0].spot and not spot_ok):
+                    continue
+                product = node.gpus[0].product
+                for cand in mig_cands:
+                    if cand.shape.product != product:
+                        continue
+                    prof, units = cand.shape.profile, self._units(cand.shape)
+                    for slot in node.gpus:
+                        if slot.state is GpuState.PLANNED and mig.add(product, slot.key, prof) is not None:
+                            offer(0, 0.0, "room", node, slot, cand)
+                        elif slot.state is GpuState.FIXED and slot.fixed_free.get(prof):
+                            offer(0 if slot.charged else 1, 0.0 if slot.charged else slot.price * units,
+                                  "fixed", node, slot, cand)
+                    if node.free and node.group is not None and node.group.key[3]:
+                        free = min((node.gpus[j] for j in node.free), key=lambda s: (layout_rank(s, prof), s.index))
+                        offer(1, free.price * units, "mig", node, free, cand)
+                for cand in whole:
+                    if cand.shape.product == product and len(node.free) >= cand.shape.gpus:
+                        offer(cand.shape.gpus, node.gpus[0].price * cand.shape.gpus, "whole", node, None, cand)
+            for cand in cpu:
+                price = self.snapshot.cpu_price * cand.shape.cpu_millis / 1000
+                for node in self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok):
+                    offer(0, price, "cpu", node, None, cand)
+            if best is None:
+                return n - k
+            _key, kind, node, where, cand = best
+            self._put(i, kind, node, where, cand, spread and node.order in mine)
+            mine[node.order] = mine.get(node.order, 0) + 1
+            touched.add(node.order)
+        return 0
+
+    def _put(self, i: int, kind: str, node: NodeState, slot: GpuSlot | None, cand: Candidate, shared: bool) -> None:
+        shape = cand.shape
+        d = self.demands[i]
+        if d.strategy is Strategy.SPREAD:
+            why = (f"{shape.describe()}: Spread, every node without a replica of this model is full"
+                   if shared else f"{shape.describe()}: Spread, the cheapest option on a node without "
+                   "another replica of this model")
+        else:
+            why = f"{shape.describe()}: BinPack, fewest new GPUs and nodes, then the cheapest"
+        if kind == "cpu":
+            node.cpu_free -= shape.cpu_millis
+            node.mem_free -= shape.memory_mib
+            self._add_rep(Rep(i, shape, node, [], reason=why))
+            return
+        if kind == "whole":
+            chosen = sorted((node.gpus[j] for j in node.free), key=lambda s: (s.current is not None, s.index))
+            chosen = chosen[: shape.gpus]
+            for g in chosen:
+                self.state.take_free(node, g)
+                g.state = GpuState.WHOLE
+                g.ours += 1
+            self._add_rep(Rep(i, shape, node, sorted(chosen, key=lambda s: s.index), reason=why))
+            return
+        assert slot is not None
+        if kind == "fixed":
+            start = self.state.take_fixed(slot, shape.profile)
+            self._add_rep(Rep(i, shape, node, [slot], start=start, reason=why, fixed=True))
+            return
+        if kind == "mig":
+            self.state.take_free(node, slot)
+            slot.state = GpuState.PLANNED
+        self.state.add_content(slot, shape.profile)
+        self._add_rep(Rep(i, shape, node, [slot], reason=why))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpupool_operator.core import mig
-from gpupool_operator.core.demand import Candidate, ShapeKind
+from gpupool_operator.core.demand import Candidate, ShapeKind, Strategy
 from gpupool_operator.core.greedy import Greedy
 from gpupool_operator.core.plan import Eviction
 from gpupool_operator.core.solverbase import (
@@ -38,7 +38,7 @@ class Repair(Greedy):
         replicas than were taken out. Each accepted swap strictly raises the count placed."""
         attempts = max(1, (self.options.lns_attempts or 0) // 6)
         big = sorted(
-            (r for r in self.reps.values() if r.pod is None and r.shape.kind is ShapeKind.GPU),
+            (r for r in self.reps.values() if r.pod is None and r.shape.kind is ShapeKind.GPU and self._movable(r)),
             key=lambda r: (-len(r.gpus) * r.gpus[0].price, r.node.order, r.gpus[0].index),
         )
         for victim in big:
@@ -48,15 +48,30 @@ class Repair(Greedy):
                 continue
             attempts -= 1
             saved = fields(victim)
+            was = {id(g): True for g in victim.gpus}
+            touched = {id(g): g for g in victim.gpus}
             self._detach(victim)
             self._remove_rep(victim)
             self.capture = []
             todo = dict(self.unplaced)
             todo[victim.demand] = todo.get(victim.demand, 0) + 1
-            for i in sorted(todo, key=lambda i: (-self._size_key(i)[1], self.demands[i].key)):
+            # Unplaced models smallest first; the victim's model last, so what it frees goes to them.
+            for i in sorted(todo, key=lambda i: (i == victim.demand, -self._size_key(i)[1], self.demands[i].key)):
                 self._place_demand(i, todo[i])
             new, self.capture = self.capture, None
-            if len(new) > 1:
+            added: dict[int, int] = {}
+            delta = 0.0
+            for r in new:
+                for g in r.gpus:
+                    touched[id(g)] = g
+                    added[id(g)] = added.get(id(g), 0) + 1
+                if r.shape.kind is ShapeKind.CPU:
+                    delta += self._rep_cost(r)
+            for key, g in touched.items():
+                before = was.get(key, g.ours - added.get(key, 0) > 0)
+                delta += g.price * ((g.ours > 0) - before)
+            # More replicas placed, or as many (another model's) for less money.
+            if len(new) > 1 or (len(new) == 1 and delta < -1e-6):
                 placed: dict[int, int] = {}
                 for r in new:
                     placed[r.demand] = placed.get(r.demand, 0) + 1
@@ -76,6 +91,8 @@ class Repair(Greedy):
     def _units_on(self) -> dict[int, list[Rep]]:
         on: dict[int, list[Rep]] = {}
         for r in self.reps.values():
+            if not self._movable(r):
+                continue  # its GPU then counts more replicas than listed: the moves skip it
             if r.shape.kind is ShapeKind.MIG or (r.shape.kind is ShapeKind.GPU and r.shape.gpus == 1):
                 on.setdefault(r.gpus[0].order, []).append(r)
         return on
@@ -159,7 +176,7 @@ class Repair(Greedy):
         for product in sorted(products):
             for order in self.mig_hosts.get(product, ())[:EJECT_HOSTS]:
                 for other in self.slot_index.get(order, ()):
-                    if (id(other) not in busy and id(other) in self.reps and other.pod is None
+                    if (id(other) not in busy and id(other) in self.reps and other.pod is None and self._movable(other)
                             and other.shape.kind is ShapeKind.MIG and not other.fixed and other.gpus
                             and other.gpus[0].order == order and other.gpus[0] is not source):
                         hosts.setdefault(order, []).append(other)
@@ -195,6 +212,167 @@ class Repair(Greedy):
                 restore(victim, affected.pop()[1])
                 self._attach(victim)
         return None
+    def _pull_pass(self) -> bool:
+        """Move CPU replicas into spare MIG room of GPUs the plan already pays for (their cores are
+        then saved). A GPU used whole by one replica that also runs on a MIG slice of it is turned
+        into a MIG GPU (that replica on its smallest slice) when that lets CPU replicas in; the GPU
+        costs the same either way, so every accepted step strictly lowers the cost.
+
+        Rooms only shrink while replicas move in, so once a model's replica (with the same spot
+        freedom) finds no room, its other replicas are not tried again on the same rooms."""
+        penalty = self.options.move_penalty
+        cpu = sorted(
+            (r for r in self.reps.values() if r.shape.kind is ShapeKind.CPU and self._movable(r)
+             and self._mig_cands(r.demand) and (r.pod is None or self._rep_cost(r) > penalty + 1e-9)),
+            key=lambda r: (-self._rep_cost(r), r.demand, r.node.order),
+        )
+        if not cpu:
+            return False
+        left = self._pull_all(cpu)
+        changed = len(left) < len(cpu)
+        if left:
+            # Replicas on slices that could run on CPU: the other end of a swap (bounded scan).
+            victims = [v for v in self.reps.values()
+                       if v.shape.kind is ShapeKind.MIG and not v.fixed and v.pod is None and self._movable(v)
+                       and any(c.shape.kind is ShapeKind.CPU for c in self.cands[v.demand])][: 4 * EJECT_HOSTS]
+            if victims:
+                still = [r for r in left[:EJECT_HOSTS] if not self._swap_with_cpu(r, victims)] + left[EJECT_HOSTS:]
+                changed |= len(still) < len(left)
+                left = still
+        if not left:
+            return changed
+        wanted = {c.shape.product for r in left for c in self._mig_cands(r.demand)}
+        attempts = self.options.close_attempts if self.options.close_attempts is not None else 10**9
+        self._reindex()
+        worth: dict[tuple[str, str], bool] = {}  # (product, slice) -> could a CPU replica join it
+        for slot in self.state.gpus:
+            if not left or attempts <= 0:
+                break
+            if (slot.state is not GpuState.WHOLE or slot.ours != 1 or slot.product not in wanted
+                    or slot.node.group is None or not slot.node.group.key[3]):
+                continue
+            reps = self._reps_on(slot)
+            if len(reps) != 1 or reps[0].pod is not None or len(reps[0].gpus) != 1 or not self._movable(reps[0]):
+                continue
+            r = reps[0]
+            fit = [c for c in self._mig_cands(r.demand) if c.shape.product == slot.product]
+            if not fit:
+                continue
+            # Would anything left on CPU fit next to that slice? Checked before changing anything.
+            first = (slot.product, fit[0].shape.profile)
+            if first not in worth:
+                after = mig.counts_key({first[1]: 1})
+                profs = {c.shape.profile for i in {x.demand for x in left} for c in self._mig_cands(i)
+                         if c.shape.product == slot.product}
+                worth[first] = any(mig.add(slot.product, after, q) is not None for q in profs)
+            if not worth[first]:
+                continue
+            attempts -= 1
+            saved = fields(r)
+            self._detach(r)
+            self.state.take_free(slot.node, slot)
+            slot.state = GpuState.PLANNED
+            self.state.add_content(slot, fit[0].shape.profile)
+            r.shape, r.gpus, r.start, r.fixed = fit[0].shape, [slot], None, False
+            r.reason = f"{fit[0].shape.describe()}: its GPU is split so that replicas on CPU share it"
+            still = self._pull_all(left)
+            if len(still) < len(left):
+                left = still
+                changed = True
+                worth = {}
+                continue
+            self._detach(r)
+            restore(r, saved)
+            self._attach(r)
+        return changed
+    def _mig_cands(self, i: int) -> list[Candidate]:
+        """Model ``i``'s MIG candidates, smallest slice first (memoised per solver)."""
+        memo: dict[int, list[Candidate]] = self.__dict__.setdefault("_mig_memo", {})
+        got = memo.get(i)
+        if got is None:
+            got = memo[i] = sorted((c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG),
+                                   key=lambda c: (self._units(c.shape), c.shape))
+        return got
+    def _pull_all(self, reps: list[Rep]) -> list[Rep]:
+        """Pull each of ``reps`` into spare room; returns those that stay on CPU."""
+        failed: set[tuple[int, bool]] = set()
+        left: list[Rep] = []
+        for r in reps:
+            key = (r.demand, self._may_use_spot(r))
+            if key in failed or not self._pull_one(r):
+                failed.add(key)
+                left.append(r)
+        return left
+    def _swap_with_cpu(self, r: Rep, victims: list[Rep]) -> bool:
+        """Swap CPU replica ``r`` with a replica on a MIG slice whose own CPU shape is cheaper: that
+        one goes to CPU, ``r`` takes its place (a two-step ejection chain; strictly cheaper)."""
+        if self.eject_budget <= 0 or r.pod is not None:
+            return False
+        mine = self._rep_cost(r)
+        spot_ok = self._may_use_spot(r)
+        mig_cands = sorted((c for c in self.cands[r.demand] if c.shape.kind is ShapeKind.MIG),
+                           key=lambda c: (self._units(c.shape), c.shape))
+        products = {c.shape.product for c in mig_cands}
+        for v in victims:
+            if self.eject_budget <= 0:
+                return False
+            if (id(v) not in self.reps or v.shape.kind is not ShapeKind.MIG or v.demand == r.demand
+                    or v.shape.product not in products):
+                continue
+            g = v.gpus[0]
+            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok):
+                continue
+            cpu = [c for c in self.cands[v.demand] if c.shape.kind is ShapeKind.CPU
+                   and self.snapshot.cpu_price * c.shape.cpu_millis / 1000 < mine - 1e-6]
+            if not cpu:
+                continue
+            base = dict(g.key)
+            base[v.shape.profile] -= 1
+            key = mig.counts_key(base)
+            fit = next((c for c in mig_cands if c.shape.product == g.product
+                        and mig.add(g.product, key, c.shape.profile) is not None), None)
+            if fit is None:
+                continue
+            self.eject_budget -= 1
+            v_spot = self._may_use_spot(v)
+            self._detach(r)
+            cand = cpu[0]
+            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, v_spot), None)
+            if node is None:
+                self._attach(r)
+                continue
+            self.state.add_content(g, fit.shape.profile)  # before v leaves: g stays in use
+            self._detach(v)
+            node.cpu_free -= cand.shape.cpu_millis
+            node.mem_free -= cand.shape.memory_mib
+            price = self.snapshot.cpu_price * cand.shape.cpu_millis / 1000
+            v.shape, v.node, v.gpus, v.start, v.fixed = cand.shape, node, [], None, False
+            v.reason = f"{cand.shape.describe()} at ${price:.2f}/h: its slice went to a model dearer on CPU"
+            r.shape, r.node, r.gpus, r.start, r.fixed = fit.shape, g.node, [g], None, False
+            r.reason = f"{fit.shape.describe()} in spare room of a GPU already in use (cheaper than CPU cores)"
+            return True
+        return False
+    def _pull_one(self, r: Rep) -> bool:
+        """Move CPU replica ``r`` into spare room on a GPU already paid for (zero marginal cost)."""
+        spots = (False, True) if self._may_use_spot(r) else (False,)
+        room = self._best_room(self._mig_cands(r.demand), spots, exclude=None)
+        if room is None:
+            return False
+        _, slot, cand = room
+        self._detach(r)
+        if r.pod is not None:
+            self.evictions.append(Eviction(r.pod, r.node.name, self.demands[r.demand].key,
+                                           "moved: spare room on a GPU in use is cheaper than its CPU cores"))
+            r.pod = None
+        r.shape, r.node, r.gpus = cand.shape, slot.node, [slot]
+        if slot.state is GpuState.FIXED:
+            r.start = self.state.take_fixed(slot, cand.shape.profile)
+            r.fixed = True
+        else:
+            self.state.add_content(slot, cand.shape.profile)
+            r.start, r.fixed = None, False
+        r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (cheaper than CPU cores)"
+        return True
     def _attach(self, r: Rep) -> None:
         """Re-apply ``r``'s recorded placement to the state (inverse of :meth:`_detach`)."""
         st = self.state
@@ -387,7 +565,7 @@ class Repair(Greedy):
         cost: dict[int, float] = {}
         for r in self.reps.values():
             cost[r.demand] = cost.get(r.demand, 0.0) + self._rep_cost(r)
-        order = sorted(cost, key=lambda i: (-cost[i], i))
+        order = sorted((i for i in cost if self.demands[i].strategy is Strategy.COST), key=lambda i: (-cost[i], i))
         changed = False
         for a in range(len(order)):
             for b in range(a + 1, len(order)):

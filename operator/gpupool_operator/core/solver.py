@@ -161,6 +161,8 @@ class _Solver(Repair):
         self.eject_budget = 10 * (options.lns_attempts or 0)
         self.by_demand: dict[int, list[Rep]] = {}
         self.final_layout: dict[int, mig.Placement] = {}  # GPU order -> layout in the last plan
+        self.over_budget: dict[int, int] = {}  # model -> replicas taken out to keep its pool's budget
+        self.budget_note: dict[int, str] = {}
         self.products = products
         self.state: State
     def run(self) -> Plan:
@@ -183,6 +185,7 @@ class _Solver(Repair):
                 changed |= self._downgrade_pass()
                 changed |= self._lns_pass(budget)
                 changed |= self._demand_lns(pairs)
+                changed |= self._pull_pass()
                 if not changed:
                     break
         return self._finish()
@@ -290,7 +293,46 @@ class _Solver(Repair):
                 else:
                     rep.gpus = [by_index[g] for g in h.gpus if g in by_index]
                 self._add_rep(rep)
+    def _enforce_budgets(self) -> None:
+        """Keep every pool within its ``budget``: while a pool's replicas cost more than its cap,
+        take out its dearest replica above the model's guaranteed count (plan-only ones before
+        running ones); those are reported unplaced with the budget as the reason."""
+        self.over_budget = {}
+        self.budget_note = {}
+        pools: dict[str, list[int]] = {}
+        for i, d in enumerate(self.demands):
+            if d.budget is not None and d.replicas > 0:
+                pools.setdefault(d.budget.pool, []).append(i)
+        for pool in sorted(pools):
+            members = pools[pool]
+            cap = min(b.usd_per_hour for i in members for b in [self.demands[i].budget] if b is not None)
+            total = sum(self._rep_cost(r) for i in members for r in self.by_demand.get(i, ()))
+            if total <= cap + 1e-9:
+                continue
+            spare: list[Rep] = []
+            for i in members:
+                reps = sorted(self.by_demand.get(i, ()), key=lambda r: (r.pod is not None, -self._rep_cost(r)))
+                keep = max(0, self.demands[i].guaranteed)
+                spare += reps[: max(0, len(reps) - keep)]
+            spare.sort(key=lambda r: (-self._rep_cost(r), r.pod is not None, self.demands[r.demand].key, r.node.order))
+            for r in spare:
+                if total <= cap + 1e-9:
+                    break
+                total -= self._rep_cost(r)
+                if r.pod is not None:
+                    self.evictions.append(Eviction(r.pod, r.node.name, self.demands[r.demand].key,
+                                                   f"over the pool's budget of ${cap:.2f}/h"))
+                self._detach(r)
+                self._remove_rep(r)
+                self.over_budget[r.demand] = self.over_budget.get(r.demand, 0) + 1
+            for i in members:
+                if i in self.over_budget:
+                    self.budget_note[i] = (
+                        f"over budget: pool {pool} may cost at most ${cap:.2f}/h (budget.maxUsdPerHour); "
+                        f"its placed replicas cost ${max(0.0, total):.2f}/h"
+                    )
     def _finish(self) -> Plan:
+        self._enforce_budgets()
         st = self.state
         changes: list[LayoutChange] = []
         starts: dict[int, dict[str, list[int]]] = {}
@@ -343,9 +385,14 @@ class _Solver(Repair):
         used = [s for s in st.gpus if s.ours > 0]
         cpu_cost = sum(self._rep_cost(r) for r in self.reps.values() if r.shape.kind is ShapeKind.CPU)
         total = sum(s.price for s in used) + cpu_cost
-        unplaced = [
-            Unplaced(self.demands[i].key, n, self._why_unplaced(i)) for i, n in sorted(self.unplaced.items())
-        ]
+        unplaced = []
+        for i in sorted(set(self.unplaced) | set(self.over_budget)):
+            n, why = self.unplaced.get(i, 0), []
+            if n:
+                why.append(self._why_unplaced(i))
+            if self.over_budget.get(i):
+                why.append(self.budget_note[i])
+            unplaced.append(Unplaced(self.demands[i].key, n + self.over_budget.get(i, 0), "; ".join(why)))
         notes = list(self.snapshot.warnings)
         for node in self.snapshot.nodes:
             notes += [f"{node.name}: {w}" for w in node.warnings]

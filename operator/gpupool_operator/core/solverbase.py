@@ -15,7 +15,7 @@ from typing import Any
 
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import PriceTier
-from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind
+from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind, Strategy
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.plan import Eviction
 from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState, State
@@ -135,6 +135,10 @@ class SolverBase:
                 self.slot_index.setdefault(order, []).append(r)
     def _reps_on(self, slot: GpuSlot) -> list[Rep]:
         return [r for r in self.slot_index.get(slot.order, ()) if r.gpus and r.gpus[0] is slot and id(r) in self.reps]
+    def _movable(self, r: Rep) -> bool:
+        """Whether the cost repairs may move ``r``: BinPack and Spread replicas stay where their
+        strategy put them (the repairs only optimise dollars)."""
+        return self.demands[r.demand].strategy is Strategy.COST
     def _may_use_spot(self, r: Rep) -> bool:
         """Whether moving ``r`` onto spot keeps its model's promised replicas off spot."""
         d = self.demands[r.demand]
