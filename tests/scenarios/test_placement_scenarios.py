@@ -70,6 +70,9 @@ def test_scenario(path: Path) -> None:
         mine = [a for a in got["placements"] if a["model"] == want["model"]]
         matching = [a for a in mine if _matches(a, want)]
         assert len(matching) == want["count"], (want, mine)
+    for model in expect.get("distinctNodes", []):  # Spread: no two replicas of the model share a node
+        nodes = [a["node"] for a in got["placements"] if a["model"] == model]
+        assert len(nodes) == len(set(nodes)), (model, nodes)
     unplaced = {u["model"]: u for u in got["unplaced"]}
     for want in expect.get("unplaced", []):
         assert want["model"] in unplaced, got["unplaced"]
