@@ -42,8 +42,8 @@ test-fast: ## tests that need no control plane
 bench: setup ## run every benchmarks/*/bench_*.py; results land in benchmarks/results/
 	@set -e; for f in benchmarks/*/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
-demo: setup ## local demo: a real control plane with heterogeneous fake GPU pools, shown by pool
-	$(PY) -m gpupool_operator local up
+demo: setup ## local demo: real control plane + fake GPU pools + the operator placing the example InferencePools
+	$(PY) -m gpupool_operator demo
 
 up: setup ## start the local cluster with examples/clusters/small-hetero.yaml
 	$(PY) -m gpupool_operator local up
