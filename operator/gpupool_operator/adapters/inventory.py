@@ -146,6 +146,14 @@ def node_from_object(obj: Obj, pods: Iterable[Obj] = (), prices: Prices | None =
             f"MIG manager state {labels.get('nvidia.com/mig.config.state')}: its MIG GPUs take no new replicas"
         )
     gpus = tuple(Gpu(i, layouts[i]) for i in range(gpu_count))
+    mig_memory: list[tuple[str, int]] = []
+    if product is not None and product.mig_capable:
+        for label, value in labels.items():
+            if label.startswith(_MIG_PREFIX) and label.endswith(".memory"):
+                profile = _profile_from_resource(product, label[len(_MIG_PREFIX):-len(".memory")])
+                mib = _int(value)
+                if profile is not None and mib > 0:
+                    mig_memory.append((profile, mib))
     return Node(
         name=name,
         cpu_millis=cpu,
@@ -161,6 +169,7 @@ def node_from_object(obj: Obj, pods: Iterable[Obj] = (), prices: Prices | None =
         holdings=_holdings(pods, product, gpus),
         schedulable=schedulable,
         warnings=tuple(warnings),
+        mig_memory=tuple(sorted(mig_memory)),
     )
 
 

@@ -132,6 +132,16 @@ class Products:
 
     known: tuple[str, ...]
     unknown: tuple[tuple[str, int], ...] = ()
+    #: (product, MIG profile, MiB): usable instance memory the nodes report, the smallest over the
+    #: product's nodes that label it; it replaces the catalog's figure when sizing slices.
+    mig_memory: tuple[tuple[str, str, int], ...] = ()
+
+    def profile_memory(self, product: str, profile: str, default: int) -> int:
+        """Usable memory of one ``profile`` instance of ``product`` in MiB (labels, else ``default``)."""
+        for key, name, mib in self.mig_memory:
+            if key == product and name == profile:
+                return mib
+        return default
 
 
 def candidates(demand: Demand, products: Products) -> tuple[tuple[Candidate, ...], tuple[str, ...]]:
@@ -166,7 +176,7 @@ def candidates(demand: Demand, products: Products) -> tuple[tuple[Candidate, ...
                 _consider(demand, Shape(ShapeKind.GPU, key, gpus=tp), acc.throughput, acc.latency_ms,
                           found, rejected)
             else:
-                _mig_candidates(demand, acc, product, found, rejected)
+                _mig_candidates(demand, acc, product, found, rejected, products)
         if acc.kind is ShapeKind.GPU:
             for label, mib in products.unknown:
                 if wanted is not None and label not in wanted:
@@ -180,7 +190,8 @@ def candidates(demand: Demand, products: Products) -> tuple[tuple[Candidate, ...
 
 
 def _mig_candidates(
-    demand: Demand, acc: Accelerator, product: GpuProduct, found: dict[Shape, Candidate], rejected: list[str]
+    demand: Demand, acc: Accelerator, product: GpuProduct, found: dict[Shape, Candidate], rejected: list[str],
+    products: Products,
 ) -> None:
     if not product.mig_capable:
         rejected.append(f"{product.key} MIG: not MIG-capable")
@@ -196,8 +207,9 @@ def _mig_candidates(
         except KeyError:
             continue  # a profile of another product named in a multi-product accelerator
         label = f"{product.key} MIG {name}"
-        if prof.memory_mib < need:
-            rejected.append(f"{label}: needs {_gib(need)}, the instance has {_gib(prof.memory_mib)}")
+        usable = products.profile_memory(product.key, name, prof.memory_mib)
+        if usable < need:
+            rejected.append(f"{label}: needs {_gib(need)}, the instance has {_gib(usable)}")
             continue
         shape = Shape(ShapeKind.MIG, product.key, gpus=1, profile=name)
         _consider(demand, shape, acc.throughput, acc.latency_ms, found, rejected)

@@ -72,6 +72,10 @@ class Node:
     holdings: tuple[Holding, ...] = ()
     schedulable: bool = True
     warnings: tuple[str, ...] = ()
+    #: Usable memory of a MIG instance per profile, in MiB, as the node reports it
+    #: (``nvidia.com/mig-<profile>.memory``): below the profile's name on real drivers, and preferred
+    #: over the catalog's figure. Profiles the node does not label use the catalog.
+    mig_memory: tuple[tuple[str, int], ...] = ()
 
     @property
     def is_gpu_node(self) -> bool:

@@ -43,7 +43,14 @@ def products_of(snapshot: Snapshot) -> Products:
         if n.gpus and not n.product:
             label = n.product_label or "unknown-gpu"
             unknown[label] = max(unknown.get(label, 0), n.gpu_memory_mib)
-    return Products(tuple(known), tuple(sorted(unknown.items())))
+    mig_memory: dict[tuple[str, str], int] = {}
+    for n in snapshot.nodes:
+        if n.product and n.gpus:
+            for profile, mib in n.mig_memory:
+                key = (n.product, profile)
+                mig_memory[key] = min(mig_memory.get(key, mib), mib)
+    return Products(tuple(known), tuple(sorted(unknown.items())),
+                    tuple((p, q, mib) for (p, q), mib in sorted(mig_memory.items())))
 
 
 class Planner:

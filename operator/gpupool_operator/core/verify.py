@@ -116,8 +116,9 @@ def problems(snapshot: Snapshot, demands: Sequence[Demand], plan: Plan) -> list[
         # MIG
         product = catalog.by_key(s.product)
         instance = product.profile(s.profile)
-        if instance.memory_mib < d.memory_mib:
-            out.append(f"{a.demand}#{a.replica}: {s.profile} has {instance.memory_mib} MiB < {d.memory_mib}")
+        usable = dict(node.mig_memory).get(s.profile, instance.memory_mib)
+        if usable < d.memory_mib:
+            out.append(f"{a.demand}#{a.replica}: {s.profile} has {usable} MiB < {d.memory_mib}")
         if len(a.gpus) != 1 or a.start is None:
             out.append(f"{a.demand}#{a.replica}: MIG assignment needs one GPU and a start slot")
             continue
