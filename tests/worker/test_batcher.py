@@ -237,3 +237,77 @@ async def test_fast_models_run_on_the_event_loop_after_the_first_batch() -> None
     assert threads[1:] == [loop_thread, loop_thread]
     assert batcher.inline_executions == 2
     await batcher.stop()
+
+
+async def test_a_lone_request_on_an_idle_model_does_not_wait_out_the_queue_delay() -> None:
+    # a 60 s delay would time this test out if a lone request waited for company
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
+    for i in range(3):
+        assert (await batcher.infer(rows(1, float(i)))).batch_rows == 1
+    assert model.batches == [1, 1, 1]
+    await batcher.stop()
+
+
+async def test_after_a_batch_the_next_one_waits_for_as_many_rows_then_closes_at_once() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
+    await asyncio.gather(*(batcher.infer(rows(1, 1.0)) for _ in range(4)))
+    # the callers of that batch of 4 are expected back: a first returner waits for the others ...
+    lone = asyncio.create_task(batcher.infer(rows(1, 2.0)))
+    await asyncio.sleep(0.05)
+    assert not lone.done()
+    # ... and the batch closes as soon as it holds 4 rows, long before the 60 s delay
+    more = [asyncio.create_task(batcher.infer(rows(1, 3.0))) for _ in range(3)]
+    assert (await lone).batch_rows == 4
+    await asyncio.gather(*more)
+    assert model.batches == [4, 4]
+    await batcher.stop()
+
+
+async def test_clients_out_of_step_merge_into_one_batch_again() -> None:
+    # a batch of 3 executes while a fourth caller queues; when the 3 come back, all 4 share a batch
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
+    await batcher.infer(rows(1, 0.0))  # a batch of 1 finished: its caller is the one expected back
+    model.gate.clear()
+    group = [asyncio.create_task(batcher.infer(rows(1, 1.0))) for _ in range(3)]
+    await wait_entered(model)
+    straggler = asyncio.create_task(batcher.infer(rows(1, 2.0)))
+    while batcher.queue_depth < 1:
+        await asyncio.sleep(0.001)
+    model.gate.set()
+    assert all(r.batch_rows == 3 for r in await asyncio.gather(*group))
+    await asyncio.sleep(0.05)
+    assert not straggler.done()  # waits for the 3 callers of the batch that just finished
+    back = [asyncio.create_task(batcher.infer(rows(1, 3.0))) for _ in range(3)]
+    assert (await straggler).batch_rows == 4
+    await asyncio.gather(*back)
+    assert model.batches == [1, 3, 4]
+    await batcher.stop()
+
+
+async def test_a_waiting_batch_still_closes_on_the_queue_delay() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=20_000)
+    await asyncio.gather(*(batcher.infer(rows(1, 1.0)) for _ in range(4)))
+    # 3 of the 4 callers never come back: the lone request goes after at most the delay
+    assert (await asyncio.wait_for(batcher.infer(rows(1, 2.0)), 5)).batch_rows == 1
+    assert model.batches == [4, 1]
+    await batcher.stop()
+
+
+async def test_on_the_event_loop_a_failure_or_an_expired_deadline_fails_only_its_request() -> None:
+    model = GateModel()
+    batcher, stats, _ = make(model, max_batch_size=8, max_queue_delay_us=0, inline_below_us=1_000_000)
+    await batcher.infer(rows(1, 1.0))  # measured on the model thread; from now on, inline
+    with pytest.raises(InferenceError) as failed:
+        await batcher.infer(rows(1, -1.0))
+    assert failed.value.kind is ErrorKind.INTERNAL
+    with pytest.raises(InferenceError) as late:
+        await batcher.infer(rows(1, 1.0), deadline_ns=0)
+    assert late.value.kind is ErrorKind.DEADLINE_EXCEEDED
+    assert (await batcher.infer(rows(2, 1.0))).batch_rows == 2
+    assert batcher.inline_executions == 1  # the last one (a failed batch records nothing)
+    assert stats.snapshot().execution_count == 2
+    await batcher.stop()

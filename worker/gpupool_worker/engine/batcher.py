@@ -4,7 +4,15 @@ A batch closes when it holds ``max_batch_size`` rows or when its oldest request 
 ``max_queue_delay``; whichever first. Requests whose non-batch shapes differ cannot share a batch
 and wait for the next one (first in, first out among compatible requests). One batch executes at a
 time per model on a dedicated thread, so while the device works the next batch fills up: under load
-batches grow by themselves, at low load a request waits at most ``max_queue_delay``.
+batches grow by themselves.
+
+The queue delay is only worth paying when more requests are about to arrive. So a batch also closes
+as soon as it holds as many rows as the previous batch did, and a request that finds the model idle
+with no batch finished within the last ``max_queue_delay`` (nobody about to come back) runs at once.
+Callers of a batch that just finished usually send their next request within the delay (closed-loop
+clients do), so the next batch waits for them, up to ``max_queue_delay`` after that batch finished:
+a lone request at low load pays no delay, and a group of clients that fell out of step (one batch of
+1, one of 7) merges again instead of alternating.
 
 A request that was cancelled (client gone, deadline passed) is dropped before execution and costs
 nothing. An exception in a model fails only the requests of that batch.
@@ -109,6 +117,9 @@ class DynamicBatcher:
         self._executing = 0
         self._label = model.name
         self._typical_ns: float | None = None  # moving average of batch execution time
+        self._holding = False  # the batcher task holds a batch (collecting or executing)
+        self._last_rows = 0  # rows of the last executed batch ...
+        self._last_finished_ns = 0  # ... and when it finished (self._clock())
         self.inline_executions = 0
         # metric children bound once: labels() lookups cost more than the observations themselves
         label = model.name
@@ -171,8 +182,19 @@ class DynamicBatcher:
             )
         rows = int(next(iter(inputs.values())).shape[0]) if self._batched else 1
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(inputs, rows, _signature(inputs, self._batched), future,
-                                    self._clock(), deadline_ns))
+        now = self._clock()
+        pending = _Pending(inputs, rows, _signature(inputs, self._batched), future, now, deadline_ns)
+        if (not self._queue and not self._holding and self._run_inline()
+                and rows >= self._target(now)):
+            # Idle model, fast batches, nobody worth waiting for: run it here and now. The batch
+            # would close at once anyway; this saves the hops to the batcher task and back.
+            self._holding = True
+            try:
+                self._execute_inline([pending])
+            finally:
+                self._holding = False
+            return future.result()
+        self._queue.append(pending)
         self._m_queue_depth.set(len(self._queue))
         self._arrived.set()
         return await future
@@ -188,6 +210,8 @@ class DynamicBatcher:
                 raise
             except Exception:  # the loop must outlive any one batch
                 log.exception("batcher of model %s: unexpected error", self._label)
+            finally:
+                self._holding = False
 
     async def _next_arrival(self, timeout_s: float | None) -> None:
         self._arrived.clear()
@@ -222,11 +246,13 @@ class DynamicBatcher:
         first = self._queue.popleft()
         if first.future.done():
             return []
+        self._holding = True
         batch = [first]
         if self._batched:
             rows = self._take_compatible(batch, first.rows)
-            close_at = first.enqueued_ns + self._policy.max_queue_delay_us * 1_000
-            while rows < self._limit:
+            target = self._target(self._clock())
+            close_at = max(first.enqueued_ns, self._last_finished_ns) + self._policy.max_queue_delay_us * 1_000
+            while rows < target:
                 remaining = close_at - self._clock()
                 if remaining <= 0:
                     break
@@ -235,8 +261,15 @@ class DynamicBatcher:
         self._m_queue_depth.set(len(self._queue))
         return batch
 
-    async def _execute(self, batch: list[_Pending]) -> None:
-        now = self._clock()
+    def _target(self, now: int) -> int:
+        """Rows worth waiting for: those of the previous batch if it finished within the queue
+        delay (its callers are likely to send again), else none (the batch closes at once)."""
+        if now - self._last_finished_ns < self._policy.max_queue_delay_us * 1_000:
+            return min(self._limit, self._last_rows)
+        return 0
+
+    def _admit(self, batch: list[_Pending], now: int) -> list[_Pending]:
+        """The requests of ``batch`` still worth executing (not cancelled, deadline not passed)."""
         live: list[_Pending] = []
         for item in batch:
             if item.future.done():
@@ -248,27 +281,61 @@ class DynamicBatcher:
                     f"of model '{self._label}'"))
                 continue
             live.append(item)
+        return live
+
+    def _execute_inline(self, batch: list[_Pending]) -> None:
+        """Execute on the event loop: only for batches known to take under ``inline_below_us``."""
+        now = self._clock()
+        live = self._admit(batch, now)
         if not live:
             return
         inputs = _concatenate(live) if self._batched else live[0].inputs
         rows = sum(item.rows for item in live)
         self._executing = len(live)
         try:
-            if self._run_inline():
-                execution: Execution = self._model.execute(inputs)
-                self.inline_executions += 1
-            else:
-                execution = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._model.execute, inputs)
+            execution = self._model.execute(inputs)
+            self.inline_executions += 1
         except Exception as exc:
-            log.exception("model %s failed on a batch of %d rows", self._label, rows)
-            error = InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            self._fail(live, rows, exc)
             return
         finally:
-            self._executing = 0
+            self._finished(rows)
+        self._complete(live, execution, rows, now)
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        if self._run_inline():
+            self._execute_inline(batch)
+            return
+        now = self._clock()
+        live = self._admit(batch, now)
+        if not live:
+            return
+        inputs = _concatenate(live) if self._batched else live[0].inputs
+        rows = sum(item.rows for item in live)
+        self._executing = len(live)
+        try:
+            execution = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._model.execute, inputs)
+        except Exception as exc:
+            self._fail(live, rows, exc)
+            return
+        finally:
+            self._finished(rows)
+        self._complete(live, execution, rows, now)
+
+    def _finished(self, rows: int) -> None:
+        self._executing = 0
+        self._last_rows = rows
+        self._last_finished_ns = self._clock()
+
+    def _fail(self, live: list[_Pending], rows: int, exc: Exception) -> None:
+        log.exception("model %s failed on a batch of %d rows", self._label, rows, exc_info=exc)
+        error = InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
+        for item in live:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _complete(self, live: list[_Pending], execution: Execution, rows: int, now: int) -> None:
         busy = float(execution.busy_ns)
         self._typical_ns = busy if self._typical_ns is None else 0.8 * self._typical_ns + 0.2 * busy
         finished_ms = time.time_ns() // 1_000_000
