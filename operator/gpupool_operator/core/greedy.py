@@ -247,19 +247,24 @@ class Greedy(SolverBase):
                 if not node.gpus or (node.gpus[0].spot and not spot_ok):
                     continue
                 product = node.gpus[0].product
-                for cand in mig_cands:
-                    if cand.shape.product != product:
-                        continue
-                    prof, units = cand.shape.profile, self._units(cand.shape)
-                    for slot in node.gpus:
-                        if slot.state is GpuState.PLANNED and mig.add(product, slot.key, prof) is not None:
-                            offer(0, 0.0, "room", node, slot, cand)
-                        elif slot.state is GpuState.FIXED and slot.fixed_free.get(prof):
-                            offer(0 if slot.charged else 1, 0.0 if slot.charged else slot.price * units,
-                                  "fixed", node, slot, cand)
+                here = [c for c in mig_cands if c.shape.product == product]
+                if here:
+                    for slot in node.gpus:  # one pass over the GPUs; only used ones have rooms
+                        if slot.state is GpuState.PLANNED:
+                            for cand in here:
+                                if mig.add(product, slot.key, cand.shape.profile) is not None:
+                                    offer(0, 0.0, "room", node, slot, cand)
+                        elif slot.state is GpuState.FIXED:
+                            for cand in here:
+                                if slot.fixed_free.get(cand.shape.profile):
+                                    cost = 0.0 if slot.charged else slot.price * self._units(cand.shape)
+                                    offer(0 if slot.charged else 1, cost, "fixed", node, slot, cand)
                     if node.free and node.group is not None and node.group.key[3]:
-                        free = min((node.gpus[j] for j in node.free), key=lambda s: (layout_rank(s, prof), s.index))
-                        offer(1, free.price * units, "mig", node, free, cand)
+                        for cand in here:
+                            prof = cand.shape.profile
+                            free = min((node.gpus[j] for j in node.free),
+                                       key=lambda s: (layout_rank(s, prof), s.index))
+                            offer(1, free.price * self._units(cand.shape), "mig", node, free, cand)
                 for cand in whole:
                     if cand.shape.product == product and len(node.free) >= cand.shape.gpus:
                         offer(cand.shape.gpus, node.gpus[0].price * cand.shape.gpus, "whole", node, None, cand)

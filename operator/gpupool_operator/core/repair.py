@@ -1,11 +1,17 @@
 """The solver's repair moves, run after the greedy phase; each accepted move strictly improves.
 
-* **count repair**: take out one big replica if that lets several unplaced ones in;
+* **count repair**: take out one big replica if that lets several unplaced ones in, or as many
+  of other models for less money (the unplaced models are placed before the victim's own);
 * **close**: empty a GPU whose replicas fit elsewhere (spare room, CPU, a cheaper fresh GPU, or a
   one-step ejection chain) for less than the GPU costs plus the move penalty;
 * **downgrade**: move a MIG GPU's content to a cheaper free GPU, spilling what does not fit;
 * **ruin and recreate**: empty one or two GPUs and re-place their replicas greedily (largest
-  first, then smallest first), keeping the result only if cheaper.
+  first, then smallest first), keeping the result only if cheaper;
+* **pull**: move CPU replicas into spare slices of GPUs already paid for, splitting a GPU used
+  whole by one replica into MIG when that lets them in, and swapping a CPU replica with a sliced one
+  whose CPU shape is cheaper (a two-step ejection chain).
+
+Replicas of BinPack and Spread pools are never moved by these (they optimise dollars only).
 
 Every move records the placements it touches and undoes them exactly when it does not pay off.
 """

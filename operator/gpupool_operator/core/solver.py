@@ -8,10 +8,15 @@ A purely computational, deterministic function of (snapshot, demands, options). 
    GPU-bound ones before those for which CPU is cheaper; each replica takes spare room on a GPU the
    plan already pays for, else the cheapest amortised opening with capacity. Node choice is best
    fit, so whole free nodes stay available for tensor-parallel replicas.
+   Pools with ``placementStrategy`` BinPack or Spread are placed replica by replica under their
+   own ranking (fewest new GPUs and nodes; distinct nodes) and left where that puts them.
 3. **Repair** (:mod:`~gpupool_operator.core.repair`). Swaps that place more replicas, then moves
    that strictly lower the cost: close under-filled GPUs, downgrade to cheaper GPUs, ruin and
-   recreate. Work is bounded by counts in :class:`Options` (the core has no clock).
-4. **Lay out.** Each GPU's final MIG layout is the smallest change from its current one
+   recreate, pull CPU replicas into spare slices. Work is bounded by counts in :class:`Options`
+   (the core has no clock).
+4. **Budget.** A pool whose replicas cost more than its ``budget`` loses its dearest replicas
+   above ``minReplicas`` until it fits; they are reported unplaced with the budget as the reason.
+5. **Lay out.** Each GPU's final MIG layout is the smallest change from its current one
    (:func:`gpupool_operator.core.mig.smallest_change`); instances get concrete start slots.
 
 :func:`solve` runs a small portfolio of variants (processing order, amortisation) and a whole-GPU
