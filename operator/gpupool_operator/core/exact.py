@@ -4,7 +4,8 @@ Used by tests and benchmarks to measure how far the heuristic is from optimal; n
 operator's hot path (it is exponential in the worst case). Same inputs, same cost definition as
 :func:`gpupool_operator.core.solver.solve`: every GPU that holds a replica costs its full price
 per hour, CPU replicas cost their cores; running pods are pinned (the reference places new replicas
-around them).
+around them). It models the Cost strategy without budgets (BinPack, Spread and ``budget`` are
+operator policies the heuristic applies on top of cost).
 
 Formulation (aggregated so that identical GPUs are not symmetric copies):
 
@@ -18,6 +19,8 @@ Formulation (aggregated so that identical GPUs are not symmetric copies):
   plus free instances of GPUs pinned by running pods (zero cost when we already pay for them,
   else a binary ``o[f]`` opens that GPU);
 * ``c[d, s, n]`` CPU replicas per node within its free cores and memory;
+* a binary ``b[d]`` per model with a min-off-spot promise: either fewer than ``min_off_spot``
+  replicas in all, or at least that many off spot (exactly what ``verify.problems`` checks);
 * ``sum(...) + u[d] = replicas still needed``; objective: price of GPUs used + CPU + a large
   penalty per unplaced replica (so it places as many as possible, then minimises dollars).
 """
