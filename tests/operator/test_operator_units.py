@@ -196,3 +196,21 @@ def test_a_config_without_relayouts_reports_what_needed_one() -> None:
     assert out.assignments == (kept,)
     assert not out.layout_changes
     assert [(u.demand, u.count) for u in out.unplaced] == [("ns/p/m", 1)]
+
+
+def test_readiness_changes_need_no_new_plan() -> None:
+    store = Store()
+    pod = {"metadata": {"name": "a", "namespace": "n", "resourceVersion": "1"}, "spec": {"nodeName": "x"},
+           "status": {"phase": "Pending"}}
+    store.upsert(Kind.POD, pod)
+    before = store.placement_version
+    ready = json.loads(json.dumps(pod))
+    ready["metadata"]["resourceVersion"] = "2"
+    ready["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    assert store.apply_event(Kind.POD, "MODIFIED", ready)  # the status changes: the loop looks again
+    assert store.placement_version == before  # but the plan cannot: no new solve
+    gone = json.loads(json.dumps(ready))
+    gone["metadata"]["resourceVersion"] = "3"
+    gone["status"]["phase"] = "Failed"
+    store.apply_event(Kind.POD, "MODIFIED", gone)
+    assert store.placement_version > before

@@ -214,6 +214,8 @@ class Reconciler:
         self._parsed: dict[tuple[Any, Any, bool], ParsedPool] = {}
         # (until, phantom pod): capacity kube-scheduler refused on a node, kept out of plans a while
         self._avoid: list[tuple[float, Obj]] = []
+        self._last: tuple[Any, Snapshot, Plan] | None = None  # (inputs, snapshot, plan) of the last solve
+        self._full_next = True
         self._status_inputs: dict[str, Any] = {}  # pool -> what its last written status was computed from
 
     # -- the loop -----------------------------------------------------------------------------
@@ -223,12 +225,15 @@ class Reconciler:
     async def run(self, stop: asyncio.Event, is_leader: Callable[[], bool]) -> None:
         """Cycle whenever poked (debounced) or every ``resync_s``, while ``is_leader()``."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.resync_s)
+            except TimeoutError:
+                self._full_next = True  # the periodic resync always solves afresh (cool-downs expire)
             if stop.is_set():
                 break
             if not is_leader():
                 self._seeded = False  # a new term starts from a fresh list
+                self._full_next = True
                 self._wake.clear()
                 self.idle.set()
                 await asyncio.sleep(0.2)
@@ -291,7 +296,13 @@ class Reconciler:
             return snapshot, solve(snapshot, demands, Options(move_penalty=self.settings.move_penalty))
 
         plan_started = time.monotonic()
-        snapshot, plan = await self.kube.run(plan_now)
+        inputs = (self.store.placement_version, tuple(id(p) for _, p in self._avoid))
+        if self._full_next or self._last is None or self._last[0] != inputs:
+            snapshot, plan = await self.kube.run(plan_now)
+            self._last = (inputs, snapshot, plan)
+            self._full_next = False
+        else:  # nothing the plan depends on changed: the deterministic solver would say the same
+            _, snapshot, plan = self._last
         report.plan_seconds = time.monotonic() - plan_started
         if config.spec.mig.policy is not MigLayoutPolicy.ANY:
             plan = without_relayouts(plan, f"MIG re-layout is not allowed (GPUPoolConfig mig.policy "
@@ -462,7 +473,7 @@ class Reconciler:
         path = path_for("v1", "pods", meta["name"], meta["namespace"])
         gone = self.kube.delete(path, uid=meta.get("uid"))
         marked = {**pod, "metadata": {**meta, "deletionTimestamp": _now().strftime("%Y-%m-%dT%H:%M:%SZ")}}
-        self.store.objects[Kind.POD][_pod_key(pod)] = marked  # write-through: terminating until the watch says gone
+        self.store.replace(Kind.POD, marked)  # write-through: terminating until the watch says gone
         return gone
 
     # -- creations ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Kind", "Store", "fingerprint", "object_key"]
+__all__ = ["Kind", "Store", "fingerprint", "object_key", "placement_fingerprint"]
 
 Obj = dict[str, Any]
 
@@ -65,6 +65,18 @@ def fingerprint(kind: Kind, obj: Mapping[str, Any]) -> Any:
     return (meta.get("generation"), meta.get("deletionTimestamp"))
 
 
+def placement_fingerprint(kind: Kind, obj: Mapping[str, Any]) -> Any:
+    """The part of an object the *plan* depends on: a pod turning Ready or losing its scheduling
+    gate changes the status, not where replicas go, so it needs no new solve."""
+    if kind is not Kind.POD:
+        return fingerprint(kind, obj)
+    meta = obj.get("metadata", {})
+    spec = obj.get("spec", {}) or {}
+    phase = (obj.get("status", {}) or {}).get("phase")
+    return (spec.get("nodeName"), phase in ("Succeeded", "Failed"), meta.get("deletionTimestamp"),
+            meta.get("labels"), meta.get("annotations"))
+
+
 def _slim(obj: Mapping[str, Any]) -> Obj:
     out = dict(obj)
     meta = dict(out.get("metadata", {}))
@@ -80,6 +92,8 @@ class Store:
     objects: dict[Kind, dict[str, Obj]] = field(default_factory=lambda: {k: {} for k in Kind})
     tombstones: dict[Kind, dict[str, int]] = field(default_factory=lambda: {k: {} for k in Kind})
     version: int = 0
+    placement_version: int = 0
+    """Moves only when something the placement depends on changes (see :func:`placement_fingerprint`)."""
 
     def get(self, kind: Kind, key: str) -> Obj | None:
         return self.objects[kind].get(key)
@@ -101,9 +115,17 @@ class Store:
             have = _rv(current)
             if have is not None and rv <= have:
                 return False
+        if current is None or placement_fingerprint(kind, current) != placement_fingerprint(kind, obj):
+            self.placement_version += 1
         self.objects[kind][key] = _slim(obj)
         self.version += 1
         return True
+
+    def replace(self, kind: Kind, obj: Mapping[str, Any]) -> None:
+        """Store our own view of an object (e.g. marked as terminating) regardless of versions."""
+        self.objects[kind][object_key(obj)] = _slim(obj)
+        self.version += 1
+        self.placement_version += 1
 
     def delete(self, kind: Kind, obj: Mapping[str, Any]) -> bool:
         key = object_key(obj)
@@ -113,6 +135,7 @@ class Store:
         if self.objects[kind].pop(key, None) is None:
             return False
         self.version += 1
+        self.placement_version += 1
         return True
 
     def apply_event(self, kind: Kind, event_type: str | None, obj: Mapping[str, Any]) -> bool:
@@ -147,3 +170,4 @@ class Store:
                 continue
             del self.objects[kind][key]
             self.version += 1
+            self.placement_version += 1
