@@ -77,15 +77,15 @@ class BatchResult:
 class _Pending:
     inputs: Arrays
     rows: int
-    signature: tuple[tuple[str, str, tuple[int, ...]], ...]
+    signature: tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]
     future: asyncio.Future[BatchResult]
     enqueued_ns: int
     deadline_ns: int | None
 
 
-def _signature(inputs: Arrays, batched: bool) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+def _signature(inputs: Arrays, batched: bool) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]:
     skip = 1 if batched else 0
-    return tuple(sorted((k, str(v.dtype), tuple(v.shape[skip:])) for k, v in inputs.items()))
+    return tuple(sorted((k, v.dtype, v.shape[skip:]) for k, v in inputs.items()))
 
 
 class DynamicBatcher:

@@ -174,10 +174,10 @@ class DataPlane:
             deadline = None if timeout_s is None else started + int(timeout_s * 1e9)
             result = await serving.batcher.infer(inputs, deadline_ns=deadline)
             queue_ns = result.queue_ns
-            wanted = set(request.requested_outputs)
+            wanted = request.requested_outputs
+            produced = result.outputs
             outputs = tuple(
-                Tensor(spec.name, spec.datatype, tuple(int(d) for d in result.outputs[spec.name].shape),
-                       result.outputs[spec.name])
+                Tensor(spec.name, spec.datatype, produced[spec.name].shape, produced[spec.name])
                 for spec in meta.outputs if not wanted or spec.name in wanted)
             ok = True
             return InferResponse(
