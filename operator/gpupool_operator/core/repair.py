@@ -227,20 +227,26 @@ class Repair(Greedy):
         Rooms only shrink while replicas move in, so once a model's replica (with the same spot
         freedom) finds no room, its other replicas are not tried again on the same rooms."""
         penalty = self.options.move_penalty
+        on_cpu = [r for r in self.reps.values() if r.shape.kind is ShapeKind.CPU]
         cpu = sorted(
-            (r for r in self.reps.values() if r.shape.kind is ShapeKind.CPU and self._movable(r)
-             and self._mig_cands(r.demand) and (r.pod is None or self._rep_cost(r) > penalty + 1e-9)),
+            (r for r in on_cpu if self._movable(r) and self._mig_cands(r.demand)
+             and (r.pod is None or self._rep_cost(r) > penalty + 1e-9)),
             key=lambda r: (-self._rep_cost(r), r.demand, r.node.order),
         )
         if not cpu:
             return False
         left = self._pull_all(cpu)
         changed = len(left) < len(cpu)
-        if left:
+        if left and self.eject_budget > 0:
             # Replicas on slices that could run on CPU: the other end of a swap (bounded scan).
-            victims = [v for v in self.reps.values()
-                       if v.shape.kind is ShapeKind.MIG and not v.fixed and v.pod is None and self._movable(v)
-                       and any(c.shape.kind is ShapeKind.CPU for c in self.cands[v.demand])][: 4 * EJECT_HOSTS]
+            flexible = {i for i, cs in enumerate(self.cands) if any(c.shape.kind is ShapeKind.CPU for c in cs)}
+            victims: list[Rep] = []
+            for v in self.reps.values():
+                if (v.shape.kind is ShapeKind.MIG and v.demand in flexible and not v.fixed and v.pod is None
+                        and self._movable(v)):
+                    victims.append(v)
+                    if len(victims) >= 4 * EJECT_HOSTS:
+                        break
             if victims:
                 still = [r for r in left[:EJECT_HOSTS] if not self._swap_with_cpu(r, victims)] + left[EJECT_HOSTS:]
                 changed |= len(still) < len(left)
@@ -249,7 +255,9 @@ class Repair(Greedy):
             return changed
         wanted = {c.shape.product for r in left for c in self._mig_cands(r.demand)}
         attempts = self.options.close_attempts if self.options.close_attempts is not None else 10**9
-        self._reindex()
+        # GPUs used whole by exactly one plan-only replica of ours (ours == 1 on a WHOLE GPU).
+        alone = {id(r.gpus[0]): r for r in self.reps.values()
+                 if r.shape.kind is ShapeKind.GPU and len(r.gpus) == 1 and r.pod is None}
         worth: dict[tuple[str, str], bool] = {}  # (product, slice) -> could a CPU replica join it
         for slot in self.state.gpus:
             if not left or attempts <= 0:
@@ -257,10 +265,10 @@ class Repair(Greedy):
             if (slot.state is not GpuState.WHOLE or slot.ours != 1 or slot.product not in wanted
                     or slot.node.group is None or not slot.node.group.key[3]):
                 continue
-            reps = self._reps_on(slot)
-            if len(reps) != 1 or reps[0].pod is not None or len(reps[0].gpus) != 1 or not self._movable(reps[0]):
+            found = alone.get(id(slot))
+            if found is None or id(found) not in self.reps or found.gpus[0] is not slot or not self._movable(found):
                 continue
-            r = reps[0]
+            r = found
             fit = [c for c in self._mig_cands(r.demand) if c.shape.product == slot.product]
             if not fit:
                 continue
