@@ -375,6 +375,7 @@ class Reconciler:
         self.last_report = report
         metrics.CYCLES.inc()
         metrics.CYCLE_SECONDS.observe(report.seconds)
+        metrics.PLAN_SECONDS.observe(report.plan_seconds)
         if report.created or report.deleted or report.relabeled or report.ungated or report.statuses:
             log.info(
                 "cycle %d: %.3fs (plan %.3fs), %d requests, created %d, deleted %d, relabeled %d, ungated %d, "
