@@ -1,6 +1,6 @@
 """Drive a worker with the kserve SDK's gRPC client; print what came back as JSON.
 
-Runs in the kserve virtualenv (see benchmarks/worker/kserve_env.sh), never in the test process:
+Runs in the kserve virtualenv (see scripts/kserve_env.sh), never in the test process:
 kserve's `inference.*` protobuf messages cannot share a process with tritonclient's.
 Usage: python kserve_client.py HOST:PORT
 """
