@@ -246,6 +246,14 @@ class Greedy(SolverBase):
             for node in self.state.nodes:
                 if not node.gpus or (node.gpus[0].spot and not spot_ok):
                     continue
+                if best is not None:  # prune: nodes come in order, so ties go to the earlier one
+                    bk = best[0]
+                    if bk[0] == bk[1] == bk[2] == 0.0:
+                        break  # nothing ranks better than free room on a node of the first kind
+                    if spread and mine.get(node.order, 0) > bk[0]:
+                        continue
+                    if not spread and bk[0] == bk[1] == 0.0 and node.order not in touched:
+                        continue
                 product = node.gpus[0].product
                 here = [c for c in mig_cands if c.shape.product == product]
                 if here:
@@ -261,10 +269,15 @@ class Greedy(SolverBase):
                                     offer(0 if slot.charged else 1, cost, "fixed", node, slot, cand)
                     if node.free and node.group is not None and node.group.key[3]:
                         for cand in here:
+                            cost = node.gpus[0].price * self._units(cand.shape)
+                            pre = ((float(mine.get(node.order, 0)), cost, 1.0) if spread
+                                   else (1.0, float(node.order not in touched), cost))
+                            if best is not None and pre >= best[0][:3]:
+                                continue  # cannot win (an earlier node wins ties): skip choosing the GPU
                             prof = cand.shape.profile
                             free = min((node.gpus[j] for j in node.free),
                                        key=lambda s: (layout_rank(s, prof), s.index))
-                            offer(1, free.price * self._units(cand.shape), "mig", node, free, cand)
+                            offer(1, cost, "mig", node, free, cand)
                 for cand in whole:
                     if cand.shape.product == product and len(node.free) >= cand.shape.gpus:
                         offer(cand.shape.gpus, node.gpus[0].price * cand.shape.gpus, "whole", node, None, cand)
