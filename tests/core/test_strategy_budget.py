@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from placement_builders import GPU, MIG, cpu, cpu_node, demand, gpu_node, snapshot
+from placement_strategies import demands, snapshots
 
 from gpupool_operator.api.inferencepool import InferencePool
 from gpupool_operator.core.demand import Budget, Demand, Strategy, from_pool
@@ -174,3 +177,29 @@ def test_from_pool_carries_strategy_budget_and_min_replicas() -> None:
         update={"placement_strategy": None, "budget": None})}))
     assert plain.strategy is Strategy.COST
     assert plain.budget is None
+
+
+# ------------------------------------------------------------------------------------ properties
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPS
+@given(snap=snapshots(), ds=demands(), picks=st.lists(st.sampled_from(list(Strategy)), min_size=5, max_size=5),
+       cap=st.floats(min_value=0.0, max_value=40.0), guaranteed=st.integers(min_value=0, max_value=2))
+def test_strategies_and_budgets_keep_plans_valid(  # type: ignore[no-untyped-def]
+    snap, ds, picks, cap, guaranteed
+) -> None:
+    budget = Budget("ns/pool", cap)
+    ds = [dataclasses.replace(d, strategy=picks[k % len(picks)], budget=budget if k % 2 == 0 else None,
+                              guaranteed=min(guaranteed, d.replicas))
+          for k, d in enumerate(ds)]
+    plan = solve(snap, ds)
+    assert problems(snap, ds, plan) == []
+    assert solve(snap, ds) == plan
+    capped = [d for d in ds if d.budget is not None]
+    spent = sum(plan.cost_by_demand.get(d.key, 0.0) for d in capped)
+    if spent > cap + 1e-6:  # only when nothing but guaranteed replicas is left
+        assert all(len(plan.for_demand(d.key)) <= d.guaranteed for d in capped)
+    for u in plan.unplaced:
+        assert u.count > 0
+        assert u.reason
