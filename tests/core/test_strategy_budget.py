@@ -11,7 +11,7 @@ from placement_builders import GPU, MIG, cpu, cpu_node, demand, gpu_node, snapsh
 from placement_strategies import demands, snapshots
 
 from gpupool_operator.api.inferencepool import InferencePool
-from gpupool_operator.core.demand import Budget, Demand, Strategy, from_pool
+from gpupool_operator.core.demand import Budget, Demand, Strategy, from_pool, placement_policy
 from gpupool_operator.core.inventory import Holding
 from gpupool_operator.core.solver import Planner, solve
 from gpupool_operator.core.verify import problems
@@ -177,6 +177,9 @@ def test_from_pool_carries_strategy_budget_and_min_replicas() -> None:
         update={"placement_strategy": None, "budget": None})}))
     assert plain.strategy is Strategy.COST
     assert plain.budget is None
+    assert placement_policy(pool, Strategy.BIN_PACK) == (Strategy.SPREAD, Budget("ns/p", 12.5))
+    bare = pool.model_copy(update={"spec": pool.spec.model_copy(update={"placement_strategy": None})})
+    assert placement_policy(bare, Strategy.BIN_PACK)[0] is Strategy.BIN_PACK
 
 
 # ------------------------------------------------------------------------------------ properties

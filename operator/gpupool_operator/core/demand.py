@@ -256,9 +256,7 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
     from gpupool_operator.api.inferencepool import HardwareType
 
     namespace = pool.metadata.namespace or "default"
-    strategy = Strategy(pool.spec.placement_strategy.value) if pool.spec.placement_strategy else Strategy.COST
-    budget = (Budget(f"{namespace}/{pool.metadata.name}", float(pool.spec.budget.max_usd_per_hour))
-              if pool.spec.budget is not None else None)
+    strategy, budget = placement_policy(pool)
     desired = {m.name: m.desired_replicas for m in pool.status.models} if pool.status is not None else {}
     out: list[Demand] = []
     for model in pool.spec.models:
@@ -294,6 +292,18 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
             guaranteed=min(count, model.min_replicas),
         ))
     return out
+
+
+def placement_policy(pool: InferencePool, default: Strategy = Strategy.COST) -> tuple[Strategy, Budget | None]:
+    """The pool's ``placementStrategy`` (else ``default``, the cluster's GPUPoolConfig default) and
+    its ``budget`` as the core's types, for every :class:`Demand` of the pool (with ``guaranteed``
+    set to the model's ``minReplicas``). A purely computational function with no side-effects."""
+    strategy = Strategy(pool.spec.placement_strategy.value) if pool.spec.placement_strategy else default
+    budget = None
+    if pool.spec.budget is not None:
+        name = f"{pool.metadata.namespace or 'default'}/{pool.metadata.name}"
+        budget = Budget(name, float(pool.spec.budget.max_usd_per_hour))
+    return strategy, budget
 
 
 def parse_memory(quantity: str) -> int:
