@@ -280,6 +280,10 @@ class LocalCluster:
                 "--kube-api-burst=1000",
             ],
         )
+        # A restarted cluster still holds the node Leases of the previous kwok instance; the new one
+        # cannot take them over until they expire, and pods bound meanwhile would never start.
+        # Leases are heartbeats, not state: the new kwok recreates them at once.
+        self.kubectl("delete", "leases", "--all", "-n", "kube-node-lease", "--ignore-not-found", "--wait=false")
         kwok_home = self.directory / "kwok-home"
         kwok_home.mkdir(exist_ok=True)
         stages = self.directory / "kwok.yaml"
