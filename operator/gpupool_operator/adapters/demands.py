@@ -8,18 +8,17 @@ autoscaler (queue depth from worker statistics) plugs in here without touching t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from gpupool_operator.adapters.names import demand_key
-from gpupool_operator.api import GPUPoolConfig, HardwareType, InferencePool, ModelSpec, default_config
+from gpupool_operator.api import GPUPoolConfig, InferencePool, ModelSpec, PoolDefaults, default_config
 from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices
-from gpupool_operator.core.demand import Accelerator, Demand, ShapeKind
+from gpupool_operator.core.demand import Demand, Strategy, from_pool, placement_policy
 
 __all__ = [
     "MinReplicas",
@@ -30,8 +29,6 @@ __all__ = [
     "parse_pool",
     "prices_from",
 ]
-
-MIB = 1024 * 1024
 
 
 class ReplicaPolicy(Protocol):
@@ -81,44 +78,24 @@ def parse_pool(obj: Mapping[str, Any]) -> ParsedPool:
                       deleting=bool(meta.get("deletionTimestamp")))
 
 
-def _rate(value: Any) -> float | None:
-    return None if value is None else float(value)
+def demands_for(
+    pools: Iterable[InferencePool], policy: ReplicaPolicy | None = None, defaults: PoolDefaults | None = None
+) -> list[Demand]:
+    """One demand per model of every pool, in a stable order.
 
-
-def _accelerators(model: ModelSpec) -> tuple[Accelerator, ...]:
-    out: list[Accelerator] = []
-    for option in model.hardware:
-        rate = _rate(option.inferences_per_second)
-        if option.type is HardwareType.GPU and option.gpu is not None:
-            out.append(Accelerator(ShapeKind.GPU, products=(option.gpu.product,), throughput=rate))
-        elif option.type is HardwareType.MIG and option.mig is not None:
-            profiles = (option.mig.profile,) if option.mig.profile else ()
-            out.append(Accelerator(ShapeKind.MIG, profiles=profiles, throughput=rate))
-        elif option.type is HardwareType.CPU and option.cpu is not None:
-            out.append(Accelerator(ShapeKind.CPU, cpu_millis=option.cpu.cores * 1000, throughput=rate))
-    return tuple(out)
-
-
-def demands_for(pools: Iterable[InferencePool], policy: ReplicaPolicy | None = None) -> list[Demand]:
-    """One demand per model of every pool, in a stable order."""
+    Built by the core's :func:`~gpupool_operator.core.demand.from_pool` (so ``placementStrategy``,
+    ``budget.maxUsdPerHour`` and ``minReplicas`` as the guaranteed share are honoured); the replica
+    count comes from ``policy`` and a pool without a ``placementStrategy`` gets the one from the
+    GPUPoolConfig's ``defaults``.
+    """
     policy = policy or MinReplicas()
+    defaults = defaults or PoolDefaults()
     out: list[Demand] = []
     for pool in pools:
-        namespace = pool.metadata.namespace or "default"
-        for model in pool.spec.models:
-            # A MIG "minMemory" option is at least acceleratorMemory (the API enforces it); the core
-            # sizes slices by the model's need, which any such slice meets.
-            memory = model.accelerator_memory_bytes
-            out.append(
-                Demand(
-                    key=demand_key(namespace, pool.metadata.name or "", model.name),
-                    replicas=policy.desired(pool, model),
-                    memory_mib=math.ceil(memory / MIB),
-                    accelerators=_accelerators(model),
-                    tensor_parallel=model.gpus_per_replica,
-                    max_latency_ms=None,
-                )
-            )
+        default = Strategy(defaults.apply(pool.spec).placement_strategy.value)
+        strategy, _ = placement_policy(pool, default)
+        wanted = {model.name: policy.desired(pool, model) for model in pool.spec.models}
+        out += [replace(d, strategy=strategy) for d in from_pool(pool, wanted)]
     return sorted(out, key=lambda d: d.key)
 
 

@@ -285,7 +285,7 @@ class Reconciler:
         nodes = self.store.all(Kind.NODE)
         pods = self.store.all(Kind.POD)
         valid = [p.pool for p in pools.values() if p.pool is not None]
-        demands = demands_for(valid, self.policy)
+        demands = demands_for(valid, self.policy, config.spec.defaults)
         desired = {d.key: d.replicas for d in demands}
 
         self._avoid = [(until, pod) for until, pod in self._avoid if until > now]
