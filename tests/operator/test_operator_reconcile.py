@@ -11,7 +11,7 @@ from typing import Any
 from operator_builders import PoolBuilder, fake_gpu_node
 from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
 
-from gpupool_operator.adapters.snapshot import parse_cpu_millis
+from gpupool_operator.adapters.inventory import parse_cpu
 from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.nodes import register_nodes
 
@@ -40,7 +40,7 @@ def test_replicas_run_where_the_plan_placed_them(control_plane: LocalCluster, op
         limits = pod["spec"]["containers"][0]["resources"]["limits"]
         resource = placed[name]["resource"]
         if resource == "cpu":
-            assert parse_cpu_millis(limits["cpu"]) == 2000
+            assert parse_cpu(limits["cpu"]) == 2000
         else:
             assert limits[resource] == str(placed[name]["count"])
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "InferencePool"

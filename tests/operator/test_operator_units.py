@@ -11,7 +11,8 @@ from operator_builders import PoolBuilder, fake_gpu_node
 
 from gpupool_operator.adapters import miglayout, names
 from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
-from gpupool_operator.adapters.snapshot import build_snapshot, parse_cpu_millis, parse_memory_mib
+from gpupool_operator.adapters.inventory import node_from_object, parse_cpu, parse_memory_mib
+from gpupool_operator.adapters.snapshot import build_snapshot
 from gpupool_operator.adapters.status import pool_status, status_differs
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, replica_pod
@@ -68,8 +69,8 @@ def test_store_ignores_changes_the_loop_does_not_react_to() -> None:
 
 
 def test_quantities() -> None:
-    assert parse_cpu_millis("500m") == 500
-    assert parse_cpu_millis("96") == 96000
+    assert parse_cpu("500m") == 500
+    assert parse_cpu("96") == 96000
     assert parse_memory_mib("1Gi") == 1024
     assert parse_memory_mib("1152Gi") == 1152 * 1024
 
@@ -102,7 +103,7 @@ def test_snapshot_reads_layouts_holdings_and_prices() -> None:
         "spec": {"containers": [{"resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}]},
         "status": {"phase": "Pending"},
     }
-    snap = build_snapshot([node], [pod], default_config(), prices_from(default_config()), now=0.0)
+    snap = build_snapshot([node], [pod], prices_from(default_config()), now=0.0)
     (n,) = snap.nodes
     assert n.product == "A100-80GB"
     assert n.mig_ready
@@ -114,11 +115,23 @@ def test_snapshot_reads_layouts_holdings_and_prices() -> None:
     assert h.instance == (0, "1g.10gb", 3)
 
 
+def test_snapshot_reads_mig_memory_labels_as_gpupool_plan_does() -> None:
+    node = fake_gpu_node("a100-0000", "A100-80GB", gpus=2, mig_strategy="mixed", layouts=[{"1g.10gb": 7}, {}])
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    node["metadata"]["labels"].update({"nvidia.com/mig-1g.10gb.memory": "9728",
+                                       "nvidia.com/mig-1g.10gb.me.memory": "9700"})
+    (n,) = build_snapshot([node], [], prices_from(default_config()), now=0.0).nodes
+    assert dict(n.mig_memory) == {"1g.10gb": 9728, "1g.10gb+me": 9700}
+    plain = node_from_object(node)
+    assert (n.gpus, n.mig_memory, n.gpu_price, n.price_tier) == (plain.gpus, plain.mig_memory, plain.gpu_price,
+                                                                  plain.price_tier)
+
+
 def test_snapshot_counts_a_pending_target_and_leaves_cordoned_replicas_uncounted() -> None:
     node = fake_gpu_node("a100-0001", "A100-80GB", gpus=2, mig_strategy="mixed", layouts=[{}, {}])
     node["metadata"]["annotations"][names.ANN_MIG_LAYOUT_TARGET] = json.dumps([{"3g.40gb": 2}, {}])
     node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
-    snap = build_snapshot([node], [], default_config(), prices_from(default_config()), now=0.0)
+    snap = build_snapshot([node], [], prices_from(default_config()), now=0.0)
     assert not snap.nodes[0].mig_ready
     assert snap.nodes[0].gpus[0].layout is not None
     node["spec"]["unschedulable"] = True
@@ -126,7 +139,7 @@ def test_snapshot_counts_a_pending_target_and_leaves_cordoned_replicas_uncounted
                         "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_GPUS: "1"}},
            "spec": {"nodeName": "a100-0001", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
            "status": {"phase": "Running"}}
-    snap = build_snapshot([node], [pod], default_config(), prices_from(default_config()), now=0.0)
+    snap = build_snapshot([node], [pod], prices_from(default_config()), now=0.0)
     assert not snap.nodes[0].schedulable
     assert snap.nodes[0].holdings[0].owner is None
 
@@ -139,7 +152,7 @@ def test_demands_and_plan_to_pod() -> None:
     node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
     cpu = {"metadata": {"name": "cpu-0"}, "status": {"allocatable": {"cpu": "8", "memory": "32Gi"},
                                                        "conditions": [{"type": "Ready", "status": "True"}]}}
-    snap = build_snapshot([node, cpu], [], default_config(), prices_from(default_config()), now=0.0)
+    snap = build_snapshot([node, cpu], [], prices_from(default_config()), now=0.0)
     plan = solve(snap, demands)
     assert not plan.unplaced
     assert len(plan.assignments) == 3

@@ -16,8 +16,7 @@ from pydantic import ValidationError
 
 from gpupool_operator.adapters.names import demand_key
 from gpupool_operator.api import GPUPoolConfig, InferencePool, ModelSpec, PoolDefaults, default_config
-from gpupool_operator.core import catalog
-from gpupool_operator.core.cost import Prices
+from gpupool_operator.core.cost import Prices, prices_from_config
 from gpupool_operator.core.demand import Demand, Strategy, from_pool, placement_policy
 
 __all__ = [
@@ -111,16 +110,8 @@ def config_from(obj: Mapping[str, Any] | None) -> tuple[GPUPoolConfig, str | Non
         return default_config(), f"GPUPoolConfig is invalid ({err.errors()[0].get('msg')}); using defaults"
 
 
-def _catalog_key(product: str) -> str:
-    try:
-        return catalog.lookup(product).key
-    except KeyError:
-        return product
-
-
 def prices_from(config: GPUPoolConfig) -> Prices:
-    """The core's price table from the GPUPoolConfig (products named by label or catalog key)."""
-    gpu = {_catalog_key(p.product): float(p.usd_per_gpu_hour) for p in config.spec.gpu_prices}
-    base = Prices()
-    merged = {**base.gpu, **gpu}
-    return Prices(gpu=merged, cpu_per_core_hour=float(config.spec.usd_per_vcpu_hour))
+    """The core's price table from the GPUPoolConfig (products named by label or catalog key, node
+    overrides included); products it does not price keep the built-in list prices."""
+    prices = prices_from_config(config)
+    return replace(prices, gpu={**Prices().gpu, **prices.gpu})

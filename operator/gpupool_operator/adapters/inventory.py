@@ -14,6 +14,7 @@ which physical GPU a pod's MIG device sits on, so bound pods are assigned to GPU
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -27,14 +28,20 @@ from gpupool_operator.core.inventory import Gpu, Holding, MigStrategy, Node, Sna
 from gpupool_operator.core.mig import Placement
 
 __all__ = [
+    "GPU",
     "MIG_LAYOUT_ANNOTATION",
+    "MIG_PREFIX",
     "MODEL_LABEL",
     "POOL_LABEL",
     "PRICE_ANNOTATION",
     "PRICE_TIER_LABEL",
+    "layouts_from_annotation",
     "node_from_object",
     "parse_cpu",
     "parse_memory_mib",
+    "pod_requests",
+    "profile_from_resource",
+    "quantity",
     "snapshot_from_objects",
 ]
 
@@ -47,8 +54,8 @@ MODEL_LABEL = "gpupool.io/model"
 #: Optional annotation on our pods: the GPU indices they run on (JSON list), when known.
 GPUS_ANNOTATION = "gpupool.io/gpus"
 
-_GPU = "nvidia.com/gpu"
-_MIG_PREFIX = "nvidia.com/mig-"
+GPU = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
 _UNSCHEDULABLE_TAINTS = ("node.kubernetes.io/unschedulable", "node.kubernetes.io/not-ready",
                          "node.kubernetes.io/unreachable")
 _TERMINAL = ("Succeeded", "Failed")
@@ -113,11 +120,11 @@ def node_from_object(obj: Obj, pods: Iterable[Obj] = (), prices: Prices | None =
 
     product_label = labels.get("nvidia.com/gpu.product", "")
     strategy = _strategy(labels.get("nvidia.com/mig.strategy"))
-    whole_alloc = _int(alloc.get(_GPU))
+    whole_alloc = quantity(alloc.get(GPU))
     mig_alloc = {
-        k[len(_MIG_PREFIX):]: _int(v) for k, v in alloc.items() if k.startswith(_MIG_PREFIX) and _int(v) > 0
+        k[len(MIG_PREFIX):]: quantity(v) for k, v in alloc.items() if k.startswith(MIG_PREFIX) and quantity(v) > 0
     }
-    gpu_count = _int(labels.get("nvidia.com/gpu.count"))
+    gpu_count = quantity(labels.get("nvidia.com/gpu.count"))
     if not product_label and not whole_alloc and not mig_alloc:
         return Node(name=name, cpu_millis=cpu, memory_mib=memory, price_tier=tier,
                     holdings=_holdings(pods, None, ()), schedulable=schedulable, warnings=tuple(warnings))
@@ -129,14 +136,14 @@ def node_from_object(obj: Obj, pods: Iterable[Obj] = (), prices: Prices | None =
         gpu_count = max(1, math.ceil(gpu_count / per_gpu)) if per_gpu else gpu_count
     if not gpu_count:
         gpu_count = whole_alloc + (math.ceil(sum(mig_alloc.values()) / 7) if mig_alloc else 0)
-    gpu_memory = _int(labels.get("nvidia.com/gpu.memory")) or (product.memory_mib if product else 0)
+    gpu_memory = quantity(labels.get("nvidia.com/gpu.memory")) or (product.memory_mib if product else 0)
     if product is None:
         warnings.append(
             f"unknown GPU product {product_label or '(no nvidia.com/gpu.product label)'}: used as "
             f"{gpu_count} whole non-MIG GPU(s) of {gpu_memory} MiB"
         )
         if strategy is MigStrategy.SINGLE:
-            gpu_memory = _int(labels.get("nvidia.com/gpu.memory"))
+            gpu_memory = quantity(labels.get("nvidia.com/gpu.memory"))
     layouts = _layouts(product, gpu_count, annotations, labels, strategy, whole_alloc, mig_alloc, warnings)
     key = product.key if product else None
     price = _price(prices, key, tier, gpu_memory, annotations, override, warnings)
@@ -149,9 +156,9 @@ def node_from_object(obj: Obj, pods: Iterable[Obj] = (), prices: Prices | None =
     mig_memory: list[tuple[str, int]] = []
     if product is not None and product.mig_capable:
         for label, value in labels.items():
-            if label.startswith(_MIG_PREFIX) and label.endswith(".memory"):
-                profile = _profile_from_resource(product, label[len(_MIG_PREFIX):-len(".memory")])
-                mib = _int(value)
+            if label.startswith(MIG_PREFIX) and label.endswith(".memory"):
+                profile = profile_from_resource(product, label[len(MIG_PREFIX):-len(".memory")])
+                mib = quantity(value)
                 if profile is not None and mib > 0:
                     mig_memory.append((profile, mib))
     return Node(
@@ -182,7 +189,7 @@ def _layouts(
         return [None] * count
     raw = annotations.get(MIG_LAYOUT_ANNOTATION)
     if raw:
-        got = _from_annotation(product, count, raw, warnings)
+        got = layouts_from_annotation(product, count, raw, warnings)
         if got is not None:
             return got
     config = labels.get("nvidia.com/mig.config", "")
@@ -198,9 +205,11 @@ def _layouts(
     return _spread(product, count, whole_alloc, mig_alloc, warnings)
 
 
-def _from_annotation(
+def layouts_from_annotation(
     product: catalog.GpuProduct, count: int, raw: str, warnings: list[str]
 ) -> list[Placement | None] | None:
+    """Per-GPU layouts from a ``[{profile: count}, ...]`` annotation value (missing GPUs: MIG
+    disabled); ``None`` (and a warning) when it is malformed or names an invalid layout."""
     try:
         data = json.loads(raw)
         if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
@@ -214,11 +223,11 @@ def _from_annotation(
         if not counts:
             out.append(None)
             continue
-        problem = mig.layout_problem(product, counts)
+        problem = _layout_problem(product, counts)
         if problem is not None:
             warnings.append(f"GPU {i}: ignored invalid layout {counts} in {MIG_LAYOUT_ANNOTATION}: {problem}")
             return None
-        out.append(mig.place(product, counts))
+        out.append(_place(product, counts))
     return out
 
 
@@ -244,9 +253,29 @@ def _named_layout(product: catalog.GpuProduct, config: str) -> tuple[bool, Place
     return False, None
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_place(product_key: str, counts: tuple[tuple[str, int], ...]) -> Placement | None:
+    return mig.place(catalog.by_key(product_key), dict(counts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_problem(product_key: str, counts: tuple[tuple[str, int], ...]) -> str | None:
+    return mig.layout_problem(catalog.by_key(product_key), dict(counts))
+
+
+def _layout_problem(product: catalog.GpuProduct, counts: Mapping[str, int]) -> str | None:
+    """Why a layout is invalid (``None``: valid); cached like :func:`_place`."""
+    return _cached_problem(product.key, tuple(sorted(counts.items())))
+
+
+def _place(product: catalog.GpuProduct, counts: Mapping[str, int]) -> Placement | None:
+    """Start slots for a layout; cached: a fleet has few distinct layouts and placing backtracks."""
+    return _cached_place(product.key, tuple(sorted(counts.items())))
+
+
 def _full(product: catalog.GpuProduct, profile: str) -> Placement | None:
     n = mig.room_for(product.key, (), profile)
-    return mig.place(product, {profile: n}) if n else None
+    return _place(product, {profile: n}) if n else None
 
 
 def _spread(
@@ -256,7 +285,7 @@ def _spread(
     mig_gpus = max(0, count - whole)
     todo: list[str] = []
     for res, n in sorted(mig_alloc.items()):
-        name = _profile_from_resource(product, res)
+        name = profile_from_resource(product, res)
         if name is None:
             warnings.append(f"unknown MIG resource nvidia.com/mig-{res} for {product.key}: ignored")
             continue
@@ -273,11 +302,12 @@ def _spread(
             lost += 1
     if lost:
         warnings.append(f"{lost} allocatable MIG instance(s) did not fit {mig_gpus} GPU(s); ignored")
-    out: list[Placement | None] = [mig.place(product, c) if c else () for c in content]
+    out: list[Placement | None] = [_place(product, c) if c else () for c in content]
     return out + [None] * (count - mig_gpus)
 
 
-def _profile_from_resource(product: catalog.GpuProduct, res: str) -> str | None:
+def profile_from_resource(product: catalog.GpuProduct, res: str) -> str | None:
+    """The MIG profile behind a resource suffix (``1g.10gb.me`` -> ``1g.10gb+me``), if ``product`` has it."""
     for p in product.mig_profiles:
         if p.name.replace("+", ".") == res:
             return p.name
@@ -315,10 +345,10 @@ def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tup
         owner = None
         if POOL_LABEL in labels and MODEL_LABEL in labels:
             owner = f"{ns}/{labels[POOL_LABEL]}/{labels[MODEL_LABEL]}"
-        req = _requests(pod)
+        req = pod_requests(pod)
         cpu = parse_cpu(req.get("cpu", "0"))
         memory = parse_memory_mib(req.get("memory", "0"))
-        n_whole = _int(req.get(_GPU))
+        n_whole = quantity(req.get(GPU))
         held: tuple[int, ...] = ()
         instance: tuple[int, str, int] | None = None
         if n_whole:
@@ -329,8 +359,8 @@ def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tup
                 held = tuple(free_whole[:n_whole])
             free_whole = [i for i in free_whole if i not in held]
         for key, value in sorted(req.items()):
-            if key.startswith(_MIG_PREFIX) and _int(value) and product is not None:
-                prof = _profile_from_resource(product, key[len(_MIG_PREFIX):])
+            if key.startswith(MIG_PREFIX) and quantity(value) and product is not None:
+                prof = profile_from_resource(product, key[len(MIG_PREFIX):])
                 match = next((x for x in free_inst if x[1] == prof), None)
                 if match is not None:
                     free_inst.remove(match)
@@ -350,7 +380,7 @@ def _annotated_gpus(meta: Obj) -> list[int]:
         return []
 
 
-def _requests(pod: Obj) -> dict[str, str]:
+def pod_requests(pod: Obj) -> dict[str, str]:
     """A pod's effective requests: sum over containers (limits stand in for missing requests)."""
     total: Counter[str] = Counter()
     raw: dict[str, str] = {}
@@ -363,7 +393,7 @@ def _requests(pod: Obj) -> dict[str, str]:
             elif k == "memory":
                 total[k] += parse_memory_mib(str(v))
             else:
-                total[k] += _int(str(v))
+                total[k] += quantity(str(v))
     for k, v in total.items():
         raw[k] = f"{v}m" if k == "cpu" else f"{v}Mi" if k == "memory" else str(v)
     return raw
@@ -395,7 +425,8 @@ def parse_memory_mib(value: str) -> int:
     return int(number * factor // 2**20)
 
 
-def _int(value: str | None) -> int:
+def quantity(value: str | None) -> int:
+    """An integer resource count (``"8"``); 0 when absent or not an integer."""
     if not value:
         return 0
     try:

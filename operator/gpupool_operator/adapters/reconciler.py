@@ -292,7 +292,7 @@ class Reconciler:
         seen_pods = pods + [pod for _, pod in self._avoid]
 
         def plan_now() -> tuple[Snapshot, Plan]:
-            snapshot = build_snapshot(nodes, seen_pods, config, prices, now, self.settings.failed_cooldown_s)
+            snapshot = build_snapshot(nodes, seen_pods, prices, now, self.settings.failed_cooldown_s)
             return snapshot, solve(snapshot, demands, Options(move_penalty=self.settings.move_penalty))
 
         plan_started = time.monotonic()

@@ -1,67 +1,32 @@
 """Node and Pod objects (as the API serves them) -> the core's immutable inventory snapshot.
 
-What the operator knows that a generic reader of nodes does not: which GPU and which MIG instance
-each of its own replicas holds (annotations it wrote on the pod), the layout it asked NVIDIA's MIG
-manager for on a node still reconfiguring (``gpupool.io/mig-layout-target``: the replicas gated on
-it count as placed there, so the next cycle does not plan them again), and nodes whose last
-re-layout failed (left out of MIG placement for a cool-down). Prices come from the GPUPoolConfig.
+Every node is read by :func:`gpupool_operator.adapters.inventory.node_from_object`, the one
+parser of GFD labels, allocatable, MIG layouts, prices and cordons that ``gpupool plan`` uses too.
+On top, this module adds only what the operator knows that a generic reader of nodes does not:
+which GPU and which MIG instance each of its own replicas holds (annotations it wrote on the pod),
+the layout it asked NVIDIA's MIG manager for on a node still reconfiguring
+(``gpupool.io/mig-layout-target``: the replicas gated on it count as placed there, so the next
+cycle does not plan them again), nodes whose last re-layout failed (left out of MIG placement for
+a cool-down), nodes being deleted or not reporting Ready, and Karpenter's capacity type as the
+price tier when the node has no ``gpupool.io/price-tier`` label. Prices (node overrides included)
+come from the GPUPoolConfig.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gpupool_operator.adapters import names
-from gpupool_operator.api import GPUPoolConfig
-from gpupool_operator.core import catalog, mig
+from gpupool_operator.adapters import inventory, names
+from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices, PriceTier
-from gpupool_operator.core.inventory import Gpu, Holding, MigStrategy, Node, Snapshot
+from gpupool_operator.core.inventory import Gpu, Holding, Node, Snapshot
 
-__all__ = [
-    "PodView",
-    "build_snapshot",
-    "layout_counts",
-    "parse_cpu_millis",
-    "parse_memory_mib",
-    "pod_view",
-]
+__all__ = ["PodView", "build_snapshot", "pod_view"]
 
 Obj = Mapping[str, Any]
-GPU = "nvidia.com/gpu"
-MIG_PREFIX = "nvidia.com/mig-"
-PRICE_TIER_LABEL = "gpupool.io/price-tier"
-PRICE_ANNOTATION = "gpupool.io/price-per-gpu-hour"
-_CPU_RE = re.compile(r"^([0-9.]+)(m?)$")
-_MEM_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-              "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "m": 1}
-_MEM_RE = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
-
-
-def parse_cpu_millis(value: str | int | None) -> int:
-    if value is None:
-        return 0
-    m = _CPU_RE.match(str(value))
-    if not m:
-        return 0
-    number = float(m.group(1))
-    return int(number) if m.group(2) else int(number * 1000)
-
-
-def parse_memory_mib(value: str | int | None) -> int:
-    if value is None:
-        return 0
-    m = _MEM_RE.match(str(value))
-    if not m or m.group(2) not in _MEM_UNITS:
-        return 0
-    number = float(m.group(1)) * _MEM_UNITS[m.group(2)]
-    if m.group(2) == "m":
-        number /= 1000
-    return int(number // 2**20)
+_CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +38,10 @@ class PodView:
     demand: str | None  # set for our replicas that still count
     gpus: int
     gpu_indices: tuple[int, ...]
-    mig: tuple[str, int] | None  # (profile name, count) requested
+    mig: str | None  # MIG resource suffix requested (``1g.10gb``, ``1g.10gb.me``)
     instance: tuple[int, str, int] | None
     cpu_millis: int
     memory_mib: int
-
-
-def _requests(pod: Obj) -> tuple[dict[str, int], int, int]:
-    extended: dict[str, int] = {}
-    cpu = mem = 0
-    for container in pod.get("spec", {}).get("containers", []):
-        res = container.get("resources", {})
-        limits = res.get("limits", {}) or {}
-        requests = res.get("requests", {}) or {}
-        for name, value in {**requests, **limits}.items():
-            if name.startswith("nvidia.com/"):
-                extended[name] = extended.get(name, 0) + int(str(value))
-        cpu += parse_cpu_millis(requests.get("cpu", limits.get("cpu")))
-        mem += parse_memory_mib(requests.get("memory", limits.get("memory")))
-    return extended, cpu, mem
 
 
 def pod_view(pod: Obj) -> PodView | None:
@@ -106,8 +56,9 @@ def pod_view(pod: Obj) -> PodView | None:
     node = pod.get("spec", {}).get("nodeName") or (ann.get(names.ANN_NODE) if ours else None)
     if not node:
         return None
-    extended, cpu, mem = _requests(pod)
-    profile = next(((k[len(MIG_PREFIX):], v) for k, v in extended.items() if k.startswith(MIG_PREFIX)), None)
+    requests = inventory.pod_requests(pod)
+    profile = next((k[len(inventory.MIG_PREFIX):] for k in sorted(requests)
+                    if k.startswith(inventory.MIG_PREFIX) and inventory.quantity(requests[k]) > 0), None)
     indices: tuple[int, ...] = ()
     instance = None
     if ours:
@@ -122,65 +73,13 @@ def pod_view(pod: Obj) -> PodView | None:
         key=f"{meta.get('namespace')}/{meta.get('name')}",
         node=node,
         demand=ann[names.ANN_DEMAND] if counted else None,
-        gpus=extended.get(GPU, 0),
+        gpus=inventory.quantity(requests.get(inventory.GPU)),
         gpu_indices=indices,
         mig=profile,
         instance=instance,
-        cpu_millis=cpu,
-        memory_mib=mem,
+        cpu_millis=inventory.parse_cpu(requests.get("cpu", "0")),
+        memory_mib=inventory.parse_memory_mib(requests.get("memory", "0")),
     )
-
-
-def layout_counts(raw: str | None, gpus: int) -> list[dict[str, int]] | None:
-    """The per-GPU layout annotation, or ``None`` when absent or malformed."""
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(value, list) or len(value) != gpus:
-        return None
-    return [{str(k): int(v) for k, v in (item or {}).items() if int(v) > 0} for item in value]
-
-
-def _infer_layouts(product: catalog.GpuProduct, gpus: int, allocatable: Obj) -> list[dict[str, int]]:
-    """No annotation: whole GPUs first (allocatable nvidia.com/gpu), slices packed onto the rest."""
-    whole = int(str(allocatable.get(GPU, "0")))
-    totals = {
-        k[len(MIG_PREFIX):]: int(str(v)) for k, v in allocatable.items() if k.startswith(MIG_PREFIX)
-    }
-    layouts: list[dict[str, int]] = [{} for _ in range(gpus)]
-    names_ = sorted(totals, key=lambda n: -product.profile(n).memory_slots if _has(product, n) else 0)
-    for i in range(min(whole, gpus), gpus):
-        for name in names_:
-            if not _has(product, name):
-                continue
-            while totals[name] > 0:
-                trial = {**layouts[i], name: layouts[i].get(name, 0) + 1}
-                if mig.layout_problem(product, trial) is not None:
-                    break
-                layouts[i] = trial
-                totals[name] -= 1
-    return layouts
-
-
-@functools.lru_cache(maxsize=4096)
-def _placement(product_key: str, counts: tuple[tuple[str, int], ...]) -> mig.Placement | None:
-    """Start slots for a layout; cached: a fleet has few distinct layouts and this backtracks."""
-    return mig.place(catalog.by_key(product_key), dict(counts))
-
-
-def _has(product: catalog.GpuProduct, name: str) -> bool:
-    return any(p.name == name for p in product.mig_profiles)
-
-
-def _tier(labels: Mapping[str, str]) -> PriceTier:
-    raw = labels.get(PRICE_TIER_LABEL) or labels.get("karpenter.sh/capacity-type", "")
-    try:
-        return PriceTier(raw.lower())
-    except ValueError:
-        return PriceTier.ON_DEMAND
 
 
 def _ready(node: Obj) -> bool:
@@ -188,41 +87,38 @@ def _ready(node: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
 
-def _gpu_price(config: GPUPoolConfig, prices: Prices, node: Obj, key: str | None, tier: PriceTier,
-               memory_mib: int) -> float:
+def _with_capacity_tier(node: Obj) -> Obj:
+    """The node as the inventory parser should see it: Karpenter's capacity type as the price tier
+    when no ``gpupool.io/price-tier`` label says otherwise."""
     meta = node.get("metadata", {})
     labels = meta.get("labels", {}) or {}
-    explicit = (meta.get("annotations", {}) or {}).get(PRICE_ANNOTATION)
-    if explicit:
-        try:
-            return float(explicit)
-        except ValueError:
-            pass
-    base = prices.gpu_hour(key, PriceTier.ON_DEMAND, memory_mib)
-    for override in config.spec.node_overrides:
-        if all(labels.get(k) == v for k, v in override.node_selector.items()):
-            if override.usd_per_gpu_hour is not None:
-                return float(override.usd_per_gpu_hour)
-            if override.price_multiplier is not None:
-                return round(base * float(override.price_multiplier), 6)
-    return prices.gpu_hour(key, tier, memory_mib)
+    raw = labels.get(_CAPACITY_TYPE_LABEL)
+    if inventory.PRICE_TIER_LABEL in labels or not raw:
+        return node
+    try:
+        tier = PriceTier(str(raw).lower())
+    except ValueError:
+        return node
+    return {**node, "metadata": {**meta, "labels": {**labels, inventory.PRICE_TIER_LABEL: tier.value}}}
 
 
-def _assign_holdings(gpus: list[Gpu], views: list[PodView]) -> tuple[Holding, ...]:
+def _assign_holdings(gpus: tuple[Gpu, ...], product: str | None, views: list[PodView]) -> tuple[Holding, ...]:
     """Holdings with concrete GPU indices; foreign pods take the first free GPU or instance."""
     whole_used: set[int] = set()
     taken: set[tuple[int, str, int]] = set()
     holdings: list[Holding] = []
     layouts = {g.index: g.layout for g in gpus}
+    gpu_product = catalog.by_key(product) if product is not None else None
     ordered = sorted(views, key=lambda v: (v.demand is None, v.key))  # ours first: their indices are known
     for v in ordered:
         owner = v.demand
         if v.mig is not None:
-            profile = v.mig[0].replace(".me", "+me")
+            profile = inventory.profile_from_resource(gpu_product, v.mig) if gpu_product is not None else None
             want = v.instance
             chosen: tuple[int, str, int] | None = None
             candidates = [(i, n, s) for i, lay in layouts.items() if lay for n, s in lay if n == profile]
-            if want is not None and (want[0], profile, want[2]) in candidates and want not in taken:
+            if want is not None and profile is not None and (want[0], profile, want[2]) in candidates \
+                    and want not in taken:
                 chosen = (want[0], profile, want[2])
             else:
                 same_gpu = [c for c in candidates if c not in taken and (want is None or c[0] == want[0])]
@@ -247,10 +143,40 @@ def _assign_holdings(gpus: list[Gpu], views: list[PodView]) -> tuple[Holding, ..
     return tuple(holdings)
 
 
+def _operator_node(obj: Obj, views: list[PodView], prices: Prices, now: float, failed_cooldown_s: float) -> Node:
+    node = inventory.node_from_object(_with_capacity_tier(obj), (), prices)
+    meta = obj.get("metadata", {})
+    ann = meta.get("annotations", {}) or {}
+    target = ann.get(names.ANN_MIG_LAYOUT_TARGET)
+    gpus = node.gpus
+    warnings = list(node.warnings)
+    if target and node.product is not None and gpus:
+        laid_out = inventory.layouts_from_annotation(catalog.by_key(node.product), len(gpus), target, warnings)
+        if laid_out is not None:
+            gpus = tuple(Gpu(g.index, laid_out[g.index]) for g in gpus)
+    failed = ann.get(names.ANN_MIG_FAILED, "")
+    recently_failed = False
+    if failed:
+        try:
+            recently_failed = now - float(failed.split(" ", 1)[0]) < failed_cooldown_s
+        except ValueError:
+            recently_failed = False
+    schedulable = node.schedulable and _ready(obj) and not meta.get("deletionTimestamp")
+    if not schedulable:  # cordoned or gone: our replicas there still hold, but no longer count
+        views = [replace(v, demand=None) for v in views]
+    return replace(
+        node,
+        gpus=gpus,
+        mig_ready=node.mig_ready and not target and not recently_failed,
+        schedulable=schedulable,
+        holdings=_assign_holdings(gpus, node.product, views),
+        warnings=tuple(warnings),
+    )
+
+
 def build_snapshot(
     nodes: Iterable[Obj],
     pods: Iterable[Obj],
-    config: GPUPoolConfig,
     prices: Prices,
     now: float,
     failed_cooldown_s: float = 600.0,
@@ -261,78 +187,9 @@ def build_snapshot(
         view = pod_view(pod)
         if view is not None and view.node:
             by_node.setdefault(view.node, []).append(view)
-    out: list[Node] = []
+    out = [_operator_node(obj, by_node.get(obj["metadata"]["name"], []), prices, now, failed_cooldown_s)
+           for obj in nodes]
     warnings: list[str] = []
-    for obj in nodes:
-        meta = obj.get("metadata", {})
-        name = meta["name"]
-        labels = meta.get("labels", {}) or {}
-        ann = meta.get("annotations", {}) or {}
-        alloc = obj.get("status", {}).get("allocatable", {}) or {}
-        product_label = labels.get("nvidia.com/gpu.product", "")
-        product = catalog.by_product_label(product_label) if product_label else None
-        try:
-            count = int(labels.get("nvidia.com/gpu.count", "0"))
-        except ValueError:
-            count = 0
-        if not product_label:
-            count = 0
-        strategy_raw = labels.get("nvidia.com/mig.strategy", "none")
-        try:
-            strategy = MigStrategy(strategy_raw)
-        except ValueError:
-            strategy = MigStrategy.NONE
-        node_warnings: list[str] = []
-        state = labels.get(names.LABEL_MIG_CONFIG_STATE, "success")
-        target = ann.get(names.ANN_MIG_LAYOUT_TARGET)
-        failed = ann.get(names.ANN_MIG_FAILED, "")
-        recently_failed = False
-        if failed:
-            try:
-                recently_failed = now - float(failed.split(" ", 1)[0]) < failed_cooldown_s
-            except ValueError:
-                recently_failed = False
-        gpus: list[Gpu] = []
-        if count and product is not None and product.mig_capable and strategy is MigStrategy.MIXED:
-            layouts = layout_counts(target, count) or layout_counts(ann.get(names.ANN_MIG_LAYOUT), count)
-            if layouts is None:
-                layouts = _infer_layouts(product, count, alloc)
-                node_warnings.append("no gpupool.io/mig-layout annotation: per-GPU layout inferred from allocatable")
-            for i, counts in enumerate(layouts):
-                placement = _placement(product.key, tuple(sorted(counts.items()))) if counts else None
-                gpus.append(Gpu(i, placement))
-        else:
-            gpus = [Gpu(i) for i in range(count)]
-        if product_label and product is None:
-            node_warnings.append(f"unknown GPU product {product_label!r}: used as whole, non-MIG GPUs")
-        mig_ready = state == "success" and not target and not recently_failed
-        tier = _tier(labels)
-        memory_mib = int(labels.get("nvidia.com/gpu.memory", "0") or 0) if product_label else 0
-        key = product.key if product is not None else None
-        schedulable = _ready(obj) and not obj.get("spec", {}).get("unschedulable", False) and not meta.get(
-            "deletionTimestamp"
-        )
-        views = by_node.get(name, [])
-        if not schedulable:  # cordoned or gone: our replicas there still hold, but no longer count
-            views = [replace(v, demand=None) for v in views]
-        out.append(
-            Node(
-                name=name,
-                cpu_millis=parse_cpu_millis(alloc.get("cpu")),
-                memory_mib=parse_memory_mib(alloc.get("memory")),
-                product=key,
-                product_label=product_label,
-                gpu_memory_mib=memory_mib or (product.memory_mib if product else 0),
-                gpus=tuple(gpus),
-                mig_strategy=strategy,
-                mig_ready=mig_ready,
-                price_tier=tier,
-                gpu_price=_gpu_price(config, prices, obj, key, tier, memory_mib) if count else 0.0,
-                holdings=_assign_holdings(gpus, views),
-                schedulable=schedulable,
-                warnings=tuple(node_warnings),
-            )
-        )
     known = {n.name for n in out}
     for node_name in sorted(set(by_node) - known):
         if any(v.demand for v in by_node[node_name]):
