@@ -165,7 +165,8 @@ def test_parse_cpu(text: str, millis: int) -> None:
     assert parse_cpu(text) == millis
 
 
-@pytest.mark.parametrize(("text", "mib"), [("1Gi", 1024), ("1048576Ki", 1024), ("8G", 7629), ("1073741824", 1024)])
+@pytest.mark.parametrize(("text", "mib"), [("1Gi", 1024), ("1048576Ki", 1024), ("8G", 7629), ("1073741824", 1024),
+                                           ("1e9", 953), ("2E", 2 * 10**18 // 2**20)])
 def test_parse_memory(text: str, mib: int) -> None:
     assert parse_memory_mib(text) == mib
 

@@ -400,7 +400,7 @@ def pod_requests(pod: Obj) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ scalars
-_QTY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)$")
+_QTY = re.compile(r"^([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")  # 1e9: decimal exponent
 _BIN = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DEC = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": 10**-3}
 
@@ -414,7 +414,7 @@ def parse_cpu(value: str) -> int:
 
 
 def parse_memory_mib(value: str) -> int:
-    """A memory quantity (``"1056Gi"``, ``"123456Ki"``, ``"8G"``, bytes) in MiB, rounded down."""
+    """A memory quantity (``"1056Gi"``, ``"123456Ki"``, ``"8G"``, ``"1e9"``, bytes) in MiB, rounded down."""
     m = _QTY.match(value.strip())
     if not m:
         raise ValueError(f"{value!r} is not a memory quantity")
