@@ -125,6 +125,20 @@ def test_unknown_product_is_a_whole_gpu_with_a_warning() -> None:
     assert any("unknown GPU product" in w for w in n.warnings)
 
 
+def test_the_operators_replicas_are_recognised() -> None:
+    """Pods as the operator writes them: owner from ``gpupool.io/demand``, GPUs from ``gpupool.io/gpus``."""
+    obj = a100("all-disabled", {"nvidia.com/gpu": "2"})
+    pod = {"metadata": {"name": "p-m-0", "namespace": "ns",
+                        "labels": {"app.kubernetes.io/managed-by": "gpupool", "gpupool.io/inferencepool": "p",
+                                   "gpupool.io/model": "m"},
+                        "annotations": {"gpupool.io/demand": "ns/p/m", "gpupool.io/gpus": "1"}},
+           "spec": {"nodeName": "a", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+           "status": {"phase": "Running"}}
+    (h,) = snapshot_from_objects([obj], [pod]).nodes[0].holdings
+    assert h.owner == "ns/p/m"
+    assert h.gpus == (1,)
+
+
 def test_pods_become_holdings() -> None:
     obj = a100("all-balanced", {})
     pods = [

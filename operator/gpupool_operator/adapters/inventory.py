@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gpupool_operator.adapters import names
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import Prices, PriceTier, default_prices
 from gpupool_operator.core.inventory import Gpu, Holding, MigStrategy, Node, Snapshot
@@ -51,7 +52,9 @@ PRICE_ANNOTATION = "gpupool.io/price-per-gpu-hour"
 #: Labels on our replica pods: the InferencePool and model they serve.
 POOL_LABEL = "gpupool.io/inference-pool"
 MODEL_LABEL = "gpupool.io/model"
-#: Optional annotation on our pods: the GPU indices they run on (JSON list), when known.
+#: Optional annotation on our pods: the GPU indices they run on (JSON list, or the operator's
+#: comma-separated ``0,1``), when known. The operator's replicas are also recognised by their
+#: ``gpupool.io/demand`` annotation (see adapters/names.py).
 GPUS_ANNOTATION = "gpupool.io/gpus"
 
 GPU = "nvidia.com/gpu"
@@ -343,7 +346,10 @@ def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tup
         ns = str(meta.get("namespace") or "default")
         labels = meta.get("labels") or {}
         owner = None
-        if POOL_LABEL in labels and MODEL_LABEL in labels:
+        demand = (meta.get("annotations") or {}).get(names.ANN_DEMAND)
+        if labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and demand:  # the operator's replicas
+            owner = str(demand)
+        elif POOL_LABEL in labels and MODEL_LABEL in labels:
             owner = f"{ns}/{labels[POOL_LABEL]}/{labels[MODEL_LABEL]}"
         req = pod_requests(pod)
         cpu = parse_cpu(req.get("cpu", "0"))
@@ -376,8 +382,8 @@ def _annotated_gpus(meta: Obj) -> list[int]:
         return []
     try:
         return [int(x) for x in json.loads(raw)]
-    except (ValueError, TypeError):
-        return []
+    except (ValueError, TypeError):  # the operator writes "0,1"
+        return [int(x) for x in str(raw).split(",") if x.strip().isdigit()]
 
 
 def pod_requests(pod: Obj) -> dict[str, str]:
