@@ -53,9 +53,13 @@ def _run(name: str, snapshot: Snapshot, demands: Sequence[Demand], spread_nodes:
         tp = max(1, d.tensor_parallel)
         accepted = sorted({c.shape.product for c in cands if c.shape.kind in (ShapeKind.GPU, ShapeKind.MIG)})
         cpu = [c for c in cands if c.shape.kind is ShapeKind.CPU]
+        off_spot = 0
         for _ in range(d.replicas):
-            node = _pick(gpu_nodes, accepted, tp, d.allow_spot, spread_nodes) if accepted else None
+            # The same promise the solver keeps: no spot until min_off_spot replicas run off it.
+            spot_ok = d.allow_spot and off_spot >= d.min_off_spot
+            node = _pick(gpu_nodes, accepted, tp, spot_ok, spread_nodes) if accepted else None
             if node is not None:
+                off_spot += node.spec.price_tier is not PriceTier.SPOT
                 for j in node.free[:tp]:
                     cost += node.gpus[j].price
                 node.free = node.free[tp:]
@@ -64,8 +68,9 @@ def _run(name: str, snapshot: Snapshot, demands: Sequence[Demand], spread_nodes:
                 continue
             if not accepted and cpu:
                 shape = cpu[0].shape
-                target = next(st.cpu_fit(shape.cpu_millis, shape.memory_mib, d.allow_spot), None)
+                target = next(st.cpu_fit(shape.cpu_millis, shape.memory_mib, spot_ok), None)
                 if target is not None:
+                    off_spot += target.spec.price_tier is not PriceTier.SPOT
                     target.cpu_free -= shape.cpu_millis
                     target.mem_free -= shape.memory_mib
                     cost += snapshot.cpu_price * shape.cpu_millis / 1000

@@ -175,6 +175,7 @@ class _Solver(Repair):
         self.final_layout: dict[int, mig.Placement] = {}  # GPU order -> layout in the last plan
         self.over_budget: dict[int, int] = {}  # model -> replicas taken out to keep its pool's budget
         self.budget_note: dict[int, str] = {}
+        self.off_spot_short: dict[int, int] = {}  # model -> spot replicas given up to keep min_off_spot
         self.products = products
         self.state: State
     def run(self) -> Plan:
@@ -343,8 +344,43 @@ class _Solver(Repair):
                         f"over budget: pool {pool} may cost at most ${cap:.2f}/h (budget.maxUsdPerHour); "
                         f"its placed replicas cost ${max(0.0, total):.2f}/h"
                     )
+    def _enforce_off_spot(self) -> None:
+        """Keep every model's ``min_off_spot`` promise: once a model has that many replicas placed,
+        that many run off spot (spot capacity may vanish at once; a model must not lose all of it).
+
+        Greedy placement and the repairs aim to keep the promise; a repair move or the budget cut
+        can still leave a model with replicas only on spot when no on-demand room is left for it.
+        This final pass is the guarantee the verifier and the exact model hold: such a model gives
+        up spot replicas (plan-only ones first) until it is below the promised count, and they are
+        reported unplaced with the reason.
+        """
+        self.off_spot_short = {}
+        for i, d in enumerate(self.demands):
+            if not d.allow_spot or d.min_off_spot == 0:
+                continue
+            reps = list(self.by_demand.get(i, ()))
+            off = sum(1 for r in reps if r.node.spec.price_tier is not PriceTier.SPOT)
+            if len(reps) < d.min_off_spot or off >= d.min_off_spot:
+                continue
+            spot = sorted(
+                (r for r in reps if r.node.spec.price_tier is PriceTier.SPOT),
+                key=lambda r: (r.pod is not None, -self._rep_cost(r), r.node.order),
+            )
+            placed = len(reps)
+            for r in spot:
+                if placed < d.min_off_spot:
+                    break
+                if r.pod is not None:
+                    self.evictions.append(Eviction(
+                        r.pod, r.node.name, d.key, f"{d.key} needs {d.min_off_spot} replica(s) off spot first"))
+                self._detach(r)
+                self._remove_rep(r)
+                placed -= 1
+                self.off_spot_short[i] = self.off_spot_short.get(i, 0) + 1
+
     def _finish(self) -> Plan:
         self._enforce_budgets()
+        self._enforce_off_spot()
         st = self.state
         changes: list[LayoutChange] = []
         starts: dict[int, dict[str, list[int]]] = {}
@@ -398,13 +434,19 @@ class _Solver(Repair):
         cpu_cost = sum(self._rep_cost(r) for r in self.reps.values() if r.shape.kind is ShapeKind.CPU)
         total = sum(s.price for s in used) + cpu_cost
         unplaced = []
-        for i in sorted(set(self.unplaced) | set(self.over_budget)):
+        for i in sorted(set(self.unplaced) | set(self.over_budget) | set(self.off_spot_short)):
             n, why = self.unplaced.get(i, 0), []
             if n:
                 why.append(self._why_unplaced(i))
             if self.over_budget.get(i):
                 why.append(self.budget_note[i])
-            unplaced.append(Unplaced(self.demands[i].key, n + self.over_budget.get(i, 0), "; ".join(why)))
+            if self.off_spot_short.get(i):
+                why.append(
+                    f"{self.demands[i].min_off_spot} replica(s) must run off spot and no on-demand capacity "
+                    "fits them, so its spot replicas are held back"
+                )
+            count = n + self.over_budget.get(i, 0) + self.off_spot_short.get(i, 0)
+            unplaced.append(Unplaced(self.demands[i].key, count, "; ".join(why)))
         notes = list(self.snapshot.warnings)
         for node in self.snapshot.nodes:
             notes += [f"{node.name}: {w}" for w in node.warnings]
