@@ -389,26 +389,29 @@ class Repair(Greedy):
         return True
     def _attach(self, r: Rep) -> None:
         """Re-apply ``r``'s recorded placement to the state (inverse of :meth:`_detach`)."""
-        st = self.state
         if r.shape.kind is ShapeKind.CPU:
             r.node.cpu_free -= r.shape.cpu_millis
             r.node.mem_free -= r.shape.memory_mib
             return
         for slot in r.gpus:
-            if r.shape.kind is ShapeKind.GPU:
-                if slot.state is GpuState.FREE:
-                    st.take_free(slot.node, slot)
-                    slot.state = GpuState.WHOLE
-                slot.ours += 1
-            elif r.fixed:
-                assert r.start is not None
-                slot.fixed_free[r.shape.profile].remove(r.start)
-                slot.ours += 1
-            else:
-                if slot.state is GpuState.FREE:
-                    st.take_free(slot.node, slot)
-                    slot.state = GpuState.PLANNED
-                st.add_content(slot, r.shape.profile)
+            self._attach_slot(slot, r)
+    def _attach_slot(self, slot: GpuSlot, r: Rep) -> None:
+        """Put ``r`` (a whole-GPU, fixed-slice or planned-slice replica) back on one GPU slot."""
+        st = self.state
+        if r.shape.kind is ShapeKind.GPU:
+            if slot.state is GpuState.FREE:
+                st.take_free(slot.node, slot)
+                slot.state = GpuState.WHOLE
+            slot.ours += 1
+        elif r.fixed:
+            assert r.start is not None
+            slot.fixed_free[r.shape.profile].remove(r.start)
+            slot.ours += 1
+        else:
+            if slot.state is GpuState.FREE:
+                st.take_free(slot.node, slot)
+                slot.state = GpuState.PLANNED
+            st.add_content(slot, r.shape.profile)
     def _detach(self, r: Rep) -> None:
         st = self.state
         if r.shape.kind is ShapeKind.CPU:
@@ -425,22 +428,8 @@ class Repair(Greedy):
         else:
             st.remove_content(r.gpus[0], r.shape.profile)
     def _reattach(self, slot: GpuSlot, reps: list[Rep]) -> None:
-        st = self.state
         for r in reps:
-            if r.shape.kind is ShapeKind.GPU:
-                if slot.state is GpuState.FREE:
-                    st.take_free(slot.node, slot)
-                    slot.state = GpuState.WHOLE
-                slot.ours += 1
-            elif r.fixed:
-                assert r.start is not None
-                slot.fixed_free[r.shape.profile].remove(r.start)
-                slot.ours += 1
-            else:
-                if slot.state is GpuState.FREE:
-                    st.take_free(slot.node, slot)
-                    slot.state = GpuState.PLANNED
-                st.add_content(slot, r.shape.profile)
+            self._attach_slot(slot, r)
     def _relocate(self, r: Rep, budget: float) -> float | None:
         """Move ``r`` to spare room (cost 0) or CPU (its price); ``None`` if neither fits."""
         i = r.demand
