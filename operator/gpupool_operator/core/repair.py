@@ -18,6 +18,7 @@ Every move records the placements it touches and undoes them exactly when it doe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gpupool_operator.core import mig
@@ -194,11 +195,7 @@ class Repair(Greedy):
             for victim in sorted(victims, key=lambda v: (self._units(v.shape), v.demand)):
                 if self.eject_budget <= 0:
                     return None
-                base = dict(g.key)
-                base[victim.shape.profile] -= 1
-                key = mig.counts_key(base)
-                fit = next((c for c in mig_cands if c.shape.product == g.product
-                            and mig.add(g.product, key, c.shape.profile) is not None), None)
+                fit = self._fit_in_place_of(g, victim, mig_cands)
                 if fit is None:
                     continue
                 self.eject_budget -= 1
@@ -340,11 +337,7 @@ class Repair(Greedy):
                    and self.snapshot.cpu_price * c.shape.cpu_millis / 1000 < mine - 1e-6]
             if not cpu:
                 continue
-            base = dict(g.key)
-            base[v.shape.profile] -= 1
-            key = mig.counts_key(base)
-            fit = next((c for c in mig_cands if c.shape.product == g.product
-                        and mig.add(g.product, key, c.shape.profile) is not None), None)
+            fit = self._fit_in_place_of(g, v, mig_cands)
             if fit is None:
                 continue
             self.eject_budget -= 1
@@ -387,6 +380,15 @@ class Repair(Greedy):
             r.start, r.fixed = None, False
         r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (cheaper than CPU cores)"
         return True
+    @staticmethod
+    def _fit_in_place_of(g: GpuSlot, victim: Rep, mig_cands: Sequence[Candidate]) -> Candidate | None:
+        """The first of ``mig_cands`` whose slice fits on ``g`` once ``victim``'s slice is gone."""
+        base = dict(g.key)
+        base[victim.shape.profile] -= 1
+        key = mig.counts_key(base)
+        return next((c for c in mig_cands if c.shape.product == g.product
+                     and mig.add(g.product, key, c.shape.profile) is not None), None)
+
     def _attach(self, r: Rep) -> None:
         """Re-apply ``r``'s recorded placement to the state (inverse of :meth:`_detach`)."""
         if r.shape.kind is ShapeKind.CPU:
