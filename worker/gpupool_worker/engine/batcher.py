@@ -286,12 +286,10 @@ class DynamicBatcher:
     def _execute_inline(self, batch: list[_Pending]) -> None:
         """Execute on the event loop: only for batches known to take under ``inline_below_us``."""
         now = self._clock()
-        live = self._admit(batch, now)
-        if not live:
+        started = self._start(batch, now)
+        if started is None:
             return
-        inputs = _concatenate(live) if self._batched else live[0].inputs
-        rows = sum(item.rows for item in live)
-        self._executing = len(live)
+        live, inputs, rows = started
         try:
             execution = self._model.execute(inputs)
             self.inline_executions += 1
@@ -307,12 +305,10 @@ class DynamicBatcher:
             self._execute_inline(batch)
             return
         now = self._clock()
-        live = self._admit(batch, now)
-        if not live:
+        started = self._start(batch, now)
+        if started is None:
             return
-        inputs = _concatenate(live) if self._batched else live[0].inputs
-        rows = sum(item.rows for item in live)
-        self._executing = len(live)
+        live, inputs, rows = started
         try:
             execution = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._model.execute, inputs)
@@ -322,6 +318,18 @@ class DynamicBatcher:
         finally:
             self._finished(rows)
         self._complete(live, execution, rows, now)
+
+    def _start(
+        self, batch: list[_Pending], now: int
+    ) -> tuple[list[_Pending], Arrays, int] | None:
+        """Admit ``batch`` (dropping expired and cancelled requests) and mark it executing: the
+        live requests, their model inputs (concatenated when the model batches) and row count."""
+        live = self._admit(batch, now)
+        if not live:
+            return None
+        inputs = _concatenate(live) if self._batched else live[0].inputs
+        self._executing = len(live)
+        return live, inputs, sum(item.rows for item in live)
 
     def _finished(self, rows: int) -> None:
         self._executing = 0
