@@ -75,8 +75,18 @@ def test_failed_relayout_releases_the_replicas_and_degrades_the_pool(
     try:
         apply(control_plane, PoolBuilder("doomed").mig("m", "3g.71gb").obj(), namespace)
 
+        # The pool is Degraded for a moment before the operator's cache has seen the new node (nowhere
+        # to place yet), so wait for the failure itself first; only the Degraded that follows counts.
+        def failed() -> tuple[str, str, str] | None:
+            return next((h for h in list(mig_manager.history) if h[0] == node_name and h[2] == "failed"), None)
+
+        wait_until(failed, TIMEOUT, "the MIG manager to report the re-layout as failed")
+
         def degraded() -> dict[str, Any] | None:
             cond = condition(pool(control_plane, namespace, "doomed"), "Degraded")
+            annotations = get_json(control_plane, "node", node_name)["metadata"]["annotations"]
+            if "gpupool.io/mig-failed" not in annotations:
+                return None
             return cond if cond and cond["status"] == "True" and not live_pods(control_plane, namespace) else None
 
         cond = wait_until(degraded, TIMEOUT, "Degraded after the MIG manager failed")
