@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,14 +39,16 @@ from gpupool_operator.adapters.demands import (
     prices_from,
 )
 from gpupool_operator.adapters.kube import Kube, KubeError, path_for
-from gpupool_operator.adapters.snapshot import build_snapshot
+from gpupool_operator.adapters.snapshot import SnapshotBuilder
 from gpupool_operator.adapters.status import pool_status, status_differs
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, model_service, pod_is_ready, replica_pod
-from gpupool_operator.api import API_VERSION, InferencePoolStatus, MigLayoutPolicy
-from gpupool_operator.core.inventory import Snapshot
+from gpupool_operator.api import API_VERSION, GPUPoolConfig, InferencePoolStatus, MigLayoutPolicy
+from gpupool_operator.core.cost import Prices
+from gpupool_operator.core.demand import Demand, ShapeKind
+from gpupool_operator.core.inventory import Holding, Node, Snapshot
 from gpupool_operator.core.plan import Assignment, Plan, Unplaced
-from gpupool_operator.core.solver import Options, solve
+from gpupool_operator.core.solver import Options, Planner
 
 __all__ = ["CycleReport", "OperatorSettings", "Reconciler"]
 
@@ -88,6 +90,85 @@ class CycleReport:
     unplaced: int = 0
     cost_per_hour: float = 0.0
     store_version: int = 0
+    mode: str = ""
+    """How the plan was made: ``full`` solve, ``replan`` (only demands changed since the last plan,
+    which is applied), ``kept`` (nothing changed but the last plan being carried out), ``cached``."""
+
+
+Sig = tuple[str, str, tuple[int, ...], "tuple[int, str, int] | None"]
+
+
+def _assignment_sig(a: Assignment) -> Sig:
+    """What the snapshot's holding of the pod running ``a`` looks like (owner, node, GPUs, instance)."""
+    if a.shape.kind is ShapeKind.MIG and a.gpus and a.start is not None:
+        return (a.demand, a.node, (), (a.gpus[0], a.shape.profile, a.start))
+    return (a.demand, a.node, tuple(sorted(a.gpus)), None)
+
+
+@dataclass
+class _Epoch:
+    """Planning since the last full solve: the :class:`Planner` that made it, and what the cluster
+    must look like for its plan to count as applied (then only demands can have changed, and a
+    re-plan on top of it is what a full solve would keep anyway, in a fraction of the time).
+
+    * ``bases``: every node as parsed without holdings at the full solve (identity compared);
+    * ``expected``: our pods the plan runs on, pod -> (demand, node, GPUs, MIG instance);
+    * ``foreign``: holdings the plan must work around, not ours (terminating pods included);
+    * ``stopped``: our pods the epoch stopped (or found stopping): their holdings are not compared.
+    """
+
+    planner: Planner
+    bases: dict[str, Node]
+    cpu_price: float
+    avoid: tuple[int, ...]
+    demands: tuple[Demand, ...]
+    plan: Plan
+    started: float
+    expected: dict[str, Sig] = field(default_factory=dict)
+    foreign: frozenset[tuple[str, Holding]] = frozenset()
+    stopped: set[str] = field(default_factory=set)
+
+    def observe(self, snapshot: Snapshot) -> tuple[dict[str, Sig], frozenset[tuple[str, Holding]]]:
+        ours: dict[str, Sig] = {}
+        foreign: set[tuple[str, Holding]] = set()
+        for node in snapshot.nodes:
+            for h in node.holdings:
+                if h.pod in self.stopped:
+                    continue
+                if h.owner is None:
+                    foreign.add((node.name, h))
+                else:
+                    ours[h.pod] = (h.owner, node.name, tuple(sorted(h.gpus)), h.instance)
+        return ours, frozenset(foreign)
+
+    def holds(self, snapshot: Snapshot, bases: Mapping[str, Node], avoid: tuple[int, ...]) -> str | None:
+        """Why the cluster is not (yet) this epoch's plan applied; ``None`` when it is."""
+        if avoid != self.avoid or snapshot.cpu_price != self.cpu_price:
+            return "refused capacity or prices changed"
+        if len(bases) != len(self.bases) or any(self.bases.get(n) is not b for n, b in bases.items()):
+            return "nodes changed"
+        ours, foreign = self.observe(snapshot)
+        if ours != self.expected:
+            return "replicas differ from the plan"
+        if foreign != self.foreign:
+            return "other pods changed"
+        return None
+
+    def carried_out(self, plan: Plan, created: Mapping[tuple[str, int], str], stopped: Iterable[str]) -> Plan:
+        """``plan`` once its new replicas run as ``created`` and its evictions are under way."""
+        self.stopped.update(e.pod for e in plan.evictions)
+        self.stopped.update(stopped)
+        self.planner.adopt(created)
+        assignments = tuple(
+            dataclasses.replace(a, pod=created[(a.demand, a.replica)])
+            if a.pod is None and (a.demand, a.replica) in created else a
+            for a in plan.assignments
+        )
+        self.expected = {a.pod: _assignment_sig(a) for a in assignments if a.pod is not None}
+        for pod in self.stopped:
+            self.expected.pop(pod, None)
+        self.plan = dataclasses.replace(plan, assignments=assignments, evictions=())
+        return self.plan
 
 
 def _now() -> datetime:
@@ -217,6 +298,10 @@ class Reconciler:
         self._last: tuple[Any, Snapshot, Plan] | None = None  # (inputs, snapshot, plan) of the last solve
         self._full_next = True
         self._status_inputs: dict[str, Any] = {}  # pool -> what its last written status was computed from
+        self._snapshots = SnapshotBuilder()
+        self._epoch: _Epoch | None = None
+        self._config_cache: tuple[Obj | None, GPUPoolConfig, Prices] | None = None
+        self._demand_cache: dict[str, tuple[ParsedPool, Any, Any, list[Demand]]] = {}
 
     # -- the loop -----------------------------------------------------------------------------
     def poke(self) -> None:
@@ -234,6 +319,7 @@ class Reconciler:
             if not is_leader():
                 self._seeded = False  # a new term starts from a fresh list
                 self._full_next = True
+                self._epoch = None
                 self._wake.clear()
                 self.idle.set()
                 await asyncio.sleep(0.2)
@@ -277,32 +363,31 @@ class Reconciler:
 
         parsed = [self._parse(obj) for obj in self.store.all(Kind.POOL)]
         pools = {f"{p.namespace}/{p.name}": p for p in parsed if p.pool is not None and not p.deleting}
-        config_obj = self.store.get(Kind.CONFIG, "default")
-        config, config_problem = config_from(config_obj)
-        if config_problem:
-            log.warning(config_problem)
-        prices = prices_from(config)
+        config, prices = self._config()
         nodes = self.store.all(Kind.NODE)
         pods = self.store.all(Kind.POD)
-        valid = [p.pool for p in pools.values() if p.pool is not None]
-        demands = demands_for(valid, self.policy, config.spec.defaults)
+        demands = self._demands(pools, config)
         desired = {d.key: d.replicas for d in demands}
 
         self._avoid = [(until, pod) for until, pod in self._avoid if until > now]
         seen_pods = pods + [pod for _, pod in self._avoid]
+        avoid_key = tuple(id(p) for _, p in self._avoid)
+        incremental = config.spec.mig.policy is MigLayoutPolicy.ANY
+        terminating = {_pod_key(p) for p in pods if p["metadata"].get("deletionTimestamp") and _is_ours(p)}
 
-        def plan_now() -> tuple[Snapshot, Plan]:
-            snapshot = build_snapshot(nodes, seen_pods, prices, now, self.settings.failed_cooldown_s)
-            return snapshot, solve(snapshot, demands, Options(move_penalty=self.settings.move_penalty))
+        def plan_now() -> tuple[Snapshot, Plan, str]:
+            return self._plan(nodes, seen_pods, prices, now, demands, avoid_key, incremental, terminating)
 
         plan_started = time.monotonic()
-        inputs = (self.store.placement_version, tuple(id(p) for _, p in self._avoid))
-        if self._full_next or self._last is None or self._last[0] != inputs:
-            snapshot, plan = await self.kube.run(plan_now)
+        inputs = (self.store.placement_version, avoid_key)
+        if self._full_next or self._last is None or self._last[0] != inputs or \
+                (self._epoch is not None and self._epoch.demands != tuple(demands)):
+            snapshot, plan, report.mode = await self.kube.run(plan_now)
             self._last = (inputs, snapshot, plan)
             self._full_next = False
         else:  # nothing the plan depends on changed: the deterministic solver would say the same
             _, snapshot, plan = self._last
+            report.mode = "cached"
         report.plan_seconds = time.monotonic() - plan_started
         if config.spec.mig.policy is not MigLayoutPolicy.ANY:
             plan = without_relayouts(plan, f"MIG re-layout is not allowed (GPUPoolConfig mig.policy "
@@ -335,6 +420,7 @@ class Reconciler:
         # 4. Start new replicas (gated when their GPU is being re-laid out).
         pod_names = self._name_new_replicas(plan, self.store.all(Kind.POD))
         creations = []
+        started_for: list[Assignment] = []
         for a in plan.assignments:
             if a.pod is not None:
                 continue
@@ -351,8 +437,14 @@ class Reconciler:
                 self.settings.worker,
             )
             creations.append(limited(self._create_pod, manifest))
+            started_for.append(a)
         created = await asyncio.gather(*creations)
         report.created += sum(1 for c in created if c)
+        applied = self._applied(plan, [(a, pod_names[(a.demand, a.replica)][0])
+                                       for a, ok in zip(started_for, created, strict=True) if ok],
+                                failed=not all(created), doomed=[_pod_key(p) for p in doomed])
+        if self._last is not None and self._last[2] is plan:
+            self._last = (self._last[0], self._last[1], applied)
 
         # 5. Services, one per model.
         await asyncio.gather(*(
@@ -395,6 +487,85 @@ class Reconciler:
             if len(self._parsed) > 4 * max(len(self.store.objects[Kind.POOL]), 64):
                 self._parsed = {key: hit}
         return hit
+
+    def _config(self) -> tuple[GPUPoolConfig, Prices]:
+        """The GPUPoolConfig and its prices, parsed again only when the stored object changes."""
+        obj = self.store.get(Kind.CONFIG, "default")
+        cached = self._config_cache
+        if cached is not None and cached[0] is obj:
+            return cached[1], cached[2]
+        config, problem = config_from(obj)
+        if problem:
+            log.warning(problem)
+        prices = prices_from(config)
+        self._config_cache = (obj, config, prices)
+        return config, prices
+
+    def _demands(self, pools: Mapping[str, ParsedPool], config: GPUPoolConfig) -> list[Demand]:
+        """:func:`demands_for` every pool, computed again only for a pool whose parse, the config's
+        defaults or the replica policy (compared by identity: replace it to change it) changed."""
+        defaults = config.spec.defaults
+        cache: dict[str, tuple[ParsedPool, Any, Any, list[Demand]]] = {}
+        out: list[Demand] = []
+        for key, entry in pools.items():
+            if entry.pool is None:
+                continue
+            hit = self._demand_cache.get(key)
+            if hit is not None and hit[0] is entry and hit[1] is defaults and hit[2] is self.policy:
+                found = hit[3]
+            else:
+                found = demands_for([entry.pool], self.policy, defaults)
+            cache[key] = (entry, defaults, self.policy, found)
+            out += found
+        self._demand_cache = cache
+        return sorted(out, key=lambda d: d.key)
+
+    def _plan(self, nodes: list[Obj], pods: list[Obj], prices: Prices, now: float, demands: list[Demand],
+              avoid: tuple[int, ...], incremental: bool, terminating: set[str]) -> tuple[Snapshot, Plan, str]:
+        """Snapshot and plan: a re-plan on top of the last plan when the cluster is that plan applied
+        and only demands changed (``replan``; ``kept`` when they did not either), else a full solve.
+
+        The full solve also runs every ``resync_s`` at the latest, when the configuration forbids
+        MIG re-layouts (the plan is cut after solving, so the planner's view would not be applied),
+        and after a cycle that could not carry out its plan.
+        """
+        snapshot = self._snapshots.build(nodes, pods, prices, now, self.settings.failed_cooldown_s)
+        bases = self._snapshots.bases
+        epoch = self._epoch
+        if epoch is not None and incremental and not self._full_next:
+            if time.monotonic() - epoch.started > self.settings.resync_s:
+                why: str | None = "periodic full solve"
+            else:
+                why = epoch.holds(snapshot, bases, avoid)
+            if why is None:
+                wanted = tuple(demands)
+                if wanted == epoch.demands:
+                    return snapshot, epoch.plan, "kept"
+                plan = epoch.planner.replan(demands)
+                epoch.demands, epoch.plan = wanted, plan
+                return snapshot, plan, "replan"
+            log.debug("full solve: %s", why)
+        planner = Planner(snapshot, Options(move_penalty=self.settings.move_penalty))
+        plan = planner.plan(demands)
+        if not incremental:
+            self._epoch = None
+            return snapshot, plan, "full"
+        epoch = _Epoch(planner, dict(bases), snapshot.cpu_price, avoid, tuple(demands), plan, time.monotonic(),
+                       stopped=set(terminating))
+        epoch.foreign = epoch.observe(snapshot)[1]
+        self._epoch = epoch
+        return snapshot, plan, "full"
+
+    def _applied(self, plan: Plan, created: list[tuple[Assignment, str]], failed: bool,
+                 doomed: list[str]) -> Plan:
+        """Tell the epoch what this cycle carried out of ``plan``; returns the plan as now applied."""
+        epoch = self._epoch
+        if epoch is None or plan is not epoch.plan:
+            return plan
+        if failed:  # a replica could not be started: plan afresh from what exists
+            self._full_next = True
+        names_of = {(a.demand, a.replica): f"{names.split_demand_key(a.demand)[0]}/{name}" for a, name in created}
+        return epoch.carried_out(plan, names_of, doomed)
 
     # -- deletions ----------------------------------------------------------------------------
     def _doomed(

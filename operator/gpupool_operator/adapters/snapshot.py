@@ -23,7 +23,7 @@ from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices, PriceTier
 from gpupool_operator.core.inventory import Gpu, Holding, Node, Snapshot
 
-__all__ = ["PodView", "build_snapshot", "pod_view"]
+__all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "pod_view"]
 
 Obj = Mapping[str, Any]
 _CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
@@ -143,35 +143,127 @@ def _assign_holdings(gpus: tuple[Gpu, ...], product: str | None, views: list[Pod
     return tuple(holdings)
 
 
-def _operator_node(obj: Obj, views: list[PodView], prices: Prices, now: float, failed_cooldown_s: float) -> Node:
+def _recently_failed(obj: Obj, now: float, failed_cooldown_s: float) -> bool:
+    failed = (obj.get("metadata", {}).get("annotations", {}) or {}).get(names.ANN_MIG_FAILED, "")
+    if not failed:
+        return False
+    try:
+        return now - float(failed.split(" ", 1)[0]) < failed_cooldown_s
+    except ValueError:
+        return False
+
+
+def _base_node(obj: Obj, prices: Prices, recently_failed: bool) -> Node:
+    """The node as placement sees it, without holdings (what its pods hold is added separately)."""
     node = inventory.node_from_object(_with_capacity_tier(obj), (), prices)
     meta = obj.get("metadata", {})
-    ann = meta.get("annotations", {}) or {}
-    target = ann.get(names.ANN_MIG_LAYOUT_TARGET)
+    target = (meta.get("annotations", {}) or {}).get(names.ANN_MIG_LAYOUT_TARGET)
     gpus = node.gpus
     warnings = list(node.warnings)
     if target and node.product is not None and gpus:
         laid_out = inventory.layouts_from_annotation(catalog.by_key(node.product), len(gpus), target, warnings)
         if laid_out is not None:
             gpus = tuple(Gpu(g.index, laid_out[g.index]) for g in gpus)
-    failed = ann.get(names.ANN_MIG_FAILED, "")
-    recently_failed = False
-    if failed:
-        try:
-            recently_failed = now - float(failed.split(" ", 1)[0]) < failed_cooldown_s
-        except ValueError:
-            recently_failed = False
-    schedulable = node.schedulable and _ready(obj) and not meta.get("deletionTimestamp")
-    if not schedulable:  # cordoned or gone: our replicas there still hold, but no longer count
-        views = [replace(v, demand=None) for v in views]
     return replace(
         node,
         gpus=gpus,
         mig_ready=node.mig_ready and not target and not recently_failed,
-        schedulable=schedulable,
-        holdings=_assign_holdings(gpus, node.product, views),
+        schedulable=node.schedulable and _ready(obj) and not meta.get("deletionTimestamp"),
         warnings=tuple(warnings),
     )
+
+
+def _with_holdings(base: Node, views: list[PodView]) -> Node:
+    if not base.schedulable:  # cordoned or gone: our replicas there still hold, but no longer count
+        views = [replace(v, demand=None) for v in views]
+    return replace(base, holdings=_assign_holdings(base.gpus, base.product, views))
+
+
+def _node_inputs(obj: Obj) -> tuple[Any, ...]:
+    """Everything of a Node object :func:`_base_node` reads (heartbeats are not)."""
+    meta = obj.get("metadata", {})
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return (meta.get("name"), meta.get("labels"), meta.get("annotations"), meta.get("deletionTimestamp"),
+            spec.get("unschedulable"), spec.get("taints"), status.get("allocatable"),
+            None if status.get("allocatable") else status.get("capacity"),
+            tuple((c.get("type"), c.get("status")) for c in status.get("conditions") or []))
+
+
+class SnapshotBuilder:
+    """:func:`build_snapshot` with memory, for a loop that builds one snapshot per cycle.
+
+    Objects in the operator's store are replaced, never mutated, when they change, so a Pod or
+    Node object that is the very object seen last cycle needs no second parse; a node whose
+    placement inputs are equal (a heartbeat changed) keeps its parsed form too, and a node whose
+    pods hold the same as before keeps its holdings. A cycle after one pod or pool change parses
+    that change, not the cluster. The result equals :func:`build_snapshot` on the same objects.
+
+    :attr:`bases` maps every node of the last snapshot to its parsed form *without* holdings; the
+    same object as in an earlier cycle means nothing about that node's capacity changed since.
+    """
+
+    def __init__(self) -> None:
+        self._views: dict[str, tuple[Obj, PodView | None]] = {}
+        self._bases: dict[str, tuple[Obj, tuple[Any, ...], bool, Node]] = {}
+        self._full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
+        self._prices: Prices | None = None
+        self.bases: dict[str, Node] = {}
+
+    def build(self, nodes: Iterable[Obj], pods: Iterable[Obj], prices: Prices, now: float,
+              failed_cooldown_s: float = 600.0) -> Snapshot:
+        if prices != self._prices:
+            self._bases, self._full, self._prices = {}, {}, prices
+        views: dict[str, tuple[Obj, PodView | None]] = {}
+        by_node: dict[str, list[PodView]] = {}
+        old_views = self._views
+        for pod in pods:
+            meta = pod.get("metadata", {})
+            key = f"{meta.get('namespace')}/{meta.get('name')}"
+            hit = old_views.get(key)
+            view = hit[1] if hit is not None and hit[0] is pod else pod_view(pod)
+            views[key] = (pod, view)
+            if view is not None and view.node:
+                by_node.setdefault(view.node, []).append(view)
+        self._views = views
+        bases: dict[str, tuple[Obj, tuple[Any, ...], bool, Node]] = {}
+        full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
+        out: list[Node] = []
+        for obj in nodes:
+            name = obj["metadata"]["name"]
+            failed = _recently_failed(obj, now, failed_cooldown_s)
+            cached = self._bases.get(name)
+            if cached is not None and cached[0] is obj and cached[2] == failed:
+                base_entry = cached
+            else:
+                inputs = _node_inputs(obj)
+                if cached is not None and cached[2] == failed and cached[1] == inputs:
+                    base_entry = (obj, inputs, failed, cached[3])
+                else:
+                    base_entry = (obj, inputs, failed, _base_node(obj, prices, failed))
+            bases[name] = base_entry
+            base = base_entry[3]
+            on_node = by_node.get(name, [])
+            held = tuple(sorted(on_node, key=lambda v: v.key))
+            previous = self._full.get(name)
+            if previous is not None and previous[0] is base and previous[1] == held:
+                node = previous[2]
+            else:
+                node = _with_holdings(base, on_node)
+            full[name] = (base, held, node)
+            out.append(node)
+        self._bases, self._full = bases, full
+        self.bases = {name: entry[3] for name, entry in bases.items()}
+        return _snapshot(out, by_node, prices)
+
+
+def _snapshot(out: list[Node], by_node: Mapping[str, list[PodView]], prices: Prices) -> Snapshot:
+    warnings: list[str] = []
+    known = {n.name for n in out}
+    for node_name in sorted(set(by_node) - known):
+        if any(v.demand for v in by_node[node_name]):
+            warnings.append(f"replicas on {node_name}, which no longer exists: they are placed again")
+    return Snapshot(nodes=tuple(out), cpu_price=prices.cpu_per_core_hour, warnings=tuple(warnings))
 
 
 def build_snapshot(
@@ -187,11 +279,7 @@ def build_snapshot(
         view = pod_view(pod)
         if view is not None and view.node:
             by_node.setdefault(view.node, []).append(view)
-    out = [_operator_node(obj, by_node.get(obj["metadata"]["name"], []), prices, now, failed_cooldown_s)
+    out = [_with_holdings(_base_node(obj, prices, _recently_failed(obj, now, failed_cooldown_s)),
+                          by_node.get(obj["metadata"]["name"], []))
            for obj in nodes]
-    warnings: list[str] = []
-    known = {n.name for n in out}
-    for node_name in sorted(set(by_node) - known):
-        if any(v.demand for v in by_node[node_name]):
-            warnings.append(f"replicas on {node_name}, which no longer exists: they are placed again")
-    return Snapshot(nodes=tuple(out), cpu_price=prices.cpu_per_core_hour, warnings=tuple(warnings))
+    return _snapshot(out, by_node, prices)

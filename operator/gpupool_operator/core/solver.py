@@ -27,7 +27,7 @@ fallback, and returns the plan placing the most replicas at the lowest cost. Abo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import PriceTier
@@ -80,6 +80,23 @@ class Planner:
         if self._solver is None:
             return self.plan(demands)
         return self._solver.update(demands)
+
+    def adopt(self, pods: Mapping[tuple[str, int], str]) -> int:
+        """Name the pods that now run replicas of the last plan: ``(demand, replica) -> pod``.
+
+        A new replica of a plan has no pod; once the caller has started one for it, re-plans must
+        treat it as running (kept, reported with its pod, stopped with an eviction when scaled
+        down) rather than as a plan-only replica. Returns how many replicas were named.
+        """
+        if self._solver is None:
+            return 0
+        named = 0
+        for key, pod in pods.items():
+            rep = self._solver.last_reps.get(key)
+            if rep is not None and rep.pod is None:
+                rep.pod = pod
+                named += 1
+        return named
 
 
 def solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None = None) -> Plan:
@@ -173,6 +190,7 @@ class _Solver(Repair):
         self.eject_budget = 10 * (options.lns_attempts or 0)
         self.by_demand: dict[int, list[Rep]] = {}
         self.final_layout: dict[int, mig.Placement] = {}  # GPU order -> layout in the last plan
+        self.last_reps: dict[tuple[str, int], Rep] = {}  # (demand, replica) of the last plan -> replica
         self.over_budget: dict[int, int] = {}  # model -> replicas taken out to keep its pool's budget
         self.budget_note: dict[int, str] = {}
         self.off_spot_short: dict[int, int] = {}  # model -> spot replicas given up to keep min_off_spot
@@ -404,6 +422,7 @@ class _Solver(Repair):
             elif slot.state is GpuState.WHOLE and slot.ours and slot.current is not None:
                 changes.append(LayoutChange(slot.node.name, slot.index, slot.current, None))
         assignments: list[Assignment] = []
+        self.last_reps = {}
         per_demand: dict[int, list[Rep]] = {}
         for r in self.reps.values():
             per_demand.setdefault(r.demand, []).append(r)
@@ -425,6 +444,7 @@ class _Solver(Repair):
                 start = r.start
                 cost = self._rep_cost(r)
                 cost_by[d.key] += cost
+                self.last_reps[(d.key, n)] = r
                 assignments.append(Assignment(
                     demand=d.key, replica=n, shape=r.shape, node=r.node.name,
                     gpus=tuple(g.index for g in r.gpus), start=start, cost=round(cost, 6),

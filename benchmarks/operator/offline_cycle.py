@@ -1,0 +1,297 @@
+"""The operator's placement loop at benchmark scale, offline: no API server, no other process.
+
+Run: ``PYTHONPATH=operator:worker:proto python benchmarks/operator/offline_cycle.py [--profile]``
+
+Same nodes and pools as ``bench_operator.py`` (1,000 GPU nodes + 20 CPU nodes, 200 pools), but the
+Kubernetes API is an in-memory fake that answers the operator's requests and binds every created
+pod to its annotated node (Running and Ready) like kube-scheduler and kubelet would. It measures
+what the real benchmark cannot separate: the CPU time of one cycle after
+
+* a pool change (a model's minReplicas +1 or -1),
+* the pods that change created being bound and becoming Ready (the watch echo),
+* nothing at all (a resync),
+
+with ``--profile`` printing the cProfile of the pool-change cycles. Use it to iterate; the real
+benchmark is the judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import cProfile
+import itertools
+import json
+import pstats
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
+
+from benchmarks.operator.bench_operator import make_pools  # noqa: E402
+from gpupool_operator.adapters import miglayout, names  # noqa: E402
+from gpupool_operator.adapters.demands import demands_for, parse_pool, prices_from  # noqa: E402
+from gpupool_operator.adapters.kube import Kube, KubeError  # noqa: E402
+from gpupool_operator.adapters.reconciler import OperatorSettings, Reconciler  # noqa: E402
+from gpupool_operator.adapters.snapshot import build_snapshot  # noqa: E402
+from gpupool_operator.adapters.store import Kind, Store  # noqa: E402
+from gpupool_operator.api import default_config  # noqa: E402
+from gpupool_operator.core.solver import Options, solve  # noqa: E402
+from gpupool_operator.local.nodes import build_nodes  # noqa: E402
+from gpupool_operator.local.spec import load  # noqa: E402
+
+Obj = dict[str, Any]
+
+
+class FakeKube(Kube):
+    """Answers the reconciler's requests from memory; every write is echoed to the store the way
+    the watches would echo it. Created pods are bound to their annotated node and made Ready
+    when :meth:`bind_all` runs (kube-scheduler and kubelet)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(api_client=None, workers=1)
+        self.store = store
+        self.rv = itertools.count(1000)
+        self.objects: dict[str, Obj] = {}
+        self.unbound: list[str] = []
+
+    async def run(self, func: Any, *args: Any) -> Any:  # no thread hop: measure CPU, not scheduling
+        return func(*args)
+
+    def _stamp(self, obj: Obj) -> Obj:
+        obj["metadata"]["resourceVersion"] = str(next(self.rv))
+        return obj
+
+    def request(self, method: str, path: str, body: Any = None, query: Any = None,
+                content_type: str = "application/json") -> Obj:
+        with self._lock:
+            self.requests[method] += 1
+        parts = path.strip("/").split("/")
+        if method == "POST":
+            obj = copy.deepcopy(body)
+            meta = obj.setdefault("metadata", {})
+            key = f"{path}/{meta['name']}"
+            if key in self.objects:
+                raise KubeError(409, "exists")
+            meta.setdefault("uid", f"uid-{next(self.rv)}")
+            meta.setdefault("generation", 1)
+            self.objects[key] = self._stamp(obj)
+            if parts[-1] == "pods":
+                self.unbound.append(key)
+            return copy.deepcopy(obj)
+        if method == "DELETE":
+            if parts[-2] == "pods":
+                obj = self.store.get(Kind.POD, f"{parts[-3]}/{parts[-1]}")
+                if obj is not None:
+                    self.store.apply_event(Kind.POD, "DELETED", self._stamp(copy.deepcopy(obj)))
+            return {}
+        if method == "GET":
+            obj = self.objects.get(path)
+            if obj is None:
+                raise KubeError(404, "not found")
+            return copy.deepcopy(obj)
+        if method == "PUT":
+            obj = self._stamp(copy.deepcopy(body))
+            self.objects[path] = obj
+            return copy.deepcopy(obj)
+        if method == "PATCH":
+            if parts[-1] == "status" and "inferencepools" in parts:
+                current = self.store.get(Kind.POOL, f"{parts[-4]}/{parts[-2]}")
+                if current is None:
+                    raise KubeError(404, "gone")
+                obj = copy.deepcopy(current)
+                obj["status"] = body["status"]
+                return self._stamp(obj)
+            if "nodes" in parts:
+                current = copy.deepcopy(self.store.get(Kind.NODE, parts[-1]) or {})
+                for section in ("labels", "annotations"):
+                    for k, v in (body.get("metadata", {}).get(section) or {}).items():
+                        target = current["metadata"].setdefault(section, {})
+                        if v is None:
+                            target.pop(k, None)
+                        else:
+                            target[k] = v
+                return self._stamp(current)
+            if "pods" in parts:
+                current = copy.deepcopy(self.store.get(Kind.POD, f"{parts[-3]}/{parts[-1]}") or {})
+                current["spec"]["schedulingGates"] = []
+                return self._stamp(current)
+        return {}
+
+    def mig_manager(self) -> int:
+        """NVIDIA's MIG manager: a node asked for a layout gets it (allocatable and state)."""
+        n = 0
+        for node in self.store.all(Kind.NODE):
+            labels = node["metadata"].get("labels", {}) or {}
+            if labels.get(names.LABEL_MIG_CONFIG_STATE) != "pending":
+                continue
+            _, target = miglayout.node_layouts(node)
+            if target is None:
+                continue
+            node = copy.deepcopy(node)  # noqa: PLW2901
+            alloc = {k: v for k, v in node["status"]["allocatable"].items() if not k.startswith("nvidia.com/mig-")}
+            alloc["nvidia.com/gpu"] = str(sum(1 for x in target if not x))
+            for counts in target:
+                for profile, count in counts.items():
+                    res = "nvidia.com/mig-" + profile.replace("+", ".")
+                    alloc[res] = str(int(alloc.get(res, "0")) + count)
+            node["status"]["allocatable"] = alloc
+            node["metadata"]["labels"][names.LABEL_MIG_CONFIG_STATE] = "success"
+            self.store.apply_event(Kind.NODE, "MODIFIED", self._stamp(node))
+            n += 1
+        return n
+
+    def bind_all(self) -> int:
+        """kube-scheduler + kubelet: every created pod lands on its node and turns Ready."""
+        n = 0
+        waiting, self.unbound = self.unbound, []
+        for key in waiting:
+            obj = self.objects.pop(key)
+            live = self.store.get(Kind.POD, f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+            if live is None or live["metadata"].get("deletionTimestamp"):
+                continue
+            if live["spec"].get("schedulingGates"):
+                self.unbound.append(key)
+                self.objects[key] = obj
+                continue
+            pod = copy.deepcopy(live)
+            pod["spec"]["nodeName"] = pod["metadata"]["annotations"][names.ANN_NODE]
+            pod["status"] = {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
+            self.store.apply_event(Kind.POD, "MODIFIED", self._stamp(pod))
+            n += 1
+        return n
+
+
+def setup(pool_count: int) -> tuple[FakeKube, Store, Reconciler, list[Obj]]:
+    spec = load(ROOT / "examples" / "clusters" / "large-fleet.yaml")
+    everything = build_nodes(spec)
+    gpu_nodes = [n for n in everything if "nvidia.com/gpu.present" in n["metadata"]["labels"]][:1000]
+    cpu_nodes = [n for n in everything if "nvidia.com/gpu.present" not in n["metadata"]["labels"]][:20]
+    store = Store()
+    kube = FakeKube(store)
+    for raw in gpu_nodes + cpu_nodes:
+        node = copy.deepcopy(raw)
+        node.setdefault("status", {}).setdefault("conditions", []).append({"type": "Ready", "status": "True"})
+        node["status"].setdefault("allocatable", node["status"].get("capacity", {}))
+        node["metadata"]["uid"] = f"uid-{node['metadata']['name']}"
+        store.apply_event(Kind.NODE, "ADDED", kube._stamp(node))
+    config = default_config().to_wire()
+    config["metadata"]["uid"] = "uid-config"
+    store.apply_event(Kind.CONFIG, "ADDED", kube._stamp(config))
+    pools, _ = make_pools(pool_count)
+    for i, pool in enumerate(pools):
+        pool["metadata"].update(uid=f"uid-pool-{i}", generation=1)
+        store.apply_event(Kind.POOL, "ADDED", kube._stamp(pool))
+    reconciler = Reconciler(kube, store, OperatorSettings())
+    reconciler._seeded = True
+    return kube, store, reconciler, pools
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    kube, store, reconciler, pools = setup(args.pools)
+    t0 = time.perf_counter()
+    for _ in range(12):  # apply everything, bind, lay out MIG, settle
+        await reconciler.cycle()
+        kube.mig_manager()
+        kube.bind_all()
+    settle_s = time.perf_counter() - t0
+    await reconciler.cycle()
+    running = sum(1 for p in store.all(Kind.POD) if p.get("spec", {}).get("nodeName"))
+    rng = random.Random(11)
+    change_s: list[float] = []
+    echo_s: list[float] = []
+    plan_s: list[float] = []
+    idle_s: list[float] = []
+    profiler = cProfile.Profile() if args.profile else None
+    modes: dict[str, int] = {}
+    relayouts = 0
+    echo_modes: dict[str, int] = {}
+    for i in range(args.changes):
+        pool = rng.choice(pools)
+        key = f"{pool['metadata']['namespace']}/{pool['metadata']['name']}"
+        obj = copy.deepcopy(store.get(Kind.POOL, key))
+        assert obj is not None
+        model = obj["spec"]["models"][0]
+        model["minReplicas"] += 1 if i % 2 == 0 or model["minReplicas"] <= 1 else -1
+        obj["metadata"]["generation"] += 1
+        store.apply_event(Kind.POOL, "MODIFIED", kube._stamp(obj))
+        t = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        report = await reconciler.cycle()
+        if profiler:
+            profiler.disable()
+        change_s.append(time.perf_counter() - t)
+        plan_s.append(report.plan_seconds)
+        modes[report.mode] = modes.get(report.mode, 0) + 1
+        relayouts += bool(reconciler.last_plan and reconciler.last_plan.layout_changes)
+        status = (store.get(Kind.POOL, key) or {}).get("status") or {}
+        assert status.get("observedGeneration") == obj["metadata"]["generation"], status
+        kube.mig_manager()
+        kube.bind_all()
+        t = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        report = await reconciler.cycle()
+        if profiler:
+            profiler.disable()
+        echo_s.append(time.perf_counter() - t)
+        echo_modes[report.mode] = echo_modes.get(report.mode, 0) + 1
+        t = time.perf_counter()
+        await reconciler.cycle()
+        idle_s.append(time.perf_counter() - t)
+    for _ in range(4):  # let re-layouts finish
+        kube.mig_manager()
+        kube.bind_all()
+        await reconciler.cycle()
+    plan = reconciler.last_plan
+    assert plan is not None
+    # the same cluster solved from scratch: the loop's plans must not cost more than that
+    snapshot = build_snapshot(store.all(Kind.NODE), store.all(Kind.POD), prices_from(default_config()), time.time())
+    demands = demands_for([p.pool for p in (parse_pool(o) for o in store.all(Kind.POOL)) if p.pool is not None])
+    fresh = solve(snapshot, demands, Options())
+    assert reconciler._snapshots.build(store.all(Kind.NODE), store.all(Kind.POD), prices_from(default_config()),
+                                       time.time()) == snapshot, "incremental snapshot differs"
+    out = {
+        "pods_running": running,
+        "settle_s": round(settle_s, 2),
+        "change_cycle_mean_s": round(statistics.mean(change_s), 4),
+        "change_cycle_max_s": round(max(change_s), 4),
+        "change_plan_mean_s": round(statistics.mean(plan_s), 4),
+        "echo_cycle_mean_s": round(statistics.mean(echo_s), 4),
+        "idle_cycle_mean_s": round(statistics.mean(idle_s), 4),
+        "plan_cost_per_hour": round(plan.cost_per_hour, 2),
+        "plan_assignments": len(plan.assignments),
+        "plan_unplaced": sum(u.count for u in plan.unplaced),
+        "fresh_solve_cost_per_hour": round(fresh.cost_per_hour, 2),
+        "fresh_solve_moves": sum(1 for e in fresh.evictions if e.reason.startswith("moved")),
+        "change_cycle_modes": modes,
+        "echo_cycle_modes": echo_modes,
+        "change_cycles_with_relayout": relayouts,
+    }
+    if profiler:
+        pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pools", type=int, default=200)
+    parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="cumulative")
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
