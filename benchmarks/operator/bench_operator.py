@@ -161,6 +161,7 @@ def main() -> int:
     data: dict[str, Any] = {"gpu_nodes": len(gpu_nodes), "cpu_nodes": len(cpu_nodes), "gpus": gpus,
                             "pools": len(pools), "replicas_requested": replicas}
 
+    data["machine_load_before"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="gpupool-bench-op-") as tmp:
         cluster = LocalCluster(Path(tmp) / "c", binaries)
         cluster.start()
@@ -266,6 +267,14 @@ def main() -> int:
             cluster.stop()
             Path("/tmp/gpupool-bench-operator.log").write_bytes((Path(tmp) / "operator.log").read_bytes())
 
+    data["machine_load_after"] = [round(x, 2) for x in os.getloadavg()]
+    modes: dict[str, int] = {}
+    for line in Path("/tmp/gpupool-bench-operator.log").read_text(errors="replace").splitlines():
+        if " cycle " in line and "plan " in line and "(" in line:
+            mode = line.split(" cycle ", 1)[1].split("(", 1)[1].split(")", 1)[0].split(",")[0]
+            if mode.isalpha():
+                modes[mode] = modes.get(mode, 0) + 1
+    data["logged_cycles_by_mode"] = modes
     latencies.sort()
     cycles_apply = after_apply["cycles"] - idle["cycles"]
     cycles_changes = after_changes["cycles"] - before_changes["cycles"]

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import copy
 import cProfile
-import itertools
 import json
 import pstats
 import random
@@ -32,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
+sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "tests" / "operator")]
+
+from fake_api import FakeKube  # noqa: E402
 
 from benchmarks.operator.bench_operator import make_pools  # noqa: E402
-from gpupool_operator.adapters import miglayout, names  # noqa: E402
 from gpupool_operator.adapters.demands import demands_for, parse_pool, prices_from  # noqa: E402
-from gpupool_operator.adapters.kube import Kube, KubeError  # noqa: E402
 from gpupool_operator.adapters.reconciler import OperatorSettings, Reconciler  # noqa: E402
 from gpupool_operator.adapters.snapshot import build_snapshot  # noqa: E402
 from gpupool_operator.adapters.store import Kind, Store  # noqa: E402
@@ -47,126 +46,6 @@ from gpupool_operator.local.nodes import build_nodes  # noqa: E402
 from gpupool_operator.local.spec import load  # noqa: E402
 
 Obj = dict[str, Any]
-
-
-class FakeKube(Kube):
-    """Answers the reconciler's requests from memory; every write is echoed to the store the way
-    the watches would echo it. Created pods are bound to their annotated node and made Ready
-    when :meth:`bind_all` runs (kube-scheduler and kubelet)."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(api_client=None, workers=1)
-        self.store = store
-        self.rv = itertools.count(1000)
-        self.objects: dict[str, Obj] = {}
-        self.unbound: list[str] = []
-
-    async def run(self, func: Any, *args: Any) -> Any:  # no thread hop: measure CPU, not scheduling
-        return func(*args)
-
-    def _stamp(self, obj: Obj) -> Obj:
-        obj["metadata"]["resourceVersion"] = str(next(self.rv))
-        return obj
-
-    def request(self, method: str, path: str, body: Any = None, query: Any = None,
-                content_type: str = "application/json") -> Obj:
-        with self._lock:
-            self.requests[method] += 1
-        parts = path.strip("/").split("/")
-        if method == "POST":
-            obj = copy.deepcopy(body)
-            meta = obj.setdefault("metadata", {})
-            key = f"{path}/{meta['name']}"
-            if key in self.objects:
-                raise KubeError(409, "exists")
-            meta.setdefault("uid", f"uid-{next(self.rv)}")
-            meta.setdefault("generation", 1)
-            self.objects[key] = self._stamp(obj)
-            if parts[-1] == "pods":
-                self.unbound.append(key)
-            return copy.deepcopy(obj)
-        if method == "DELETE":
-            if parts[-2] == "pods":
-                obj = self.store.get(Kind.POD, f"{parts[-3]}/{parts[-1]}")
-                if obj is not None:
-                    self.store.apply_event(Kind.POD, "DELETED", self._stamp(copy.deepcopy(obj)))
-            return {}
-        if method == "GET":
-            obj = self.objects.get(path)
-            if obj is None:
-                raise KubeError(404, "not found")
-            return copy.deepcopy(obj)
-        if method == "PUT":
-            obj = self._stamp(copy.deepcopy(body))
-            self.objects[path] = obj
-            return copy.deepcopy(obj)
-        if method == "PATCH":
-            if parts[-1] == "status" and "inferencepools" in parts:
-                current = self.store.get(Kind.POOL, f"{parts[-4]}/{parts[-2]}")
-                if current is None:
-                    raise KubeError(404, "gone")
-                obj = copy.deepcopy(current)
-                obj["status"] = body["status"]
-                return self._stamp(obj)
-            if "nodes" in parts:
-                current = copy.deepcopy(self.store.get(Kind.NODE, parts[-1]) or {})
-                for section in ("labels", "annotations"):
-                    for k, v in (body.get("metadata", {}).get(section) or {}).items():
-                        target = current["metadata"].setdefault(section, {})
-                        if v is None:
-                            target.pop(k, None)
-                        else:
-                            target[k] = v
-                return self._stamp(current)
-            if "pods" in parts:
-                current = copy.deepcopy(self.store.get(Kind.POD, f"{parts[-3]}/{parts[-1]}") or {})
-                current["spec"]["schedulingGates"] = []
-                return self._stamp(current)
-        return {}
-
-    def mig_manager(self) -> int:
-        """NVIDIA's MIG manager: a node asked for a layout gets it (allocatable and state)."""
-        n = 0
-        for node in self.store.all(Kind.NODE):
-            labels = node["metadata"].get("labels", {}) or {}
-            if labels.get(names.LABEL_MIG_CONFIG_STATE) != "pending":
-                continue
-            _, target = miglayout.node_layouts(node)
-            if target is None:
-                continue
-            node = copy.deepcopy(node)  # noqa: PLW2901
-            alloc = {k: v for k, v in node["status"]["allocatable"].items() if not k.startswith("nvidia.com/mig-")}
-            alloc["nvidia.com/gpu"] = str(sum(1 for x in target if not x))
-            for counts in target:
-                for profile, count in counts.items():
-                    res = "nvidia.com/mig-" + profile.replace("+", ".")
-                    alloc[res] = str(int(alloc.get(res, "0")) + count)
-            node["status"]["allocatable"] = alloc
-            node["metadata"]["labels"][names.LABEL_MIG_CONFIG_STATE] = "success"
-            self.store.apply_event(Kind.NODE, "MODIFIED", self._stamp(node))
-            n += 1
-        return n
-
-    def bind_all(self) -> int:
-        """kube-scheduler + kubelet: every created pod lands on its node and turns Ready."""
-        n = 0
-        waiting, self.unbound = self.unbound, []
-        for key in waiting:
-            obj = self.objects.pop(key)
-            live = self.store.get(Kind.POD, f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
-            if live is None or live["metadata"].get("deletionTimestamp"):
-                continue
-            if live["spec"].get("schedulingGates"):
-                self.unbound.append(key)
-                self.objects[key] = obj
-                continue
-            pod = copy.deepcopy(live)
-            pod["spec"]["nodeName"] = pod["metadata"]["annotations"][names.ANN_NODE]
-            pod["status"] = {"phase": "Running", "conditions": [
-                {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
-            self.store.apply_event(Kind.POD, "MODIFIED", self._stamp(pod))
-            n += 1
-        return n
 
 
 def setup(pool_count: int) -> tuple[FakeKube, Store, Reconciler, list[Obj]]:
@@ -212,6 +91,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     profiler = cProfile.Profile() if args.profile else None
     modes: dict[str, int] = {}
     relayouts = 0
+    churn = [0, 0]  # pods created, deleted by the change cycles
     echo_modes: dict[str, int] = {}
     for i in range(args.changes):
         pool = rng.choice(pools)
@@ -231,6 +111,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         change_s.append(time.perf_counter() - t)
         plan_s.append(report.plan_seconds)
         modes[report.mode] = modes.get(report.mode, 0) + 1
+        churn[0] += report.created
+        churn[1] += report.deleted
         relayouts += bool(reconciler.last_plan and reconciler.last_plan.layout_changes)
         status = (store.get(Kind.POOL, key) or {}).get("status") or {}
         assert status.get("observedGeneration") == obj["metadata"]["generation"], status
@@ -273,6 +155,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "fresh_solve_cost_per_hour": round(fresh.cost_per_hour, 2),
         "fresh_solve_moves": sum(1 for e in fresh.evictions if e.reason.startswith("moved")),
         "change_cycle_modes": modes,
+        "change_cycles_created_deleted": churn,
         "echo_cycle_modes": echo_modes,
         "change_cycles_with_relayout": relayouts,
     }

@@ -127,6 +127,7 @@ class _Epoch:
     expected: dict[str, Sig] = field(default_factory=dict)
     foreign: frozenset[tuple[str, Holding]] = frozenset()
     stopped: set[str] = field(default_factory=set)
+    applied: Plan | None = None  # the plan ``expected`` was computed from
 
     def observe(self, snapshot: Snapshot) -> tuple[dict[str, Sig], frozenset[tuple[str, Holding]]]:
         ours: dict[str, Sig] = {}
@@ -167,7 +168,7 @@ class _Epoch:
         self.expected = {a.pod: _assignment_sig(a) for a in assignments if a.pod is not None}
         for pod in self.stopped:
             self.expected.pop(pod, None)
-        self.plan = dataclasses.replace(plan, assignments=assignments, evictions=())
+        self.plan = self.applied = dataclasses.replace(plan, assignments=assignments, evictions=())
         return self.plan
 
 
@@ -183,6 +184,54 @@ def _is_ours(pod: Mapping[str, Any]) -> bool:
     meta = pod.get("metadata", {})
     return (meta.get("labels", {}) or {}).get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and names.ANN_DEMAND in (
         meta.get("annotations", {}) or {}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the loop asks of one pod, read once per pod object (objects are replaced, not mutated)."""
+
+    key: str  # namespace/name
+    ours: bool  # a replica of ours (managed-by label and demand annotation)
+    demand: str  # its demand key when ours, else ""
+    bound: str | None  # spec.nodeName
+    node: str | None  # spec.nodeName, else the node we pinned it to
+    deleting: bool
+    finished: bool
+    gated: bool  # any scheduling gate
+    mig_gated: bool  # our MIG gate
+    ready: bool
+    ident: tuple[str, str, str] | None  # (namespace, pool label, model label) when managed by us
+    replica: int | None  # its replica label
+
+
+def _facts_of(pod: Mapping[str, Any]) -> _Facts:
+    meta = pod.get("metadata", {})
+    spec = pod.get("spec", {}) or {}
+    labels = meta.get("labels", {}) or {}
+    ann = meta.get("annotations", {}) or {}
+    managed = labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY
+    ours = managed and names.ANN_DEMAND in ann
+    gates = spec.get("schedulingGates") or []
+    replica: int | None = None
+    if managed:
+        with contextlib.suppress(ValueError):
+            replica = int(labels.get(names.LABEL_REPLICA, "-1"))
+    bound = spec.get("nodeName") or None
+    return _Facts(
+        key=f"{meta.get('namespace')}/{meta.get('name')}",
+        ours=ours,
+        demand=str(ann[names.ANN_DEMAND]) if ours else "",
+        bound=bound,
+        node=bound or ann.get(names.ANN_NODE),
+        deleting=bool(meta.get("deletionTimestamp")),
+        finished=_finished(pod),
+        gated=bool(gates),
+        mig_gated=any(g.get("name") == names.MIG_GATE for g in gates),
+        ready=pod_is_ready(pod),
+        ident=(meta.get("namespace"), labels.get(names.LABEL_POOL, ""), labels.get(names.LABEL_MODEL, ""))
+        if managed else None,
+        replica=replica,
     )
 
 
@@ -302,6 +351,7 @@ class Reconciler:
         self._epoch: _Epoch | None = None
         self._config_cache: tuple[Obj | None, GPUPoolConfig, Prices] | None = None
         self._demand_cache: dict[str, tuple[ParsedPool, Any, Any, list[Demand]]] = {}
+        self._facts_memo: dict[int, tuple[Obj, _Facts]] = {}
 
     # -- the loop -----------------------------------------------------------------------------
     def poke(self) -> None:
@@ -373,7 +423,7 @@ class Reconciler:
         seen_pods = pods + [pod for _, pod in self._avoid]
         avoid_key = tuple(id(p) for _, p in self._avoid)
         incremental = config.spec.mig.policy is MigLayoutPolicy.ANY
-        terminating = {_pod_key(p) for p in pods if p["metadata"].get("deletionTimestamp") and _is_ours(p)}
+        terminating = {f.key for f in map(self._facts, pods) if f.ours and f.deleting}
 
         def plan_now() -> tuple[Snapshot, Plan, str]:
             return self._plan(nodes, seen_pods, prices, now, demands, avoid_key, incremental, terminating)
@@ -447,10 +497,11 @@ class Reconciler:
             self._last = (self._last[0], self._last[1], applied)
 
         # 5. Services, one per model.
-        await asyncio.gather(*(
+        await asyncio.gather(*(  # (the ones already made are known here: no thread hop for them)
             limited(self._ensure_service, entry, model.name)
             for entry in pools.values() if entry.pool is not None
             for model in entry.pool.spec.models
+            if f"{entry.uid}/{names.service_name(entry.name, model.name)}" not in self._services
         ))
 
         # 6. Let gated replicas schedule once their node's new layout is in allocatable.
@@ -470,10 +521,11 @@ class Reconciler:
         metrics.PLAN_SECONDS.observe(report.plan_seconds)
         if report.created or report.deleted or report.relabeled or report.ungated or report.statuses:
             log.info(
-                "cycle %d: %.3fs (plan %.3fs), %d requests, created %d, deleted %d, relabeled %d, ungated %d, "
+                "cycle %d: %.3fs (%s, plan %.3fs), %d requests, created %d, deleted %d, relabeled %d, ungated %d, "
                 "statuses %d, unplaced %d, plan %.2f $/h",
-                self.cycles, report.seconds, report.plan_seconds, report.requests, report.created, report.deleted,
-                report.relabeled, report.ungated, report.statuses, report.unplaced, report.cost_per_hour,
+                self.cycles, report.seconds, report.mode, report.plan_seconds, report.requests, report.created,
+                report.deleted, report.relabeled, report.ungated, report.statuses, report.unplaced,
+                report.cost_per_hour,
             )
         return report
 
@@ -487,6 +539,16 @@ class Reconciler:
             if len(self._parsed) > 4 * max(len(self.store.objects[Kind.POOL]), 64):
                 self._parsed = {key: hit}
         return hit
+
+    def _facts(self, pod: Obj) -> _Facts:
+        hit = self._facts_memo.get(id(pod))
+        if hit is not None and hit[0] is pod:
+            return hit[1]
+        facts = _facts_of(pod)
+        if len(self._facts_memo) > 2 * len(self.store.objects[Kind.POD]) + 256:
+            self._facts_memo = {}
+        self._facts_memo[id(pod)] = (pod, facts)
+        return facts
 
     def _config(self) -> tuple[GPUPoolConfig, Prices]:
         """The GPUPoolConfig and its prices, parsed again only when the stored object changes."""
@@ -564,6 +626,8 @@ class Reconciler:
             return plan
         if failed:  # a replica could not be started: plan afresh from what exists
             self._full_next = True
+        if plan is epoch.applied and not created and epoch.stopped.issuperset(doomed):
+            return plan  # the plan was already applied, and nothing new was carried out
         names_of = {(a.demand, a.replica): f"{names.split_demand_key(a.demand)[0]}/{name}" for a, name in created}
         return epoch.carried_out(plan, names_of, doomed)
 
@@ -584,12 +648,11 @@ class Reconciler:
         ready_elsewhere: dict[str, int] = {}
         draining: list[Obj] = []
         for pod in pods:
-            if not _is_ours(pod) or pod["metadata"].get("deletionTimestamp"):
+            f = self._facts(pod)
+            if not f.ours or f.deleting:
                 continue
-            key = _pod_key(pod)
-            node = pod.get("spec", {}).get("nodeName") or pod["metadata"]["annotations"].get(names.ANN_NODE)
-            demand = pod["metadata"]["annotations"][names.ANN_DEMAND]
-            if _finished(pod):
+            key, node, demand = f.key, f.node, f.demand
+            if f.finished:
                 out[key] = pod
                 self._event(pod, "Warning", "ReplicaFinished", f"replica {key} ended ({pod['status'].get('phase')})")
             elif node not in nodes:
@@ -597,7 +660,7 @@ class Reconciler:
                 self._event(pod, "Warning", "NodeGone", f"node {node} of replica {key} is gone; placing it again")
             elif node not in schedulable:
                 draining.append(pod)
-            elif pod_is_ready(pod):
+            elif f.ready:
                 ready_elsewhere[demand] = ready_elsewhere.get(demand, 0) + 1
         for pod in draining:  # make before break: stop a cordoned node's replica once others serve
             demand = pod["metadata"]["annotations"][names.ANN_DEMAND]
@@ -618,9 +681,8 @@ class Reconciler:
         now = self.clock()
         out = []
         for pod in pods:
-            if not _is_ours(pod) or pod["metadata"].get("deletionTimestamp") or pod["spec"].get("nodeName"):
-                continue
-            if pod["spec"].get("schedulingGates"):
+            f = self._facts(pod)
+            if not f.ours or f.deleting or f.bound or f.gated:
                 continue
             cond = next((c for c in pod.get("status", {}).get("conditions", []) or []
                          if c.get("type") == "PodScheduled"), None)
@@ -652,13 +714,11 @@ class Reconciler:
     def _name_new_replicas(self, plan: Plan, pods: list[Obj]) -> dict[tuple[str, int], tuple[str, int]]:
         """(demand, replica) -> (pod name, replica index); new replicas take the lowest free index."""
         used: dict[tuple[str, str, str], set[int]] = {}
-        for pod in pods:
-            labels = pod["metadata"].get("labels", {}) or {}
-            if labels.get(names.LABEL_MANAGED_BY) != names.MANAGED_BY:
-                continue
-            ident = (pod["metadata"]["namespace"], labels.get(names.LABEL_POOL, ""), labels.get(names.LABEL_MODEL, ""))
-            with contextlib.suppress(ValueError):
-                used.setdefault(ident, set()).add(int(labels.get(names.LABEL_REPLICA, "-1")))
+        if any(a.pod is None for a in plan.assignments):
+            for pod in pods:
+                f = self._facts(pod)
+                if f.ident is not None and f.replica is not None:
+                    used.setdefault(f.ident, set()).add(f.replica)
         out: dict[tuple[str, int], tuple[str, int]] = {}
         for a in plan.assignments:
             namespace, pool, model = names.split_demand_key(a.demand)
@@ -745,6 +805,8 @@ class Reconciler:
                          now: float) -> int:
         relabeled = 0
         for name, node in sorted(nodes.items()):
+            if not (node["metadata"].get("annotations", {}) or {}).get(names.ANN_MIG_LAYOUT_TARGET):
+                continue
             current, target = miglayout.node_layouts(node)
             if target is None:
                 continue
@@ -841,10 +903,8 @@ class Reconciler:
     async def _ungate(self, pods: list[Obj], nodes: Mapping[str, Obj], limited: Callable[..., Any]) -> int:
         jobs = []
         for pod in pods:
-            gates = pod.get("spec", {}).get("schedulingGates") or []
-            if not _is_ours(pod) or not any(g.get("name") == names.MIG_GATE for g in gates):
-                continue
-            if pod["metadata"].get("deletionTimestamp"):
+            f = self._facts(pod)
+            if not f.ours or not f.mig_gated or f.deleting:
                 continue
             node = nodes.get(pod["metadata"]["annotations"].get(names.ANN_NODE, ""))
             if node is None:
@@ -886,9 +946,12 @@ class Reconciler:
         limited: Callable[..., Any],
     ) -> int:
         by_demand: dict[str, list[Obj]] = {}
+        seen: dict[str, list[Any]] = {}
         for pod in self.store.all(Kind.POD):
-            if _is_ours(pod) and not pod["metadata"].get("deletionTimestamp") and not _finished(pod):
-                by_demand.setdefault(pod["metadata"]["annotations"][names.ANN_DEMAND], []).append(pod)
+            f = self._facts(pod)
+            if f.ours and not f.deleting and not f.finished:
+                by_demand.setdefault(f.demand, []).append(pod)
+                seen.setdefault(f.demand, []).append((f.key.split("/", 1)[1], f.bound, f.gated, f.ready))
         assignment_pods = {k: v[0] for k, v in pod_names.items()}
         index: dict[str, list[Assignment]] = {}
         for a in plan.assignments:
@@ -903,7 +966,7 @@ class Reconciler:
             if pool is None:
                 continue
             stored = (self.store.get(Kind.POOL, key) or {}).get("status")
-            inputs = self._inputs_of(entry, index, unplaced_by, by_demand, desired)
+            inputs = self._inputs_of(entry, index, unplaced_by, seen, desired)
             if stored and stored.get("observedGeneration") == entry.generation and \
                     self._status_inputs.get(key) == inputs:
                 continue  # nothing it is computed from changed since it was written
@@ -928,7 +991,7 @@ class Reconciler:
 
     @staticmethod
     def _inputs_of(entry: ParsedPool, index: Mapping[str, list[Assignment]], unplaced: Mapping[str, list[str]],
-                   pods: Mapping[str, list[Obj]], desired: Mapping[str, int]) -> Any:
+                   pods: Mapping[str, list[Any]], desired: Mapping[str, int]) -> Any:
         """A comparable summary of everything a pool's status is computed from."""
         assert entry.pool is not None
         out: list[Any] = [entry.generation]
@@ -938,9 +1001,7 @@ class Reconciler:
                 key, desired.get(key),
                 tuple((a.replica, a.node, a.shape, a.cost, a.pod) for a in index.get(key, ())),
                 tuple(unplaced.get(key, ())),
-                tuple(sorted((p["metadata"]["name"], p.get("spec", {}).get("nodeName"),
-                              bool(p.get("spec", {}).get("schedulingGates")), pod_is_ready(p))
-                             for p in pods.get(key, ()))),
+                tuple(sorted(pods.get(key, ()))),  # (name, node, gated, ready) of its live pods
             ))
         return tuple(out)
 

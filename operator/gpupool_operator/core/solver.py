@@ -153,6 +153,12 @@ def _whole_cannot_win(plan: Plan, snapshot: Snapshot, demands: Sequence[Demand])
     return bound >= plan.cost_per_hour
 
 
+def _same_requirements(old: Demand, new: Demand) -> bool:
+    """Whether replicas placed for ``old`` still serve ``new``: only the count, the guaranteed share
+    (``minReplicas``) or the budget differ, and every plan enforces the budget afresh."""
+    return dataclasses.replace(old, replicas=new.replicas, guaranteed=new.guaranteed, budget=new.budget) == new
+
+
 def _moves(plan: Plan) -> int:
     return sum(1 for e in plan.evictions if e.reason.startswith("moved"))
 
@@ -251,7 +257,7 @@ class _Solver(Repair):
                 self.index[key] = i
             old = self.demands[i]
             new = d if d is not None else dataclasses.replace(old, replicas=0)
-            if new != old and dataclasses.replace(new, replicas=old.replicas) != old:
+            if new != old and not _same_requirements(old, new):
                 self._drop(i, len(self.by_demand.get(i, ())), "its requirements changed")
                 self.demands[i] = new
                 self.cands[i], self.rejected[i] = candidates(new, self.products)
@@ -268,13 +274,25 @@ class _Solver(Repair):
                 self.unplaced[i] = left
         return self._finish()
     def _drop(self, i: int, k: int, why: str) -> None:
-        """Remove ``k`` replicas of model ``i``: plan-only ones first, the most expensive first."""
-        reps = sorted(self.by_demand.get(i, ()), key=lambda r: (r.pod is not None, -self._rep_cost(r), r.node.name))
-        for r in reps[:k]:
+        """Remove ``k`` replicas of model ``i``: plan-only ones first, the most expensive first, but
+        never one of the replicas that keep its ``min_off_spot`` promise while another can go
+        (else the final pass would give up every spot replica of the model to keep the promise)."""
+        d = self.demands[i]
+        for _ in range(k):
+            reps = sorted(self.by_demand.get(i, ()),
+                          key=lambda r: (r.pod is not None, -self._rep_cost(r), r.node.name))
+            if not reps:
+                return
+            off = sum(1 for r in reps if r.node.spec.price_tier is not PriceTier.SPOT)
+            if d.allow_spot and d.min_off_spot and off - 1 < d.min_off_spot <= len(reps) - 1:
+                spot = [r for r in reps if r.node.spec.price_tier is PriceTier.SPOT]
+                reps = spot or reps
+            r = reps[0]
             if r.pod is not None:
-                self.evictions.append(Eviction(r.pod, r.node.name, self.demands[i].key, why))
+                self.evictions.append(Eviction(r.pod, r.node.name, d.key, why))
             self._detach(r)
             self._remove_rep(r)
+
     def _choose_kept(self) -> list[str]:
         running: dict[int, list[tuple[float, str, str, Shape]]] = {}
         for node in self.snapshot.nodes:
@@ -297,15 +315,25 @@ class _Solver(Repair):
                     self.evictions.append(Eviction(h.pod, node.name, h.owner, "the pool no longer allows spot nodes"))
                     continue
                 running.setdefault(i, []).append((cost, h.pod, node.name, shape))
+        spot = {n.name for n in self.snapshot.nodes if n.price_tier is PriceTier.SPOT}
         keep: list[str] = []
         for i, items in sorted(running.items()):
             items.sort()
-            want = self.demands[i].replicas
-            for cost, pod, node_name, _shape in items[:want]:
-                del cost, node_name
-                keep.append(pod)
-            for _cost, pod, node_name, _shape in items[want:]:
-                self.evictions.append(Eviction(pod, node_name, self.demands[i].key, "scaled down"))
+            d = self.demands[i]
+            want = d.replicas
+            kept, gone = items[:want], items[want:]
+            # the cheapest, but keeping the min-off-spot promise when running replicas can (else
+            # the final pass would give up the model's spot replicas to keep it)
+            need = min(d.min_off_spot, want) if d.allow_spot else 0
+            short = need - sum(1 for x in kept if x[2] not in spot)
+            if short > 0:
+                extra = [x for x in gone if x[2] not in spot][:short]
+                out = [x for x in reversed(kept) if x[2] in spot][:len(extra)]
+                kept = sorted([x for x in kept if x not in out] + extra[:len(out)])
+                gone = sorted([x for x in gone if x not in extra[:len(out)]] + out)
+            keep += [pod for _cost, pod, _node, _shape in kept]
+            for _cost, pod, node_name, _shape in gone:
+                self.evictions.append(Eviction(pod, node_name, d.key, "scaled down"))
         return keep
     def _materialise_kept(self, keep: list[str]) -> None:
         kept = set(keep)
