@@ -635,7 +635,7 @@ class Reconciler:
     def _doomed(
         self, plan: Plan, pods: list[Obj], nodes: Mapping[str, Obj], snapshot: Snapshot, desired: Mapping[str, int]
     ) -> list[Obj]:
-        by_key = {_pod_key(p): p for p in pods}
+        by_key = {_pod_key(p): p for p in pods} if plan.evictions else {}
         out: dict[str, Obj] = {}
         for e in plan.evictions:
             pod = by_key.get(e.pod)
@@ -712,7 +712,8 @@ class Reconciler:
 
     # -- creations ----------------------------------------------------------------------------
     def _name_new_replicas(self, plan: Plan, pods: list[Obj]) -> dict[tuple[str, int], tuple[str, int]]:
-        """(demand, replica) -> (pod name, replica index); new replicas take the lowest free index."""
+        """(demand, replica) -> (pod name, replica index) of every new replica (no pod yet): the lowest
+        free index of its model."""
         used: dict[tuple[str, str, str], set[int]] = {}
         if any(a.pod is None for a in plan.assignments):
             for pod in pods:
@@ -721,11 +722,9 @@ class Reconciler:
                     used.setdefault(f.ident, set()).add(f.replica)
         out: dict[tuple[str, int], tuple[str, int]] = {}
         for a in plan.assignments:
-            namespace, pool, model = names.split_demand_key(a.demand)
             if a.pod is not None:
-                name = a.pod.split("/", 1)[1]
-                out[(a.demand, a.replica)] = (name, -1)
                 continue
+            namespace, pool, model = names.split_demand_key(a.demand)
             taken = used.setdefault((namespace, names.label_value(pool), model), set())
             n = 0
             while n in taken:
@@ -952,7 +951,6 @@ class Reconciler:
             if f.ours and not f.deleting and not f.finished:
                 by_demand.setdefault(f.demand, []).append(pod)
                 seen.setdefault(f.demand, []).append((f.key.split("/", 1)[1], f.bound, f.gated, f.ready))
-        assignment_pods = {k: v[0] for k, v in pod_names.items()}
         index: dict[str, list[Assignment]] = {}
         for a in plan.assignments:
             index.setdefault(a.demand, []).append(a)
@@ -974,6 +972,13 @@ class Reconciler:
             if stored:
                 with contextlib.suppress(ValueError):
                     previous = InferencePoolStatus.model_validate(stored)
+            assignment_pods: dict[tuple[str, int], str] = {}
+            for model in pool.spec.models:
+                for a in index.get(names.demand_key(entry.namespace, entry.name, model.name), ()):
+                    if a.pod is not None:
+                        assignment_pods[(a.demand, a.replica)] = a.pod.split("/", 1)[1]
+                    elif (a.demand, a.replica) in pod_names:
+                        assignment_pods[(a.demand, a.replica)] = pod_names[(a.demand, a.replica)][0]
             status = pool_status(pool, plan, by_demand, assignment_pods, desired, previous, now, index=index)
             self._status_inputs[key] = inputs
             if not status_differs(stored, status):

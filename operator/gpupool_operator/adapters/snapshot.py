@@ -204,7 +204,7 @@ class SnapshotBuilder:
     """
 
     def __init__(self) -> None:
-        self._views: dict[str, tuple[Obj, PodView | None]] = {}
+        self._views: dict[int, tuple[Obj, PodView | None]] = {}  # id(pod) -> (pod, view)
         self._bases: dict[str, tuple[Obj, tuple[Any, ...], bool, Node]] = {}
         self._full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
         self._prices: Prices | None = None
@@ -214,15 +214,13 @@ class SnapshotBuilder:
               failed_cooldown_s: float = 600.0) -> Snapshot:
         if prices != self._prices:
             self._bases, self._full, self._prices = {}, {}, prices
-        views: dict[str, tuple[Obj, PodView | None]] = {}
+        views: dict[int, tuple[Obj, PodView | None]] = {}
         by_node: dict[str, list[PodView]] = {}
         old_views = self._views
         for pod in pods:
-            meta = pod.get("metadata", {})
-            key = f"{meta.get('namespace')}/{meta.get('name')}"
-            hit = old_views.get(key)
+            hit = old_views.get(id(pod))
             view = hit[1] if hit is not None and hit[0] is pod else pod_view(pod)
-            views[key] = (pod, view)
+            views[id(pod)] = (pod, view)
             if view is not None and view.node:
                 by_node.setdefault(view.node, []).append(view)
         self._views = views
