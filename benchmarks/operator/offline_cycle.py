@@ -24,6 +24,7 @@ import cProfile
 import json
 import pstats
 import random
+import resource
 import statistics
 import sys
 import time
@@ -81,6 +82,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         kube.mig_manager()
         kube.bind_all()
     settle_s = time.perf_counter() - t0
+    rss_settled = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     await reconciler.cycle()
     running = sum(1 for p in store.all(Kind.POD) if p.get("spec", {}).get("nodeName"))
     rng = random.Random(11)
@@ -149,6 +151,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "change_plan_mean_s": round(statistics.mean(plan_s), 4),
         "echo_cycle_mean_s": round(statistics.mean(echo_s), 4),
         "idle_cycle_mean_s": round(statistics.mean(idle_s), 4),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_settle_mib": rss_settled,
         "plan_cost_per_hour": round(plan.cost_per_hour, 2),
         "plan_assignments": len(plan.assignments),
         "plan_unplaced": sum(u.count for u in plan.unplaced),
