@@ -283,6 +283,7 @@ def main() -> int:
         "change_to_applied_p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3),
         "change_to_applied_max_s": round(latencies[-1], 3),
         "changes_timed": len(latencies),
+        "change_latencies_sorted_s": [round(x, 3) for x in latencies],
         "operator_peak_rss_mib": round(peak_rss, 1),
         "apply_phase_cycles": int(cycles_apply),
         "apply_phase_requests": int(after_apply["requests"] - idle["requests"]),
