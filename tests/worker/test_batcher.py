@@ -311,3 +311,45 @@ async def test_on_the_event_loop_a_failure_or_an_expired_deadline_fails_only_its
     assert batcher.inline_executions == 1  # the last one (a failed batch records nothing)
     assert stats.snapshot().execution_count == 2
     await batcher.stop()
+
+
+class _MeasuredModel(GateModel):
+    """Reports the busy time the test sets, per thread: the model thread's measure includes the
+    hand-offs (as a real tiny model's does), the event loop's does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.loop_thread = threading.get_ident()
+        self.busy_us = {"loop": 20, "thread": 300}
+
+    def execute(self, inputs):  # type: ignore[no-untyped-def]
+        import threading
+
+        from gpupool_worker.engine.model import Execution
+
+        done = super().execute(inputs)
+        where = "loop" if threading.get_ident() == self.loop_thread else "thread"
+        return Execution(done.outputs, 0, self.busy_us[where] * 1_000, 0)
+
+
+async def test_a_fast_model_measured_slow_on_the_thread_is_tried_on_the_loop() -> None:
+    # 300 us on the thread (over the 200 us limit) but 20 us on the loop: it must end up inline
+    model = _MeasuredModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=0, inline_below_us=200)
+    for i in range(3):
+        await batcher.infer(rows(1, float(i)))
+    assert batcher.inline_executions == 2
+    # one slow batch on the loop (under twice the limit) does not send it back to the thread ...
+    model.busy_us["loop"] = 300
+    await batcher.infer(rows(1, 1.0))
+    model.busy_us["loop"] = 20
+    await batcher.infer(rows(1, 1.0))
+    assert batcher.inline_executions == 4
+    # ... batches that stay slow there do
+    model.busy_us["loop"] = 5_000
+    for _ in range(3):
+        await batcher.infer(rows(1, 1.0))
+    assert batcher.inline_executions == 5
+    await batcher.stop()

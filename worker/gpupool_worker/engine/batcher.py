@@ -116,21 +116,20 @@ class DynamicBatcher:
         self._accepting = True
         self._executing = 0
         self._label = model.name
-        self._typical_ns: float | None = None  # moving average of batch execution time
+        # moving averages of batch execution time on the event loop and on the model thread: the
+        # thread's includes the hand-offs and waits for the GIL, so it says little about how long
+        # a batch would hold the loop (a tiny model measures 3-5x slower there than inline)
+        self._inline_ns: float | None = None
+        self._thread_ns: float | None = None
+        self._since_probe = 0  # batches on the model thread since the last one on the loop
+        self._on_loop = False  # batches run on the event loop (see _run_inline)
         self._holding = False  # the batcher task holds a batch (collecting or executing)
         self._last_rows = 0  # rows of the last executed batch ...
         self._last_finished_ns = 0  # ... and when it finished (self._clock())
         self.inline_executions = 0
-        # metric children bound once: labels() lookups cost more than the observations themselves
-        label = model.name
-        self._m_queue_depth = metrics.queue_depth.labels(label)
-        self._m_executions = metrics.executions.labels(label)
-        self._m_inferences = metrics.inferences.labels(label)
-        self._m_batch_size = metrics.batch_size.labels(label)
-        self._m_compute = metrics.compute_latency.labels(label)
-        self._m_busy = metrics.busy_seconds.labels(label)
-        self._m_cost = metrics.cost.labels(label)
-        self._m_cost_per_inference = metrics.cost_per_inference.labels(label)
+        self._meters = metrics.model(model.name)
+        self._meters.queue_depth = lambda: float(len(self._queue))
+        self._meters.cost_per_inference = lambda: statistics.cost_per_inference_usd
 
     # -- observability -------------------------------------------------------------------------
     @property
@@ -181,23 +180,36 @@ class DynamicBatcher:
                 f"model '{self._label}' queue is full ({self._policy.max_queue_size} requests waiting)",
             )
         rows = int(next(iter(inputs.values())).shape[0]) if self._batched else 1
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         now = self._clock()
-        pending = _Pending(inputs, rows, _signature(inputs, self._batched), future, now, deadline_ns)
         if (not self._queue and not self._holding and self._run_inline()
                 and rows >= self._target(now)):
             # Idle model, fast batches, nobody worth waiting for: run it here and now. The batch
             # would close at once anyway; this saves the hops to the batcher task and back.
-            self._holding = True
-            try:
-                self._execute_inline([pending])
-            finally:
-                self._holding = False
-            return future.result()
+            return self._run_now(inputs, rows, now, deadline_ns)
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        pending = _Pending(inputs, rows, _signature(inputs, self._batched), future, now, deadline_ns)
         self._queue.append(pending)
-        self._m_queue_depth.set(len(self._queue))
         self._arrived.set()
         return await future
+
+    def _run_now(self, inputs: Arrays, rows: int, now: int, deadline_ns: int | None) -> BatchResult:
+        """One request, alone, on the event loop (no queue entry, no future: nothing waits)."""
+        if deadline_ns is not None and now >= deadline_ns:
+            raise self._expired(now, now)
+        self._holding = True
+        self._executing = 1
+        try:
+            execution = self._model.execute(inputs)
+            self.inline_executions += 1
+        except Exception as exc:
+            raise self._failure(rows, exc) from None
+        finally:
+            self._holding = False
+            self._finished(rows)
+        self._ran_on_loop(execution.busy_ns)
+        batch_usd = self._account(execution, rows, 1)
+        return BatchResult(outputs=execution.outputs, batch_rows=rows, queue_ns=0,
+                           busy_ns=execution.busy_ns, cost_usd=batch_usd)
 
     # -- the loop ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -258,7 +270,6 @@ class DynamicBatcher:
                     break
                 await self._next_arrival(remaining / 1e9)
                 rows = self._take_compatible(batch, rows)
-        self._m_queue_depth.set(len(self._queue))
         return batch
 
     def _target(self, now: int) -> int:
@@ -275,10 +286,7 @@ class DynamicBatcher:
             if item.future.done():
                 continue
             if item.deadline_ns is not None and now >= item.deadline_ns:
-                item.future.set_exception(InferenceError(
-                    ErrorKind.DEADLINE_EXCEEDED,
-                    f"deadline passed after {(now - item.enqueued_ns) / 1e6:.1f} ms in the queue "
-                    f"of model '{self._label}'"))
+                item.future.set_exception(self._expired(now, item.enqueued_ns))
                 continue
             live.append(item)
         return live
@@ -298,6 +306,7 @@ class DynamicBatcher:
             return
         finally:
             self._finished(rows)
+        self._ran_on_loop(execution.busy_ns)
         self._complete(live, execution, rows, now)
 
     async def _execute(self, batch: list[_Pending]) -> None:
@@ -317,6 +326,8 @@ class DynamicBatcher:
             return
         finally:
             self._finished(rows)
+        self._since_probe += 1
+        self._thread_ns = _average(self._thread_ns, execution.busy_ns)
         self._complete(live, execution, rows, now)
 
     def _start(
@@ -336,21 +347,33 @@ class DynamicBatcher:
         self._last_rows = rows
         self._last_finished_ns = self._clock()
 
-    def _fail(self, live: list[_Pending], rows: int, exc: Exception) -> None:
+    def _expired(self, now: int, enqueued_ns: int) -> InferenceError:
+        return InferenceError(
+            ErrorKind.DEADLINE_EXCEEDED,
+            f"deadline passed after {(now - enqueued_ns) / 1e6:.1f} ms in the queue "
+            f"of model '{self._label}'")
+
+    def _failure(self, rows: int, exc: Exception) -> InferenceError:
         log.exception("model %s failed on a batch of %d rows", self._label, rows, exc_info=exc)
-        error = InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
+        return InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
+
+    def _fail(self, live: list[_Pending], rows: int, exc: Exception) -> None:
+        error = self._failure(rows, exc)
         for item in live:
             if not item.future.done():
                 item.future.set_exception(error)
 
-    def _complete(self, live: list[_Pending], execution: Execution, rows: int, now: int) -> None:
-        busy = float(execution.busy_ns)
-        self._typical_ns = busy if self._typical_ns is None else 0.8 * self._typical_ns + 0.2 * busy
-        finished_ms = time.time_ns() // 1_000_000
+    def _account(self, execution: Execution, rows: int, requests: int) -> float:
+        """Record an executed batch in the statistics and metrics; returns its cost (USD)."""
         batch_usd = self._stats.record_execution(
-            batch_rows=rows, requests=len(live), input_ns=execution.input_ns,
-            infer_ns=execution.infer_ns, output_ns=execution.output_ns, finished_ms=finished_ms)
+            batch_rows=rows, requests=requests, input_ns=execution.input_ns,
+            infer_ns=execution.infer_ns, output_ns=execution.output_ns,
+            finished_ms=time.time_ns() // 1_000_000)
         self._record_metrics(execution, rows, batch_usd)
+        return batch_usd
+
+    def _complete(self, live: list[_Pending], execution: Execution, rows: int, now: int) -> None:
+        batch_usd = self._account(execution, rows, len(live))
         offset = 0
         for item in live:
             outputs = (
@@ -365,18 +388,43 @@ class DynamicBatcher:
                     cost_usd=batch_usd * item.rows / rows))
 
     def _run_inline(self) -> bool:
+        """Whether the next batch runs on the event loop: yes while batches measured there stay
+        fast (under ``inline_below_us`` to start, under twice that to stay: a preempted batch or
+        two must not send a fast model back to the thread). A model not (or no longer) known to
+        be that fast runs on the model thread, and is tried on the loop again now and then when
+        its thread measure is within a few times the limit (that measure, inflated by the
+        hand-offs, would otherwise keep a fast model off the loop for ever)."""
+        if self._on_loop:
+            return True
         limit = self._policy.inline_below_us * 1_000
-        return limit > 0 and self._typical_ns is not None and self._typical_ns < limit
+        if limit <= 0 or self._thread_ns is None or self._thread_ns >= _PROBE_WITHIN * limit:
+            return False
+        return self._inline_ns is None or self._since_probe >= _PROBE_EVERY
+
+    def _ran_on_loop(self, busy_ns: int) -> None:
+        limit = self._policy.inline_below_us * 1_000
+        # a trial starts afresh; a model already on the loop averages
+        self._inline_ns = _average(self._inline_ns if self._on_loop else None, busy_ns)
+        self._on_loop = self._inline_ns < (2 * limit if self._on_loop else limit)
+        self._since_probe = 0
 
     def _record_metrics(self, execution: Execution, rows: int, batch_usd: float) -> None:
-        self._m_executions.inc()
-        self._m_inferences.inc(rows)
-        self._m_batch_size.observe(rows)
+        m = self._meters
+        m.executions += 1
+        m.inferences += rows
+        m.batch_size.observe(rows)
         busy_s = execution.busy_ns / 1e9
-        self._m_compute.observe(busy_s)
-        self._m_busy.inc(busy_s)
-        self._m_cost.inc(batch_usd)
-        self._m_cost_per_inference.set(self._stats.cost_per_inference_usd)
+        m.compute_latency.observe(busy_s)
+        m.busy_seconds += busy_s
+        m.cost_usd += batch_usd
+
+
+_PROBE_WITHIN = 4  # try the loop when the thread measure is under this many times the limit ...
+_PROBE_EVERY = 64  # ... at most once per this many batches on the model thread
+
+
+def _average(mean: float | None, sample: int) -> float:
+    return float(sample) if mean is None else 0.8 * mean + 0.2 * sample
 
 
 def _concatenate(batch: list[_Pending]) -> dict[str, npt.NDArray[Any]]:

@@ -8,16 +8,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from gpupool_worker.engine.batcher import BatchPolicy, DynamicBatcher
 from gpupool_worker.engine.costing import CostModel
 from gpupool_worker.engine.errors import ErrorKind, InferenceError
-from gpupool_worker.engine.metrics import WorkerMetrics
+from gpupool_worker.engine.metrics import ModelMeters, WorkerMetrics
 from gpupool_worker.engine.repository import ModelEntry, ModelRepository, ModelState
 from gpupool_worker.engine.statistics import ModelStatistics, StatisticsSnapshot
 from gpupool_worker.engine.types import InferRequest, InferResponse, ModelMetadata, Tensor
-from gpupool_worker.engine.validation import validate
+from gpupool_worker.engine.validation import Validator
 
 __all__ = ["DataPlane", "IndexEntry"]
 
@@ -40,25 +39,9 @@ class _Serving:
     entry: ModelEntry
     batcher: DynamicBatcher
     stats: ModelStatistics
-    metrics: _ModelMetrics
+    meters: ModelMeters
+    validator: Validator
     inflight: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _ModelMetrics:
-    """One model's metric children, bound once."""
-
-    inflight: Any
-    success: Any
-    failure: Any
-    latency: Any
-    queue: Any
-
-    @classmethod
-    def bind(cls, metrics: WorkerMetrics, label: str) -> _ModelMetrics:
-        return cls(metrics.inflight.labels(label), metrics.requests.labels(label, "success"),
-                   metrics.requests.labels(label, "failure"), metrics.request_latency.labels(label),
-                   metrics.queue_latency.labels(label))
 
 
 class DataPlane:
@@ -88,8 +71,10 @@ class DataPlane:
         stats = ModelStatistics(entry.name, entry.version, self.cost)
         batcher = DynamicBatcher(entry.model, policy, stats, self.metrics)
         batcher.start()
-        self._serving[entry.name] = _Serving(entry, batcher, stats,
-                                             _ModelMetrics.bind(self.metrics, entry.name))
+        serving = _Serving(entry, batcher, stats, self.metrics.model(entry.name),
+                           Validator(entry.model.metadata))
+        serving.meters.inflight = lambda: float(serving.inflight)
+        self._serving[entry.name] = serving
 
     def refuse_new(self) -> None:
         """From now on, answer new inferences UNAVAILABLE (retriable on another replica)."""
@@ -157,19 +142,20 @@ class DataPlane:
     async def infer(self, request: InferRequest, *, timeout_s: float | None = None) -> InferResponse:
         if self._draining:
             raise InferenceError.unavailable("worker is draining, retry on another replica")
-        serving = self._lookup(request.model_name, request.model_version)
+        serving = self._serving.get(request.model_name)
+        if serving is None or (request.model_version
+                               and request.model_version != serving.entry.version):
+            serving = self._lookup(request.model_name, request.model_version)
         model = serving.entry.model
         assert model is not None
         meta = model.metadata
-        label = meta.name
         started = time.perf_counter_ns()
-        m = serving.metrics
+        m = serving.meters
         serving.inflight += 1
-        m.inflight.inc()
         ok = False
         queue_ns = 0
         try:
-            inputs, _rows = validate(request, meta)
+            inputs, _rows = serving.validator(request)
             model.check(inputs)
             deadline = None if timeout_s is None else started + int(timeout_s * 1e9)
             result = await serving.batcher.infer(inputs, deadline_ns=deadline)
@@ -192,19 +178,18 @@ class DataPlane:
                     "batch_size": result.batch_rows,
                 })
         except InferenceError as err:
-            self.metrics.errors.labels(label, err.kind.value).inc()
+            m.error(err.kind.value)
             raise
         except asyncio.CancelledError:
-            self.metrics.errors.labels(label, ErrorKind.CANCELLED.value).inc()
+            m.error(ErrorKind.CANCELLED.value)
             raise
         finally:
             elapsed = time.perf_counter_ns() - started
             serving.inflight -= 1
-            m.inflight.dec()
             serving.stats.record_request(ok=ok, total_ns=elapsed, queue_ns=queue_ns)
             if ok:
-                m.success.inc()
-                m.latency.observe(elapsed / 1e9)
-                m.queue.observe(queue_ns / 1e9)
+                m.successes += 1
+                m.request_latency.observe(elapsed / 1e9)
+                m.queue_latency.observe(queue_ns / 1e9)
             else:
-                m.failure.inc()
+                m.failures += 1

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from gpupool_worker.engine.errors import InferenceError
 from gpupool_worker.engine.types import InferRequest, ModelMetadata
 
-__all__ = ["validate"]
+__all__ = ["Validator", "validate"]
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -22,49 +22,61 @@ def _fmt(shape: tuple[int, ...]) -> str:
 
 def validate(request: InferRequest, meta: ModelMetadata) -> tuple[dict[str, npt.NDArray[Any]], int]:
     """Return the inputs by name and the request's batch rows (1 for a model that does not batch)."""
-    declared = {spec.name: spec for spec in meta.inputs}
-    seen: dict[str, npt.NDArray[Any]] = {}
-    for tensor in request.inputs:
-        if tensor.name in seen:
-            raise InferenceError.invalid(f"input '{tensor.name}' appears more than once")
-        spec = declared.get(tensor.name)
-        if spec is None:
+    return Validator(meta)(request)
+
+
+class Validator:
+    """:func:`validate` for one model, with its declarations looked up once."""
+
+    __slots__ = ("_declared", "_meta", "_outputs")
+
+    def __init__(self, meta: ModelMetadata) -> None:
+        self._meta = meta
+        self._declared = {spec.name: spec for spec in meta.inputs}
+        self._outputs = frozenset(spec.name for spec in meta.outputs)
+
+    def __call__(self, request: InferRequest) -> tuple[dict[str, npt.NDArray[Any]], int]:
+        meta, declared = self._meta, self._declared
+        seen: dict[str, npt.NDArray[Any]] = {}
+        for tensor in request.inputs:
+            if tensor.name in seen:
+                raise InferenceError.invalid(f"input '{tensor.name}' appears more than once")
+            spec = declared.get(tensor.name)
+            if spec is None:
+                raise InferenceError.invalid(
+                    f"unexpected input '{tensor.name}' for model '{meta.name}', which takes "
+                    + ", ".join(f"'{n}'" for n in declared))
+            if tensor.datatype is not spec.datatype:
+                raise InferenceError.invalid(
+                    f"input '{tensor.name}' has datatype {tensor.datatype.value}, model "
+                    f"'{meta.name}' expects {spec.datatype.value}")
+            if not spec.accepts_shape(tensor.shape):
+                raise InferenceError.invalid(
+                    f"input '{tensor.name}' has shape {_fmt(tensor.shape)}, model '{meta.name}' "
+                    f"expects {_fmt(spec.shape)} (-1: any size)")
+            if tensor.shape and min(tensor.shape) < 0:
+                raise InferenceError.invalid(f"input '{tensor.name}' has a negative dimension")
+            seen[tensor.name] = tensor.data
+        if len(seen) != len(declared):
+            missing = [name for name in declared if name not in seen]
             raise InferenceError.invalid(
-                f"unexpected input '{tensor.name}' for model '{meta.name}', which takes "
-                + ", ".join(f"'{n}'" for n in declared))
-        if tensor.datatype is not spec.datatype:
-            raise InferenceError.invalid(
-                f"input '{tensor.name}' has datatype {tensor.datatype.value}, model '{meta.name}' "
-                f"expects {spec.datatype.value}")
-        if not spec.accepts_shape(tensor.shape):
-            raise InferenceError.invalid(
-                f"input '{tensor.name}' has shape {_fmt(tensor.shape)}, model '{meta.name}' expects "
-                f"{_fmt(spec.shape)} (-1: any size)")
-        if any(d < 0 for d in tensor.shape):
-            raise InferenceError.invalid(f"input '{tensor.name}' has a negative dimension")
-        seen[tensor.name] = tensor.data
-    missing = [name for name in declared if name not in seen]
-    if missing:
-        raise InferenceError.invalid(
-            f"missing input {', '.join(repr(m) for m in missing)} for model '{meta.name}'")
-    known_outputs = {spec.name for spec in meta.outputs}
-    for name in request.requested_outputs:
-        if name not in known_outputs:
-            raise InferenceError.invalid(
-                f"requested output '{name}' is not an output of model '{meta.name}' "
-                f"(outputs: {', '.join(sorted(known_outputs))})")
-    rows = 1
-    if meta.max_batch_size > 0:
-        batch_dims = {t.shape[0] for t in request.inputs}
-        if len(batch_dims) != 1:
-            raise InferenceError.invalid(
-                "inputs disagree on the batch dimension: "
-                + ", ".join(f"'{t.name}' has {t.shape[0]}" for t in request.inputs))
-        rows = batch_dims.pop()
-        if rows == 0:
-            raise InferenceError.invalid(f"batch of 0 rows for model '{meta.name}'")
-        if rows > meta.max_batch_size:
-            raise InferenceError.invalid(
-                f"batch of {rows} rows exceeds max_batch_size {meta.max_batch_size} of model "
-                f"'{meta.name}'")
-    return seen, rows
+                f"missing input {', '.join(repr(m) for m in missing)} for model '{meta.name}'")
+        for name in request.requested_outputs:
+            if name not in self._outputs:
+                raise InferenceError.invalid(
+                    f"requested output '{name}' is not an output of model '{meta.name}' "
+                    f"(outputs: {', '.join(sorted(self._outputs))})")
+        rows = 1
+        if meta.max_batch_size > 0:
+            rows = request.inputs[0].shape[0]
+            if any(t.shape[0] != rows for t in request.inputs):
+                raise InferenceError.invalid(
+                    "inputs disagree on the batch dimension: "
+                    + ", ".join(f"'{t.name}' has {t.shape[0]}" for t in request.inputs))
+            if rows == 0:
+                raise InferenceError.invalid(f"batch of 0 rows for model '{meta.name}'")
+            if rows > meta.max_batch_size:
+                raise InferenceError.invalid(
+                    f"batch of {rows} rows exceeds max_batch_size {meta.max_batch_size} of model "
+                    f"'{meta.name}'")
+        return seen, rows

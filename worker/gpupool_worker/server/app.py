@@ -9,6 +9,7 @@ with UNAVAILABLE (retriable elsewhere), the server stops accepting RPCs and give
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ class WorkerServer:
 
     async def load(self) -> None:
         await self.plane.load()
+        # what loading left (torch, weights, tokenizers: a million objects) lives as long as the
+        # process: keep the collector from walking it again on every full collection
+        gc.collect()
+        gc.freeze()
         status = (health_pb2.HealthCheckResponse.SERVING if self.plane.ready
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._set_health(status)

@@ -52,6 +52,9 @@ _CONTENTS_FIELD: dict[DataType, str] = {
 }
 
 
+_DATATYPES: dict[str, DataType] = {member.value: member for member in DataType}
+
+
 def _parameter_from_pb(p: pb.InferParameter) -> ParameterValue:
     which = p.WhichOneof("parameter_choice")
     return getattr(p, which) if which else ""
@@ -109,18 +112,19 @@ def _tensor_data(
 
 def infer_request_from_pb(request: pb.ModelInferRequest) -> InferRequest:
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    items = request.inputs
+    if raw and len(raw) != len(items):
         raise InferenceError.invalid(
-            f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; send every "
+            f"raw_input_contents has {len(raw)} entries for {len(items)} inputs; send every "
             f"input raw or none")
-    if not request.inputs:
+    if not items:
         raise InferenceError.invalid(f"request for model '{request.model_name}' has no inputs")
     tensors = []
-    for i, item in enumerate(request.inputs):
+    for i, item in enumerate(items):
         name = item.name or f"#{i}"
-        datatype = DataType.parse(item.datatype, tensor=name)
-        shape = tuple(int(d) for d in item.shape)
-        if any(d < 0 for d in shape):
+        datatype = _DATATYPES.get(item.datatype) or DataType.parse(item.datatype, tensor=name)
+        shape = tuple(item.shape)
+        if shape and min(shape) < 0:
             raise InferenceError.invalid(
                 f"input '{name}' has a negative dimension in shape [{', '.join(map(str, shape))}]")
         data = _tensor_data(name, datatype, shape, raw[i] if raw else None,
@@ -131,8 +135,8 @@ def infer_request_from_pb(request: pb.ModelInferRequest) -> InferRequest:
         model_version=request.model_version,
         id=request.id,
         inputs=tuple(tensors),
-        requested_outputs=tuple(o.name for o in request.outputs),
-        parameters=_parameters(request.parameters),
+        requested_outputs=tuple(o.name for o in request.outputs) if request.outputs else (),
+        parameters=_parameters(request.parameters) if request.parameters else {},
     )
 
 

@@ -19,11 +19,20 @@ from gpupool_worker.engine.types import ModelMetadata
 __all__ = ["TensorProgramModel"]
 
 
+def _owned(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``array`` if torch may wrap it as is (C-contiguous, writable), else a copy that is: arrays
+    read from a request's raw bytes are read-only views of the message."""
+    flags = array.flags
+    return array if flags.c_contiguous and flags.writeable else np.array(array, order="C")
+
+
 class TensorProgramModel(Model):
     def __init__(self, metadata: ModelMetadata, program: Any, *, device: torch.device,
                  compile_program: bool = False) -> None:
         super().__init__(metadata)
         self.device = device
+        self._on_cpu = device.type == "cpu"
+        self._input_names = tuple(spec.name for spec in metadata.inputs)
         self._program = torch.compile(program, dynamic=True) if compile_program else program
 
     @classmethod
@@ -42,8 +51,8 @@ class TensorProgramModel(Model):
         return cls(metadata, program, device=device, compile_program=compile_program)
 
     def prepare(self, inputs: Arrays) -> list[torch.Tensor]:
-        return [torch.from_numpy(np.require(inputs[spec.name], requirements=["C", "W"])).to(self.device)
-                for spec in self.metadata.inputs]
+        tensors = [torch.from_numpy(_owned(inputs[name])) for name in self._input_names]
+        return tensors if self._on_cpu else [t.to(self.device) for t in tensors]
 
     def forward(self, prepared: Any) -> Any:
         with torch.inference_mode():
@@ -57,7 +66,8 @@ class TensorProgramModel(Model):
         if len(outputs) != len(self.metadata.outputs):
             raise RuntimeError(f"program returned {len(outputs)} outputs, model.json declares "
                                f"{len(self.metadata.outputs)}")
-        return {spec.name: tensor.detach().cpu().numpy().astype(spec.datatype.numpy_dtype, copy=False)
+        return {spec.name: (tensor.detach() if self._on_cpu else tensor.detach().cpu()).numpy().astype(
+                    spec.datatype.numpy_dtype, copy=False)
                 for spec, tensor in zip(self.metadata.outputs, outputs, strict=True)}
 
     def warmup(self) -> None:
