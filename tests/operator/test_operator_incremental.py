@@ -17,6 +17,7 @@ from operator_builders import PoolBuilder, fake_gpu_node
 
 from gpupool_operator.adapters import names
 from gpupool_operator.adapters.demands import demands_for, parse_pool, prices_from
+from gpupool_operator.adapters.inventory import snapshot_from_objects
 from gpupool_operator.adapters.reconciler import OperatorSettings, Reconciler
 from gpupool_operator.adapters.snapshot import SnapshotBuilder, build_snapshot
 from gpupool_operator.adapters.store import Kind, Store
@@ -224,3 +225,24 @@ def test_a_node_change_forces_a_full_solve() -> None:
         assert (await reconciler.cycle()).mode == "full"
 
     asyncio.run(scenario())
+
+
+def test_gpupool_plan_and_the_operator_read_holdings_by_one_rule() -> None:
+    """``gpupool plan --pods`` and the operator's snapshot place pods on GPUs alike: the MIG
+    instance the operator wrote is kept, and a pod of someone else's asking for a whole GPU gets
+    one without MIG (the MIG GPU's instances are not whole GPUs)."""
+    node = _ready(fake_gpu_node("a100-0000", "A100-80GB", gpus=2, mig_strategy="mixed",
+                                layouts=[{"1g.10gb": 7}, {}]))
+    ours = _our_pod("p-m-0", "a100-0000", "ns/p/m", {"nvidia.com/mig-1g.10gb": "1"},
+                    **{names.ANN_MIG_INSTANCE: "0:1g.10gb:5"})
+    foreign = {"metadata": {"name": "train", "namespace": "ml"},
+               "spec": {"nodeName": "a100-0000", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+               "status": {"phase": "Running"}}
+    operator_view = build_snapshot([node], [ours, foreign], PRICES, 0.0).nodes[0].holdings
+    plan_view = snapshot_from_objects([node], [ours, foreign], PRICES).nodes[0].holdings
+    assert operator_view == plan_view
+    by_pod = {h.pod: h for h in operator_view}
+    assert by_pod["ns/p-m-0"].instance == (0, "1g.10gb", 5)
+    assert by_pod["ns/p-m-0"].owner == "ns/p/m"
+    assert by_pod["ml/train"].gpus == (1,)
+    assert by_pod["ml/train"].owner is None

@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gpupool_operator.adapters import names
@@ -36,10 +37,13 @@ __all__ = [
     "POOL_LABEL",
     "PRICE_ANNOTATION",
     "PRICE_TIER_LABEL",
+    "PodClaim",
+    "assign_holdings",
     "layouts_from_annotation",
     "node_from_object",
     "parse_cpu",
     "parse_memory_mib",
+    "pod_claim",
     "pod_requests",
     "profile_from_resource",
     "quantity",
@@ -333,47 +337,99 @@ def _single_profile_count(product: catalog.GpuProduct | None, label: str) -> int
 
 
 # ------------------------------------------------------------------------------------ pods
-def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tuple[Gpu, ...]) -> tuple[Holding, ...]:
-    """What each bound pod holds, GPUs assigned deterministically (lowest index first)."""
-    free_whole = [g.index for g in gpus if g.layout is None]
-    free_inst: list[tuple[int, str, int]] = [
-        (g.index, name, start) for g in gpus if g.layout for name, start in g.layout
-    ]
-    ordered = sorted(pods, key=lambda p: (str(p["metadata"].get("namespace", "")), str(p["metadata"]["name"])))
+@dataclass(frozen=True, slots=True)
+class PodClaim:
+    """What one pod takes on its node, as far as its object says: the input of :func:`assign_holdings`."""
+
+    pod: str  # namespace/name
+    owner: str | None  # the demand it serves (``None``: not a replica the placement may move)
+    gpus: int = 0  # whole GPUs (``nvidia.com/gpu``)
+    gpu_indices: tuple[int, ...] = ()  # the GPUs it says it runs on (``gpupool.io/gpus``)
+    mig: str | None = None  # the MIG resource it requests (``1g.10gb``, ``1g.10gb.me``)
+    instance: tuple[int, str, int] | None = None  # the MIG instance it says it holds (gpu, profile, start)
+    cpu_millis: int = 0
+    memory_mib: int = 0
+
+
+def pod_claim(pod: Obj) -> PodClaim:
+    """A pod's claim. The owner is the ``gpupool.io/demand`` of the operator's replicas, else the
+    ``gpupool.io/inference-pool`` and ``gpupool.io/model`` labels; indices and the MIG instance come
+    from the annotations the operator writes (``gpupool.io/gpus``, ``gpupool.io/mig-instance``)."""
+    meta = pod["metadata"]
+    ns = str(meta.get("namespace") or "default")
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    owner = None
+    demand = annotations.get(names.ANN_DEMAND)
+    if labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and demand:  # the operator's replicas
+        owner = str(demand)
+    elif POOL_LABEL in labels and MODEL_LABEL in labels:
+        owner = f"{ns}/{labels[POOL_LABEL]}/{labels[MODEL_LABEL]}"
+    req = pod_requests(pod)
+    mig_res = next((k[len(MIG_PREFIX):] for k in sorted(req) if k.startswith(MIG_PREFIX) and quantity(req[k]) > 0),
+                   None)
+    instance = None
+    raw = str(annotations.get(names.ANN_MIG_INSTANCE) or "")
+    parts = raw.split(":")
+    if len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
+        instance = (int(parts[0]), parts[1], int(parts[2]))
+    return PodClaim(
+        pod=f"{ns}/{meta['name']}",
+        owner=owner,
+        gpus=quantity(req.get(GPU)),
+        gpu_indices=tuple(_annotated_gpus(meta)),
+        mig=mig_res,
+        instance=instance,
+        cpu_millis=parse_cpu(req.get("cpu", "0")),
+        memory_mib=parse_memory_mib(req.get("memory", "0")),
+    )
+
+
+def assign_holdings(gpus: tuple[Gpu, ...], product: catalog.GpuProduct | None,
+                    claims: Iterable[PodClaim]) -> tuple[Holding, ...]:
+    """What each claim holds on a node with ``gpus``: the one rule ``gpupool plan`` and the operator use.
+
+    Claims with an owner go first (the operator knows where its replicas run), then by pod name.
+    A MIG claim takes the instance it names when that is free, else the first free instance of
+    its profile on the GPU it names, else on any GPU; a whole-GPU claim takes the GPUs it names
+    that are free, then the first free GPUs without MIG. Real clusters do not say which physical
+    GPU a pod's device is, so pods that name nothing are placed deterministically (lowest first).
+    """
+    layouts = {g.index: g.layout for g in gpus}
+    instances = [(i, name, start) for i in sorted(layouts) for name, start in layouts[i] or ()]
+    used: set[int] = set()
+    taken: set[tuple[int, str, int]] = set()
     out: list[Holding] = []
-    for pod in ordered:
-        meta = pod["metadata"]
-        ns = str(meta.get("namespace") or "default")
-        labels = meta.get("labels") or {}
-        owner = None
-        demand = (meta.get("annotations") or {}).get(names.ANN_DEMAND)
-        if labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and demand:  # the operator's replicas
-            owner = str(demand)
-        elif POOL_LABEL in labels and MODEL_LABEL in labels:
-            owner = f"{ns}/{labels[POOL_LABEL]}/{labels[MODEL_LABEL]}"
-        req = pod_requests(pod)
-        cpu = parse_cpu(req.get("cpu", "0"))
-        memory = parse_memory_mib(req.get("memory", "0"))
-        n_whole = quantity(req.get(GPU))
+    for c in sorted(claims, key=lambda c: (c.owner is None, c.pod)):
         held: tuple[int, ...] = ()
         instance: tuple[int, str, int] | None = None
-        if n_whole:
-            wanted = _annotated_gpus(meta)
-            if wanted and all(i in free_whole for i in wanted) and len(wanted) == n_whole:
-                held = tuple(wanted)
+        if c.mig is not None:
+            profile = profile_from_resource(product, c.mig) if product is not None else None
+            free = [x for x in instances if x[1] == profile and x not in taken]
+            want = c.instance
+            if want is not None and profile is not None and (want[0], profile, want[2]) in free:
+                instance = (want[0], profile, want[2])
             else:
-                held = tuple(free_whole[:n_whole])
-            free_whole = [i for i in free_whole if i not in held]
-        for key, value in sorted(req.items()):
-            if key.startswith(MIG_PREFIX) and quantity(value) and product is not None:
-                prof = profile_from_resource(product, key[len(MIG_PREFIX):])
-                match = next((x for x in free_inst if x[1] == prof), None)
-                if match is not None:
-                    free_inst.remove(match)
-                    instance = match
-        out.append(Holding(pod=f"{ns}/{meta['name']}", owner=owner, gpus=held, instance=instance,
-                           cpu_millis=cpu, memory_mib=memory))
+                same_gpu = [x for x in free if want is None or x[0] == want[0]]
+                pick = same_gpu or free
+                instance = pick[0] if pick else None
+            if instance is not None:
+                taken.add(instance)
+        elif c.gpus:
+            named = [i for i in dict.fromkeys(c.gpu_indices) if i in layouts and i not in used]
+            if len(named) != c.gpus:
+                rest = [i for i in sorted(layouts) if layouts[i] is None and i not in used and i not in named]
+                named = (named + rest)[: c.gpus]
+            used.update(named)
+            held = tuple(named)
+        out.append(Holding(pod=c.pod, owner=c.owner, gpus=held, instance=instance, cpu_millis=c.cpu_millis,
+                           memory_mib=c.memory_mib))
     return tuple(out)
+
+
+def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tuple[Gpu, ...]) -> tuple[Holding, ...]:
+    """What each bound pod holds (see :func:`assign_holdings`)."""
+    return assign_holdings(gpus, product, [pod_claim(p) for p in pods])
 
 
 def _annotated_gpus(meta: Obj) -> list[int]:

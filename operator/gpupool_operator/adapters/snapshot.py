@@ -21,7 +21,7 @@ from typing import Any
 from gpupool_operator.adapters import inventory, names
 from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices, PriceTier
-from gpupool_operator.core.inventory import Gpu, Holding, Node, Snapshot
+from gpupool_operator.core.inventory import Gpu, Node, Snapshot
 
 __all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "pod_view"]
 
@@ -31,17 +31,12 @@ _CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 
 @dataclass(frozen=True, slots=True)
 class PodView:
-    """What the snapshot needs of one pod."""
+    """What the snapshot needs of one pod: where it is and what it claims there."""
 
     key: str  # namespace/name
     node: str | None
     demand: str | None  # set for our replicas that still count
-    gpus: int
-    gpu_indices: tuple[int, ...]
-    mig: str | None  # MIG resource suffix requested (``1g.10gb``, ``1g.10gb.me``)
-    instance: tuple[int, str, int] | None
-    cpu_millis: int
-    memory_mib: int
+    claim: inventory.PodClaim  # its owner is ``demand``
 
 
 def pod_view(pod: Obj) -> PodView | None:
@@ -56,30 +51,9 @@ def pod_view(pod: Obj) -> PodView | None:
     node = pod.get("spec", {}).get("nodeName") or (ann.get(names.ANN_NODE) if ours else None)
     if not node:
         return None
-    requests = inventory.pod_requests(pod)
-    profile = next((k[len(inventory.MIG_PREFIX):] for k in sorted(requests)
-                    if k.startswith(inventory.MIG_PREFIX) and inventory.quantity(requests[k]) > 0), None)
-    indices: tuple[int, ...] = ()
-    instance = None
-    if ours:
-        raw = ann.get(names.ANN_GPUS, "")
-        indices = tuple(int(x) for x in raw.split(",") if x.strip().isdigit())
-        inst = ann.get(names.ANN_MIG_INSTANCE)
-        if inst:
-            gpu, prof, start = inst.split(":")
-            instance = (int(gpu), prof, int(start))
-    counted = ours and not meta.get("deletionTimestamp")
-    return PodView(
-        key=f"{meta.get('namespace')}/{meta.get('name')}",
-        node=node,
-        demand=ann[names.ANN_DEMAND] if counted else None,
-        gpus=inventory.quantity(requests.get(inventory.GPU)),
-        gpu_indices=indices,
-        mig=profile,
-        instance=instance,
-        cpu_millis=inventory.parse_cpu(requests.get("cpu", "0")),
-        memory_mib=inventory.parse_memory_mib(requests.get("memory", "0")),
-    )
+    demand = str(ann[names.ANN_DEMAND]) if ours and not meta.get("deletionTimestamp") else None
+    claim = replace(inventory.pod_claim(pod), owner=demand)  # the operator moves only its own replicas
+    return PodView(key=claim.pod, node=node, demand=demand, claim=claim)
 
 
 def _ready(node: Obj) -> bool:
@@ -100,47 +74,6 @@ def _with_capacity_tier(node: Obj) -> Obj:
     except ValueError:
         return node
     return {**node, "metadata": {**meta, "labels": {**labels, inventory.PRICE_TIER_LABEL: tier.value}}}
-
-
-def _assign_holdings(gpus: tuple[Gpu, ...], product: str | None, views: list[PodView]) -> tuple[Holding, ...]:
-    """Holdings with concrete GPU indices; foreign pods take the first free GPU or instance."""
-    whole_used: set[int] = set()
-    taken: set[tuple[int, str, int]] = set()
-    holdings: list[Holding] = []
-    layouts = {g.index: g.layout for g in gpus}
-    gpu_product = catalog.by_key(product) if product is not None else None
-    ordered = sorted(views, key=lambda v: (v.demand is None, v.key))  # ours first: their indices are known
-    for v in ordered:
-        owner = v.demand
-        if v.mig is not None:
-            profile = inventory.profile_from_resource(gpu_product, v.mig) if gpu_product is not None else None
-            want = v.instance
-            chosen: tuple[int, str, int] | None = None
-            candidates = [(i, n, s) for i, lay in layouts.items() if lay for n, s in lay if n == profile]
-            if want is not None and profile is not None and (want[0], profile, want[2]) in candidates \
-                    and want not in taken:
-                chosen = (want[0], profile, want[2])
-            else:
-                same_gpu = [c for c in candidates if c not in taken and (want is None or c[0] == want[0])]
-                rest = [c for c in candidates if c not in taken]
-                pick = same_gpu or rest
-                chosen = pick[0] if pick else None
-            if chosen is None:
-                holdings.append(Holding(v.key, owner, cpu_millis=v.cpu_millis, memory_mib=v.memory_mib))
-                continue
-            taken.add(chosen)
-            holdings.append(Holding(v.key, owner, instance=chosen, cpu_millis=v.cpu_millis, memory_mib=v.memory_mib))
-        elif v.gpus:
-            indices = [i for i in v.gpu_indices if i in layouts and i not in whole_used]
-            if len(indices) != v.gpus:
-                free = [i for i in sorted(layouts) if i not in whole_used and i not in indices]
-                indices = (indices + free)[: v.gpus]
-            whole_used.update(indices)
-            holdings.append(Holding(v.key, owner, gpus=tuple(indices), cpu_millis=v.cpu_millis,
-                                    memory_mib=v.memory_mib))
-        else:
-            holdings.append(Holding(v.key, owner, cpu_millis=v.cpu_millis, memory_mib=v.memory_mib))
-    return tuple(holdings)
 
 
 def _recently_failed(obj: Obj, now: float, failed_cooldown_s: float) -> bool:
@@ -174,9 +107,11 @@ def _base_node(obj: Obj, prices: Prices, recently_failed: bool) -> Node:
 
 
 def _with_holdings(base: Node, views: list[PodView]) -> Node:
+    claims = [v.claim for v in views]
     if not base.schedulable:  # cordoned or gone: our replicas there still hold, but no longer count
-        views = [replace(v, demand=None) for v in views]
-    return replace(base, holdings=_assign_holdings(base.gpus, base.product, views))
+        claims = [replace(c, owner=None) for c in claims]
+    product = catalog.by_key(base.product) if base.product is not None else None
+    return replace(base, holdings=inventory.assign_holdings(base.gpus, product, claims))
 
 
 def _node_inputs(obj: Obj) -> tuple[Any, ...]:
