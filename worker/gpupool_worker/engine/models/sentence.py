@@ -84,8 +84,10 @@ class SentenceEmbeddingModel(Model):
     def warmup(self) -> None:
         sample = np.array([b"warm up the encoder", b"a second, longer sentence to warm up with"],
                           dtype=object)
-        rows = max(1, min(2, self.max_batch_size or 1))
-        self.execute({INPUT: sample[:rows]})
+        # a batch of one row, then of two: torch.compile specializes size 1, so with it both
+        # graphs are built here rather than on a first request
+        for rows in sorted({1, max(1, min(2, self.max_batch_size or 1))}):
+            self.execute({INPUT: sample[:rows]})
 
     def describe(self) -> dict[str, str]:
         return {"engine": self.engine.value, "precision": self.precision.value,
