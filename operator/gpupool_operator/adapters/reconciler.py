@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import json
 import logging
 import time
@@ -40,7 +39,7 @@ from gpupool_operator.adapters.demands import (
     prices_from,
 )
 from gpupool_operator.adapters.kube import Kube, KubeError, path_for
-from gpupool_operator.adapters.snapshot import SnapshotBuilder
+from gpupool_operator.adapters.snapshot import SnapshotBuilder, version_token
 from gpupool_operator.adapters.status import pool_status, status_differs
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, model_service, pod_is_ready, replica_pod
@@ -73,11 +72,6 @@ class OperatorSettings:
     """How long kube-scheduler may refuse a replica before the operator re-plans it elsewhere."""
     move_penalty: float = 0.5
     concurrency: int = 16
-    gc_period_s: float = 5.0
-    """While the loop runs, Python's full (oldest-generation) garbage collections run only between
-    cycles, at most this often when idle and at least every four periods: with a cluster's worth of
-    objects in memory one takes 0.1-0.3 s and used to land mid-cycle several times a second under
-    load. 0: leave Python's schedule alone."""
 
 
 @dataclass
@@ -357,8 +351,7 @@ class Reconciler:
         self._epoch: _Epoch | None = None
         self._config_cache: tuple[Obj | None, GPUPoolConfig, Prices] | None = None
         self._demand_cache: dict[str, tuple[ParsedPool, Any, Any, list[Demand]]] = {}
-        self._facts_memo: dict[tuple[Any, Any], tuple[Obj, _Facts]] = {}
-        self._last_gc = time.monotonic()
+        self._facts_memo: dict[tuple[Any, Any], tuple[tuple[Any, ...] | None, _Facts]] = {}
 
     # -- the loop -----------------------------------------------------------------------------
     def poke(self) -> None:
@@ -366,25 +359,6 @@ class Reconciler:
 
     async def run(self, stop: asyncio.Event, is_leader: Callable[[], bool]) -> None:
         """Cycle whenever poked (debounced) or every ``resync_s``, while ``is_leader()``."""
-        thresholds = gc.get_threshold()
-        if self.settings.gc_period_s > 0:  # full collections only between cycles (see OperatorSettings)
-            gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
-        try:
-            await self._run(stop, is_leader)
-        finally:
-            gc.set_threshold(*thresholds)
-
-    def _collect_garbage(self) -> None:
-        """A full garbage collection between cycles: when idle once ``gc_period_s`` has passed, or
-        regardless after four periods (so garbage stays bounded under constant load)."""
-        period = self.settings.gc_period_s
-        since = time.monotonic() - self._last_gc
-        if period <= 0 or since < period or (self._wake.is_set() and since < 4 * period):
-            return
-        gc.collect()
-        self._last_gc = time.monotonic()
-
-    async def _run(self, stop: asyncio.Event, is_leader: Callable[[], bool]) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.resync_s)
@@ -414,7 +388,6 @@ class Reconciler:
                 await asyncio.sleep(1.0)
                 self._wake.set()
             finally:
-                self._collect_garbage()
                 if not self._wake.is_set():
                     self.idle.set()
 
@@ -566,18 +539,19 @@ class Reconciler:
         return hit
 
     def _facts(self, pod: Obj) -> _Facts:
-        """:func:`_facts_of` ``pod``, memoised per pod name: the memo holds only the objects the
-        store holds (a changed pod's entry is replaced; gone pods are pruned now and then)."""
+        """:func:`_facts_of` ``pod``, memoised per pod version (:func:`version_token`; no pod object
+        is kept alive by the memo; gone pods are pruned now and then)."""
         meta = pod["metadata"]
         key = (meta.get("namespace"), meta.get("name"))
+        token = version_token(pod)
         hit = self._facts_memo.get(key)
-        if hit is not None and hit[0] is pod:
+        if hit is not None and token is not None and hit[0] == token:
             return hit[1]
         facts = _facts_of(pod)
         if hit is None and len(self._facts_memo) > len(self.store.objects[Kind.POD]) + 256:
             live = self.store.objects[Kind.POD]
             self._facts_memo = {k: v for k, v in self._facts_memo.items() if f"{k[0]}/{k[1]}" in live}
-        self._facts_memo[key] = (pod, facts)
+        self._facts_memo[key] = (token, facts)
         return facts
 
     def _config(self) -> tuple[GPUPoolConfig, Prices]:

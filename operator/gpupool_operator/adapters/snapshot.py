@@ -23,7 +23,7 @@ from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices, PriceTier
 from gpupool_operator.core.inventory import Gpu, Node, Snapshot
 
-__all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "pod_view"]
+__all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "pod_view", "version_token"]
 
 Obj = Mapping[str, Any]
 _CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
@@ -114,6 +114,16 @@ def _with_holdings(base: Node, views: list[PodView]) -> Node:
     return replace(base, holdings=inventory.assign_holdings(base.gpus, product, claims))
 
 
+def version_token(obj: Obj) -> tuple[Any, ...] | None:
+    """What identifies one version of an API object: kind-local name, ``resourceVersion`` and the
+    deletion mark (``None`` for objects without a version: never taken as unchanged)."""
+    meta = obj.get("metadata", {})
+    rv = meta.get("resourceVersion")
+    if rv is None:
+        return None
+    return (meta.get("namespace"), meta.get("name"), rv, meta.get("deletionTimestamp"))
+
+
 def _node_inputs(obj: Obj) -> tuple[Any, ...]:
     """Everything of a Node object :func:`_base_node` reads (heartbeats are not)."""
     meta = obj.get("metadata", {})
@@ -128,8 +138,9 @@ def _node_inputs(obj: Obj) -> tuple[Any, ...]:
 class SnapshotBuilder:
     """:func:`build_snapshot` with memory, for a loop that builds one snapshot per cycle.
 
-    Objects in the operator's store are replaced, never mutated, when they change, so a Pod or
-    Node object that is the very object seen last cycle needs no second parse; a node whose
+    An object's name and ``resourceVersion`` (and deletion mark, which the operator sets itself)
+    say whether it changed (:func:`version_token`), so a Pod or Node seen last cycle needs no
+    second parse, and no old object is kept alive for the comparison; a node whose
     placement inputs are equal (a heartbeat changed) keeps its parsed form too, and a node whose
     pods hold the same as before keeps its holdings. A cycle after one pod or pool change parses
     that change, not the cluster. The result equals :func:`build_snapshot` on the same objects.
@@ -139,8 +150,8 @@ class SnapshotBuilder:
     """
 
     def __init__(self) -> None:
-        self._views: dict[int, tuple[Obj, PodView | None]] = {}  # id(pod) -> (pod, view)
-        self._bases: dict[str, tuple[Obj, tuple[Any, ...], bool, Node]] = {}
+        self._views: dict[tuple[Any, ...], PodView | None] = {}  # version token -> view
+        self._bases: dict[str, tuple[tuple[Any, ...] | None, tuple[Any, ...], bool, Node]] = {}
         self._full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
         self._prices: Prices | None = None
         self.bases: dict[str, Node] = {}
@@ -149,31 +160,33 @@ class SnapshotBuilder:
               failed_cooldown_s: float = 600.0) -> Snapshot:
         if prices != self._prices:
             self._bases, self._full, self._prices = {}, {}, prices
-        views: dict[int, tuple[Obj, PodView | None]] = {}
+        views: dict[tuple[Any, ...], PodView | None] = {}
         by_node: dict[str, list[PodView]] = {}
         old_views = self._views
         for pod in pods:
-            hit = old_views.get(id(pod))
-            view = hit[1] if hit is not None and hit[0] is pod else pod_view(pod)
-            views[id(pod)] = (pod, view)
+            token = version_token(pod)
+            view = old_views[token] if token is not None and token in old_views else pod_view(pod)
+            if token is not None:
+                views[token] = view
             if view is not None and view.node:
                 by_node.setdefault(view.node, []).append(view)
         self._views = views
-        bases: dict[str, tuple[Obj, tuple[Any, ...], bool, Node]] = {}
+        bases: dict[str, tuple[tuple[Any, ...] | None, tuple[Any, ...], bool, Node]] = {}
         full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
         out: list[Node] = []
         for obj in nodes:
             name = obj["metadata"]["name"]
             failed = _recently_failed(obj, now, failed_cooldown_s)
+            token = version_token(obj)
             cached = self._bases.get(name)
-            if cached is not None and cached[0] is obj and cached[2] == failed:
+            if cached is not None and token is not None and cached[0] == token and cached[2] == failed:
                 base_entry = cached
             else:
                 inputs = _node_inputs(obj)
                 if cached is not None and cached[2] == failed and cached[1] == inputs:
-                    base_entry = (obj, inputs, failed, cached[3])
+                    base_entry = (token, inputs, failed, cached[3])
                 else:
-                    base_entry = (obj, inputs, failed, _base_node(obj, prices, failed))
+                    base_entry = (token, inputs, failed, _base_node(obj, prices, failed))
             bases[name] = base_entry
             base = base_entry[3]
             on_node = by_node.get(name, [])
