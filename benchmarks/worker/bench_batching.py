@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
     for mbs in (int(b) for b in args.batch_sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp)
@@ -39,9 +41,11 @@ def main() -> None:
         r["max_batch_size"] = mbs
         print(r)
         runs.append(r)
+    load_after = os.getloadavg()
     base = runs[0]["throughput_rps"]
     lines = [f"MiniLM (eager fp32, CPU, {args.threads} torch threads), {args.concurrency} concurrent clients, "
-             f"one sentence per request, max_queue_delay={args.max_queue_delay_us} us.", "",
+             f"one sentence per request, max_queue_delay={args.max_queue_delay_us} us. "
+             f"Load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} (2 CPUs, shared).", "",
              "| max_batch_size | req/s | gain vs batch 1 | p50 ms | p99 ms | cost per inference vs batch 1 |",
              "|---|---|---|---|---|---|"]
     for r in runs:
@@ -51,6 +55,7 @@ def main() -> None:
     lines += ["", "Cost per inference is busy time x price x share split over a batch's rows, so it falls "
               "as 1/throughput when the device stays busy."]
     write("worker-batching", {"runs": runs, "settings": vars(args),
+                              "load_average": {"before": load_before, "after": load_after},
                               "best_gain": max(r["throughput_rps"] for r in runs) / base}, "\n".join(lines))
     print("\n".join(lines))
 
