@@ -92,6 +92,7 @@ def test_chart_rbac_is_enough_and_no_more(
         ("patch", "inferencepools", "--subresource=status", "-n", namespace),
         ("update", "leases/gpupool-operator", "-n", "gpupool-system"),
         ("update", "configmaps/gpupool-mig-parted-config", "-n", "gpupool-system"),
+        ("watch", "services", "-n", namespace),
     ]
     denied = [
         ("delete", "nodes"), ("get", "secrets", "-n", namespace), ("get", "secrets", "-n", "gpupool-system"),

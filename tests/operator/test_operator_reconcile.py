@@ -81,6 +81,24 @@ def test_deleting_a_pool_removes_what_it_created(control_plane: LocalCluster, op
     wait_until(lambda: not get_json(control_plane, "services", "-n", namespace)["items"], TIMEOUT, "services deleted")
 
 
+def test_a_service_deleted_by_hand_comes_back(control_plane: LocalCluster, operator: Any, namespace: str) -> None:
+    apply(control_plane, PoolBuilder("svc").cpu("a", replicas=1).obj(), namespace)
+    wait_until(lambda: settled(control_plane, namespace, "svc", 1), TIMEOUT, "1 replica")
+    first = wait_until(lambda: get_json(control_plane, "services", "-n", namespace)["items"], TIMEOUT, "the Service")
+    assert len(first) == 1
+    name, uid = first[0]["metadata"]["name"], first[0]["metadata"]["uid"]
+    control_plane.kubectl("delete", "service", name, "-n", namespace, "--timeout=60s")
+
+    def recreated() -> list[dict[str, Any]]:
+        items = get_json(control_plane, "services", "-n", namespace)["items"]
+        return [s for s in items if s["metadata"]["name"] == name and s["metadata"]["uid"] != uid]
+
+    again = wait_until(recreated, TIMEOUT, "the Service made again after it was deleted by hand")
+    assert again[0]["spec"]["selector"] == first[0]["spec"]["selector"]
+    assert again[0]["metadata"]["ownerReferences"][0]["name"] == "svc"
+    control_plane.kubectl("delete", "inferencepool", "svc", "-n", namespace, "--timeout=60s")
+
+
 def test_unplaceable_pool_is_degraded_with_the_reason(
     control_plane: LocalCluster, operator: Any, namespace: str
 ) -> None:
@@ -154,13 +172,19 @@ def test_a_replica_the_scheduler_refuses_is_planned_elsewhere(
                               "-p", '{"status":{"allocatable":{"nvidia.com/mig-2g.24gb":"0"}}}')
         apply(control_plane, PoolBuilder("refused").mig("m", "2g.24gb").obj(), namespace)
 
+        # The pool is Degraded for a moment before the operator's cache has the new node (nowhere to
+        # place yet), so the refusal comes first; only the Degraded after it counts.
+        def refused() -> bool:
+            events = get_json(control_plane, "events", "-n", namespace)["items"]
+            return any(e["reason"] == "Unschedulable" and e["type"] == "Warning" for e in events)
+
+        wait_until(refused, TIMEOUT, "an Unschedulable warning for the refused replica")
+
         def degraded() -> dict[str, Any] | None:
             cond = condition(pool(control_plane, namespace, "refused"), "Degraded") or {}
             return cond if cond.get("status") == "True" and not live_pods(control_plane, namespace) else None
 
         cond = wait_until(degraded, TIMEOUT, "Degraded once the refused node is avoided")
         assert cond["reason"] == "InsufficientCapacity"
-        events = get_json(control_plane, "events", "-n", namespace)["items"]
-        assert any(e["reason"] == "Unschedulable" and e["type"] == "Warning" for e in events)
     finally:
         control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)

@@ -761,6 +761,20 @@ class Reconciler:
                     f"{gate} at {ann[names.ANN_USD_PER_HOUR]} $/h")
         return True
 
+    def service_gone(self, service: Mapping[str, Any]) -> None:
+        """A Service this operator made was deleted (by hand, say): make it again next cycle.
+
+        Services are created once and remembered (``_services``) so a cycle costs no request per
+        model; without this watch a deleted Service would come back only after a restart. A Service
+        deleted with its pool has no pool left to recreate it for, so the next cycle skips it.
+        """
+        meta = service.get("metadata", {})
+        for owner in meta.get("ownerReferences") or []:
+            key = f"{owner.get('uid')}/{meta.get('name')}"
+            if key in self._services:
+                self._services.discard(key)
+                self.poke()
+
     def _ensure_service(self, entry: ParsedPool, model: str) -> None:
         assert entry.pool is not None
         manifest = model_service(entry.pool, entry.uid, entry.pool.spec.model(model))

@@ -111,3 +111,9 @@ class Runtime:
             return
         if self.store.apply_event(kind, event.get("type"), obj):
             self.reconciler.poke()
+
+    def observe_service(self, event: Mapping[str, Any]) -> None:
+        """A watch event for a Service the operator manages: only deletions matter."""
+        obj = event.get("object")
+        if event.get("type") == "DELETED" and isinstance(obj, Mapping):
+            self.reconciler.service_gone(obj)

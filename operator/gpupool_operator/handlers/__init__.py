@@ -18,6 +18,7 @@ from typing import Any
 import kopf
 
 from gpupool_operator.adapters.kube import connection_settings, load_client
+from gpupool_operator.adapters.names import LABEL_MANAGED_BY, MANAGED_BY
 from gpupool_operator.adapters.runtime import Runtime
 from gpupool_operator.adapters.store import Kind
 from gpupool_operator.api import GROUP, VERSION
@@ -82,3 +83,11 @@ async def pool_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, "gpupoolconfigs")
 async def config_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     _feed(Kind.CONFIG, event, memo)
+
+
+@kopf.on.event("v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Deleted Services are made again (the loop remembers the ones it made)."""
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        runtime.observe_service(event)
