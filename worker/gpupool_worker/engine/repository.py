@@ -67,6 +67,9 @@ class ModelConfig(BaseModel):
     inline_below_us: Annotated[int, Field(ge=0)] = 200
     engine: Literal["auto", "eager", "compile", "triton"] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] | None = None
+    cuda_graphs: bool | None = None
+    """Replay CUDA graphs for small batches (eager and triton engines, CUDA only); None: the
+    worker default (on)."""
     weights: str = "weights"
     max_sequence_length: Annotated[int, Field(ge=1)] = 256
     normalize: bool = True
@@ -87,6 +90,7 @@ class RuntimeDefaults:
     engine: str = "auto"
     precision: str = "auto"
     compile_backend: str = "inductor"
+    cuda_graphs: bool = True
     warmup: bool = True
 
 
@@ -144,7 +148,8 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
             name, config.version, _resolve_weights(config.weights, directory),
             engine=chosen.engine, precision=chosen.precision, device=device,
             max_batch_size=config.max_batch_size, max_sequence_length=config.max_sequence_length,
-            normalize=config.normalize, compile_backend=defaults.compile_backend)
+            normalize=config.normalize, compile_backend=defaults.compile_backend,
+            cuda_graphs=defaults.cuda_graphs if config.cuda_graphs is None else config.cuda_graphs)
     else:
         metadata = ModelMetadata(
             name=name, versions=(config.version,),

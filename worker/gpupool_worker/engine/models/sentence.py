@@ -2,6 +2,11 @@
 
 Tokenization (WordPiece, from the model's ``tokenizer.json``) is part of the model's ``prepare``
 phase, on the host; each batch is padded to its longest text, truncated at ``max_sequence_length``.
+
+On a CUDA device the eager and Triton engines replay CUDA graphs for small batches (``cuda_graphs``,
+on by default; see :mod:`gpupool_worker.engine.graphs`): captured at warm-up for every bucket the
+model's ``max_batch_size`` and ``max_sequence_length`` can reach. The compile engine keeps its own
+path (torch.compile's dynamic-shape program is not captured here).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from tokenizers import Tokenizer
 
 from gpupool_worker.engine.datatypes import DataType
 from gpupool_worker.engine.errors import InferenceError
+from gpupool_worker.engine.graphs import GraphBuckets, GraphedForward
 from gpupool_worker.engine.model import Arrays, Model
 from gpupool_worker.engine.models.encoder import Encoder, build_ops, compiled
 from gpupool_worker.engine.precision import EngineKind, Precision
@@ -31,7 +37,8 @@ class SentenceEmbeddingModel(Model):
     def __init__(
         self, name: str, version: str, weights: Path, *, engine: EngineKind, precision: Precision,
         device: torch.device, max_batch_size: int, max_sequence_length: int = 256,
-        normalize: bool = True, compile_backend: str = "inductor",
+        normalize: bool = True, compile_backend: str = "inductor", cuda_graphs: bool = True,
+        graph_buckets: GraphBuckets | None = None,
     ) -> None:
         encoder = Encoder.from_directory(weights, ops=build_ops(engine), precision=precision,
                                          device=device, normalize=normalize)
@@ -45,10 +52,18 @@ class SentenceEmbeddingModel(Model):
         self.engine = engine
         self.precision = precision
         self.device = device
-        self._forward = (compiled(encoder.forward, backend=compile_backend)
-                         if engine is EngineKind.COMPILE else encoder.forward)
+        self.max_tokens = min(max_sequence_length, encoder.config.max_position)
+        self.graphs: GraphedForward | None = None
+        if engine is EngineKind.COMPILE:
+            self._forward = compiled(encoder.forward, backend=compile_backend)
+        elif device.type == "cuda":
+            self.graphs = GraphedForward(encoder.forward, device, buckets=graph_buckets,
+                                         enabled=cuda_graphs, name=name)
+            self._forward = self.graphs
+        else:
+            self._forward = encoder.forward
         self.tokenizer = Tokenizer.from_file(str(weights / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=min(max_sequence_length, encoder.config.max_position))
+        self.tokenizer.enable_truncation(max_length=self.max_tokens)
         pad_id = self.tokenizer.token_to_id("[PAD]")
         self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
 
@@ -88,7 +103,11 @@ class SentenceEmbeddingModel(Model):
         # graphs are built here rather than on a first request
         for rows in sorted({1, max(1, min(2, self.max_batch_size or 1))}):
             self.execute({INPUT: sample[:rows]})
+        if self.graphs is not None:
+            self.graphs.capture(self.max_batch_size or None, self.max_tokens)
 
     def describe(self) -> dict[str, str]:
-        return {"engine": self.engine.value, "precision": self.precision.value,
-                "device": str(self.device)}
+        facts = {"engine": self.engine.value, "precision": self.precision.value, "device": str(self.device)}
+        if self.graphs is not None:
+            facts["cuda_graphs"] = self.graphs.describe()
+        return facts
