@@ -82,6 +82,14 @@ def test_settings_come_from_the_operators_environment() -> None:
         WorkerSettings.from_env({"GPUPOOL_GRPC_PORT": "70000"})
 
 
+def test_cuda_graphs_setting_is_a_boolean_on_by_default() -> None:
+    assert WorkerSettings.from_env({}).cuda_graphs is True
+    assert WorkerSettings.from_env({"GPUPOOL_CUDA_GRAPHS": "false"}).cuda_graphs is False
+    assert WorkerSettings.from_env({"GPUPOOL_CUDA_GRAPHS": "On"}).cuda_graphs is True
+    with pytest.raises(SettingsError, match="GPUPOOL_CUDA_GRAPHS='maybe' is not a boolean"):
+        WorkerSettings.from_env({"GPUPOOL_CUDA_GRAPHS": "maybe"})
+
+
 def _request(*tensors: Tensor, outputs: tuple[str, ...] = ()) -> InferRequest:
     return InferRequest("gate", tensors, requested_outputs=outputs)
 

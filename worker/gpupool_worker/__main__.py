@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                        help=ENV_VARS["precision"])
     serve.add_argument("--drain-seconds", type=float, help=ENV_VARS["drain_seconds"])
     serve.add_argument("--torch-threads", type=int, help=ENV_VARS["torch_threads"])
+    serve.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"replay CUDA graphs for small batches on a GPU; model.json overrides "
+                            f"({ENV_VARS['cuda_graphs']}, default on)")
     serve.add_argument("--log-level", default="INFO")
     example = sub.add_parser("example-repository", help="write the generated example models")
     example.add_argument("directory", type=Path)
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             builtin_models=tuple(args.builtin) if args.builtin else None,
             host=args.host, grpc_port=args.port, metrics_port=args.metrics_port,
             device=args.device, engine=args.engine, precision=args.precision,
-            drain_seconds=args.drain_seconds, torch_threads=args.torch_threads)
+            drain_seconds=args.drain_seconds, torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs)
         if settings.model_repository is None and not settings.builtin_models:
             raise SettingsError(
                 f"nothing to serve: pass --model-repository (or {ENV_VARS['model_repository']}) "

@@ -48,6 +48,7 @@ ENV_VARS = {
     "max_message_bytes": "GPUPOOL_MAX_MESSAGE_BYTES",
     "drain_seconds": "GPUPOOL_DRAIN_SECONDS",
     "torch_threads": "GPUPOOL_TORCH_THREADS",
+    "cuda_graphs": "GPUPOOL_CUDA_GRAPHS",
 }
 
 
@@ -68,6 +69,7 @@ class WorkerSettings:
     max_message_bytes: int = 64 * 1024 * 1024
     drain_seconds: float = 30.0
     torch_threads: int = 0
+    cuda_graphs: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -114,6 +116,13 @@ def _parse(field_name: str, raw: str, var: str) -> Any:
             return int(raw)
     except ValueError:
         raise SettingsError(f"{var}={raw!r} is not a number") from None
+    if field_name == "cuda_graphs":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{var}={raw!r} is not a boolean (true/false)")
     if field_name == "model_repository":
         return Path(raw)
     if field_name == "builtin_models":

@@ -55,7 +55,8 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
     accelerator = settings.accelerator or (
         torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     cost = CostModel(settings.price_per_hour, settings.device_share, accelerator, settings.mig_profile)
-    defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision)
+    defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision,
+                               cuda_graphs=settings.cuda_graphs)
     repository = ModelRepository(settings.model_repository, defaults)
     if "minilm" in settings.builtin_models:
         repository.add_config("minilm", Path.cwd(), ModelConfig(
