@@ -26,6 +26,7 @@ from gpupool_worker.engine.graphs import (
 )
 from gpupool_worker.engine.kernels import triton_support
 from gpupool_worker.engine.models.encoder import Encoder, EncoderConfig, build_ops
+from gpupool_worker.engine.models.examples import random_encoder_weights
 from gpupool_worker.engine.precision import EngineKind, Precision
 
 CPU = torch.device("cpu")
@@ -37,30 +38,7 @@ CFG = EncoderConfig(vocab_size=300, hidden_size=64, num_layers=2, num_heads=2, i
 
 
 def _tensors(cfg: EncoderConfig = CFG, seed: int = 0) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    h, f = cfg.hidden_size, cfg.intermediate_size
-
-    def rnd(*shape: int, std: float = 0.2) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * std
-
-    t = {
-        "embeddings.word_embeddings.weight": rnd(cfg.vocab_size, h, std=1.0),
-        "embeddings.position_embeddings.weight": rnd(cfg.max_position, h),
-        "embeddings.token_type_embeddings.weight": rnd(cfg.type_vocab_size, h),
-        "embeddings.LayerNorm.weight": 1.0 + rnd(h, std=0.05),
-        "embeddings.LayerNorm.bias": rnd(h, std=0.05),
-    }
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}."
-        for name, (o, n) in {"attention.self.query": (h, h), "attention.self.key": (h, h),
-                             "attention.self.value": (h, h), "attention.output.dense": (h, h),
-                             "intermediate.dense": (f, h), "output.dense": (h, f)}.items():
-            t[p + name + ".weight"] = rnd(o, n)
-            t[p + name + ".bias"] = rnd(o, std=0.05)
-        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
-            t[p + ln + ".weight"] = 1.0 + rnd(h, std=0.05)
-            t[p + ln + ".bias"] = rnd(h, std=0.05)
-    return t
+    return random_encoder_weights(cfg, seed)
 
 
 def _batch(rows: int, tokens: int, device: torch.device, seed: int = 1) -> tuple[torch.Tensor, ...]:

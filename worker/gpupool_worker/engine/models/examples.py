@@ -21,7 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from gpupool_worker.engine.models.encoder import EncoderConfig
 
-__all__ = ["TINY_ENCODER", "write_example_repository", "write_tiny_encoder"]
+__all__ = ["TINY_ENCODER", "random_encoder_weights", "write_example_repository", "write_tiny_encoder"]
 
 TINY_ENCODER = EncoderConfig(vocab_size=0, hidden_size=32, num_layers=2, num_heads=2,
                              intermediate_size=64, max_position=64, type_vocab_size=2,
@@ -46,24 +46,10 @@ def _tokenizer(vocab: dict[str, int]) -> Tokenizer:
     return tok
 
 
-def write_tiny_encoder(directory: Path, *, seed: int = 0, max_batch_size: int = 16,
-                       max_queue_delay_us: int = 1_000, engine: str | None = None,
-                       precision: str | None = None) -> Path:
-    """Write a complete sentence-embedding model directory; returns it."""
-    weights = directory / "weights"
-    weights.mkdir(parents=True, exist_ok=True)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
-    pieces = [f"##{c}" for c in letters]
-    vocab_list = specials + list(dict.fromkeys(_WORDS + letters + pieces + list(".,!?;:'\"-()")))
-    vocab = {tok: i for i, tok in enumerate(vocab_list)}
-    _tokenizer(vocab).save(str(weights / "tokenizer.json"))
-    cfg = EncoderConfig(
-        vocab_size=len(vocab), hidden_size=TINY_ENCODER.hidden_size,
-        num_layers=TINY_ENCODER.num_layers, num_heads=TINY_ENCODER.num_heads,
-        intermediate_size=TINY_ENCODER.intermediate_size, max_position=TINY_ENCODER.max_position,
-        type_vocab_size=TINY_ENCODER.type_vocab_size, layer_norm_eps=TINY_ENCODER.layer_norm_eps)
-    (weights / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2) + "\n")
+
+def random_encoder_weights(cfg: EncoderConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random weights in the Hugging Face BERT layout for an encoder of shape ``cfg``: scaled
+    so activations stay in range through the layers (tests compare engines on them)."""
     gen = torch.Generator().manual_seed(seed)
     h, f = cfg.hidden_size, cfg.intermediate_size
 
@@ -89,6 +75,27 @@ def write_tiny_encoder(directory: Path, *, seed: int = 0, max_batch_size: int = 
         for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
             tensors[p + ln + ".weight"] = 1.0 + rnd(h, std=0.05)
             tensors[p + ln + ".bias"] = rnd(h, std=0.05)
+    return tensors
+
+def write_tiny_encoder(directory: Path, *, seed: int = 0, max_batch_size: int = 16,
+                       max_queue_delay_us: int = 1_000, engine: str | None = None,
+                       precision: str | None = None) -> Path:
+    """Write a complete sentence-embedding model directory; returns it."""
+    weights = directory / "weights"
+    weights.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    pieces = [f"##{c}" for c in letters]
+    vocab_list = specials + list(dict.fromkeys(_WORDS + letters + pieces + list(".,!?;:'\"-()")))
+    vocab = {tok: i for i, tok in enumerate(vocab_list)}
+    _tokenizer(vocab).save(str(weights / "tokenizer.json"))
+    cfg = EncoderConfig(
+        vocab_size=len(vocab), hidden_size=TINY_ENCODER.hidden_size,
+        num_layers=TINY_ENCODER.num_layers, num_heads=TINY_ENCODER.num_heads,
+        intermediate_size=TINY_ENCODER.intermediate_size, max_position=TINY_ENCODER.max_position,
+        type_vocab_size=TINY_ENCODER.type_vocab_size, layer_norm_eps=TINY_ENCODER.layer_norm_eps)
+    (weights / "config.json").write_text(json.dumps(cfg.to_hf(), indent=2) + "\n")
+    tensors = random_encoder_weights(cfg, seed)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(weights / "model.safetensors"))
     _write_config(directory, {
         "kind": "sentence-embedding", "max_batch_size": max_batch_size,
