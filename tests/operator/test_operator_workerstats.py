@@ -18,9 +18,10 @@ def test_reads_the_workers_metrics_and_prices_a_million_inferences() -> None:
               if k in params}
     metrics = metrics_mod.WorkerMetrics(costing.CostModel(**kwargs))
     before = parse_exposition(metrics.exposition().decode(), at=100.0)
-    metrics.inferences.labels(model="minilm").inc(2000)
-    metrics.cost.labels(model="minilm").inc(0.01)
-    metrics.queue_depth.labels(model="minilm").set(12)
+    meters = metrics.model("minilm")  # what the worker's batcher and data plane write into
+    meters.inferences += 2000
+    meters.cost_usd += 0.01
+    meters.queue_depth = lambda: 12.0  # read at scrape time, like the batcher's live queue
     after = parse_exposition(metrics.exposition().decode(), at=110.0)
     load = load_between([before], [after], "minilm")
     assert load.queue_depth == 12

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from gpupool_worker.engine.models.encoder import EncoderConfig
+from gpupool_worker.engine.models.tensor_program import torchscript_allowed
 
 __all__ = ["TINY_ENCODER", "random_encoder_weights", "write_example_repository", "write_tiny_encoder"]
 
@@ -126,8 +126,7 @@ class _Mlp(torch.nn.Module):
 
 def write_add_sub(directory: Path, *, max_batch_size: int = 8, max_queue_delay_us: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # TorchScript is deprecated upstream; we still serve its archives
-        warnings.simplefilter("ignore", FutureWarning)
+    with torchscript_allowed():  # TorchScript is deprecated upstream; we still serve its archives
         torch.jit.script(_AddSub()).save(str(directory / "model.pt"))  # type: ignore[no-untyped-call]
     io = [{"name": n, "datatype": "FP32", "shape": [-1, 16]} for n in ("INPUT0", "INPUT1")]
     _write_config(directory, {

@@ -5,7 +5,9 @@ inputs are passed positionally in that order, outputs come back as a tensor or a
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,18 @@ import torch
 from gpupool_worker.engine.model import Arrays, Model
 from gpupool_worker.engine.types import ModelMetadata
 
-__all__ = ["TensorProgramModel"]
+__all__ = ["TensorProgramModel", "torchscript_allowed"]
+
+
+@contextlib.contextmanager
+def torchscript_allowed() -> Iterator[None]:
+    """Silence torch's TorchScript deprecation while we script or load an archive on purpose: users
+    still ship TorchScript models. Recent torch says it with a FutureWarning, 2.11 (the GPU
+    machine's) with a DeprecationWarning; both would be errors under the tests' warning filter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def _owned(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -37,8 +50,7 @@ class TensorProgramModel(Model):
 
     @classmethod
     def torchscript(cls, metadata: ModelMetadata, path: Path, *, device: torch.device) -> TensorProgramModel:
-        with warnings.catch_warnings():  # deprecated upstream, still a format users ship
-            warnings.simplefilter("ignore", FutureWarning)
+        with torchscript_allowed():
             program = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
         program.eval()
         return cls(metadata, program, device=device)
