@@ -16,17 +16,22 @@
 | GPUPOOL_MAX_MESSAGE_BYTES | largest gRPC message accepted or sent | 67108864 |
 | GPUPOOL_DRAIN_SECONDS | grace period for in-flight requests on SIGTERM | 30 |
 | GPUPOOL_TORCH_THREADS | intra-op threads for CPU inference (0: PyTorch's default) | 0 |
+| GPUPOOL_CUDA_GRAPHS | replay CUDA graphs for small batches on a GPU | true |
+| GPUPOOL_MODEL_NAME | the name built-in models are served under (the pool's model name) | the built-in's |
+| GPUPOOL_MAX_BATCH_SIZE | built-in models' largest batch (model.json sets its own) | 64 |
+| GPUPOOL_MAX_QUEUE_DELAY | built-in models' longest wait for a batch, e.g. `5ms`, `500us` | 2ms |
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_VARS", "SettingsError", "WorkerSettings"]
+__all__ = ["ENV_VARS", "SettingsError", "WorkerSettings", "parse_duration_us"]
 
 
 class SettingsError(ValueError):
@@ -49,6 +54,9 @@ ENV_VARS = {
     "drain_seconds": "GPUPOOL_DRAIN_SECONDS",
     "torch_threads": "GPUPOOL_TORCH_THREADS",
     "cuda_graphs": "GPUPOOL_CUDA_GRAPHS",
+    "model_name": "GPUPOOL_MODEL_NAME",
+    "max_batch_size": "GPUPOOL_MAX_BATCH_SIZE",
+    "max_queue_delay_us": "GPUPOOL_MAX_QUEUE_DELAY",
 }
 
 
@@ -70,6 +78,9 @@ class WorkerSettings:
     drain_seconds: float = 30.0
     torch_threads: int = 0
     cuda_graphs: bool = True
+    model_name: str = ""
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 2_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -96,6 +107,11 @@ class WorkerSettings:
                 raise SettingsError(f"{ENV_VARS[name]} must be a port number, got {port}")
         if self.max_message_bytes < 1024:
             raise SettingsError(f"{ENV_VARS['max_message_bytes']} must be >= 1024")
+        if not 1 <= self.max_batch_size <= 4096:
+            raise SettingsError(f"{ENV_VARS['max_batch_size']} must be in [1, 4096], got {self.max_batch_size}")
+        if self.model_name and len(self.builtin_models) > 1:
+            raise SettingsError(f"{ENV_VARS['model_name']} names one model, but "
+                                f"{ENV_VARS['builtin_models']} lists {len(self.builtin_models)}")
         if self.drain_seconds < 0:
             raise SettingsError(f"{ENV_VARS['drain_seconds']} must be >= 0")
         unknown = set(self.builtin_models) - BUILTINS
@@ -112,10 +128,12 @@ def _parse(field_name: str, raw: str, var: str) -> Any:
     try:
         if field_name in ("price_per_hour", "device_share", "drain_seconds"):
             return float(raw)
-        if field_name in ("grpc_port", "metrics_port", "max_message_bytes", "torch_threads"):
+        if field_name in ("grpc_port", "metrics_port", "max_message_bytes", "torch_threads", "max_batch_size"):
             return int(raw)
     except ValueError:
         raise SettingsError(f"{var}={raw!r} is not a number") from None
+    if field_name == "max_queue_delay_us":
+        return parse_duration_us(raw, var)
     if field_name == "cuda_graphs":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -128,3 +146,17 @@ def _parse(field_name: str, raw: str, var: str) -> Any:
     if field_name == "builtin_models":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
+_UNIT_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+
+
+def parse_duration_us(raw: str, var: str = "duration") -> int:
+    """A Gateway-API style duration (``5ms``, ``1m30s``, also ``500us``) in whole microseconds: the
+    form the InferencePool's ``maxQueueDelay`` is written in, passed on by the operator."""
+    text = raw.strip()
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise SettingsError(f"{var}={raw!r} is not a duration such as 5ms, 500us or 1m30s")
+    return round(sum(float(n) * _UNIT_US[u] for n, u in parts))

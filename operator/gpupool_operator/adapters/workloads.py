@@ -21,7 +21,7 @@ from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment
 
-__all__ = ["WorkerSettings", "model_service", "owner_reference", "replica_pod"]
+__all__ = ["WorkerSettings", "model_service", "owner_reference", "replica_pod", "worker_engine"]
 
 GRPC_PORT = 8001
 METRICS_PORT = 8002
@@ -59,6 +59,17 @@ def _labels(pool: InferencePool, model: ModelSpec) -> dict[str, str]:
     }
 
 
+def worker_engine(model: ModelSpec, *, on_cpu: bool) -> str:
+    """The worker's ``GPUPOOL_ENGINE`` for a model's engine options: ``torchCompile`` wins, then
+    ``tritonKernels`` (``auto``: the worker uses its Triton kernels where the GPU runs them and
+    falls back by itself), else plain eager PyTorch. On a CPU the Triton kernels never apply."""
+    if model.engine.torch_compile:
+        return "compile"
+    if model.engine.triton_kernels and not on_cpu:
+        return "auto"
+    return "eager"
+
+
 def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_label: str,
                 gpu_price: float) -> list[dict[str, str]]:
     shape = a.shape
@@ -80,6 +91,8 @@ def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_la
         "GPUPOOL_MIG_PROFILE": profile,
         "GPUPOOL_DEVICE": "cpu" if shape.kind is ShapeKind.CPU else "auto",
         "GPUPOOL_PRECISION": model.engine.precision.value if shape.kind is not ShapeKind.CPU else "fp32",
+        "GPUPOOL_ENGINE": worker_engine(model, on_cpu=shape.kind is ShapeKind.CPU),
+        "GPUPOOL_CUDA_GRAPHS": "true" if model.engine.cuda_graphs else "false",
         "GPUPOOL_MODEL_NAME": model.name,
         "GPUPOOL_MODEL_URI": model.source.uri,
         "GPUPOOL_MODEL_FORMAT": model.source.format.value,

