@@ -55,30 +55,24 @@ def _inputs(cfg: EncoderConfig, batch: int, seq: int, device: torch.device) -> t
     return ids.to(device), mask.to(device), torch.zeros_like(ids).to(device)
 
 
-def _wall(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) -> float:
-    """Median wall seconds per call, synchronized after each (what a served batch waits)."""
+def _median_seconds(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float, wall: bool) -> float:
+    """Median seconds per call over at least ``min_seconds`` and 10 calls, after 3 warm-up calls.
+
+    ``wall``: host wall time with a synchronize after each call (what a served batch waits, launch
+    overhead included); otherwise CUDA events around the call (the device's time for it).
+    """
     for _ in range(3):
         fn(*args)
     torch.cuda.synchronize()
     times: list[float] = []
     start_wall = time.perf_counter()
     while time.perf_counter() - start_wall < min_seconds or len(times) < 10:
-        t0 = time.perf_counter()
-        fn(*args)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def _time(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) -> float:
-    """Median seconds per call over timed rounds (CUDA events)."""
-    for _ in range(3):
-        fn(*args)
-    torch.cuda.synchronize()
-    times: list[float] = []
-    start_wall = time.perf_counter()
-    while time.perf_counter() - start_wall < min_seconds or len(times) < 10:
+        if wall:
+            t0 = time.perf_counter()
+            fn(*args)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn(*args)
@@ -87,6 +81,14 @@ def _time(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) 
         times.append(start.elapsed_time(end) / 1e3)
     times.sort()
     return times[len(times) // 2]
+
+
+def _wall(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) -> float:
+    return _median_seconds(fn, args, min_seconds=min_seconds, wall=True)
+
+
+def _time(fn: Any, args: tuple[torch.Tensor, ...], *, min_seconds: float = 1.0) -> float:
+    return _median_seconds(fn, args, min_seconds=min_seconds, wall=False)
 
 
 def bench_engines(weights: Path, device: torch.device, batches: list[int], seq: int,
