@@ -55,8 +55,10 @@ def test_engine_options_choose_the_workers_engine() -> None:
     gpu = _worker_settings(pool, "llm", Shape(ShapeKind.GPU, "H100-80GB", gpus=1), "h100-0")
     assert (gpu.engine, gpu.device, gpu.cuda_graphs) == ("compile", "auto", True)
     assert gpu.max_queue_delay_us == 5_000  # the API's default maxQueueDelay, 5ms
-    cpu = _worker_settings(pool, "small", Shape(ShapeKind.CPU, cpu_millis=1000, memory_mib=1024), "cpu-0")
+    cpu = _worker_settings(pool, "small", Shape(ShapeKind.CPU, cpu_millis=2500, memory_mib=1024), "cpu-0")
     assert (cpu.engine, cpu.device, cpu.precision, cpu.accelerator) == ("eager", "cpu", "fp32", "cpu")
+    assert cpu.torch_threads == 2  # whole cores of the pod's CPU limit, not the node's
+    assert gpu.torch_threads == 0  # GPU replicas: the host side is light, PyTorch's default
 
 
 @pytest.mark.parametrize(("raw", "micros"), [("5ms", 5_000), ("500us", 500), ("1m30s", 90_000_000), ("2s", 2_000_000)])

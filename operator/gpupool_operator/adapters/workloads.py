@@ -102,6 +102,10 @@ def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_la
         "GPUPOOL_METRICS_PORT": str(METRICS_PORT),
         "GPUPOOL_POOL": f"{pool.metadata.namespace}/{pool.metadata.name}",
     }
+    if shape.kind is ShapeKind.CPU:
+        # torch sizes its thread pool by the node's cores, not the pod's CPU limit: on a 64-core
+        # node a 2-core replica would run 64 threads into its CFS quota
+        env["GPUPOOL_TORCH_THREADS"] = str(max(1, shape.cpu_millis // 1000))
     if model.source.uri.startswith("builtin://"):
         builtin = model.source.uri.removeprefix("builtin://")
         env["GPUPOOL_BUILTIN_MODELS"] = "minilm" if "minilm" in builtin else builtin
