@@ -173,8 +173,7 @@ class Repair(Greedy):
         if self.eject_budget <= 0:
             return None
         spot_ok = self._may_use_spot(r)
-        mig_cands = sorted((c for c in self.cands[r.demand] if c.shape.kind is ShapeKind.MIG),
-                           key=lambda c: (self._units(c.shape), c.shape))
+        mig_cands = self._mig_cands(r.demand)
         if not mig_cands:
             return None
         products = {c.shape.product for c in mig_cands}
@@ -321,8 +320,7 @@ class Repair(Greedy):
             return False
         mine = self._rep_cost(r)
         spot_ok = self._may_use_spot(r)
-        mig_cands = sorted((c for c in self.cands[r.demand] if c.shape.kind is ShapeKind.MIG),
-                           key=lambda c: (self._units(c.shape), c.shape))
+        mig_cands = self._mig_cands(r.demand)
         products = {c.shape.product for c in mig_cands}
         for v in victims:
             if self.eject_budget <= 0:
@@ -371,6 +369,12 @@ class Repair(Greedy):
             self.evictions.append(Eviction(r.pod, r.node.name, self.demands[r.demand].key,
                                            "moved: spare room on a GPU in use is cheaper than its CPU cores"))
             r.pod = None
+        self._place_in_room(r, slot, cand)
+        r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (cheaper than CPU cores)"
+        return True
+    def _place_in_room(self, r: Rep, slot: GpuSlot, cand: Candidate) -> None:
+        """Put ``r`` as ``cand``'s slice on ``slot``: a free instance of a fixed layout, or added
+        content of a planned one."""
         r.shape, r.node, r.gpus = cand.shape, slot.node, [slot]
         if slot.state is GpuState.FIXED:
             r.start = self.state.take_fixed(slot, cand.shape.profile)
@@ -378,8 +382,6 @@ class Repair(Greedy):
         else:
             self.state.add_content(slot, cand.shape.profile)
             r.start, r.fixed = None, False
-        r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (cheaper than CPU cores)"
-        return True
     @staticmethod
     def _fit_in_place_of(g: GpuSlot, victim: Rep, mig_cands: Sequence[Candidate]) -> Candidate | None:
         """The first of ``mig_cands`` whose slice fits on ``g`` once ``victim``'s slice is gone."""
@@ -437,18 +439,10 @@ class Repair(Greedy):
         i = r.demand
         spot_ok = self._may_use_spot(r)  # never breach min_off_spot
         spots = (False, True) if spot_ok else (False,)
-        mig_cands = sorted((c for c in self.cands[i] if c.shape.kind is ShapeKind.MIG),
-                           key=lambda c: (self._units(c.shape), c.shape))
-        room = self._best_room(mig_cands, spots, exclude=None)
+        room = self._best_room(self._mig_cands(i), spots, exclude=None)
         if room is not None:
             _, slot, cand = room
-            r.shape, r.node, r.gpus, r.pod = cand.shape, slot.node, [slot], r.pod
-            if slot.state is GpuState.FIXED:
-                r.start = self.state.take_fixed(slot, cand.shape.profile)
-                r.fixed = True
-            else:
-                self.state.add_content(slot, cand.shape.profile)
-                r.start, r.fixed = None, False
+            self._place_in_room(r, slot, cand)
             r.reason = f"{cand.shape.describe()} in spare room of a GPU already in use (packed to free a GPU)"
             return 0.0
         for cand in self.cands[i]:
