@@ -23,6 +23,11 @@ print(hashlib.sha256(blob.encode()).hexdigest()[:16])
 PY
 )"
 venv="$cache/venv/$key"
+mkdir -p "$cache/venv"
+# One setup at a time per environment: a second clone (or a second `make` target) waits for the
+# first instead of deleting the half-installed venv under it.
+exec 9>"$venv.lock"
+flock 9
 if [[ ! -f "$venv/.complete" ]]; then
   echo "[gpupool setup] creating $venv (torch from PyPI is several GB: first time only)" >&2
   rm -rf "$venv"
@@ -35,7 +40,7 @@ if [[ ! -f "$venv/.complete" ]]; then
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 reqs = list(project["dependencies"])
-for group in ("worker", "models", "dev"):
+for group in ("worker", "models", "sim", "dev"):
     reqs += project["optional-dependencies"].get(group, [])
 print("\n".join(reqs))
 PY
