@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Modules under gpupool_operator.cli that contribute subcommands, in help order.
-SUBCOMMAND_MODULES = ("local", "plan", "demo", "run_operator")
+SUBCOMMAND_MODULES = ("local", "plan", "simulate", "demo", "run_operator")
 
 
 def build_parser() -> argparse.ArgumentParser:
