@@ -44,10 +44,15 @@ class PolicyParams:
     #: After panic, the high-water mark of the panic recommendation decays with this half-life, so
     #: capacity steps down gradually after a burst instead of staying at the peak.
     panic_decay_half_life_s: float = 60.0
+    #: ... and at least this many replica start-up times (as observed: how long the replicas asked
+    #: for took to serve), so the slower new capacity arrives, the longer a burst's level is held.
+    hold_startups: float = 4.0
+    #: The start-up time assumed until one has been observed.
+    startup_guess_s: float = 30.0
     #: No change while the target capacity is within this fraction of the current capacity.
     tolerance: float = 0.1
     #: Replicas are sized so the demand uses this share of their throughput within the objective.
-    target_utilization: float = 0.8
+    target_utilization: float = 0.7
     #: A decision may grow the replica count to at most this multiple of the current count ...
     max_scale_up_rate: float = 10.0
     #: ... or by this many replicas, whichever is more (so 0 or 1 replica can grow quickly).
@@ -75,7 +80,7 @@ class PolicyParams:
     def validate(self) -> PolicyParams:
         """These parameters, or :class:`ParamError` naming the first one out of range."""
         positive = ("tick_s", "stable_window_s", "panic_window_s", "panic_decay_half_life_s", "stale_after_s",
-                    "drain_s", "pending_timeout_s", "max_scale_up_rate", "max_scale_down_rate")
+                    "drain_s", "pending_timeout_s", "startup_guess_s", "max_scale_up_rate", "max_scale_down_rate")
         for name in positive:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -95,6 +100,8 @@ class PolicyParams:
                 raise ParamError(name, f"must be in [0, 1), got {value:g}")
         if not math.isfinite(self.target_utilization) or not 0 < self.target_utilization <= 1:
             raise ParamError("target_utilization", f"must be in (0, 1], got {self.target_utilization:g}")
+        if not math.isfinite(self.hold_startups) or self.hold_startups < 0:
+            raise ParamError("hold_startups", f"must be a non-negative number, got {self.hold_startups:g}")
         if self.scale_up_min_step < 1:
             raise ParamError("scale_up_min_step", f"must be at least 1, got {self.scale_up_min_step}")
         return self

@@ -70,6 +70,7 @@ class Decision:
     state: ScalingState
     capacity: float = 0.0  # what the mix serves within the objective (requests/s)
     demand: float = 0.0  # the stable demand estimate behind it (requests/s)
+    target: float = 0.0  # the capacity the policy aimed for, before bounds, room and budget
     usd_per_hour: float = 0.0
     panic: bool = False
     budget_capped: bool = False
@@ -152,7 +153,12 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
     if short > EPS and short >= params.panic_threshold * ready_cap:
         state = dataclasses.replace(state, panic_until=now + params.stable_window_s)
     panic = state.panic_until is not None and now < state.panic_until
-    held = state.high_water_now(now, params.panic_decay_half_life_s)
+    if signals.pending == 0 and state.pending_since is not None:  # the last scale-up is serving: learn its start-up
+        took = now - state.pending_since
+        state = dataclasses.replace(state, startup_s=took if state.startup_s is None else (state.startup_s + took) / 2)
+    half_life = max(params.panic_decay_half_life_s,
+                    params.hold_startups * (state.startup_s if state.startup_s is not None else params.startup_guess_s))
+    held = state.high_water_now(now, half_life)
     if short / util >= held:  # the high-water mark of short-window demand, decaying between bursts
         state = dataclasses.replace(state, high_water=short / util, high_water_at=now)
 
@@ -160,7 +166,7 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
     #    beyond the capacity already coming (the queue, which pending replicas do not yet serve,
     #    is not counted again: that is what cascades)
     notes: list[str] = []
-    pending = False
+    pending, rates = False, 0.0
     if signals.pending == 0:
         state = dataclasses.replace(state, pending_since=None)
     elif state.pending_since is not None and now - state.pending_since < params.pending_timeout_s:
@@ -172,20 +178,17 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
         notes.append(f"topping up the {signals.pending} pending replica(s): arrivals alone need more")
 
     # 5. damp
-    if pending:
-        target = max(rates / util, held, cur_cap)
-    else:
-        target = max(stable / util, state.high_water_now(now, params.panic_decay_half_life_s))
+    target = max(rates / util, held, cur_cap) if pending else max(stable / util, state.high_water_now(now, half_life))
     if panic and not pending:
         target = max(target, short / util, cur_cap)
     if cur_cap > 0 and abs(target - cur_cap) <= params.tolerance * cur_cap:
         target = cur_cap
     state = state.with_recommendation(now, target, targets.scale_up_window_s, targets.scale_down_window_s)
     if target < cur_cap - EPS:
-        held = min(cur_cap, max(target, state.window_max()))
-        if held > target + EPS:
-            notes.append(f"scale-down window {targets.scale_down_window_s:g} s holds {held:.3g} req/s")
-        target = held
+        kept = min(cur_cap, max(target, state.window_max()))
+        if kept > target + EPS:
+            notes.append(f"scale-down window {targets.scale_down_window_s:g} s holds {kept:.3g} req/s")
+        target = kept
         if state.started_at is not None and now - state.started_at < params.stable_window_s:
             notes.append("warming up: no scale-down in the first stable window")
             target = cur_cap
@@ -221,7 +224,8 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
     state = dataclasses.replace(state, last_now=now, last_counts=counts,
                                 pending_since=now if added else state.pending_since)
     why = _why(stable, short, cur_cap, ready_cap, panic, book, notes)
-    return Decision(counts, _summary(current, counts) + ": " + why, state, capacity, stable, cost, panic, capped)
+    return Decision(counts, _summary(current, counts) + ": " + why, state, capacity, stable, target, cost, panic,
+                    capped)
 
 
 def _bounds(state: ScalingState, current: Mapping[str, int], targets: Targets, params: PolicyParams,
@@ -289,7 +293,8 @@ def _hold(book: _Book, state: ScalingState, current: dict[str, int], targets: Ta
     state = dataclasses.replace(state, last_now=now, last_counts=counts,
                                 pending_since=now if added else state.pending_since)
     capacity, cost = book.of(counts)
-    return Decision(counts, f"{_summary(current, counts)}: {why}", state, capacity, demand, cost, panic, held=True)
+    return Decision(counts, f"{_summary(current, counts)}: {why}", state, capacity, demand, book.of(current)[0], cost,
+                    panic, held=True)
 
 
 def _summary(current: Mapping[str, int], counts: Mapping[str, int]) -> str:

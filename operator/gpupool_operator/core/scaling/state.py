@@ -45,6 +45,8 @@ class ScalingState:
     pending_since: float | None = None
     #: Last time the model had any load (arrivals, queue or in-flight): the scale-to-zero timer.
     active_at: float | None = None
+    #: How long replicas took from being asked for to serving, as observed (a running average).
+    startup_s: float | None = None
     #: The replicas per shape the last decision asked for.
     last_counts: Mapping[str, int] = field(default_factory=dict)
 
@@ -95,6 +97,7 @@ class ScalingState:
             "lastNow": _t(self.last_now),
             "pendingSince": _t(self.pending_since),
             "activeAt": _t(self.active_at),
+            "startupSeconds": _t(self.startup_s),
             "lastCounts": dict(sorted(self.last_counts.items())),
         }
 
@@ -121,6 +124,7 @@ class ScalingState:
             last_now=_opt(raw, "lastNow"),
             pending_since=_opt(raw, "pendingSince"),
             active_at=_opt(raw, "activeAt"),
+            startup_s=_opt(raw, "startupSeconds"),
             last_counts=dict(counts),
         )
 
