@@ -226,3 +226,13 @@ def test_parameters_out_of_range_name_the_field(change: dict[str, float], field:
         PolicyParams(**change).validate()  # type: ignore[arg-type]
     assert err.value.field == field
     assert DEFAULT_PARAMS.validate() is DEFAULT_PARAMS
+
+
+def test_at_max_replicas_small_replicas_are_traded_for_larger_ones() -> None:
+    # Four CPU replicas (3 req/s each, 12 in all) fill maxReplicas 4; a burst needs 40 / 0.7 = 57
+    # req/s: adding is impossible, so larger replicas (A100s, H100s) replace CPU ones.
+    cpu = offer("cpu", CPU8, 3.0, 0.384)
+    t = targets(max_replicas=4, objective_s=10.0)
+    d = decide(ScalingState(), signals(40.0, {"cpu": 4}), t, [*gpu_offers(), cpu], 2.0)
+    assert d.total <= 4 and d.capacity >= 57.0
+    assert "trading small replicas" in d.reason

@@ -141,3 +141,13 @@ def test_mig_relayout_delays_a_new_slice() -> None:
                      Scripted({}, [(0.0, {"m": 1})], interval=0.25), placer=Relayout())
     sim.run()
     assert sim.finish == [pytest.approx(70.75)]  # asked at 0.25, serves at 0.25 + 10 + 60, 0.5 s of work
+
+
+def test_a_shape_batches_no_more_than_its_objective_allows() -> None:
+    # batch_limit 1: four requests at t=0 run one at a time on one replica, 0.5 s each.
+    shapes = {"c": ShapeModel("c", throughput=2.0, usd_per_hour=1.0, fixed_fraction=0.05, batch_limit=1)}
+    sim = Simulation(trace([0.0] * 4), shapes, SimConfig(max_batch=8, objective_s=5.0, max_replicas=1),
+                     Scripted({"c": 1}, []))
+    sim.run()
+    # t(1) = (8 / 2) x (0.05 + 0.95 / 8) = 0.675 s per request
+    assert sim.finish == pytest.approx([0.675, 1.35, 2.025, 2.7])

@@ -4,8 +4,9 @@ What it models, and nothing more:
 
 * **Replicas** of each shape serve one shared FIFO queue (ideal least-loaded routing, like
   Knative's activator or the Gateway API's endpoint picker). An idle ready replica takes up to
-  ``maxBatchSize`` queued requests at once (the worker runs a batch at once when it finds the
-  model idle) and holds them for the batch time of the shared model
+  ``maxBatchSize`` queued requests at once (fewer on a shape whose full batches would miss the
+  objective: :func:`~gpupool_operator.core.scaling.offers.batch_within`; the worker runs a batch
+  at once when it finds the model idle) and holds them for the batch time of the shared model
   (:func:`~gpupool_operator.core.scaling.offers.batch_seconds`, from the shape's profile, scaled by
   the requests' work). When several replicas are idle the fastest takes the batch.
 * **Pod start**: a new replica serves ``pod_start_s`` after it is asked for, plus
@@ -30,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gpupool_operator.core.scaling.offers import batch_seconds
 from gpupool_operator.sim.results import RunResult, Timeline, summarize
 from gpupool_operator.sim.trace import Trace
 
@@ -48,6 +50,8 @@ class ShapeModel:
     usd_per_hour: float
     gpus: float = 0.0
     mig: bool = False
+    fixed_fraction: float = 0.5  # the batch-time model's fixed share (see core.scaling.offers)
+    batch_limit: int = 0  # most rows a batch takes here (0: the model's maxBatchSize)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,6 @@ class SimConfig:
     pod_start_s: float = 30.0
     mig_relayout_s: float = 60.0
     max_batch: int = 32
-    fixed_fraction: float = 0.5
     objective_s: float | None = None
     max_replicas: int = 1
     sample_s: float = 5.0
@@ -223,7 +226,7 @@ class Simulation:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        B, a, work = self.cfg.max_batch, self.cfg.fixed_fraction, self.trace.work
+        B, work = self.cfg.max_batch, self.trace.work
         while self.queue:
             best: _Replica | None = None
             for r in self.replicas:
@@ -232,10 +235,10 @@ class Simulation:
                     best = r
             if best is None:
                 return
-            take = min(len(self.queue), B)
+            take = min(len(self.queue), best.shape.batch_limit or B)
             batch = tuple(self.queue.popleft() for _ in range(take))
             rows = sum(work[j] for j in batch)
-            seconds = (B / best.shape.throughput) * (a + (1 - a) * rows / B)
+            seconds = batch_seconds(best.shape.throughput, B, rows, best.shape.fixed_fraction)
             best.busy, best.batch = True, batch
             self.in_batches += take
             self._push(self.now + seconds, _DONE, best)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from gpupool_operator.core.scaling.compose import Option, cheapest_cover
+from gpupool_operator.core.scaling.compose import Cover, Option, cheapest_cover
 from gpupool_operator.sim.model import Observation
 from gpupool_operator.sim.scenario import Scenario
 from gpupool_operator.sim.trace import Trace
@@ -78,8 +78,9 @@ class Oracle:
         candidates.append(_per_bin(needs, options, floor, ceiling))
         best = min(options, key=lambda o: (o.price / o.capacity, -o.capacity, o.key))
         candidates.append(_bulk_and_rest(needs, best, options, floor, ceiling))
-        schedules = [self._schedule(c) for c in candidates]
-        changes, cost = min(schedules, key=lambda s: s[1])
+        # the fewest bins short of capacity first (none, where any candidate manages), then the cost
+        schedules = [(short, *self._schedule(series)) for series, short in candidates]
+        _, changes, cost = min(schedules, key=lambda s: (s[0], s[2]))
         self.last_reason = f"clairvoyant schedule, ${cost:.2f} planned"
         self.changes = changes
         self.next = 0
@@ -112,28 +113,34 @@ class Oracle:
         return self._advance(obs.now)
 
 
-def _per_bin(needs: Sequence[float], options: Sequence[Option], floor: int, ceiling: int) -> Series:
-    covers: dict[float, dict[str, int]] = {}
+def _per_bin(needs: Sequence[float], options: Sequence[Option], floor: int, ceiling: int) -> tuple[Series, int]:
+    """The cheapest mix of ``options`` per bin, and how many bins it leaves short."""
+    covers: dict[float, Cover] = {}
     series: Series = {o.key: [] for o in options}
+    short = 0
     for need in needs:
         rounded = round(need, 3)
         if rounded not in covers:
-            covers[rounded] = cheapest_cover(options, need, floor, ceiling).counts
+            covers[rounded] = cheapest_cover(options, need, floor, ceiling)
+        cover = covers[rounded]
+        short += cover.short
         for key, column in series.items():
-            column.append(covers[rounded].get(key, 0))
-    return series
+            column.append(cover.counts.get(key, 0))
+    return series, short
 
 
 def _bulk_and_rest(needs: Sequence[float], bulk: Option, options: Sequence[Option], floor: int,
-                   ceiling: int) -> Series:
+                   ceiling: int) -> tuple[Series, int]:
     """Whole replicas of the cheapest-ratio shape for the bulk, the cheapest cover for the rest."""
     series: Series = {o.key: [] for o in options}
+    short = 0
     for need in needs:
         n = min(bulk.limit, ceiling, math.floor(need / bulk.capacity))
-        rest = cheapest_cover(options, need - n * bulk.capacity, max(0, floor - n), ceiling - n).counts
+        rest = cheapest_cover(options, need - n * bulk.capacity, max(0, floor - n), ceiling - n)
+        short += rest.short
         for key, column in series.items():
-            column.append(rest.get(key, 0) + (n if key == bulk.key else 0))
-    return series
+            column.append(rest.counts.get(key, 0) + (n if key == bulk.key else 0))
+    return series, short
 
 
 def _merged(counts: list[int], level: int, width: float, gap_ok: float) -> list[tuple[float, float]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gpupool_operator.api.inferencepool import InferencePool
 from gpupool_operator.core.demand import Demand, ShapeKind, from_pool
 from gpupool_operator.core.inventory import Snapshot
-from gpupool_operator.core.scaling.offers import ShapeOffer, capacity_within, offers_for
+from gpupool_operator.core.scaling.offers import ShapeOffer, batch_within, capacity_within, offers_for
 from gpupool_operator.core.scaling.params import DEFAULT_PARAMS, PolicyParams
 from gpupool_operator.core.scaling.targets import Targets, targets_for
 from gpupool_operator.sim.model import Placer, ShapeModel, SimConfig
@@ -40,7 +40,7 @@ class Scenario:
     def capacity(self, offer: ShapeOffer) -> float:
         """Requests/s one replica of ``offer`` serves within the objective."""
         return capacity_within(offer, self.targets.max_batch_size, self.targets.objective_s,
-                               self.params.batch_fixed_fraction)[0]
+                               self.params.fixed_fraction(offer.shape.kind))[0]
 
     def usable(self) -> tuple[ShapeOffer, ...]:
         """Offers that can absorb load (some throughput within the objective)."""
@@ -56,8 +56,14 @@ class Scenario:
         return min(usable, key=lambda o: (o.usd_per_hour / self.capacity(o), -self.capacity(o), o.key))
 
     def shape_models(self) -> dict[str, ShapeModel]:
-        return {o.key: ShapeModel(o.key, o.throughput or 1.0, o.usd_per_hour, o.gpus, o.shape.kind is ShapeKind.MIG)
-                for o in self.offers}
+        t = self.targets
+        out = {}
+        for o in self.offers:
+            a = self.params.fixed_fraction(o.shape.kind)
+            limit = batch_within(o, t.max_batch_size, t.objective_s, a)[0]
+            out[o.key] = ShapeModel(o.key, o.throughput or 1.0, o.usd_per_hour, o.gpus, o.shape.kind is ShapeKind.MIG,
+                                    a, limit or t.max_batch_size)
+        return out
 
     def restricted(self, keep: Sequence[ShapeOffer]) -> Scenario:
         """This scenario with only the offers in ``keep`` (e.g. no CPU tier)."""
@@ -75,10 +81,10 @@ def scenario_for(pool: InferencePool, model: str, snapshot: Snapshot, config: Si
     if not offers:
         raise ScenarioError(f"{demand.key}: no shape of this model fits the cluster: " + "; ".join(rejected[:5]))
     cfg = dataclasses.replace(config, max_batch=targets.max_batch_size, objective_s=targets.objective_s,
-                              max_replicas=targets.max_replicas, fixed_fraction=params.batch_fixed_fraction)
+                              max_replicas=targets.max_replicas)
     placer = EnginePlacer(snapshot, demand, offers) if place else None
-    caps = {o.key: capacity_within(o, targets.max_batch_size, targets.objective_s, params.batch_fixed_fraction)
-            for o in offers}
+    caps = {o.key: capacity_within(o, targets.max_batch_size, targets.objective_s,
+                                   params.fixed_fraction(o.shape.kind)) for o in offers}
     rejected = rejected + tuple(why for _, why in caps.values() if why)
     return Scenario(demand.key, targets, offers, rejected, params, cfg, placer)
 

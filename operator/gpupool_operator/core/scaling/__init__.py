@@ -20,6 +20,7 @@ from gpupool_operator.core.scaling.compose import Cover, Option, cheapest_cover
 from gpupool_operator.core.scaling.offers import (
     ShapeOffer,
     batch_seconds,
+    batch_within,
     capacity_within,
     gpu_share,
     offers_for,
@@ -45,6 +46,7 @@ __all__ = [
     "Signals",
     "Targets",
     "batch_seconds",
+    "batch_within",
     "capacity_within",
     "cheapest_cover",
     "decide",

@@ -14,8 +14,9 @@ a full batch; any batch costs a fixed share ``a`` of that and the rest grows wit
 ``t(rows) = (B / T) * (a + (1 - a) * rows / B)``. Under load a request waits for at most the batch
 in progress and then rides the next, so every request meets an objective ``L`` while
 ``2 * t(b) <= L``: the throughput *within the objective* is ``b / t(b)`` for the largest such
-batch ``b <= B`` (``T`` itself when full batches qualify). A shape where even ``b = 1`` misses
-cannot meet the objective and never absorbs load.
+batch ``b <= B`` (``T`` itself when full batches qualify), and a replica there should batch at
+most ``b`` rows. A shape where even ``b = 1`` misses cannot meet the objective and never absorbs
+load.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from gpupool_operator.core.demand import Accelerator, Candidate, Demand, Shape, 
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.solver import Options, products_of, solve
 
-__all__ = ["ShapeOffer", "batch_seconds", "capacity_within", "gpu_share", "offers_for", "shape_demand", "shape_demands"]
+__all__ = ["ShapeOffer", "batch_seconds", "batch_within", "capacity_within", "gpu_share", "offers_for", "shape_demand", "shape_demands"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,30 +52,44 @@ class ShapeOffer:
 def batch_seconds(throughput: float, max_batch: int, rows: float, fixed_fraction: float) -> float:
     """Seconds one replica takes for a batch of ``rows`` (see the module's batch-time model)."""
     full = max_batch / throughput
-    return full * (fixed_fraction + (1.0 - fixed_fraction) * min(rows, max_batch) / max_batch)
+    return full * (fixed_fraction + (1.0 - fixed_fraction) * rows / max_batch)
+
+
+def batch_within(offer: ShapeOffer, max_batch: int, objective_s: float | None,
+                 fixed_fraction: float) -> tuple[int, str | None]:
+    """The largest batch a replica of ``offer`` may form with every request within the objective
+    (``max_batch`` without an objective), or 0 and why none can. A purely computational function."""
+    thr = offer.throughput
+    if thr is None or thr <= 0:
+        return 0, f"{offer.key}: no inferencesPerSecond declared, so it cannot be sized for load"
+    if objective_s is None:
+        return max_batch, None
+    if offer.latency_ms is not None and offer.latency_ms / 1000 > objective_s:
+        return 0, f"{offer.key}: latency {offer.latency_ms:g} ms exceeds the {objective_s * 1000:g} ms objective"
+    if 2 * batch_seconds(thr, max_batch, max_batch, fixed_fraction) <= objective_s + 1e-12:
+        return max_batch, None
+    full = max_batch / thr
+    best = math.floor(max_batch * ((objective_s / (2 * full)) - fixed_fraction) / (1.0 - fixed_fraction) + 1e-9)
+    if best < 1:
+        lone = batch_seconds(thr, max_batch, 1, fixed_fraction)
+        return 0, (f"{offer.key}: cannot meet the {objective_s * 1000:g} ms objective under load "
+                   f"(one request takes {lone * 1000:.0f} ms, and may wait as long for the batch ahead)")
+    return min(best, max_batch), None
 
 
 def capacity_within(offer: ShapeOffer, max_batch: int, objective_s: float | None,
                     fixed_fraction: float) -> tuple[float, str | None]:
     """Inferences per second one replica of ``offer`` sustains with every request within the
-    objective, and why it is zero when it is. A purely computational function."""
-    thr = offer.throughput
-    if thr is None or thr <= 0:
-        return 0.0, f"{offer.key}: no inferencesPerSecond declared, so it cannot be sized for load"
-    if objective_s is None:
-        return thr, None
-    if offer.latency_ms is not None and offer.latency_ms / 1000 > objective_s:
-        return 0.0, f"{offer.key}: latency {offer.latency_ms:g} ms exceeds the {objective_s * 1000:g} ms objective"
-    if 2 * batch_seconds(thr, max_batch, max_batch, fixed_fraction) <= objective_s + 1e-12:
-        return thr, None
-    full = max_batch / thr
-    best = math.floor(max_batch * ((objective_s / (2 * full)) - fixed_fraction) / (1.0 - fixed_fraction) + 1e-9)
-    if best < 1:
-        lone = batch_seconds(thr, max_batch, 1, fixed_fraction)
-        return 0.0, (f"{offer.key}: cannot meet the {objective_s * 1000:g} ms objective under load "
-                     f"(one request takes {lone * 1000:.0f} ms, and may wait as long for the batch ahead)")
-    best = min(best, max_batch)
-    return best / batch_seconds(thr, max_batch, best, fixed_fraction), None
+    objective (batches of :func:`batch_within`), and why it is zero when it is. A purely
+    computational function. On a shape whose full batches would miss the objective, the worker
+    should be told to batch at most that many rows there (``GPUPOOL_MAX_BATCH_SIZE`` per pod);
+    the simulator's replicas do."""
+    batch, why = batch_within(offer, max_batch, objective_s, fixed_fraction)
+    if batch == 0 or offer.throughput is None:
+        return 0.0, why
+    if batch == max_batch:
+        return offer.throughput, None
+    return batch / batch_seconds(offer.throughput, max_batch, batch, fixed_fraction), None
 
 
 def shape_demand(demand: Demand, shape: Shape, replicas: int, throughput: float | None = None) -> Demand:

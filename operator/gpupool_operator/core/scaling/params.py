@@ -15,6 +15,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from gpupool_operator.core.demand import ShapeKind
+
 __all__ = ["DEFAULT_PARAMS", "ParamError", "PolicyParams"]
 
 
@@ -73,9 +75,12 @@ class PolicyParams:
     #: Change the mix of shapes (e.g. let the GPU tier go to zero while a CPU replica serves) only
     #: when the cheaper mix saves at least this share of the current $/h.
     recompose_saving: float = 0.2
-    #: Fixed share of a full batch's time that any batch costs (the rest grows with its rows); the
-    #: batch-time model shared with the simulator, see :mod:`~gpupool_operator.core.scaling.offers`.
+    #: Fixed share of a full batch's time that any batch costs on a GPU or MIG slice (the rest grows
+    #: with its rows): the batch-time model shared with the simulator, see
+    #: :mod:`~gpupool_operator.core.scaling.offers`. 0.5: a lone request takes about half a full batch.
     batch_fixed_fraction: float = 0.5
+    #: The same on CPU cores, which gain little from batching (a lone request takes about 1 / T).
+    cpu_batch_fixed_fraction: float = 0.05
 
     def validate(self) -> PolicyParams:
         """These parameters, or :class:`ParamError` naming the first one out of range."""
@@ -94,7 +99,7 @@ class PolicyParams:
         if self.max_scale_up_rate < 1 or self.max_scale_down_rate < 1:
             name = "max_scale_up_rate" if self.max_scale_up_rate < 1 else "max_scale_down_rate"
             raise ParamError(name, f"must be at least 1, got {getattr(self, name):g}")
-        for name in ("tolerance", "recompose_saving", "batch_fixed_fraction"):
+        for name in ("tolerance", "recompose_saving", "batch_fixed_fraction", "cpu_batch_fixed_fraction"):
             value = getattr(self, name)
             if not math.isfinite(value) or not 0 <= value < 1:
                 raise ParamError(name, f"must be in [0, 1), got {value:g}")
@@ -105,6 +110,10 @@ class PolicyParams:
         if self.scale_up_min_step < 1:
             raise ParamError("scale_up_min_step", f"must be at least 1, got {self.scale_up_min_step}")
         return self
+
+    def fixed_fraction(self, kind: ShapeKind) -> float:
+        """The batch-time model's fixed share for a shape of ``kind``."""
+        return self.cpu_batch_fixed_fraction if kind is ShapeKind.CPU else self.batch_fixed_fraction
 
     def replace(self, **changes: float | int | bool | None) -> PolicyParams:
         """A copy with ``changes`` applied and validated."""

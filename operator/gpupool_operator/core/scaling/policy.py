@@ -92,8 +92,8 @@ class _Book:
 
     def __init__(self, offers: Sequence[ShapeOffer], targets: Targets, params: PolicyParams) -> None:
         self.offers = {o.key: o for o in offers}
-        caps = {o.key: capacity_within(o, targets.max_batch_size, targets.objective_s, params.batch_fixed_fraction)
-                for o in offers}
+        caps = {o.key: capacity_within(o, targets.max_batch_size, targets.objective_s,
+                                       params.fixed_fraction(o.shape.kind)) for o in offers}
         #: Without any throughput figure, replicas are sized by queue depth: one unit each.
         self.queue_mode = bool(offers) and all(o.throughput is None for o in offers)
         self.capacity = {k: (1.0 if self.queue_mode else c) for k, (c, _) in caps.items()}
@@ -203,8 +203,7 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
         cover = cheapest_cover(book.adding(current), target - cur_cap, max(0, floor - cur_total), up_limit - cur_total)
         counts = add_counts(current, cover.counts)
         if cover.short:
-            notes.append("capacity short: no shape has room for more" if sum(counts.values()) < up_limit
-                         else f"limited to {up_limit} replicas this decision")
+            counts = _reshape_up(book, current, counts, target, floor, up_limit, notes)
     elif panic:  # no scale-down in panic, not even of replicas that add no capacity
         counts = dict(current)
     else:
@@ -252,6 +251,27 @@ def _within(book: _Book, counts: dict[str, int], floor: int, ceiling: int) -> di
     elif total > ceiling:
         counts = cheapest_cover(book.keeping(counts), mix_capacity(counts, book.capacity), ceiling, ceiling).counts
     return counts
+
+
+def _reshape_up(book: _Book, current: Mapping[str, int], counts: dict[str, int], target: float, floor: int,
+                limit: int, notes: list[str]) -> dict[str, int]:
+    """When adding replicas cannot reach the target within ``limit`` (small replicas fill the
+    count), trade the smallest running replicas for the larger ones of the cheapest mix that can."""
+    best = cheapest_cover(book.anything(), target, floor, limit)
+    if book.of(best.counts)[0] <= book.of(counts)[0] + EPS:
+        notes.append("capacity short: no shape has room for more" if sum(counts.values()) < limit
+                     else f"limited to {limit} replicas this decision")
+        return counts
+    out = add_counts({k: min(n, current.get(k, 0)) for k, n in best.counts.items()},
+                     {k: max(0, n - current.get(k, 0)) for k, n in best.counts.items()})
+    spare = limit - sum(out.values())
+    for key in sorted(current, key=lambda k: (book.capacity.get(k, 0.0), k), reverse=True):
+        keep = min(current[key] - out.get(key, 0), spare) if current[key] > out.get(key, 0) else 0
+        if keep > 0:
+            out[key] = out.get(key, 0) + keep
+            spare -= keep
+    notes.append(f"trading small replicas for larger ones to reach {target:.3g} req/s within {limit} replicas")
+    return dict(sorted((k, n) for k, n in out.items() if n > 0))
 
 
 def _recompose(book: _Book, counts: dict[str, int], target: float, floor: int, ceiling: int,
