@@ -234,5 +234,6 @@ def test_at_max_replicas_small_replicas_are_traded_for_larger_ones() -> None:
     cpu = offer("cpu", CPU8, 3.0, 0.384)
     t = targets(max_replicas=4, objective_s=10.0)
     d = decide(ScalingState(), signals(40.0, {"cpu": 4}), t, [*gpu_offers(), cpu], 2.0)
-    assert d.total <= 4 and d.capacity >= 57.0
+    assert d.total <= 4
+    assert d.capacity >= 57.0
     assert "trading small replicas" in d.reason

@@ -31,7 +31,10 @@ from gpupool_operator.core.demand import Accelerator, Candidate, Demand, Shape, 
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.solver import Options, products_of, solve
 
-__all__ = ["ShapeOffer", "batch_seconds", "batch_within", "capacity_within", "gpu_share", "offers_for", "shape_demand", "shape_demands"]
+__all__ = [
+    "ShapeOffer", "batch_seconds", "batch_within", "capacity_within", "gpu_share", "offers_for", "shape_demand",
+    "shape_demands",
+]
 
 
 @dataclass(frozen=True, slots=True)
