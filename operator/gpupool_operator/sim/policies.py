@@ -2,14 +2,16 @@
 
 ``gpupool`` is the core policy (:func:`gpupool_operator.core.scaling.decide`) fed from the
 model's observations exactly as the operator feeds it from worker statistics: fresh samples,
-arrival and completion rates since the last tick, replicas ready and pending per shape. Two
-variants isolate what its parts buy: ``gpupool-gpu`` (no CPU tier) and ``gpupool-one-shape``
+arrival and completion rates since the last tick, replicas ready and pending per shape. Variants:
+``gpupool-headroom`` (target utilization 0.5 instead of 0.7: capacity standing by for bursts),
+and two that isolate what its parts buy: ``gpupool-gpu`` (no CPU tier) and ``gpupool-one-shape``
 (only the baselines' single shape: the control law alone). The baselines and the oracle live in
 :mod:`~gpupool_operator.sim.baselines` and :mod:`~gpupool_operator.sim.oracle`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from gpupool_operator.core.demand import ShapeKind
@@ -22,7 +24,11 @@ from gpupool_operator.sim.model import Observation, Policy
 from gpupool_operator.sim.scenario import Scenario
 from gpupool_operator.sim.trace import Trace
 
-__all__ = ["DEFAULT_POLICIES", "POLICIES", "GpupoolPolicy", "make_policy"]
+__all__ = ["DEFAULT_POLICIES", "HEADROOM_UTILIZATION", "POLICIES", "GpupoolPolicy", "make_policy"]
+
+#: ``gpupool-headroom`` plans for this share of each replica's throughput (the default is 0.7):
+#: more capacity standing by for bursts that outrun a pod start.
+HEADROOM_UTILIZATION = 0.5
 
 
 class GpupoolPolicy:
@@ -57,6 +63,11 @@ def _gpu_only(scenario: Scenario, trace: Trace) -> Policy:
     return GpupoolPolicy(scenario.restricted(gpu), "gpupool-gpu")
 
 
+def _headroom(scenario: Scenario, trace: Trace) -> Policy:
+    params = scenario.params.replace(target_utilization=HEADROOM_UTILIZATION)
+    return GpupoolPolicy(dataclasses.replace(scenario, params=params), "gpupool-headroom")
+
+
 def _one_shape(scenario: Scenario, trace: Trace) -> Policy:
     return GpupoolPolicy(scenario.restricted([scenario.baseline_shape()]), "gpupool-one-shape")
 
@@ -70,6 +81,7 @@ POLICIES: Mapping[str, Callable[[Scenario, Trace], Policy]] = {
     "aibrix": baselines.Kpa.aibrix,
     "wva": baselines.Wva,
     "oracle": oracle.Oracle,
+    "gpupool-headroom": _headroom,
     "gpupool-gpu": _gpu_only,
     "gpupool-one-shape": _one_shape,
 }
