@@ -237,3 +237,23 @@ def test_at_max_replicas_small_replicas_are_traded_for_larger_ones() -> None:
     assert d.total <= 4
     assert d.capacity >= 57.0
     assert "trading small replicas" in d.reason
+
+
+def test_a_queue_the_replicas_drain_before_a_new_one_could_start_adds_nothing() -> None:
+    # 3 A100s (30 req/s) at 10 req/s with 300 queued: they drain the 276 above the target depth in
+    # 276 / 20 = 14 s, before a replica asked for now would serve (30 s assumed): nothing added.
+    d = decide(ScalingState(), signals(10.0, {"a100": 3}, queue=300.0), targets(), gpu_offers(), 2.0)
+    assert d.replicas == {"a100": 3}
+    # One A100 at 9 req/s cannot (276 s): the queue's drain over 30 s joins the demand.
+    d = decide(ScalingState(), signals(9.0, {"a100": 1}, queue=300.0), targets(), gpu_offers(), 2.0)
+    assert d.total > 1
+
+
+def test_the_start_up_time_is_learned_from_the_last_scale_up() -> None:
+    first = decide(ScalingState(), signals(30.0, {"a100": 1}), targets(), gpu_offers(), 2.0)
+    assert first.total > 1
+    assert first.state.pending_since == 2.0
+    ready = {"a100": first.total}
+    later = decide(first.state, signals(30.0, ready), targets(), gpu_offers(), 302.0)
+    assert later.state.startup_s == pytest.approx(300.0)
+    assert later.state.pending_since is None

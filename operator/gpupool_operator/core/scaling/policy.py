@@ -8,7 +8,8 @@ state). One decision, top to bottom:
 1. **Refuse to guess.** No sample, a stale or partial one, or a clock that went backwards: hold
    the current replicas (bounds still apply), so missing data never scales anything down.
 2. **Demand.** Arrival rates averaged over the stable window (60 s) and the panic window (6 s),
-   plus the queue above ``targetQueueDepth`` per replica, drained over ``drain_s`` (30 s),
+   plus the queue above ``targetQueueDepth`` per replica, drained over ``drain_s`` (30 s) unless
+   the replicas running and starting drain it sooner than a new one could start,
    divided by the target utilization (0.8) of each shape's throughput *within the objective*
    (:func:`~gpupool_operator.core.scaling.offers.capacity_within`: a slice that cannot meet the
    objective contributes nothing and is never chosen).
@@ -135,6 +136,9 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
         return _hold(book, state, current, targets, now, problem or "no metrics sample")
 
     # 2. demand, and 3. panic
+    if signals.pending == 0 and state.pending_since is not None:  # the last scale-up is serving: learn its start-up
+        took = now - state.pending_since
+        state = dataclasses.replace(state, startup_s=took if state.startup_s is None else (state.startup_s + took) / 2)
     cur_cap, _ = book.of(current)
     ready_cap = sum(r.ready * book.capacity.get(k, 0.0) for k, r in signals.replicas.items())
     util = 1.0 if book.queue_mode else params.target_utilization
@@ -146,6 +150,12 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
         drain = excess / params.drain_s
     active = signals.arrival_rate > 0 or signals.queue > 0 or signals.in_flight > 0
     state = state.with_sample(now, sample, params.stable_window_s)
+    startup = state.startup_s if state.startup_s is not None else params.startup_guess_s
+    if signals.pending and state.pending_since is not None:  # still starting: it takes at least this long
+        startup = max(startup, now - state.pending_since)
+    spare = cur_cap - state.mean_rate(now, params.panic_window_s)
+    if drain > 0 and spare > 0 and (drain * params.drain_s) / spare <= startup:
+        drain = 0.0  # the replicas running and starting drain this queue before a new one could start
     if active:
         state = dataclasses.replace(state, active_at=now)
     stable = state.mean_rate(now, params.stable_window_s) + drain
@@ -153,11 +163,7 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
     if short > EPS and short >= params.panic_threshold * ready_cap:
         state = dataclasses.replace(state, panic_until=now + params.stable_window_s)
     panic = state.panic_until is not None and now < state.panic_until
-    if signals.pending == 0 and state.pending_since is not None:  # the last scale-up is serving: learn its start-up
-        took = now - state.pending_since
-        state = dataclasses.replace(state, startup_s=took if state.startup_s is None else (state.startup_s + took) / 2)
-    half_life = max(params.panic_decay_half_life_s,
-                    params.hold_startups * (state.startup_s if state.startup_s is not None else params.startup_guess_s))
+    half_life = max(params.panic_decay_half_life_s, params.hold_startups * startup)
     held = state.high_water_now(now, half_life)
     if short / util >= held:  # the high-water mark of short-window demand, decaying between bursts
         state = dataclasses.replace(state, high_water=short / util, high_water_at=now)
