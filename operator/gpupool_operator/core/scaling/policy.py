@@ -9,14 +9,15 @@ state). One decision, top to bottom:
    the current replicas (bounds still apply), so missing data never scales anything down.
 2. **Demand.** Arrival rates averaged over the stable window (60 s) and the panic window (6 s),
    plus the queue above ``targetQueueDepth`` per replica, drained over ``drain_s`` (30 s) unless
-   the replicas running and starting drain it sooner than a new one could start,
-   divided by the target utilization (0.8) of each shape's throughput *within the objective*
+   the replicas running and starting drain it sooner than a new one could start, divided by the
+   target utilization (0.7) of each shape's throughput *within the objective*
    (:func:`~gpupool_operator.core.scaling.offers.capacity_within`: a slice that cannot meet the
    objective contributes nothing and is never chosen).
 3. **Panic.** When short-window demand reaches ``panic_threshold`` (2x) of ready capacity, scale
    to it at once and do not scale down for a stable window. The high-water mark of short-window
-   demand is kept and decays (half-life 60 s): capacity stays near the last bursts' level while
-   they recur, and steps down once they stop, instead of sticking at the peak.
+   demand is kept and decays with a half-life of max(60 s, 4 replica start-ups as observed):
+   capacity stays near the last bursts' level while they recur, and steps down once they stop,
+   instead of sticking at the peak; the slower new capacity arrives, the longer it is held.
 4. **Hold while a scale-up is pending**: no new decision until the replicas asked for are ready,
    except a top-up when arrival rates alone (not the queue, which the pending replicas will
    drain) need more than the capacity already coming (``pending_topup``; off: hold outright).
@@ -29,7 +30,8 @@ state). One decision, top to bottom:
    mix of shapes with room that covers the gap; removal keeps the cheapest subset of running
    replicas that covers the target (the most expensive capacity per unit of throughput goes
    first); when a different mix would save 20 % (say a CPU replica instead of an idle GPU slice),
-   its replicas are added first and the dearer ones go once they are ready.
+   its replicas are added first and the dearer ones go once they are ready; at max replicas,
+   small replicas are traded for larger ones when that is the only way to reach the target.
 7. **Budget.** Never plan above the budget: additions are dropped dearest first, and the reason
    says so; the budget never removes ``minReplicas``.
 
