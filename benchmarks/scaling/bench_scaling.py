@@ -102,7 +102,9 @@ def speed() -> dict[str, Any]:
             sys.stdout = stdout
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert rc == 0, rc
-    return {"command": "gpupool " + " ".join(args), "policies": list(DEFAULT_POLICIES), "wallSeconds": round(wall, 2),
+    shown = " ".join(a.replace(str(ROOT) + "/", "").replace(str(ROOT.parent) + "/", "../").replace(str(out), "OUT")
+                     for a in args)
+    return {"command": "gpupool " + shown, "policies": list(DEFAULT_POLICIES), "wallSeconds": round(wall, 2),
             "cpuSeconds": round(cpu, 2), "goalSeconds": 60, "loadAverage": load_average()}
 
 
@@ -231,7 +233,7 @@ def plot_sweep(llm: dict[str, dict[float, dict[str, RunResult]]], path: Path) ->
         axes[1][col].set_xlabel("pod start, s")
         axes[0][col].set_ylim(bottom=max(0, min(axes[0][col].get_ylim()[0], 80)))
     axes[0][0].set_ylabel("% within objective")
-    axes[1][0].set_ylabel("$ / oracle $")
+    axes[1][0].set_ylabel("cost / the oracle's cost")
     axes[0][-1].legend(fontsize=6, loc="lower left")
     fig.text(0.01, 0.003, f"azure-*: {AZURE_ATTRIBUTION}", fontsize=6, color="0.4")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
