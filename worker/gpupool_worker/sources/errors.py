@@ -25,6 +25,7 @@ class Reason(enum.StrEnum):
     FETCH_FAILED = "FetchFailed"
     FORMAT_MISMATCH = "FormatMismatch"
     PRECISION_UNSUPPORTED = "PrecisionUnsupported"
+    ENGINE_UNSUPPORTED = "EngineUnsupported"
     WEIGHTS_TOO_LARGE = "WeightsTooLarge"
     LOAD_FAILED = "LoadFailed"
 

@@ -54,7 +54,7 @@ class OciFetcher(Fetcher):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import oras.client  # type: ignore[import-untyped]
+            import oras.client  # type: ignore[import-untyped, unused-ignore]
 
             client = oras.client.OrasClient(hostname=self.uri.location, insecure=_loopback(self.uri.location),
                                             tls_verify=self.credentials.ca_bundle() or True)

@@ -38,9 +38,9 @@ class S3Fetcher(Fetcher):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3  # type: ignore[import-untyped]
-            from botocore import UNSIGNED  # type: ignore[import-untyped]
-            from botocore.config import Config  # type: ignore[import-untyped]
+            import boto3  # type: ignore[import-untyped, unused-ignore]
+            from botocore import UNSIGNED  # type: ignore[import-untyped, unused-ignore]
+            from botocore.config import Config  # type: ignore[import-untyped, unused-ignore]
 
             c = self.credentials
             key, secret = c.get("AWS_ACCESS_KEY_ID"), c.get("AWS_SECRET_ACCESS_KEY")
@@ -59,7 +59,7 @@ class S3Fetcher(Fetcher):
         return self._client
 
     def _error(self, exc: Exception, doing: str) -> SourceError:
-        from botocore.exceptions import ClientError, NoCredentialsError  # type: ignore[import-untyped]
+        from botocore.exceptions import ClientError, NoCredentialsError  # type: ignore[import-untyped, unused-ignore]
 
         what = f"{self.uri.display}: {doing}"
         if isinstance(exc, ClientError):
