@@ -265,6 +265,8 @@ def test_s3_single_object(tmp_path: Path, s3: S3Server, s3_model: dict[str, byte
 
 
 def test_s3_wrong_keys_are_refused(tmp_path: Path, s3: S3Server, s3_model: dict[str, bytes]) -> None:
+    fetch(_req(tmp_path, "s3://ml-models/text/minilm", credentials_dir=s3.secret(tmp_path / "good")))
+    # the node cache holds it now, fetched with good keys; a pool with wrong keys must not read it
     with pytest.raises(SourceError) as err:
         fetch(_req(tmp_path, "s3://ml-models/text/minilm",
                    credentials_dir=s3.secret(tmp_path / "secret", AWS_SECRET_ACCESS_KEY="wrong")))

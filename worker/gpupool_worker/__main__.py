@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,10 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host, grpc_port=args.port, metrics_port=args.metrics_port,
             device=args.device, engine=args.engine, precision=args.precision,
             drain_seconds=args.drain_seconds, torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs)
-        if settings.model_repository is None and not settings.builtin_models:
+        if settings.model_repository is None and not settings.builtin_models and not os.environ.get(
+                "GPUPOOL_MODEL_URI"):  # the pool's model (gpupool_worker.engine.models.pool_model)
             raise SettingsError(
-                f"nothing to serve: pass --model-repository (or {ENV_VARS['model_repository']}) "
-                f"and/or --builtin minilm")
+                f"nothing to serve: pass --model-repository (or {ENV_VARS['model_repository']}), "
+                f"set GPUPOOL_MODEL_URI and/or pass --builtin minilm")
     except SettingsError as exc:
         print(f"gpupool-worker: {exc}", file=sys.stderr)
         return 2

@@ -174,7 +174,7 @@ class ModelRepository:
         entry = ModelEntry(source.name, Path("."), None, source=source, reason=f"waiting to fetch {source.uri}")
         entry.config = ModelConfig(kind="sentence-embedding", **base)  # replaced once the files are known
         if source.problem:
-            entry.fail(Reason.INVALID_URI, source.problem)
+            entry.fail(Reason.INVALID_SETTING, source.problem)
         with self._lock:
             self._entries[source.name] = entry
 

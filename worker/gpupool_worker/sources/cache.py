@@ -81,10 +81,12 @@ class ModelCache:
         self.lock_timeout_s = lock_timeout_s
 
     @staticmethod
-    def key(uri: SourceURI) -> str:
-        """``<scheme>/<readable name>-<hash of the parsed source and revision>``: one entry per pinned
-        source, however its uri was spelled (``oci://r/m:1`` and ``oci://r/m`` with revision 1)."""
-        canonical = f"{uri.scheme}\n{uri.location}\n{uri.path}\n{uri.revision}"
+    def key(uri: SourceURI, scope: str = "") -> str:
+        """``<scheme>/<readable name>-<hash of the parsed source, revision and scope>``: one entry per
+        pinned source, however its uri was spelled (``oci://r/m:1`` and ``oci://r/m`` with revision
+        1). ``scope`` is the credentials' fingerprint: a pool whose Secret differs (or is wrong) never
+        reads another pool's download from the node cache, it fetches (and is checked) itself."""
+        canonical = f"{uri.scheme}\n{uri.location}\n{uri.path}\n{uri.revision}\n{scope}"
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{uri.location}_{uri.path}".strip("_"))[-80:]
         return f"{uri.scheme}/{readable}-{digest}"

@@ -18,6 +18,7 @@ else is consulted: no ``~/.aws``, no instance role, no cached Hugging Face login
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,15 @@ class Credentials:
         values = {p.name: p.read_text().strip() for p in sorted(path.iterdir())
                   if p.is_file() and not p.name.startswith("..")}
         return cls(values, f"the Secret mounted at {path}")
+
+    def fingerprint(self) -> str:
+        """A digest of every key and value ("" without a Secret): what the cache keys entries by."""
+        if not self.values:
+            return ""
+        digest = hashlib.sha256()
+        for key, value in sorted(self.values.items()):
+            digest.update(f"{key}\0{value}\0".encode())
+        return digest.hexdigest()
 
     def get(self, *keys: str) -> str | None:
         for key in keys:

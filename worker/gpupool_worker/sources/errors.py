@@ -16,6 +16,7 @@ __all__ = ["Reason", "SourceError"]
 class Reason(enum.StrEnum):
     """What went wrong, in words the operator's condition reasons use (UpperCamelCase)."""
 
+    INVALID_SETTING = "InvalidSetting"
     UNKNOWN_SCHEME = "UnknownScheme"
     INVALID_URI = "InvalidURI"
     CREDENTIALS = "CredentialsRejected"

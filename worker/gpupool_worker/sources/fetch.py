@@ -155,7 +155,7 @@ def fetch(request: FetchRequest, report: Callable[[str], None] | None = None) ->
         return _local(uri, request, started)
     credentials = Credentials.from_directory(request.credentials_dir)
     cache = ModelCache(request.cache_root)
-    key = cache.key(uri)
+    key = cache.key(uri, credentials.fingerprint())
     hit = _wanted(cache.lookup(key), request)
     if hit is not None:
         check_fits(hit.total_bytes, request, uri.display)

@@ -35,13 +35,13 @@ FORMATS = ("SafeTensors", "ONNX", "TorchScript", "TorchExport", "Builtin")
 TASKS = {"Auto": "", "": "", "SentenceEmbedding": "sentence-embedding",
          "SequenceClassification": "sequence-classification", "Reranking": "reranking",
          "ImageClassification": "image-classification", "Tensors": "tensors", "TextGeneration": "text-generation"}
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
 
 
 def parse_memory(raw: str) -> int:
     """A byte count or a Kubernetes quantity (``10Gi``, ``9728Mi``, ``40G``) in bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kMGT]i?|)\s*", raw)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P|)\s*", raw)
     if not match:
         raise ValueError(f"GPUPOOL_DEVICE_MEMORY={raw!r} is not a byte count or quantity such as 10Gi")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
