@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from gpupool_operator.adapters import names
+from gpupool_operator.adapters.modelload import LoadFailure, load_condition
 from gpupool_operator.adapters.workloads import pod_is_ready
 from gpupool_operator.api import (
     Condition,
@@ -63,6 +64,7 @@ def pool_status(
     now: datetime,
     extra_messages: Sequence[str] = (),
     index: Mapping[str, Sequence[Assignment]] | None = None,
+    load_failures: Sequence[LoadFailure] | None = None,
 ) -> InferencePoolStatus:
     """The status this pool should have after a cycle that produced ``plan``.
 
@@ -167,6 +169,8 @@ def pool_status(
         cond(ConditionType.SCALING, True, ConditionReason.SCALING_UP, "replicas starting")
     else:
         cond(ConditionType.SCALING, False, ConditionReason.STABLE, "replica counts match the plan")
+    if load_failures is not None:  # what the replicas report (adapters.modelload); None: not read this cycle
+        conditions = set_condition(conditions, load_condition(load_failures, gen, now))
     return InferencePoolStatus(
         observed_generation=gen,
         conditions=conditions,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpupool_operator.adapters import names
+from gpupool_operator.adapters import names, runtimes
 from gpupool_operator.api import API_VERSION, InferencePool, ModelSpec
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.demand import ShapeKind
@@ -184,7 +184,7 @@ def replica_pod(
         spec["serviceAccountName"] = settings.service_account
     if gated:
         spec["schedulingGates"] = [{"name": names.MIG_GATE}]
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -196,6 +196,9 @@ def replica_pod(
         },
         "spec": spec,
     }
+    # the model's runtime (gpupool worker, vllm, triton, custom) and its source's volumes: adapters.runtimes
+    return runtimes.serve_pod(pod, pool, model, gpus=shape.gpus, device_memory_mib=runtimes.shape_memory_mib(shape),
+                              settings=runtimes.settings())
 
 
 def model_service(pool: InferencePool, uid: str, model: ModelSpec) -> dict[str, Any]:
@@ -213,7 +216,7 @@ def model_service(pool: InferencePool, uid: str, model: ModelSpec) -> dict[str, 
         },
         "spec": {
             "selector": selector,
-            "ports": [
+            "ports": runtimes.service_ports(model) or [
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
             ],

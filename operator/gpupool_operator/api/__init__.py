@@ -57,6 +57,7 @@ from .inferencepool import (
     ScalingBehavior,
 )
 from .meta import ObjectMeta
+from .modelserving import EnvVar, ModelTask, ModelTensors, RuntimeSpec, RuntimeType, TensorDatatype, TensorDeclaration
 from .types import format_decimal, mig_resource_name, parse_duration, parse_quantity
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "CrdInfo",
     "EffectivePoolSettings",
     "EngineOptions",
+    "EnvVar",
     "GPUPoolConfig",
     "GPUPoolConfigSpec",
     "GPUPoolConfigStatus",
@@ -100,6 +102,8 @@ __all__ = [
     "ModelSource",
     "ModelSpec",
     "ModelStatus",
+    "ModelTask",
+    "ModelTensors",
     "NodePriceOverride",
     "ObjectMeta",
     "PlacementStrategy",
@@ -107,7 +111,11 @@ __all__ = [
     "Precision",
     "PrinterColumn",
     "ReplicaPlacement",
+    "RuntimeSpec",
+    "RuntimeType",
     "ScalingBehavior",
+    "TensorDatatype",
+    "TensorDeclaration",
     "default_config",
     "find_condition",
     "format_decimal",

@@ -39,6 +39,9 @@ class ConditionType(StrEnum):
     """The pool serves, but below its objectives (over budget, fallback hardware, replicas lost)."""
     ACCEPTED = "Accepted"
     """On a GPUPoolConfig: the operator loaded this generation of the configuration."""
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    """A replica's server could not fetch or load its model; the reason is the worker's
+    (CredentialsRejected, ModelNotFound, ChecksumMismatch, FormatMismatch, WeightsTooLarge, ...)."""
 
 
 class ConditionStatus(StrEnum):
@@ -67,6 +70,7 @@ class ConditionReason(StrEnum):
     AS_EXPECTED = "AsExpected"
     CONFIG_LOADED = "ConfigLoaded"
     CONFIG_REJECTED = "ConfigRejected"
+    MODELS_LOADED = "ModelsLoaded"
 
 
 class Condition(ApiModel):
