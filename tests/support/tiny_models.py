@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 __all__ = ["WORDS", "write_bert_classifier", "write_onnx_classifier", "write_onnx_tensors",
-           "write_sentence_bert", "write_xlmr_cross_encoder", "write_yolo_torchscript"]
+           "write_sentence_bert", "write_tiny_llama", "write_xlmr_cross_encoder", "write_yolo_torchscript"]
 
 _TEXT = ("the a an of to and in is it that for on with as gpu gpus slice mig model models inference "
          "batch cost cheap fast slow hello world quick brown fox jumps over lazy dog cat embedding "
@@ -157,6 +157,24 @@ def write_onnx_tensors(path: Path) -> Path:
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])], [w, b])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
+
+
+def write_tiny_llama(directory: Path, seed: int = 0) -> Path:
+    """A 2-layer LlamaForCausalLM in the Hugging Face layout Llama-3.1 ships in (config.json,
+    model.safetensors, generation_config.json), with a byte-level BPE tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    vocab = {"<|begin_of_text|>": 0, "<|end_of_text|>": 1, **{chr(c): 2 + i for i, c in enumerate(range(97, 123))}}
+    tok = Tokenizer(models.BPE(vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                            eos_token="<|end_of_text|>").save_pretrained(str(directory))
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    LlamaForCausalLM(config).eval().save_pretrained(str(directory))
+    return directory
 
 
 class _TinyYolo(torch.nn.Module):

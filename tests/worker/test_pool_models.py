@@ -11,6 +11,7 @@ import hashlib
 import re
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -156,6 +157,13 @@ def assert_not_ready_because(w: WorkerProcess, name: str, reason: str, *words: s
     line = next(ln for ln in metrics.splitlines() if ln.startswith("gpupool_worker_model_state{"))
     assert f'reason="{reason}"' in line
     assert 'state="UNAVAILABLE"' in line
+    # what the operator makes of it: the pool's ModelLoadFailed condition carries the worker's reason
+    from gpupool_operator.adapters.modelload import failures_from_metrics, load_condition
+
+    (failure,) = failures_from_metrics(metrics, "pool-m-0")
+    assert (failure.model, failure.reason) == (name, reason)
+    cond = load_condition([failure], 1, datetime.now(UTC))
+    assert (cond.type, cond.status.value, cond.reason) == ("ModelLoadFailed", "True", reason)
     assert w.proc.poll() is None  # up, not crash-looping
 
 

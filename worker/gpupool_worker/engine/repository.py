@@ -220,8 +220,9 @@ class ModelRepository:
                                                 "inline_below_us", "engine", "precision", "cuda_graphs",
                                                 "max_sequence_length"})
         entry.directory, entry.config = resolve_config(source, fetched, base)
-        log.info("model %s: %s from %s (%s, %.1fs)", entry.name, entry.config.kind, fetched.path,
-                 "node cache" if fetched.from_cache else "downloaded", fetched.seconds)
+        how = "read in place" if fetched.uri.scheme in ("builtin", "pvc") else \
+            "node cache" if fetched.from_cache else "downloaded"
+        log.info("model %s: %s from %s (%s, %.3fs)", entry.name, entry.config.kind, fetched.path, how, fetched.seconds)
 
     def _memory_limit(self, source: PoolModel) -> tuple[int | None, str]:
         """How much memory the model's weights may take: the slice the operator placed us on

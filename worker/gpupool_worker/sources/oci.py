@@ -111,7 +111,7 @@ class OciFetcher(Fetcher):
             kind = manifest.get("mediaType", "unknown")
             raise SourceError(Reason.FORMAT_MISMATCH, f"{self.uri.display}: manifest ({kind}) has no layers; "
                               "push the model's files as an ORAS artifact (`oras push host/repo:tag model.onnx`)")
-        files = []
+        files: list[RemoteFile] = []
         for layer in layers:
             title = (layer.get("annotations") or {}).get(TITLE)
             if not title:
@@ -125,6 +125,9 @@ class OciFetcher(Fetcher):
             digest = str(layer["digest"])
             if not digest.startswith("sha256:"):
                 raise SourceError(Reason.FORMAT_MISMATCH, f"{self.uri.display}: layer digest {digest} is not sha256")
+            if any(f.path == str(path) for f in files):
+                raise SourceError(Reason.FORMAT_MISMATCH, f"{self.uri.display}: two layers are titled {title!r} (push "
+                                  "folders as folders: `oras push host/repo:tag config.json 1_Pooling/`)")
             files.append(RemoteFile(str(path), int(layer["size"]), digest.removeprefix("sha256:"),
                                     "dir" if unpack_it else "file"))
         return Listing(self.uri.revision, files)
