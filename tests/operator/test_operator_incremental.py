@@ -25,6 +25,8 @@ from gpupool_operator.api import default_config
 from gpupool_operator.core.demand import Accelerator, Demand, ShapeKind
 from gpupool_operator.core.inventory import Node, Snapshot
 from gpupool_operator.core.solver import Planner, solve
+from gpupool_operator.local.nodes import build_node
+from gpupool_operator.local.spec import ClusterSpec
 
 Obj = dict[str, Any]
 PRICES = prices_from(default_config())
@@ -127,6 +129,11 @@ def _loop() -> tuple[FakeKube, Store, Reconciler]:
                                     layouts=[{"1g.10gb": 7}, {"3g.40gb": 2}, {}, {}]))
         node["metadata"]["uid"] = f"uid-node-{i}"
         store.apply_event(Kind.NODE, "ADDED", kube._stamp(node))
+    # the GPU nodes carry NVIDIA's GPU taint, which CPU replica pods do not tolerate: a CPU node
+    cpu_spec = ClusterSpec.model_validate({"name": "tests", "pools": [{"name": "cpu", "count": 1, "cpu": 32}]})
+    cpu_node = _ready(build_node(cpu_spec, cpu_spec.pools[0], 0))
+    cpu_node["metadata"]["uid"] = "uid-node-cpu"
+    store.apply_event(Kind.NODE, "ADDED", kube._stamp(cpu_node))
     config = default_config().to_wire()
     store.apply_event(Kind.CONFIG, "ADDED", kube._stamp(config))
     pools = [

@@ -38,6 +38,7 @@ class Unplaced:
     demand: str
     count: int
     reason: str
+    code: str = ""  # a condition reason (CamelCase): core.reasons.UnplacedCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class LayoutChange:
     gpu: int
     before: Placement | None
     after: Placement | None
+    config: str = ""  # the allowed mig-parted config that sets it (mig.policy AllowList), else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ class Plan:
             "evictions": [
                 {"pod": e.pod, "node": e.node, "model": e.demand, "reason": e.reason} for e in self.evictions
             ],
-            "unplaced": [{"model": u.demand, "count": u.count, "reason": u.reason} for u in self.unplaced],
+            "unplaced": [{"model": u.demand, "count": u.count, "reason": u.reason, "code": u.code}
+                         for u in self.unplaced],
             "notes": list(self.notes),
         }
 
