@@ -11,6 +11,7 @@ from typing import Any
 from operator_builders import PoolBuilder, fake_gpu_node
 from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
 
+from gpupool_operator.adapters import names
 from gpupool_operator.adapters.inventory import parse_cpu
 from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.nodes import register_nodes
@@ -54,7 +55,8 @@ def test_replicas_run_where_the_plan_placed_them(control_plane: LocalCluster, op
     assert condition(obj, "Placed")["status"] == "True"  # type: ignore[index]
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
     services = {s["metadata"]["name"] for s in get_json(control_plane, "services", "-n", namespace)["items"]}
-    assert services == {"mix-embed", "mix-vision", "mix-llm"}
+    uid = obj["metadata"]["uid"]
+    assert services == {names.service_name(namespace, "mix", uid, m) for m in ("embed", "vision", "llm")}
     reasons = {e["reason"] for e in get_json(control_plane, "events", "-n", namespace)["items"]}
     assert "Placed" in reasons
 
@@ -65,8 +67,9 @@ def test_scale_up_and_down(control_plane: LocalCluster, operator: Any, namespace
     control_plane.kubectl("patch", "inferencepool", "scale", "-n", namespace, "--type=json",
                           "-p", '[{"op":"replace","path":"/spec/models/0/minReplicas","value":4}]')
     wait_until(lambda: settled(control_plane, namespace, "scale", 4), TIMEOUT, "4 replicas")
-    names = sorted(p["metadata"]["name"] for p in live_pods(control_plane, namespace))
-    assert names == [f"scale-m-{i}" for i in range(4)]
+    uid = pool(control_plane, namespace, "scale")["metadata"]["uid"]
+    pod_names = sorted(p["metadata"]["name"] for p in live_pods(control_plane, namespace))
+    assert pod_names == sorted(names.pod_name(namespace, "scale", uid, "m", i) for i in range(4))
     control_plane.kubectl("patch", "inferencepool", "scale", "-n", namespace, "--type=json",
                           "-p", '[{"op":"replace","path":"/spec/models/0/minReplicas","value":2}]')
     wait_until(lambda: settled(control_plane, namespace, "scale", 2), TIMEOUT, "2 replicas")
