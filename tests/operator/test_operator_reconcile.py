@@ -102,6 +102,26 @@ def test_a_service_deleted_by_hand_comes_back(control_plane: LocalCluster, opera
     control_plane.kubectl("delete", "inferencepool", "svc", "-n", namespace, "--timeout=60s")
 
 
+def test_a_hand_edited_service_selector_is_put_back(
+    control_plane: LocalCluster, operator: Any, namespace: str
+) -> None:
+    apply(control_plane, PoolBuilder("sel").cpu("a", replicas=1).obj(), namespace)
+    wait_until(lambda: settled(control_plane, namespace, "sel", 1), TIMEOUT, "1 replica")
+    (service,) = wait_until(lambda: get_json(control_plane, "services", "-n", namespace)["items"], TIMEOUT,
+                            "the Service")
+    name, selector = service["metadata"]["name"], service["spec"]["selector"]
+    control_plane.kubectl("patch", "service", name, "-n", namespace, "--type=merge",
+                          "-p", '{"spec":{"selector":{"app":"somewhere-else","gpupool.io/model":"other"}}}')
+
+    def repaired() -> bool:
+        current = get_json(control_plane, "service", name, "-n", namespace)
+        return bool(current["spec"]["selector"] == selector)
+
+    wait_until(repaired, TIMEOUT, "the selector put back")
+    events = get_json(control_plane, "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "ServiceRepaired" and e["type"] == "Warning" for e in events)
+
+
 def test_unplaceable_pool_is_degraded_with_the_reason(
     control_plane: LocalCluster, operator: Any, namespace: str
 ) -> None:
