@@ -57,6 +57,7 @@ from .inferencepool import (
     ScalingBehavior,
 )
 from .meta import ObjectMeta
+from .replica import ContainerSecurityDefaults, PodSecurityDefaults, ReplicaDefaults, ReplicaResources
 from .types import format_decimal, mig_resource_name, parse_duration, parse_quantity
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "ConditionReason",
     "ConditionStatus",
     "ConditionType",
+    "ContainerSecurityDefaults",
     "CpuTarget",
     "CrdInfo",
     "EffectivePoolSettings",
@@ -103,10 +105,13 @@ __all__ = [
     "NodePriceOverride",
     "ObjectMeta",
     "PlacementStrategy",
+    "PodSecurityDefaults",
     "PoolDefaults",
     "Precision",
     "PrinterColumn",
+    "ReplicaDefaults",
     "ReplicaPlacement",
+    "ReplicaResources",
     "ScalingBehavior",
     "default_config",
     "find_condition",

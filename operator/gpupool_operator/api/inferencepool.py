@@ -22,6 +22,7 @@ from ._base import ApiModel, CelRule, list_map, schema_extra
 from .conditions import Condition
 from .groupversion import CrdInfo, PrinterColumn
 from .meta import ObjectMeta
+from .replica import ReplicaDefaults
 from .types import (
     Duration,
     GpuProduct,
@@ -438,6 +439,9 @@ class InferencePoolSpec(ApiModel):
     """Optional spending cap."""
     scaling: ScalingBehavior | None = None
     """Scaling behaviour: stabilization windows and scale to zero."""
+    replica_defaults: ReplicaDefaults | None = None
+    """Overrides of the cluster's replica pod defaults (securityContext fields that cannot raise
+    privileges, host cpu/memory/ephemeral-storage), merged field by field over them."""
 
     @model_validator(mode="after")
     def _pool_rules(self) -> InferencePoolSpec:
