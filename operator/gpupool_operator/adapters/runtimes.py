@@ -203,7 +203,8 @@ def _fetch_init(worker: dict[str, Any], env: dict[str, str], mounts: list[dict[s
     return {"name": "fetch-model", "image": worker["image"], "args": ["fetch", "--link", CURRENT],
             "env": _env({**base, **env}), "volumeMounts": [*mounts, {"name": "models", "mountPath": MODELS_DIR}],
             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-            "terminationMessagePolicy": "FallbackToLogsOnError"}
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            **({"securityContext": copy.deepcopy(worker["securityContext"])} if "securityContext" in worker else {})}
 
 
 def _model_path(model: ModelSpec) -> str:
@@ -256,6 +257,8 @@ def _server(model: ModelSpec, worker: dict[str, Any], gpus: int, settings: Runti
         if rt.command:
             container["command"] = list(rt.command)
     container["resources"] = copy.deepcopy(worker.get("resources", {}))
+    if "securityContext" in worker:  # the platform's replica defaults hold for every runtime
+        container["securityContext"] = copy.deepcopy(worker["securityContext"])
     return container
 
 

@@ -58,6 +58,7 @@ from .inferencepool import (
 )
 from .meta import ObjectMeta
 from .modelserving import EnvVar, ModelTask, ModelTensors, RuntimeSpec, RuntimeType, TensorDatatype, TensorDeclaration
+from .replica import ContainerSecurityDefaults, PodSecurityDefaults, ReplicaDefaults, ReplicaResources
 from .types import format_decimal, mig_resource_name, parse_duration, parse_quantity
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "ConditionReason",
     "ConditionStatus",
     "ConditionType",
+    "ContainerSecurityDefaults",
     "CpuTarget",
     "CrdInfo",
     "EffectivePoolSettings",
@@ -107,10 +109,13 @@ __all__ = [
     "NodePriceOverride",
     "ObjectMeta",
     "PlacementStrategy",
+    "PodSecurityDefaults",
     "PoolDefaults",
     "Precision",
     "PrinterColumn",
+    "ReplicaDefaults",
     "ReplicaPlacement",
+    "ReplicaResources",
     "RuntimeSpec",
     "RuntimeType",
     "ScalingBehavior",

@@ -23,6 +23,7 @@ from .conditions import Condition
 from .groupversion import CrdInfo, PrinterColumn
 from .meta import ObjectMeta
 from .modelserving import ModelTask, ModelTensors, RuntimeSpec, RuntimeType
+from .replica import ReplicaDefaults
 from .types import (
     Duration,
     GpuProduct,
@@ -526,6 +527,9 @@ class InferencePoolSpec(ApiModel):
     """Optional spending cap."""
     scaling: ScalingBehavior | None = None
     """Scaling behaviour: stabilization windows and scale to zero."""
+    replica_defaults: ReplicaDefaults | None = None
+    """Overrides of the cluster's replica pod defaults (securityContext fields that cannot raise
+    privileges, host cpu/memory/ephemeral-storage), merged field by field over them."""
 
     @model_validator(mode="after")
     def _pool_rules(self) -> InferencePoolSpec:
