@@ -113,3 +113,42 @@ def test_a_worker_pod_mounts_its_secret_and_claim_read_only(control_plane: Local
     env = {e["name"]: e.get("value", "") for e in worker["env"]}
     assert env["GPUPOOL_MODEL_URI"] == "pvc://models/minilm"
     assert env["GPUPOOL_PVC_ROOT"] == runtimes.PVC_ROOT
+
+
+def test_a_replica_that_cannot_fetch_sets_model_load_failed(control_plane: LocalCluster, operator: Any,
+                                                            namespace: str) -> None:
+    """The fetch init container's termination message (what the kubelet records when
+    ``gpupool-worker fetch`` exits 3) becomes the pool's ModelLoadFailed condition and an Event."""
+    import json
+
+    control_plane.kubectl("create", "secret", "generic", "hf-token", "-n", namespace, "--from-literal=HF_TOKEN=bad")
+    apply(control_plane, example("llm-tensor-parallel.yaml"), namespace)
+    (pod,) = _pods_of(control_plane, namespace, "chat-llm", 1)
+    name = pod["metadata"]["name"]
+    wait_until(lambda: get_json(control_plane, "pod", name, "-n", namespace)["status"].get("phase") == "Running",
+               60, "the pod running (KWOK)")
+    message = ("CredentialsRejected: hf://meta-llama/Llama-3.1-70B-Instruct at https://huggingface.co: repository "
+               "not found, or the HF_TOKEN in the Secret mounted at /var/run/gpupool/source-credentials does not "
+               "grant access to it")
+    status = {"status": {"initContainerStatuses": [{
+        "name": "fetch-model", "image": "ghcr.io/gpupool/worker:0.1.0", "imageID": "", "ready": False,
+        "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 3, "reason": "Error", "message": message}}}]}}
+    control_plane.kubectl("patch", "pod", name, "-n", namespace, "--subresource=status", "--type=merge",
+                          "-p", json.dumps(status))
+
+    def failed() -> dict[str, Any] | None:
+        obj = get_json(control_plane, "inferencepool", "chat-llm", "-n", namespace)
+        for cond in (obj.get("status") or {}).get("conditions", []):
+            if cond["type"] == "ModelLoadFailed" and cond["status"] == "True":
+                return dict(cond)
+        return None
+
+    cond = wait_until(failed, 90, "ModelLoadFailed on the pool")
+    assert cond["reason"] == "CredentialsRejected"
+    assert "does not grant access" in cond["message"]
+    assert name in cond["message"]
+    events = wait_until(lambda: [e for e in get_json(control_plane, "events", "-n", namespace)["items"]
+                                 if e["reason"] == "ModelLoadFailed"], 60, "a ModelLoadFailed Event")
+    assert events[0]["involvedObject"]["kind"] == "InferencePool"
+    assert "CredentialsRejected" in events[0]["message"]

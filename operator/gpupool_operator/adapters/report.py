@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from gpupool_operator.adapters import metrics, names
+from gpupool_operator.adapters import metrics, modelload, names
 from gpupool_operator.adapters.demands import ParsedPool
 from gpupool_operator.adapters.events import EventRecorder, involved_node, involved_pod, involved_pool
 from gpupool_operator.adapters.kube import Kube, KubeError, path_for
@@ -101,7 +101,8 @@ class Reporter:
             assert entry.pool is not None
             stored = (self.store.get(Kind.POOL, key) or {}).get("status")
             demands = [names.demand_key(entry.namespace, entry.name, m.name) for m in entry.pool.spec.models]
-            inputs = (entry.generation, refused.get(key), tuple(
+            failures = [f for d in demands for p in by_demand.get(d, ()) for f in modelload.failures_from_pod(p)]
+            inputs = (entry.generation, refused.get(key), tuple(failures), tuple(
                 (d, desired.get(d), tuple((a.replica, a.node, a.shape, a.cost, a.pod) for a in index.get(d, ())),
                  tuple(unplaced.get(d, ())), tuple(sorted(live.get(d, ()))), _load_key(seen.loads.get(d)))
                 for d in demands))
@@ -113,8 +114,13 @@ class Reporter:
                     previous = InferencePoolStatus.model_validate(stored)
             names_of = {(a.demand, a.replica): (a.pod or created.get((a.demand, a.replica)) or "").split("/", 1)[-1]
                         for d in demands for a in index.get(d, ())}
+            had = {c.type: c.status for c in (previous.conditions if previous else ())}.get("ModelLoadFailed")
             status = pool_status(entry.pool, plan, by_demand, {k: v for k, v in names_of.items() if v}, desired,
-                                 previous, now, index=index, refused=refused.get(key), loads=seen.loads)
+                                 previous, now, index=index, refused=refused.get(key), loads=seen.loads,
+                                 load_failures=failures if failures or had else None)  # adapters.modelload
+            if failures and had != "True":
+                for _, reason, message in modelload.load_events(failures):
+                    self.events.record(involved_pool(entry.namespace, entry.name, entry.uid), True, reason, message)
             self._inputs[key] = inputs
             if not status_differs(stored, status):
                 continue
