@@ -59,6 +59,10 @@ def _program_metadata(name: str, path: Path, config: ModelConfig) -> ModelMetada
                               "requests cannot be batched: export it with a dynamic batch dimension "
                               "(torch.export.Dim)")
     else:
+        for what_, items in (("inputs", config.inputs), ("outputs", config.outputs)):
+            if not items:
+                raise SourceError(Reason.FORMAT_MISMATCH, f"{what}: model.json must declare {what_} for a "
+                                  "TorchScript archive (it carries no tensor names, types or shapes)")
         inputs = _specs(config.inputs, batched, "input")
         outputs = _specs(config.outputs, batched, "output")
     platform = "pytorch_torchscript" if config.kind == "torchscript" else "pytorch_export"
