@@ -38,7 +38,8 @@ from fake_api import FakeKube  # noqa: E402
 
 from benchmarks.operator.bench_operator import make_pools  # noqa: E402
 from gpupool_operator.adapters.demands import demands_for, parse_pool, prices_from  # noqa: E402
-from gpupool_operator.adapters.reconciler import OperatorSettings, Reconciler  # noqa: E402
+from gpupool_operator.adapters.loop import PlacementLoop  # noqa: E402
+from gpupool_operator.adapters.settings import OperatorSettings  # noqa: E402
 from gpupool_operator.adapters.snapshot import build_snapshot  # noqa: E402
 from gpupool_operator.adapters.store import Kind, Store  # noqa: E402
 from gpupool_operator.api import default_config  # noqa: E402
@@ -49,7 +50,7 @@ from gpupool_operator.local.spec import load  # noqa: E402
 Obj = dict[str, Any]
 
 
-def setup(pool_count: int) -> tuple[FakeKube, Store, Reconciler, list[Obj]]:
+def setup(pool_count: int) -> tuple[FakeKube, Store, PlacementLoop, list[Obj]]:
     spec = load(ROOT / "examples" / "clusters" / "large-fleet.yaml")
     everything = build_nodes(spec)
     gpu_nodes = [n for n in everything if "nvidia.com/gpu.present" in n["metadata"]["labels"]][:1000]
@@ -69,12 +70,13 @@ def setup(pool_count: int) -> tuple[FakeKube, Store, Reconciler, list[Obj]]:
     for i, pool in enumerate(pools):
         pool["metadata"].update(uid=f"uid-pool-{i}", generation=1)
         store.apply_event(Kind.POOL, "ADDED", kube._stamp(pool))
-    reconciler = Reconciler(kube, store, OperatorSettings())
+    reconciler = PlacementLoop(kube, store, OperatorSettings())
     reconciler._seeded = True
+    kube.feed = reconciler.observer.feed
     return kube, store, reconciler, pools
 
 
-async def _timed_cycle(reconciler: Reconciler, profiler: cProfile.Profile | None) -> tuple[Any, float]:
+async def _timed_cycle(reconciler: PlacementLoop, profiler: cProfile.Profile | None) -> tuple[Any, float]:
     """One placement cycle, its wall time, profiled when asked."""
     t = time.perf_counter()
     if profiler:
@@ -139,11 +141,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     plan = reconciler.last_plan
     assert plan is not None
     # the same cluster solved from scratch: the loop's plans must not cost more than that
-    snapshot = build_snapshot(store.all(Kind.NODE), store.all(Kind.POD), prices_from(default_config()), time.time())
-    demands = demands_for([p.pool for p in (parse_pool(o) for o in store.all(Kind.POOL)) if p.pool is not None])
+    parsed = [parse_pool(o) for o in store.all(Kind.POOL)]
+    index = {p.uid: f"{p.namespace}/{p.name}" for p in parsed}
+    snapshot = build_snapshot(store.all(Kind.NODE), store.all(Kind.POD), prices_from(default_config()), time.time(),
+                              pools=index)
+    demands = demands_for([p.pool for p in parsed if p.pool is not None])
     fresh = solve(snapshot, demands, Options())
-    assert reconciler._snapshots.build(store.all(Kind.NODE), store.all(Kind.POD), prices_from(default_config()),
-                                       time.time()) == snapshot, "incremental snapshot differs"
+    assert reconciler.observer.snapshots.build(store.all(Kind.NODE), store.all(Kind.POD), prices_from(default_config()),
+                                               time.time(), pools=index) == snapshot, "incremental snapshot differs"
     out = {
         "pods_running": running,
         "settle_s": round(settle_s, 2),

@@ -37,6 +37,7 @@ from gpupool_operator.api import (
 )
 from gpupool_operator.api.config import PRICE_TABLES
 from gpupool_operator.api.types import GPU_PRODUCT_PATTERN, MIG_PROFILE_PATTERN
+from gpupool_operator.core import catalog
 
 KINDS: dict[str, type[BaseModel]] = {"InferencePool": InferencePool, "GPUPoolConfig": GPUPoolConfig}
 
@@ -281,7 +282,6 @@ def test_default_config_is_the_aws_table_with_sources() -> None:
 
 
 def test_price_tables_name_catalog_products() -> None:
-    catalog = pytest.importorskip("gpupool_operator.core.catalog")
     keys = set(catalog.product_keys())
     for provider, table in PRICE_TABLES.items():
         for product, _, _ in table:
@@ -291,7 +291,6 @@ def test_price_tables_name_catalog_products() -> None:
 def test_patterns_accept_every_catalog_product_and_profile() -> None:
     import re
 
-    catalog = pytest.importorskip("gpupool_operator.core.catalog")
     for product in catalog.PRODUCTS:
         assert re.match(GPU_PRODUCT_PATTERN, product.key), product.key
         for label in product.product_labels:

@@ -192,23 +192,25 @@ def test_bad_quantity_is_an_error() -> None:
 
 def test_mig_memory_labels_size_the_slices() -> None:
     """``nvidia.com/mig-<profile>.memory`` (MiB) is the instance's real usable memory: it wins over
-    the catalog's figure, so a model that fits the name but not the driver's slice goes elsewhere."""
+    the catalog's figure; without the label the catalog's real per-profile figure applies (an
+    A100-80GB 1g.10gb holds 9728 MiB, not 10 GiB), so a model that fits the name but not the
+    device goes elsewhere."""
     from gpupool_operator.core.demand import Accelerator, Demand, ShapeKind
     from gpupool_operator.core.solver import solve
     from gpupool_operator.core.verify import problems
 
     labelled = a100("all-1g.10gb", {"nvidia.com/mig-1g.10gb": "14"},
-                    **{"nvidia.com/mig-1g.10gb.memory": "9728", "nvidia.com/mig-1g.10gb.count": "14",
+                    **{"nvidia.com/mig-1g.10gb.memory": "9984", "nvidia.com/mig-1g.10gb.count": "14",
                        "nvidia.com/mig-1g.10gb.me.memory": "9700", "nvidia.com/mig-7g.80gb.memory": "bad"})
     n = node_from_object(labelled)
-    assert dict(n.mig_memory) == {"1g.10gb": 9728, "1g.10gb+me": 9700}
+    assert dict(n.mig_memory) == {"1g.10gb": 9984, "1g.10gb+me": 9700}
     plain = node_from_object(a100("all-1g.10gb", {"nvidia.com/mig-1g.10gb": "14"}))
     assert plain.mig_memory == ()
 
-    d = Demand("ns/m", 1, 9800, accelerators=(Accelerator(ShapeKind.MIG),))  # 9.6 GiB: over 9728 MiB
-    for snap, profile in ((snapshot_from_objects([labelled]), "1g.20gb"),
+    d = Demand("ns/m", 1, 9800, accelerators=(Accelerator(ShapeKind.MIG),))  # 9.57 GiB: over 9728 MiB
+    for snap, profile in ((snapshot_from_objects([labelled]), "1g.10gb"),
                           (snapshot_from_objects([a100("all-1g.10gb", {"nvidia.com/mig-1g.10gb": "14"})]),
-                           "1g.10gb")):
+                           "1g.20gb")):
         plan = solve(snap, [d])
         assert problems(snap, [d], plan) == []
         assert [a.shape.profile for a in plan.assignments] == [profile]

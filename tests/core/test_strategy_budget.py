@@ -72,7 +72,7 @@ def test_spread_replicas_are_not_gathered_by_the_cost_repairs() -> None:
 # ------------------------------------------------------------------------------------ BinPack
 def test_binpack_prefers_spare_room_on_a_gpu_in_use_over_cheaper_cpu() -> None:
     snap = snapshot(gpu_node("g", "A100-80GB", 1), cpu_node("c", 32))
-    big = demand("ns/big", 1, 40, MIG)
+    big = demand("ns/big", 1, 36, MIG)  # fits a 3g.40gb (40,192 MiB real)
     small = demand("ns/small", 2, 8, MIG, cpu(2))
     cost_plan = _solve(snap, [big, small])
     assert {a.shape.kind.value for a in cost_plan.for_demand("ns/small")} == {"mig"}  # room is free

@@ -15,9 +15,10 @@ import copy
 import itertools
 from typing import Any
 
-from gpupool_operator.adapters import miglayout, names
+from gpupool_operator.adapters import facts, names
 from gpupool_operator.adapters.kube import Kube, KubeError
 from gpupool_operator.adapters.store import Kind, Store
+from gpupool_operator.core.observed import as_dicts
 
 Obj = dict[str, Any]
 
@@ -27,13 +28,15 @@ class FakeKube(Kube):
     the watches would echo it. Created pods are bound to their annotated node and made Ready
     when :meth:`bind_all` runs (kube-scheduler and kubelet)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, feed: Any = None) -> None:
         super().__init__(api_client=None, workers=1)
         self.store = store
+        self.feed = feed or store.apply_event  # the watch: the observe stage's feed when given
         self.rv = itertools.count(1000)
         self.objects: dict[str, Obj] = {}
         self.unbound: list[str] = []
         self.deleting: list[str] = []
+        self.applied: dict[str, str] = {}  # node -> the mig.config the MIG manager last applied
 
     async def run(self, func: Any, *args: Any) -> Any:  # no thread hop: measure CPU, not scheduling
         return func(*args)
@@ -42,10 +45,7 @@ class FakeKube(Kube):
         obj["metadata"]["resourceVersion"] = str(next(self.rv))
         return obj
 
-    def request(self, method: str, path: str, body: Any = None, query: Any = None,
-                content_type: str = "application/json") -> Obj:
-        with self._lock:
-            self.requests[method] += 1
+    def send(self, method: str, path: str, body: Any, query: Any, content_type: str) -> Obj:
         parts = path.strip("/").split("/")
         if method == "POST":
             obj = copy.deepcopy(body)
@@ -73,15 +73,19 @@ class FakeKube(Kube):
             self.objects[path] = obj
             return copy.deepcopy(obj)
         if method == "PATCH":
-            if parts[-1] == "status" and "inferencepools" in parts:
-                current = self.store.get(Kind.POOL, f"{parts[-4]}/{parts[-2]}")
+            if parts[-1] == "status" and ("inferencepools" in parts or "gpupoolconfigs" in parts):
+                pool = "inferencepools" in parts
+                current = self.store.get(Kind.POOL, f"{parts[-4]}/{parts[-2]}") if pool else \
+                    self.store.get(Kind.CONFIG, parts[-2])
                 if current is None:
-                    raise KubeError(404, "gone")
+                    raise KubeError(404, "gone", "NotFound")
                 obj = copy.deepcopy(current)
                 obj["status"] = body["status"]
                 return self._stamp(obj)
-            if "nodes" in parts:
-                current = copy.deepcopy(self.store.get(Kind.NODE, parts[-1]) or {})
+            if "nodes" in parts or "services" in parts:
+                kind = Kind.NODE if "nodes" in parts else Kind.SERVICE
+                key = parts[-1] if kind is Kind.NODE else f"{parts[-3]}/{parts[-1]}"
+                current = copy.deepcopy(self.store.get(kind, key) or {})
                 for section in ("labels", "annotations"):
                     for k, v in (body.get("metadata", {}).get(section) or {}).items():
                         target = current["metadata"].setdefault(section, {})
@@ -89,7 +93,14 @@ class FakeKube(Kube):
                             target.pop(k, None)
                         else:
                             target[k] = v
+                for k, v in (body.get("spec") or {}).items():
+                    current.setdefault("spec", {})[k] = {x: y for x, y in v.items() if y is not None} \
+                        if isinstance(v, dict) else v
                 return self._stamp(current)
+            if "configmaps" in parts:
+                obj = self.objects[path]
+                obj.setdefault("data", {}).update(body.get("data") or {})
+                return copy.deepcopy(self._stamp(obj))
             if "pods" in parts:
                 current = copy.deepcopy(self.store.get(Kind.POD, f"{parts[-3]}/{parts[-1]}") or {})
                 current["spec"]["schedulingGates"] = []
@@ -97,25 +108,34 @@ class FakeKube(Kube):
         return {}
 
     def mig_manager(self) -> int:
-        """NVIDIA's MIG manager: a node asked for a layout gets it (allocatable and state)."""
+        """NVIDIA's MIG manager: a node whose ``nvidia.com/mig.config`` changed goes pending, then
+        gets the layout (allocatable and state success). Only it writes the state label."""
         n = 0
         for node in self.store.all(Kind.NODE):
+            name = node["metadata"]["name"]
             labels = node["metadata"].get("labels", {}) or {}
-            if labels.get(names.LABEL_MIG_CONFIG_STATE) != "pending":
+            wanted = labels.get(names.LABEL_MIG_CONFIG)
+            asked = names.ANN_MIG_REQUEST in (node["metadata"].get("annotations") or {})
+            self.applied.setdefault(name, "" if asked else wanted or "")  # first sight: what it came up with
+            if not wanted or self.applied[name] == wanted:
                 continue
-            _, target = miglayout.node_layouts(node)
+            self.applied[name] = wanted
+            _, target = facts.node_layouts(node)
             if target is None:
                 continue
-            node = copy.deepcopy(node)  # noqa: PLW2901
+            pending = copy.deepcopy(node)
+            pending["metadata"]["labels"][names.LABEL_MIG_CONFIG_STATE] = "pending"
+            self.feed(Kind.NODE, "MODIFIED", self._stamp(pending))
+            node = copy.deepcopy(pending)  # noqa: PLW2901
             alloc = {k: v for k, v in node["status"]["allocatable"].items() if not k.startswith("nvidia.com/mig-")}
             alloc["nvidia.com/gpu"] = str(sum(1 for x in target if not x))
-            for counts in target:
+            for counts in as_dicts(target):
                 for profile, count in counts.items():
                     res = "nvidia.com/mig-" + profile.replace("+", ".")
                     alloc[res] = str(int(alloc.get(res, "0")) + count)
             node["status"]["allocatable"] = alloc
             node["metadata"]["labels"][names.LABEL_MIG_CONFIG_STATE] = "success"
-            self.store.apply_event(Kind.NODE, "MODIFIED", self._stamp(node))
+            self.feed(Kind.NODE, "MODIFIED", self._stamp(node))
             n += 1
         return n
 
@@ -125,7 +145,7 @@ class FakeKube(Kube):
         for key in self.deleting:
             obj = self.store.get(Kind.POD, key)
             if obj is not None:
-                self.store.apply_event(Kind.POD, "DELETED", self._stamp(copy.deepcopy(obj)))
+                self.feed(Kind.POD, "DELETED", self._stamp(copy.deepcopy(obj)))
                 n += 1
         self.deleting = []
         return n
@@ -149,6 +169,38 @@ class FakeKube(Kube):
             pod["spec"]["nodeName"] = pod["metadata"]["annotations"][names.ANN_NODE]
             pod["status"] = {"phase": "Running", "conditions": [
                 {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]}
-            self.store.apply_event(Kind.POD, "MODIFIED", self._stamp(pod))
+            self.feed(Kind.POD, "MODIFIED", self._stamp(pod))
             n += 1
         return n
+
+
+class FakeLeases(Kube):
+    """Just enough of the API server for Leases: create, get, and PUT guarded by resourceVersion
+    (``tests/operator/test_operator_leader.py`` runs the same scenarios against the real server)."""
+
+    def __init__(self) -> None:
+        super().__init__(api_client=None, workers=1)
+        self.leases: dict[str, Obj] = {}
+        self.version = 0
+        self.fail_puts = False  # the API server unreachable for updates
+
+    def send(self, method: str, path: str, body: Any, query: Any, content_type: str) -> Obj:
+        if method == "GET":
+            if path not in self.leases:
+                raise KubeError(404, "not found", "NotFound")
+            return copy.deepcopy(self.leases[path])
+        if method == "POST":
+            path = f"{path}/{body['metadata']['name']}"
+            if path in self.leases:
+                raise KubeError(409, "already exists", "AlreadyExists")
+        elif method == "PUT":
+            if self.fail_puts:
+                raise KubeError(0, "connection refused", "Unreachable")
+            current = self.leases.get(path)
+            if current is None or body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                raise KubeError(409, "the object has been modified", "Conflict")
+        self.version += 1
+        lease = copy.deepcopy(body)
+        lease["metadata"]["resourceVersion"] = str(self.version)
+        self.leases[path] = lease
+        return copy.deepcopy(lease)

@@ -141,3 +141,39 @@ def replica_indices(cluster: LocalCluster, namespace: str, pool_name: str) -> li
         int(p["metadata"]["labels"]["gpupool.io/replica"]) for p in live_pods(cluster, namespace)
         if p["metadata"]["labels"].get("gpupool.io/inferencepool") == pool_name
     )
+
+
+class PodVersions:
+    """Every version of every pod in a namespace, as a watch delivers them (a thread; bounded).
+
+    Polling can miss a state that lasts a second on a loaded machine; a watch cannot.
+    """
+
+    def __init__(self, cluster: LocalCluster, namespace: str) -> None:
+        import threading
+
+        self.cluster = cluster
+        self.namespace = namespace
+        self.versions: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-versions", daemon=True)
+
+    def _run(self) -> None:
+        from kubernetes import client, watch
+
+        core = client.CoreV1Api(self.cluster.api_client())
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(core.list_namespaced_pod, self.namespace, timeout_seconds=2,
+                                       _request_timeout=10):
+                self.versions.append(client.ApiClient().sanitize_for_serialization(event["object"]))
+                if self._stop.is_set():
+                    stream.stop()
+
+    def __enter__(self) -> PodVersions:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)

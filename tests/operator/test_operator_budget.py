@@ -15,8 +15,8 @@ from operator_helpers import apply, condition, live_pods, pool, wait_until
 
 from gpupool_operator.adapters.demands import MinReplicas
 from gpupool_operator.adapters.kube import Kube, load_client
-from gpupool_operator.adapters.reconciler import Reconciler
-from gpupool_operator.adapters.runtime import settings_from_env
+from gpupool_operator.adapters.loop import PlacementLoop
+from gpupool_operator.adapters.settings import settings_from_env
 from gpupool_operator.adapters.store import Store
 from gpupool_operator.local.cluster import LocalCluster
 
@@ -26,7 +26,7 @@ TIMEOUT = 60
 async def _one_cycle(cluster: LocalCluster, policy: MinReplicas) -> None:
     kube = Kube(load_client(cluster.kubeconfig))
     try:
-        reconciler = Reconciler(kube, Store(), settings_from_env({"GPUPOOL_NAMESPACE": "gpupool-system"}), policy)
+        reconciler = PlacementLoop(kube, Store(), settings_from_env({"GPUPOOL_NAMESPACE": "gpupool-system"}), policy)
         await reconciler.seed()
         await reconciler.cycle()
     finally:
@@ -49,6 +49,7 @@ def test_a_pool_with_a_budget_gets_only_what_fits(control_plane: LocalCluster, n
     assert placed is not None
     assert degraded["status"] == "True"
     assert placed["status"] == "False"
+    assert degraded["reason"] == placed["reason"] == "BudgetExceeded"
     for cond in (degraded, placed):
         assert "2 replica(s) unplaced" in cond["message"], cond
         assert "budget.maxUsdPerHour" in cond["message"], cond

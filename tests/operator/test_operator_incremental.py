@@ -18,13 +18,16 @@ from operator_builders import PoolBuilder, fake_gpu_node
 from gpupool_operator.adapters import names
 from gpupool_operator.adapters.demands import demands_for, parse_pool, prices_from
 from gpupool_operator.adapters.inventory import snapshot_from_objects
-from gpupool_operator.adapters.reconciler import OperatorSettings, Reconciler
+from gpupool_operator.adapters.loop import PlacementLoop
+from gpupool_operator.adapters.settings import OperatorSettings
 from gpupool_operator.adapters.snapshot import SnapshotBuilder, build_snapshot
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.api import default_config
 from gpupool_operator.core.demand import Accelerator, Demand, ShapeKind
 from gpupool_operator.core.inventory import Node, Snapshot
 from gpupool_operator.core.solver import Planner, solve
+from gpupool_operator.local.nodes import build_node
+from gpupool_operator.local.spec import ClusterSpec
 
 Obj = dict[str, Any]
 PRICES = prices_from(default_config())
@@ -35,11 +38,16 @@ def _ready(node: Obj) -> Obj:
     return node
 
 
+POOLS = {"uid-p": "ns/p"}
+
+
 def _our_pod(name: str, node: str, demand: str, limits: dict[str, str], **ann: str) -> Obj:
     return {
         "metadata": {"name": name, "namespace": "ns", "resourceVersion": "1",
                      "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
-                     "annotations": {names.ANN_DEMAND: demand, names.ANN_NODE: node, **ann}},
+                     "annotations": {names.ANN_DEMAND: demand, names.ANN_NODE: node, **ann},
+                     "ownerReferences": [{"apiVersion": "gpupool.io/v1alpha1", "kind": "InferencePool",
+                                          "name": "p", "uid": "uid-p"}]},
         "spec": {"nodeName": node, "containers": [{"resources": {"limits": limits}}]},
         "status": {"phase": "Running"},
     }
@@ -58,8 +66,8 @@ def test_snapshot_builder_equals_build_snapshot_through_changes() -> None:
     builder = SnapshotBuilder()
 
     def same(now: float = 0.0) -> Snapshot:
-        got = builder.build(nodes, pods, PRICES, now)
-        assert got == build_snapshot(nodes, pods, PRICES, now)
+        got = builder.build(nodes, pods, PRICES, now, 600.0, POOLS)
+        assert got == build_snapshot(nodes, pods, PRICES, now, 600.0, POOLS)
         return got
 
     first = same()
@@ -97,7 +105,8 @@ def test_snapshot_builder_equals_build_snapshot_through_changes() -> None:
     assert same(now=10_000.0).nodes[0].mig_ready
     # other prices: everything parsed again
     cheaper = dataclasses.replace(PRICES, cpu_per_core_hour=PRICES.cpu_per_core_hour / 2)
-    assert builder.build(nodes, pods, cheaper, 0.0) == build_snapshot(nodes, pods, cheaper, 0.0)
+    assert builder.build(nodes, pods, cheaper, 0.0, 600.0, POOLS) == build_snapshot(nodes, pods, cheaper, 0.0,
+                                                                                   600.0, POOLS)
 
 
 def _cpu_snapshot() -> Snapshot:
@@ -119,7 +128,7 @@ def test_planner_adopt_makes_a_started_replica_a_running_one() -> None:
     assert {e.pod for e in down.evictions} | {a.pod for a in down.assignments} == {"ns/p-m-0", "ns/p-m-1"}
 
 
-def _loop() -> tuple[FakeKube, Store, Reconciler]:
+def _loop() -> tuple[FakeKube, Store, PlacementLoop]:
     store = Store()
     kube = FakeKube(store)
     for i, gpu in enumerate(["A100-80GB", "H100-80GB", "A100-80GB"]):
@@ -127,6 +136,11 @@ def _loop() -> tuple[FakeKube, Store, Reconciler]:
                                     layouts=[{"1g.10gb": 7}, {"3g.40gb": 2}, {}, {}]))
         node["metadata"]["uid"] = f"uid-node-{i}"
         store.apply_event(Kind.NODE, "ADDED", kube._stamp(node))
+    # the GPU nodes carry NVIDIA's GPU taint, which CPU replica pods do not tolerate: a CPU node
+    cpu_spec = ClusterSpec.model_validate({"name": "tests", "pools": [{"name": "cpu", "count": 1, "cpu": 32}]})
+    cpu_node = _ready(build_node(cpu_spec, cpu_spec.pools[0], 0))
+    cpu_node["metadata"]["uid"] = "uid-node-cpu"
+    store.apply_event(Kind.NODE, "ADDED", kube._stamp(cpu_node))
     config = default_config().to_wire()
     store.apply_event(Kind.CONFIG, "ADDED", kube._stamp(config))
     pools = [
@@ -137,12 +151,13 @@ def _loop() -> tuple[FakeKube, Store, Reconciler]:
     for i, body in enumerate(pools):
         body["metadata"].update(uid=f"uid-pool-{i}", generation=1)
         store.apply_event(Kind.POOL, "ADDED", kube._stamp(body))
-    reconciler = Reconciler(kube, store, OperatorSettings())
+    reconciler = PlacementLoop(kube, store, OperatorSettings())
     reconciler._seeded = True
+    kube.feed = reconciler.observer.feed
     return kube, store, reconciler
 
 
-async def _settle(kube: FakeKube, reconciler: Reconciler, cycles: int = 6) -> list[str]:
+async def _settle(kube: FakeKube, reconciler: PlacementLoop, cycles: int = 6) -> list[str]:
     modes = []
     for _ in range(cycles):
         modes.append((await reconciler.cycle()).mode)
@@ -165,8 +180,10 @@ def _live(store: Store, demand: str) -> list[Obj]:
 
 
 def _fresh_cost(store: Store) -> float:
-    snapshot = build_snapshot(store.all(Kind.NODE), store.all(Kind.POD), PRICES, time.time())
-    pools = [p.pool for p in (parse_pool(o) for o in store.all(Kind.POOL)) if p.pool is not None]
+    parsed = [parse_pool(o) for o in store.all(Kind.POOL)]
+    index = {p.uid: f"{p.namespace}/{p.name}" for p in parsed}
+    snapshot = build_snapshot(store.all(Kind.NODE), store.all(Kind.POD), PRICES, time.time(), pools=index)
+    pools = [p.pool for p in parsed if p.pool is not None]
     return solve(snapshot, demands_for(pools)).cost_per_hour
 
 
@@ -238,7 +255,7 @@ def test_gpupool_plan_and_the_operator_read_holdings_by_one_rule() -> None:
     foreign = {"metadata": {"name": "train", "namespace": "ml"},
                "spec": {"nodeName": "a100-0000", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
                "status": {"phase": "Running"}}
-    operator_view = build_snapshot([node], [ours, foreign], PRICES, 0.0).nodes[0].holdings
+    operator_view = build_snapshot([node], [ours, foreign], PRICES, 0.0, pools=POOLS).nodes[0].holdings
     plan_view = snapshot_from_objects([node], [ours, foreign], PRICES).nodes[0].holdings
     assert operator_view == plan_view
     by_pod = {h.pod: h for h in operator_view}

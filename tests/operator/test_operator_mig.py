@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from operator_builders import PoolBuilder, fake_gpu_node
-from operator_helpers import apply, condition, get_json, live_pods, pool, settled, wait_until
+from operator_helpers import PodVersions, apply, condition, get_json, live_pods, pool, settled, wait_until
 from support.mig_manager import MigManagerStandIn
 
 from gpupool_operator.local.cluster import LocalCluster
@@ -27,23 +27,22 @@ def test_relayout_keeps_replicas_gated_until_the_layout_is_applied(
     register_nodes(control_plane.api_client(), [fake_gpu_node(node_name, "H100-NVL-94GB", gpus=2,
                                                               mig_strategy="mixed")], progress=None)
     try:
-        apply(control_plane, PoolBuilder("slices").mig("m", "2g.24gb", replicas=2).obj(), namespace)
-        saw_gate = False
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline and not settled(control_plane, namespace, "slices", 2):
-            seen = live_pods(control_plane, namespace)  # pods first: a pod bound now was bound after
-            node = get_json(control_plane, "node", node_name)  # success, so this read shows success
-            labels = node["metadata"]["labels"]
-            for pod in seen:
-                if pod["spec"].get("schedulingGates"):
-                    saw_gate = True
-                    assert not pod["spec"].get("nodeName")
-                if pod["spec"].get("nodeName"):  # bound only after success, with the slices in allocatable
-                    assert labels.get("nvidia.com/mig.config.state") == "success", labels
-                    assert int(node["status"]["allocatable"].get("nvidia.com/mig-2g.24gb", "0")) >= 1
-            time.sleep(0.1)
+        with PodVersions(control_plane, namespace) as watched:
+            apply(control_plane, PoolBuilder("slices").mig("m", "2g.24gb", replicas=2).obj(), namespace)
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline and not settled(control_plane, namespace, "slices", 2):
+                seen = live_pods(control_plane, namespace)  # pods first: a pod bound now was bound after
+                node = get_json(control_plane, "node", node_name)  # success, so this read shows success
+                labels = node["metadata"]["labels"]
+                for pod in seen:
+                    if pod["spec"].get("nodeName"):  # bound only after success, with the slices in allocatable
+                        assert labels.get("nvidia.com/mig.config.state") == "success", labels
+                        assert int(node["status"]["allocatable"].get("nvidia.com/mig-2g.24gb", "0")) >= 1
+                time.sleep(0.1)
         assert settled(control_plane, namespace, "slices", 2)
-        assert saw_gate, "replicas were never held behind the scheduling gate"
+        gated = [v for v in watched.versions if (v["spec"].get("schedulingGates") or [])]
+        assert gated, "replicas were never held behind the scheduling gate"
+        assert not any(v["spec"].get("nodeName") for v in gated)
 
         node = get_json(control_plane, "node", node_name)
         ann = node["metadata"]["annotations"]
@@ -91,11 +90,13 @@ def test_failed_relayout_releases_the_replicas_and_degrades_the_pool(
 
         cond = wait_until(degraded, TIMEOUT, "Degraded after the MIG manager failed")
         assert cond["reason"] == "InsufficientCapacity"
-        assert (node_name, get_json(control_plane, "node", node_name)["metadata"]["labels"]["nvidia.com/mig.config"],
-                "failed") in mig_manager.history
         node = get_json(control_plane, "node", node_name)
-        assert "gpupool.io/mig-failed" in node["metadata"]["annotations"]
+        failed_config = node["metadata"]["annotations"]["gpupool.io/mig-failed"].split(" ")[1]
+        assert failed_config.startswith("gpupool-")
+        assert (node_name, failed_config, "failed") in mig_manager.history
         assert "gpupool.io/mig-layout-target" not in node["metadata"]["annotations"]
+        # the label is rolled back to what the node had, so a retry after the cool-down is a change again
+        assert node["metadata"]["labels"]["nvidia.com/mig.config"] != failed_config
         events = [e for e in get_json(control_plane, "events", "-n", "default")["items"]
                   if e["involvedObject"].get("name") == node_name]
         assert any(e["reason"] == "MigReconfigureFailed" and e["type"] == "Warning" for e in events)

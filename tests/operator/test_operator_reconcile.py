@@ -11,6 +11,7 @@ from typing import Any
 from operator_builders import PoolBuilder, fake_gpu_node
 from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
 
+from gpupool_operator.adapters import names
 from gpupool_operator.adapters.inventory import parse_cpu
 from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.nodes import register_nodes
@@ -54,7 +55,8 @@ def test_replicas_run_where_the_plan_placed_them(control_plane: LocalCluster, op
     assert condition(obj, "Placed")["status"] == "True"  # type: ignore[index]
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
     services = {s["metadata"]["name"] for s in get_json(control_plane, "services", "-n", namespace)["items"]}
-    assert services == {"mix-embed", "mix-vision", "mix-llm"}
+    uid = obj["metadata"]["uid"]
+    assert services == {names.service_name(namespace, "mix", uid, m) for m in ("embed", "vision", "llm")}
     reasons = {e["reason"] for e in get_json(control_plane, "events", "-n", namespace)["items"]}
     assert "Placed" in reasons
 
@@ -65,8 +67,9 @@ def test_scale_up_and_down(control_plane: LocalCluster, operator: Any, namespace
     control_plane.kubectl("patch", "inferencepool", "scale", "-n", namespace, "--type=json",
                           "-p", '[{"op":"replace","path":"/spec/models/0/minReplicas","value":4}]')
     wait_until(lambda: settled(control_plane, namespace, "scale", 4), TIMEOUT, "4 replicas")
-    names = sorted(p["metadata"]["name"] for p in live_pods(control_plane, namespace))
-    assert names == [f"scale-m-{i}" for i in range(4)]
+    uid = pool(control_plane, namespace, "scale")["metadata"]["uid"]
+    pod_names = sorted(p["metadata"]["name"] for p in live_pods(control_plane, namespace))
+    assert pod_names == sorted(names.pod_name(namespace, "scale", uid, "m", i) for i in range(4))
     control_plane.kubectl("patch", "inferencepool", "scale", "-n", namespace, "--type=json",
                           "-p", '[{"op":"replace","path":"/spec/models/0/minReplicas","value":2}]')
     wait_until(lambda: settled(control_plane, namespace, "scale", 2), TIMEOUT, "2 replicas")
@@ -97,6 +100,26 @@ def test_a_service_deleted_by_hand_comes_back(control_plane: LocalCluster, opera
     assert again[0]["spec"]["selector"] == first[0]["spec"]["selector"]
     assert again[0]["metadata"]["ownerReferences"][0]["name"] == "svc"
     control_plane.kubectl("delete", "inferencepool", "svc", "-n", namespace, "--timeout=60s")
+
+
+def test_a_hand_edited_service_selector_is_put_back(
+    control_plane: LocalCluster, operator: Any, namespace: str
+) -> None:
+    apply(control_plane, PoolBuilder("sel").cpu("a", replicas=1).obj(), namespace)
+    wait_until(lambda: settled(control_plane, namespace, "sel", 1), TIMEOUT, "1 replica")
+    (service,) = wait_until(lambda: get_json(control_plane, "services", "-n", namespace)["items"], TIMEOUT,
+                            "the Service")
+    name, selector = service["metadata"]["name"], service["spec"]["selector"]
+    control_plane.kubectl("patch", "service", name, "-n", namespace, "--type=merge",
+                          "-p", '{"spec":{"selector":{"app":"somewhere-else","gpupool.io/model":"other"}}}')
+
+    def repaired() -> bool:
+        current = get_json(control_plane, "service", name, "-n", namespace)
+        return bool(current["spec"]["selector"] == selector)
+
+    wait_until(repaired, TIMEOUT, "the selector put back")
+    events = get_json(control_plane, "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "ServiceRepaired" and e["type"] == "Warning" for e in events)
 
 
 def test_unplaceable_pool_is_degraded_with_the_reason(

@@ -9,19 +9,24 @@ from datetime import UTC, datetime
 import pytest
 from operator_builders import PoolBuilder, fake_gpu_node
 
-from gpupool_operator.adapters import miglayout, names
+from gpupool_operator.adapters import names
 from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
 from gpupool_operator.adapters.inventory import node_from_object, parse_cpu, parse_memory_mib
+from gpupool_operator.adapters.migconfig import merged_document
 from gpupool_operator.adapters.snapshot import build_snapshot
 from gpupool_operator.adapters.status import pool_status, status_differs
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, replica_pod
 from gpupool_operator.api import ConditionReason, InferencePool, default_config
 from gpupool_operator.core.demand import Shape, ShapeKind
+from gpupool_operator.core.migparted import config_name
+from gpupool_operator.core.observed import MigNode, per_gpu
 from gpupool_operator.core.plan import Assignment, Plan, Unplaced
 from gpupool_operator.core.solver import solve
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+OWNER = {"apiVersion": "gpupool.io/v1alpha1", "kind": "InferencePool", "name": "p", "uid": "uid-1"}
+POOLS = {"uid-1": "ns/p"}
 
 
 def _pool(builder: PoolBuilder, namespace: str = "ns") -> InferencePool:
@@ -33,12 +38,15 @@ def _pool(builder: PoolBuilder, namespace: str = "ns") -> InferencePool:
 
 
 def test_pod_names_are_deterministic_and_valid() -> None:
-    assert names.pod_name("p", "m", 0) == "p-m-0"
-    long = names.pod_name("x" * 250, "model", 12)
-    assert len(long) <= 253
+    name = names.pod_name("ns", "p", "uid-1", "m", 0)
+    assert name == names.pod_name("ns", "p", "uid-1", "m", 0)
+    assert name.startswith("p-m-")
+    assert name.endswith("-0")
+    long = names.pod_name("ns", "x" * 250, "uid-1", "model", 12)
+    assert len(long) <= 63
     assert long.endswith("-12")
-    assert names.service_name("pool", "model") == "pool-model"
-    assert len(names.service_name("p" * 80, "model")) <= 63
+    assert names.service_name("ns", "pool", "uid-1", "model").startswith("pool-model-")
+    assert len(names.service_name("ns", "p" * 80, "uid-1", "model")) <= 63
     assert len(names.label_value("v" * 100)) == 63
 
 
@@ -76,20 +84,21 @@ def test_quantities() -> None:
 
 
 def test_mig_protocol_helpers() -> None:
-    layouts = [{"3g.40gb": 2}, {}, {"1g.10gb": 7}, {}]
-    name = miglayout.config_name(layouts)
+    layouts = per_gpu([{"3g.40gb": 2}, {}, {"1g.10gb": 7}, {}])
+    name = config_name(layouts)
+    assert name is not None
     assert name.startswith("gpupool-")
-    assert name == miglayout.config_name([dict(x) for x in layouts])
-    assert miglayout.config_name([{}, {}]) == "all-disabled"
-    doc, changed = miglayout.mig_parted_document(None, {name: layouts})
+    assert name == config_name(per_gpu([{"3g.40gb": 2}, {}, {"1g.10gb": 7}, {}]))
+    assert config_name(per_gpu([{}, {}])) == "all-disabled"
+    doc, changed = merged_document(None, {name: layouts})
     assert changed
-    again, changed_again = miglayout.mig_parted_document(doc, {name: layouts})
+    again, changed_again = merged_document(doc, {name: layouts})
     assert not changed_again
     assert again == doc
-    node = {"status": {"allocatable": {"nvidia.com/gpu": "2", "nvidia.com/mig-3g.40gb": "2",
-                                       "nvidia.com/mig-1g.10gb": "7", "nvidia.com/mig-2g.20gb": "0"}}}
-    assert miglayout.allocatable_matches(node, layouts)
-    assert not miglayout.allocatable_matches(node, [{"3g.40gb": 1}, {}, {"1g.10gb": 7}, {}])
+    node = MigNode("n", 4, None, None, None, None, None, None, None, None,
+                   mig_allocatable=(("1g.10gb", 7), ("3g.40gb", 2)), whole_allocatable=2)
+    assert node.allocatable_matches(layouts)
+    assert not node.allocatable_matches(per_gpu([{"3g.40gb": 1}, {}, {"1g.10gb": 7}, {}]))
 
 
 def test_snapshot_reads_layouts_holdings_and_prices() -> None:
@@ -99,11 +108,11 @@ def test_snapshot_reads_layouts_holdings_and_prices() -> None:
     pod = {
         "metadata": {"name": "p-m-0", "namespace": "ns", "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
                      "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_NODE: "a100-0000",
-                                     names.ANN_MIG_INSTANCE: "0:1g.10gb:3"}},
+                                     names.ANN_MIG_INSTANCE: "0:1g.10gb:3"}, "ownerReferences": [OWNER]},
         "spec": {"containers": [{"resources": {"limits": {"nvidia.com/mig-1g.10gb": "1"}}}]},
         "status": {"phase": "Pending"},
     }
-    snap = build_snapshot([node], [pod], prices_from(default_config()), now=0.0)
+    snap = build_snapshot([node], [pod], prices_from(default_config()), now=0.0, pools=POOLS)
     (n,) = snap.nodes
     assert n.product == "A100-80GB"
     assert n.mig_ready
@@ -136,10 +145,10 @@ def test_snapshot_counts_a_pending_target_and_leaves_cordoned_replicas_uncounted
     assert snap.nodes[0].gpus[0].layout is not None
     node["spec"]["unschedulable"] = True
     pod = {"metadata": {"name": "x", "namespace": "ns", "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
-                        "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_GPUS: "1"}},
+                        "annotations": {names.ANN_DEMAND: "ns/p/m", names.ANN_GPUS: "1"}, "ownerReferences": [OWNER]},
            "spec": {"nodeName": "a100-0001", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
            "status": {"phase": "Running"}}
-    snap = build_snapshot([node], [pod], prices_from(default_config()), now=0.0)
+    snap = build_snapshot([node], [pod], prices_from(default_config()), now=0.0, pools=POOLS)
     assert not snap.nodes[0].schedulable
     assert snap.nodes[0].holdings[0].owner is None
 
@@ -198,17 +207,20 @@ def test_status_counts_ready_replicas_and_cost() -> None:
 
 
 def test_a_config_without_relayouts_reports_what_needed_one() -> None:
-    from gpupool_operator.adapters.reconciler import without_relayouts
     from gpupool_operator.core.plan import LayoutChange
+    from gpupool_operator.core.relayout import MigRules, restrict
 
     shape = Shape(ShapeKind.MIG, "A100-80GB", gpus=1, profile="4g.40gb")
     new = Assignment("ns/p/m", 0, shape, "n1", gpus=(4,), start=0, cost=1.0)
     kept = Assignment("ns/p/m", 1, shape, "n1", gpus=(3,), start=0, cost=1.0, pod="ns/p-m-0")
     plan = Plan(assignments=(new, kept), layout_changes=(LayoutChange("n1", 4, None, (("4g.40gb", 0),)),))
-    out = without_relayouts(plan, "re-layout not allowed")
+    node = MigNode("n1", 8, None, None, None, None, None, None, None, None, (), 8)
+    out, why = restrict(plan, {"n1": node}, (), MigRules(disabled=True), now=0.0)
     assert out.assignments == (kept,)
     assert not out.layout_changes
     assert [(u.demand, u.count) for u in out.unplaced] == [("ns/p/m", 1)]
+    assert "mig.policy Disabled" in out.unplaced[0].reason
+    assert "Disabled" in why["n1"]
 
 
 def test_readiness_changes_need_no_new_plan() -> None:

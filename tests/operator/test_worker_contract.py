@@ -13,8 +13,7 @@ from gpupool_operator.adapters.workloads import WorkerSettings, replica_pod
 from gpupool_operator.api import InferencePool
 from gpupool_operator.core.demand import Shape, ShapeKind
 from gpupool_operator.core.plan import Assignment
-
-worker_config = pytest.importorskip("gpupool_worker.config")
+from gpupool_worker import config as worker_config
 
 
 def _pool(body: dict[str, Any]) -> InferencePool:

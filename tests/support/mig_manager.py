@@ -1,15 +1,18 @@
-"""A stand-in for NVIDIA's MIG manager, for tests only.
+"""A stand-in for NVIDIA's MIG manager, for tests only (the emulated one in ``gpupool_operator.local``
+replaces it).
 
-The real one (part of the NVIDIA GPU Operator) watches the ``nvidia.com/mig.config`` node label,
-applies the named entry of its mig-parted ConfigMap to the GPUs, restarts the device plugin, and
-reports ``nvidia.com/mig.config.state`` (pending -> success | failed). On a fake KWOK node there are
-no GPUs, so this stand-in does what the device plugin and GFD would then show: after ``delay_s`` it
-rewrites the node's allocatable (``nvidia.com/gpu`` = GPUs with MIG disabled,
-``nvidia.com/mig-<profile>`` = instances) and the per-profile count labels, and sets the state to
-``success``, or to ``failed`` (changing nothing) for nodes listed in ``fail_nodes``.
+The real one (part of the NVIDIA GPU Operator) watches its node's ``nvidia.com/mig.config`` label;
+when the value changes it sets ``nvidia.com/mig.config.state=pending`` itself, applies the named
+entry of its mig-parted ConfigMap to the GPUs, restarts the device plugin and reports ``success``
+or ``failed``. It alone writes the state label. On a fake KWOK node there are no GPUs, so this
+stand-in does what the device plugin and GFD would then show: after ``delay_s`` it rewrites the
+node's allocatable (``nvidia.com/gpu`` = GPUs with MIG disabled, ``nvidia.com/mig-<profile>`` =
+instances) and the per-profile count labels, and reports ``success``, or ``failed`` (changing
+nothing) for nodes listed in ``fail_nodes``.
 
-It polls (every ``poll_s``) for nodes in state ``pending`` instead of watching: cheap on a
-thousand nodes, and it must never hang a test.
+It watches nodes (a bounded watch, re-listed when it expires) and remembers the value each node
+came up with, so only changes made afterwards are applied; ``poll_s`` bounds how long it takes
+to notice ``stop()``. It must never hang a test.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +29,7 @@ import yaml
 
 CONFIG_LABEL = "nvidia.com/mig.config"
 STATE_LABEL = "nvidia.com/mig.config.state"
+REQUEST_ANNOTATION = "gpupool.io/mig-request"
 
 
 @dataclass
@@ -36,9 +41,13 @@ class MigManagerStandIn:
     poll_s: float = 0.2
     fail_nodes: set[str] = field(default_factory=set)
     history: list[tuple[str, str, str]] = field(default_factory=list)  # (node, config, result)
+    errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    errors: list[str] = field(default_factory=list)
+    _applied: dict[str, str] = field(default_factory=dict)  # node -> the config in force
+    _busy: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "mig-manager-apply"))
 
     def start(self) -> MigManagerStandIn:
         self._thread = threading.Thread(target=self._loop, name="mig-manager-stand-in", daemon=True)
@@ -48,25 +57,59 @@ class MigManagerStandIn:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=15)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
-        from kubernetes import client
+        from kubernetes import client, watch
 
         core = client.CoreV1Api(self.api_client)
         while not self._stop.is_set():
             try:
-                # The real MIG manager watches its own node's label; a node asking for a change is
-                # marked pending (gpupool does it with the label), so only those need looking at.
-                for node in core.list_node(label_selector=f"{STATE_LABEL}=pending").items:
-                    labels = node.metadata.labels or {}
-                    wanted = labels.get(CONFIG_LABEL)
-                    if wanted:
-                        self._apply(core, node.metadata.name, wanted, node)
+                listed = core.list_node()
+                for node in listed.items:
+                    self._see(core, node)
+                stream = watch.Watch()
+                for event in stream.stream(core.list_node, resource_version=listed.metadata.resource_version,
+                                           timeout_seconds=max(1, round(self.poll_s * 10)),
+                                           _request_timeout=30):
+                    if self._stop.is_set():
+                        stream.stop()
+                        break
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._see(core, event["object"])
             except Exception as err:  # a stand-in must not die silently: tests read .errors
-                if getattr(err, "status", None) != 404:  # a node deleted while it worked on it
+                if getattr(err, "status", None) not in (404, 410):  # gone meanwhile / watch expired: re-list
                     self.errors.append(repr(err))
-            self._stop.wait(self.poll_s)
+                self._stop.wait(self.poll_s)
+
+    def _see(self, core: Any, node: Any) -> None:
+        name = node.metadata.name
+        labels = node.metadata.labels or {}
+        wanted = labels.get(CONFIG_LABEL)
+        with self._lock:
+            if name not in self._applied:  # first sight: the layout it came up with is in force
+                asked = REQUEST_ANNOTATION in (node.metadata.annotations or {})
+                self._applied[name] = "" if asked else wanted or ""
+            if not wanted or wanted == self._applied[name] or name in self._busy:
+                return
+            self._busy.add(name)
+        self._pool.submit(self._work, core, name, wanted)
+
+    def _work(self, core: Any, name: str, wanted: str) -> None:
+        try:
+            core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "pending"}}})
+            time.sleep(self.delay_s)
+            result = self._apply(core, name, wanted)
+            with self._lock:
+                self._applied[name] = wanted
+            self.history.append((name, wanted, result))
+        except Exception as err:
+            if getattr(err, "status", None) != 404:  # a node deleted while it worked on it
+                self.errors.append(repr(err))
+        finally:
+            with self._lock:
+                self._busy.discard(name)
 
     def _layouts(self, core: Any, config: str, gpus: int) -> list[dict[str, int]] | None:
         if config == "all-disabled":
@@ -83,15 +126,14 @@ class MigManagerStandIn:
                 layouts[d] = dict(entry.get("mig-devices") or {}) if entry.get("mig-enabled") else {}
         return layouts
 
-    def _apply(self, core: Any, name: str, config: str, node: Any) -> None:
-        time.sleep(self.delay_s)
+    def _apply(self, core: Any, name: str, config: str) -> str:
+        node = core.read_node(name)
         labels = node.metadata.labels or {}
         gpus = int(labels.get("nvidia.com/gpu.count", "0"))
         layouts = self._layouts(core, config, gpus)
         if name in self.fail_nodes or layouts is None:
             core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "failed"}}})
-            self.history.append((name, config, "failed"))
-            return
+            return "failed"
         totals: Counter[str] = Counter()
         for layout in layouts:
             totals.update(layout)
@@ -110,4 +152,4 @@ class MigManagerStandIn:
         for profile, n in totals.items():
             count_labels["nvidia.com/mig-" + profile.replace("+", ".") + ".count"] = str(n)
         core.patch_node(name, {"metadata": {"labels": {**count_labels, STATE_LABEL: "success"}}})
-        self.history.append((name, config, "success"))
+        return "success"

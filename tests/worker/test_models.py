@@ -158,7 +158,7 @@ def test_repository_loads_every_kind_and_reports_broken_models(tmp_path: Path) -
     write_mlp(tmp_path / "mlp")
     write_tiny_encoder(tmp_path / "tiny")
     (tmp_path / "typo").mkdir()
-    (tmp_path / "typo" / "model.json").write_text(json.dumps({"kind": "onnx"}))
+    (tmp_path / "typo" / "model.json").write_text(json.dumps({"kind": "tensorflow-savedmodel"}))
     (tmp_path / "bad_batch").mkdir()
     (tmp_path / "bad_batch" / "model.json").write_text(json.dumps(
         {"kind": "torchscript", "max_batch_size": -3}))

@@ -2,6 +2,7 @@
 
     gpupool-worker serve --model-repository ./models --builtin minilm --port 8001
     gpupool-worker example-repository ./models     # write generated example models
+    gpupool-worker fetch --link /models/current    # fetch GPUPOOL_MODEL_URI into the node cache (init container)
 
 Settings come from GPUPOOL_* environment variables (see ``gpupool_worker.config``); flags win.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"replay CUDA graphs for small batches on a GPU; model.json overrides "
                             f"({ENV_VARS['cuda_graphs']}, default on)")
     serve.add_argument("--log-level", default="INFO")
+    fetch = sub.add_parser("fetch", help="fetch the pool's model (GPUPOOL_MODEL_URI) into the node cache and exit")
+    fetch.add_argument("--link", type=Path, help="also make this path a symlink to the fetched model")
     example = sub.add_parser("example-repository", help="write the generated example models")
     example.add_argument("directory", type=Path)
     example.add_argument("--no-minilm", action="store_true", help="leave out the MiniLM entry")
@@ -52,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
+    if args.command == "fetch":  # an init container's job: gpupool_worker.sources.cli
+        from gpupool_worker.sources.cli import run_fetch
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+        return run_fetch(args.link)
     if args.command == "example-repository":
         from gpupool_worker.engine.models.examples import write_example_repository
 
@@ -67,10 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host, grpc_port=args.port, metrics_port=args.metrics_port,
             device=args.device, engine=args.engine, precision=args.precision,
             drain_seconds=args.drain_seconds, torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs)
-        if settings.model_repository is None and not settings.builtin_models:
+        if settings.model_repository is None and not settings.builtin_models and not os.environ.get(
+                "GPUPOOL_MODEL_URI"):  # the pool's model (gpupool_worker.engine.models.pool_model)
             raise SettingsError(
-                f"nothing to serve: pass --model-repository (or {ENV_VARS['model_repository']}) "
-                f"and/or --builtin minilm")
+                f"nothing to serve: pass --model-repository (or {ENV_VARS['model_repository']}), "
+                f"set GPUPOOL_MODEL_URI and/or pass --builtin minilm")
     except SettingsError as exc:
         print(f"gpupool-worker: {exc}", file=sys.stderr)
         return 2

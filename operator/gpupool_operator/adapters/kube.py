@@ -23,19 +23,28 @@ from urllib.parse import quote
 
 from gpupool_operator.adapters.names import FIELD_MANAGER
 
-__all__ = ["Kube", "KubeError", "connection_settings", "load_client"]
+__all__ = ["Kube", "KubeError", "NotLeader", "connection_settings", "load_client"]
 
 T = TypeVar("T")
 Obj = dict[str, Any]
 
 
 class KubeError(RuntimeError):
-    """A request the API server refused; ``status`` is the HTTP status (0 when it never answered)."""
+    """A request the API server refused; ``status`` is the HTTP status (0 when it never answered),
+    ``reason`` the Status object's CamelCase reason (``Forbidden``, ``AlreadyExists``, ``Invalid``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason
+
+
+class NotLeader(KubeError):
+    """A write attempted while this replica may not write (it lost, or could not renew, the Lease)."""
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(0, f"{method} {path} refused: this operator replica is not the leader", "NotLeader")
 
 
 def load_client(kubeconfig: Path | None = None, pool_size: int = 32) -> Any:
@@ -78,12 +87,16 @@ def connection_settings(api_client: Any) -> dict[str, Any]:
 class Kube:
     """Counted, JSON-in/JSON-out access to the API server through a ``kubernetes`` ApiClient."""
 
-    def __init__(self, api_client: Any, workers: int = 16) -> None:
+    def __init__(self, api_client: Any, workers: int = 16, fence: Callable[[], bool] | None = None) -> None:
         self.api_client = api_client
         self.requests: Counter[str] = Counter()
+        self.fenced = 0
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpupool-kube")
         self._observers: list[Callable[[str, str], None]] = []
+        self.fence = fence
+        """Writes (anything but GET) are sent only while ``fence()`` is true: a leader that lost its
+        Lease, or cannot renew it in time, stops every write at once (:class:`NotLeader`)."""
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -110,12 +123,20 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Obj:
-        from kubernetes.client.exceptions import ApiException
-
+        if method != "GET" and self.fence is not None and not self.fence():
+            with self._lock:
+                self.fenced += 1
+            raise NotLeader(method, path)
         with self._lock:
             self.requests[method] += 1
         for callback in self._observers:
             callback(method, path)
+        return self.send(method, path, body, query, content_type)
+
+    def send(self, method: str, path: str, body: Any, query: Mapping[str, str] | None, content_type: str) -> Obj:
+        """The transport (tests swap it: ``tests/operator/fake_api.py``)."""
+        from kubernetes.client.exceptions import ApiException
+
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
             method_, url, headers, body_, post = self.api_client.param_serialize(
@@ -126,14 +147,11 @@ class Kube:
                                                 _request_timeout=(10, 60))
             data = response.read()
         except ApiException as err:
-            raise KubeError(int(err.status or 0), str(err.reason or err)) from None
+            raise _error(int(err.status or 0), err.body, str(err.reason or err)) from None
         except OSError as err:  # connection refused/reset, TLS failure, timeout
-            raise KubeError(0, str(err)) from None
+            raise KubeError(0, str(err), "Unreachable") from None
         if not 200 <= int(response.status) < 300:
-            message = str(response.reason)
-            with contextlib.suppress(TypeError, ValueError, AttributeError):
-                message = json.loads(data or b"{}").get("message", message)
-            raise KubeError(int(response.status), message)
+            raise _error(int(response.status), data, str(response.reason))
         return json.loads(data) if data else {}
 
     # -- verbs ------------------------------------------------------------------------------
@@ -196,6 +214,15 @@ class Kube:
         """Server-side apply of ``body`` as the operator's field manager."""
         query = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
         return self.request("PATCH", path, body, query=query, content_type="application/apply-patch+yaml")
+
+
+def _error(status: int, body: Any, fallback: str) -> KubeError:
+    """A KubeError with the message and reason of the API server's Status body, when it sent one."""
+    message, reason = fallback, ""
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        doc = json.loads(body or b"{}")
+        message, reason = str(doc.get("message") or message), str(doc.get("reason") or "")
+    return KubeError(status, message, reason)
 
 
 def path_for(api_version: str, plural: str, name: str | None = None, namespace: str | None = None,

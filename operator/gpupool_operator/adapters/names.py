@@ -1,13 +1,13 @@
 """The labels, annotations and names the operator writes, in one place.
 
 Why one module: every adapter, the tests and the Helm chart must agree on these strings, and the
-MIG manager, the scheduler and ``kubectl`` read them. Pure string helpers only.
+MIG manager, the scheduler and ``kubectl`` read them. Object names are derived in
+:mod:`gpupool_operator.core.naming` (re-exported here); pure string helpers only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+from gpupool_operator.core.naming import label_value, pod_name, service_name
 
 __all__ = [
     "ANN_DEMAND",
@@ -16,7 +16,9 @@ __all__ = [
     "ANN_MIG_FAILED",
     "ANN_MIG_INSTANCE",
     "ANN_MIG_LAYOUT",
+    "ANN_MIG_LAYOUT_SINCE",
     "ANN_MIG_LAYOUT_TARGET",
+    "ANN_MIG_REQUEST",
     "ANN_NODE",
     "ANN_USD_PER_HOUR",
     "FIELD_MANAGER",
@@ -65,28 +67,15 @@ ANN_MIG_CONFIG_PREVIOUS = "gpupool.io/mig-config-previous"
 ANN_MIG_FAILED = "gpupool.io/mig-failed"
 """On a node: ``<unix time> <config>`` of the last layout the MIG manager failed to apply."""
 
+ANN_MIG_LAYOUT_SINCE = "gpupool.io/mig-layout-since"
+"""On a node: when (unix seconds) the operator recorded its target (the re-layout's timeout runs from it)."""
+ANN_MIG_REQUEST = "gpupool.io/mig-request"
+"""On a node: JSON ``{"config", "at", "stateThen", "seen"}`` of the ``nvidia.com/mig.config`` value the
+operator set, the MIG manager's state at that moment, and whether the manager has since reported
+pending (so an old ``success`` is never taken for the new one; NVIDIA's manager alone writes the state)."""
+
 MIG_GATE = "gpupool.io/mig-reconfiguration"
 """Scheduling gate held by replica pods until their node's new MIG layout is in allocatable."""
-
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def _short_hash(text: str, n: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
-
-
-def label_value(text: str) -> str:
-    """``text`` as a label value (at most 63 characters; long values keep a hash suffix)."""
-    if len(text) <= 63:
-        return text
-    return text[:54].rstrip("-._") + "-" + _short_hash(text)
-
-
-def _dns_name(text: str, limit: int) -> str:
-    clean = _NOT_DNS.sub("-", text.lower()).strip("-")
-    if len(clean) <= limit:
-        return clean
-    return clean[: limit - 9].rstrip("-") + "-" + _short_hash(text)
 
 
 def demand_key(namespace: str, pool: str, model: str) -> str:
@@ -97,14 +86,3 @@ def demand_key(namespace: str, pool: str, model: str) -> str:
 def split_demand_key(key: str) -> tuple[str, str, str]:
     namespace, pool, model = key.split("/", 2)
     return namespace, pool, model
-
-
-def pod_name(pool: str, model: str, replica: int) -> str:
-    """The name of a model's ``replica``-th pod: deterministic, so a retried create cannot duplicate."""
-    return _dns_name(f"{pool}-{model}", 253 - 8) + f"-{replica}"
-
-
-def service_name(pool: str, model: str) -> str:
-    """The Service in front of a model's replicas (an RFC 1035 label: at most 63 characters)."""
-    name = _dns_name(f"{pool}-{model}", 63)
-    return name if name[:1].isalpha() else ("m" + name)[:63]

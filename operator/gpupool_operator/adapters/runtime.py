@@ -1,19 +1,12 @@
-"""The operator's moving parts wired together: API access, store, leader election, placement loop.
+"""The operator's moving parts wired together: API access, store, leader election, placement loop, probes.
 
-Configured from the environment (the Deployment and ``gpupool operator`` set these), so kopf's
-own command line (``kopf run -m gpupool_operator.handlers``) and tests use the same path:
+Configured from the environment (``adapters/settings.py`` lists the variables), so kopf's own
+command line (``kopf run -m gpupool_operator.handlers``), ``gpupool operator`` and tests take the
+same path. kopf's startup handler creates the :class:`Runtime`; :func:`current` returns it (the
+health and metrics server reads its probes there).
 
-| variable | meaning | default |
-|---|---|---|
-| KUBECONFIG | kubeconfig to use; in-cluster ServiceAccount when unset | |
-| GPUPOOL_NAMESPACE | namespace of the Lease and the MIG manager ConfigMap | gpupool-system |
-| GPUPOOL_WORKER_IMAGE | image of the replica pods | ghcr.io/gpupool/worker:0.1.0 |
-| GPUPOOL_WORKER_SERVICE_ACCOUNT | ServiceAccount of the replica pods | (namespace default) |
-| GPUPOOL_MIG_CONFIGMAP | the MIG manager's mig-parted ConfigMap | gpupool-mig-parted-config |
-| GPUPOOL_LEASE_NAME / GPUPOOL_LEASE_SECONDS | leader-election Lease | gpupool-operator / 15 |
-| GPUPOOL_RESYNC_SECONDS | full re-plan period without events | 30 |
-| GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS | how long failed re-layouts and refused capacity stay out of plans | 600 |
-| GPUPOOL_UNSCHEDULABLE_SECONDS | how long kube-scheduler may refuse a replica before it is re-planned | 60 |
+Two Kube adapters share one API client: the leader elector's (its Lease writes must go through
+whoever leads) and the loop's, whose every write is fenced by :meth:`LeaderElector.may_write`.
 """
 
 from __future__ import annotations
@@ -22,36 +15,43 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpupool_operator.adapters import metrics
 from gpupool_operator.adapters.kube import Kube, load_client
 from gpupool_operator.adapters.leader import LeaderElector
-from gpupool_operator.adapters.metrics import API_REQUESTS
-from gpupool_operator.adapters.reconciler import OperatorSettings, Reconciler
+from gpupool_operator.adapters.loop import PlacementLoop
+from gpupool_operator.adapters.settings import OperatorSettings, settings_from_env
 from gpupool_operator.adapters.store import Kind, Store
-from gpupool_operator.adapters.workloads import WorkerSettings
 
-__all__ = ["Runtime", "settings_from_env"]
+__all__ = ["Runtime", "current", "resource_of", "settings_from_env"]
 
 log = logging.getLogger("gpupool.operator")
+_running: dict[str, Runtime] = {}  # "current" -> the started Runtime
 
 
-def settings_from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
-    env = os.environ if env is None else env
-    return OperatorSettings(
-        namespace=env.get("GPUPOOL_NAMESPACE", "gpupool-system"),
-        worker=WorkerSettings(
-            image=env.get("GPUPOOL_WORKER_IMAGE", WorkerSettings().image),
-            service_account=env.get("GPUPOOL_WORKER_SERVICE_ACCOUNT") or None,
-        ),
-        mig_config_map=env.get("GPUPOOL_MIG_CONFIGMAP", "gpupool-mig-parted-config"),
-        resync_s=float(env.get("GPUPOOL_RESYNC_SECONDS", "30")),
-        failed_cooldown_s=float(env.get("GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS", "600")),
-        unschedulable_grace_s=float(env.get("GPUPOOL_UNSCHEDULABLE_SECONDS", "60")),
-    )
+def current() -> Runtime | None:
+    """The running operator's :class:`Runtime` (set when kopf's startup creates it), else ``None``."""
+    return _running.get("current")
+
+
+def resource_of(path: str) -> str:
+    """The resource a REST path addresses (``pods``, ``nodes``, ``inferencepools/status``)."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    if not rest:
+        return "namespaces" if parts[2:3] == ["namespaces"] else "unknown"
+    return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+
+
+def _count(method: str, path: str) -> None:
+    metrics.API_REQUESTS.labels(verb=method, resource=resource_of(path)).inc()
 
 
 @dataclass
@@ -60,8 +60,9 @@ class Runtime:
 
     kube: Kube
     store: Store
-    reconciler: Reconciler
+    loop: PlacementLoop
     leader: LeaderElector
+    settings: OperatorSettings = field(default_factory=OperatorSettings)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -69,51 +70,68 @@ class Runtime:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Runtime:
         env = os.environ if env is None else env
         kubeconfig = env.get("KUBECONFIG")
-        kube = Kube(load_client(Path(kubeconfig) if kubeconfig else None))
-        kube.observe(lambda method, _path: API_REQUESTS.labels(verb=method).inc())
+        client = load_client(Path(kubeconfig) if kubeconfig else None)
         settings = settings_from_env(env)
+        lease_s = float(env.get("GPUPOOL_LEASE_SECONDS", "15"))
+        elector_kube = Kube(client, workers=2)
+        elector_kube.observe(_count)
+        leader = LeaderElector(elector_kube, settings.namespace, name=env.get("GPUPOOL_LEASE_NAME", "gpupool-operator"),
+                               lease_s=lease_s, retry_s=max(0.5, lease_s / 5))
+        kube = Kube(client, fence=leader.may_write)
+        kube.observe(_count)
         store = Store()
-        leader = LeaderElector(
-            kube,
-            settings.namespace,
-            name=env.get("GPUPOOL_LEASE_NAME", "gpupool-operator"),
-            lease_s=int(env.get("GPUPOOL_LEASE_SECONDS", "15")),
-            renew_s=max(0.5, int(env.get("GPUPOOL_LEASE_SECONDS", "15")) / 5),
-        )
-        return cls(kube, store, Reconciler(kube, store, settings), leader)
+        return cls(kube, store, PlacementLoop(kube, store, settings), leader, settings)
 
     def start(self) -> None:
-        self.tasks.append(asyncio.create_task(self.leader.run(self.stop), name="gpupool-leader"))
-        self.tasks.append(asyncio.create_task(self._follow_leadership(), name="gpupool-leadership"))
-        self.tasks.append(
-            asyncio.create_task(self.reconciler.run(self.stop, lambda: self.leader.is_leader), name="gpupool-loop")
-        )
+        _running["current"] = self
+        metrics.LEADER.set(0)
+        self.tasks.append(asyncio.create_task(self.leader.run(self.stop, self._leadership), name="gpupool-leader"))
+        self.tasks.append(asyncio.create_task(self.loop.run(self.stop, lambda: self.leader.is_leader),
+                                              name="gpupool-loop"))
+        self.tasks.append(asyncio.create_task(self.loop.stats.run(self.stop, lambda: self.leader.is_leader),
+                                              name="gpupool-workerstats"))
 
-    async def _follow_leadership(self) -> None:
-        while not self.stop.is_set():
-            await self.leader.changed.wait()
-            self.leader.changed.clear()
-            self.reconciler.poke()
+    def _leadership(self, leading: bool) -> None:
+        metrics.LEADER.set(1 if leading else 0)
+        self.loop.poke()
 
     async def shutdown(self) -> None:
         self.stop.set()
-        self.reconciler.poke()
-        self.leader.changed.set()
+        self.loop.poke()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, timeout=10)
         self.kube.close()
+        self.leader.kube.close()
+        if _running.get("current") is self:
+            del _running["current"]
 
+    # -- probes ---------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when leading and the last cycle succeeded, or when following a holder seen
+        renewing the Lease within its duration."""
+        if self.leader.is_leader:
+            if self.loop.last_ok:
+                return True, f"leading; {self.loop.cycles} cycle(s), the last one succeeded"
+            return False, "leading, but the last placement cycle failed (or none has finished yet)"
+        if self.leader.follows_live_leader():
+            return True, f"standby; following {self.leader.holder}"
+        return False, "no leader seen renewing the Lease within its duration"
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive while the leader and loop tasks run and the loop has turned recently."""
+        dead = [t.get_name() for t in self.tasks if t.done()]
+        if dead and not self.stop.is_set():
+            return False, f"task(s) ended: {', '.join(dead)}"
+        quiet = time.monotonic() - self.loop.beat
+        limit = 2 * self.settings.resync_s + 120
+        if quiet > limit:
+            return False, f"the placement loop has not turned for {quiet:.0f}s (limit {limit:.0f}s)"
+        return True, f"loop turned {quiet:.1f}s ago"
+
+    # -- watch events ---------------------------------------------------------------------------
     def observe(self, kind: Kind, event: Mapping[str, Any]) -> None:
-        """One watch event from kopf: update the store and poke the loop when it matters."""
+        """One watch event from kopf: into the store, and a poke when it matters."""
         obj = event.get("object")
-        if not isinstance(obj, Mapping):
-            return
-        if self.store.apply_event(kind, event.get("type"), obj):
-            self.reconciler.poke()
-
-    def observe_service(self, event: Mapping[str, Any]) -> None:
-        """A watch event for a Service the operator manages: only deletions matter."""
-        obj = event.get("object")
-        if event.get("type") == "DELETED" and isinstance(obj, Mapping):
-            self.reconciler.service_gone(obj)
+        if isinstance(obj, Mapping) and self.loop.observer.feed(kind, event.get("type"), obj):
+            self.loop.poke()

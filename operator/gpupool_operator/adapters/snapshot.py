@@ -1,15 +1,18 @@
 """Node and Pod objects (as the API serves them) -> the core's immutable inventory snapshot.
 
-Every node is read by :func:`gpupool_operator.adapters.inventory.node_from_object`, the one
-parser of GFD labels, allocatable, MIG layouts, prices and cordons that ``gpupool plan`` uses too.
-On top, this module adds only what the operator knows that a generic reader of nodes does not:
-which GPU and which MIG instance each of its own replicas holds (annotations it wrote on the pod),
-the layout it asked NVIDIA's MIG manager for on a node still reconfiguring
+The one snapshot builder of the operator (:class:`SnapshotBuilder`; :func:`build_snapshot` is the
+same without memory). Every node is read by
+:func:`gpupool_operator.adapters.inventory.node_from_object`, the one parser of GFD labels,
+allocatable, MIG layouts, prices and cordons that ``gpupool plan`` uses too. On top, this module
+adds only what the operator knows that a generic reader of nodes does not: which pods are its
+replicas (:mod:`~gpupool_operator.adapters.ownership`: an ownerReference to a live pool in the
+pod's namespace, never labels) and which GPU and MIG instance each holds (annotations it wrote on
+the pod), the layout it asked NVIDIA's MIG manager for on a node still reconfiguring
 (``gpupool.io/mig-layout-target``: the replicas gated on it count as placed there, so the next
 cycle does not plan them again), nodes whose last re-layout failed (left out of MIG placement for
-a cool-down), nodes being deleted or not reporting Ready, and Karpenter's capacity type as the
-price tier when the node has no ``gpupool.io/price-tier`` label. Prices (node overrides included)
-come from the GPUPoolConfig.
+a cool-down, then used again whatever the MIG manager's state says), nodes being deleted or not
+reporting Ready, and Karpenter's capacity type as the price tier when the node has no
+``gpupool.io/price-tier`` label. Prices (node overrides included) come from the GPUPoolConfig.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gpupool_operator.adapters import inventory, names
+from gpupool_operator.adapters.ownership import PoolIndex, owner_uid
 from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices, PriceTier
 from gpupool_operator.core.inventory import Gpu, Node, Snapshot
 
-__all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "pod_view", "version_token"]
+__all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "failed_at", "pod_view", "version_token"]
 
 Obj = Mapping[str, Any]
 _CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
@@ -35,25 +39,36 @@ class PodView:
 
     key: str  # namespace/name
     node: str | None
-    demand: str | None  # set for our replicas that still count
-    claim: inventory.PodClaim  # its owner is ``demand``
+    demand: str | None  # the demand it says it serves, when it names an owning pool and is not ending
+    owner: str | None  # the InferencePool uid its ownerReference names
+    pinned: bool  # not bound: only the node the operator pinned it to says where it will be
+    claim: inventory.PodClaim  # without an owner: resolved per cycle against the live pools
+
+    def resolved(self, pools: PoolIndex) -> str | None:
+        """The demand this pod serves as one of the operator's replicas, else ``None``: its owner
+        is a live pool in its namespace, and the demand it names is one of that pool's."""
+        if self.demand is None or self.owner is None:
+            return None
+        pool = pools.get(self.owner)
+        return self.demand if pool is not None and self.demand.startswith(pool + "/") else None
 
 
 def pod_view(pod: Obj) -> PodView | None:
-    """``None`` for pods that hold nothing (finished, or neither bound nor ours)."""
+    """``None`` for pods that hold nothing (finished, or neither bound nor pinned by us)."""
     meta = pod.get("metadata", {})
     status = pod.get("status", {})
     if status.get("phase") in ("Succeeded", "Failed"):
         return None
     ann = meta.get("annotations", {}) or {}
-    labels = meta.get("labels", {}) or {}
-    ours = labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and names.ANN_DEMAND in ann
-    node = pod.get("spec", {}).get("nodeName") or (ann.get(names.ANN_NODE) if ours else None)
+    uid = owner_uid(pod)
+    bound = pod.get("spec", {}).get("nodeName")
+    node = bound or (ann.get(names.ANN_NODE) if uid is not None else None)
     if not node:
         return None
-    demand = str(ann[names.ANN_DEMAND]) if ours and not meta.get("deletionTimestamp") else None
-    claim = replace(inventory.pod_claim(pod), owner=demand)  # the operator moves only its own replicas
-    return PodView(key=claim.pod, node=node, demand=demand, claim=claim)
+    demand = str(ann[names.ANN_DEMAND]) if uid and names.ANN_DEMAND in ann and not meta.get(
+        "deletionTimestamp") else None
+    claim = replace(inventory.pod_claim(pod), owner=None)  # the operator moves only its own replicas
+    return PodView(key=claim.pod, node=node, demand=demand, owner=uid, pinned=not bound, claim=claim)
 
 
 def _ready(node: Obj) -> bool:
@@ -76,21 +91,31 @@ def _with_capacity_tier(node: Obj) -> Obj:
     return {**node, "metadata": {**meta, "labels": {**labels, inventory.PRICE_TIER_LABEL: tier.value}}}
 
 
-def _recently_failed(obj: Obj, now: float, failed_cooldown_s: float) -> bool:
+def failed_at(obj: Obj) -> float | None:
+    """When the node's last MIG re-layout failed or timed out (``gpupool.io/mig-failed``)."""
     failed = (obj.get("metadata", {}).get("annotations", {}) or {}).get(names.ANN_MIG_FAILED, "")
-    if not failed:
-        return False
     try:
-        return now - float(failed.split(" ", 1)[0]) < failed_cooldown_s
+        return float(failed.split(" ", 1)[0]) if failed else None
     except ValueError:
-        return False
+        return None
+
+
+def _recently_failed(obj: Obj, now: float, failed_cooldown_s: float) -> bool:
+    at = failed_at(obj)
+    return at is not None and now - at < failed_cooldown_s
 
 
 def _base_node(obj: Obj, prices: Prices, recently_failed: bool) -> Node:
-    """The node as placement sees it, without holdings (what its pods hold is added separately)."""
+    """The node as placement sees it, without holdings (what its pods hold is added separately).
+
+    New MIG replicas wait while a re-layout is under way (ours: a target; anyone's: the MIG
+    manager's pending/rebooting) and for a cool-down after one failed; after that the node is used
+    again even if the MIG manager still says ``failed`` (never excluded for good).
+    """
     node = inventory.node_from_object(_with_capacity_tier(obj), (), prices)
     meta = obj.get("metadata", {})
     target = (meta.get("annotations", {}) or {}).get(names.ANN_MIG_LAYOUT_TARGET)
+    state = (meta.get("labels", {}) or {}).get(names.LABEL_MIG_CONFIG_STATE)
     gpus = node.gpus
     warnings = list(node.warnings)
     if target and node.product is not None and gpus:
@@ -100,14 +125,16 @@ def _base_node(obj: Obj, prices: Prices, recently_failed: bool) -> Node:
     return replace(
         node,
         gpus=gpus,
-        mig_ready=node.mig_ready and not target and not recently_failed,
+        mig_ready=not target and not recently_failed and state not in ("pending", "rebooting"),
         schedulable=node.schedulable and _ready(obj) and not meta.get("deletionTimestamp"),
         warnings=tuple(warnings),
     )
 
 
-def _with_holdings(base: Node, views: list[PodView]) -> Node:
-    claims = [v.claim for v in views]
+def _with_holdings(base: Node, views: list[tuple[PodView, str | None]]) -> Node:
+    """``base`` with what its pods hold; each view comes with the demand it serves (ours) or None."""
+    claims = [v.claim if owner is None else replace(v.claim, owner=owner) for v, owner in views
+              if owner is not None or not v.pinned]  # a pinned pod that is not ours holds nothing
     if not base.schedulable:  # cordoned or gone: our replicas there still hold, but no longer count
         claims = [replace(c, owner=None) for c in claims]
     product = catalog.by_key(base.product) if base.product is not None else None
@@ -152,16 +179,19 @@ class SnapshotBuilder:
     def __init__(self) -> None:
         self._views: dict[tuple[Any, ...], PodView | None] = {}  # version token -> view
         self._bases: dict[str, tuple[tuple[Any, ...] | None, tuple[Any, ...], bool, Node]] = {}
-        self._full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
+        self._full: dict[str, tuple[Node, tuple[tuple[PodView, str | None], ...], Node]] = {}
         self._prices: Prices | None = None
         self.bases: dict[str, Node] = {}
 
     def build(self, nodes: Iterable[Obj], pods: Iterable[Obj], prices: Prices, now: float,
-              failed_cooldown_s: float = 600.0) -> Snapshot:
+              failed_cooldown_s: float = 1800.0, pools: PoolIndex | None = None) -> Snapshot:
+        """The snapshot; ``pools`` (uid -> ``namespace/name`` of every live pool) decides which
+        pods are the operator's replicas (none without it)."""
+        pools = pools or {}
         if prices != self._prices:
             self._bases, self._full, self._prices = {}, {}, prices
         views: dict[tuple[Any, ...], PodView | None] = {}
-        by_node: dict[str, list[PodView]] = {}
+        by_node: dict[str, list[tuple[PodView, str | None]]] = {}
         old_views = self._views
         for pod in pods:
             token = version_token(pod)
@@ -169,10 +199,10 @@ class SnapshotBuilder:
             if token is not None:
                 views[token] = view
             if view is not None and view.node:
-                by_node.setdefault(view.node, []).append(view)
+                by_node.setdefault(view.node, []).append((view, view.resolved(pools)))
         self._views = views
         bases: dict[str, tuple[tuple[Any, ...] | None, tuple[Any, ...], bool, Node]] = {}
-        full: dict[str, tuple[Node, tuple[PodView, ...], Node]] = {}
+        full: dict[str, tuple[Node, tuple[tuple[PodView, str | None], ...], Node]] = {}
         out: list[Node] = []
         for obj in nodes:
             name = obj["metadata"]["name"]
@@ -190,7 +220,7 @@ class SnapshotBuilder:
             bases[name] = base_entry
             base = base_entry[3]
             on_node = by_node.get(name, [])
-            held = tuple(sorted(on_node, key=lambda v: v.key))
+            held = tuple(sorted(on_node, key=lambda v: v[0].key))
             previous = self._full.get(name)
             if previous is not None and previous[0] is base and previous[1] == held:
                 node = previous[2]
@@ -203,11 +233,11 @@ class SnapshotBuilder:
         return _snapshot(out, by_node, prices)
 
 
-def _snapshot(out: list[Node], by_node: Mapping[str, list[PodView]], prices: Prices) -> Snapshot:
+def _snapshot(out: list[Node], by_node: Mapping[str, list[tuple[PodView, str | None]]], prices: Prices) -> Snapshot:
     warnings: list[str] = []
     known = {n.name for n in out}
     for node_name in sorted(set(by_node) - known):
-        if any(v.demand for v in by_node[node_name]):
+        if any(owner for _, owner in by_node[node_name]):
             warnings.append(f"replicas on {node_name}, which no longer exists: they are placed again")
     return Snapshot(nodes=tuple(out), cpu_price=prices.cpu_per_core_hour, warnings=tuple(warnings))
 
@@ -217,15 +247,9 @@ def build_snapshot(
     pods: Iterable[Obj],
     prices: Prices,
     now: float,
-    failed_cooldown_s: float = 600.0,
+    failed_cooldown_s: float = 1800.0,
+    pools: PoolIndex | None = None,
 ) -> Snapshot:
-    """The snapshot one placement cycle sees. ``now`` (unix seconds) ages MIG failures."""
-    by_node: dict[str, list[PodView]] = {}
-    for pod in pods:
-        view = pod_view(pod)
-        if view is not None and view.node:
-            by_node.setdefault(view.node, []).append(view)
-    out = [_with_holdings(_base_node(obj, prices, _recently_failed(obj, now, failed_cooldown_s)),
-                          by_node.get(obj["metadata"]["name"], []))
-           for obj in nodes]
-    return _snapshot(out, by_node, prices)
+    """The snapshot one placement cycle sees (:class:`SnapshotBuilder` without memory). ``now``
+    (unix seconds) ages MIG failures; ``pools`` proves which pods are the operator's."""
+    return SnapshotBuilder().build(nodes, pods, prices, now, failed_cooldown_s, pools)

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from gpupool_operator.adapters import names
+from gpupool_operator.adapters.modelload import LoadFailure, load_condition
 from gpupool_operator.adapters.workloads import pod_is_ready
 from gpupool_operator.api import (
     Condition,
@@ -23,8 +24,10 @@ from gpupool_operator.api import (
     InferencePoolStatus,
     ModelStatus,
     ReplicaPlacement,
+    mig_resource_name,
     set_condition,
 )
+from gpupool_operator.core.backoff import Refusal
 from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment, Plan, Unplaced
 
@@ -38,8 +41,14 @@ def _money(value: float) -> Decimal:
 
 
 def unplaced_reason(u: Unplaced) -> ConditionReason:
-    """Unplaceable when no hardware in the cluster could ever hold the model; else InsufficientCapacity."""
+    """BudgetExceeded when the pool's budget held replicas back; Unplaceable when no hardware in
+    the cluster could ever hold the model; else InsufficientCapacity.
+
+    (Hook: when the solver gives unplaced replicas a structured kind, read it here instead.)
+    """
     text = u.reason
+    if "budget.maxUsdPerHour" in text:
+        return ConditionReason.BUDGET_EXCEEDED
     if text.startswith("no free capacity"):
         return ConditionReason.INSUFFICIENT_CAPACITY
     return ConditionReason.UNPLACEABLE
@@ -47,7 +56,7 @@ def unplaced_reason(u: Unplaced) -> ConditionReason:
 
 def _resource(a: Assignment) -> tuple[str, int]:
     if a.shape.kind is ShapeKind.MIG:
-        return "nvidia.com/mig-" + a.shape.profile.replace("+", "."), 1
+        return mig_resource_name(a.shape.profile), 1
     if a.shape.kind is ShapeKind.GPU:
         return "nvidia.com/gpu", max(a.shape.gpus, 1)
     return "cpu", max(1, a.shape.cpu_millis // 1000)
@@ -63,10 +72,16 @@ def pool_status(
     now: datetime,
     extra_messages: Sequence[str] = (),
     index: Mapping[str, Sequence[Assignment]] | None = None,
+    refused: Refusal | None = None,
+    loads: Mapping[str, Any] | None = None,
+    load_failures: Sequence[LoadFailure] | None = None,
 ) -> InferencePoolStatus:
     """The status this pool should have after a cycle that produced ``plan``.
 
-    ``index`` (assignments by demand) saves a scan of the whole plan per model on big clusters.
+    ``index`` (assignments by demand) saves a scan of the whole plan per model on big clusters;
+    ``refused``: the API server refused a write for the pool (Degraded with its reason, whatever
+    else holds); ``loads``: per demand, what its Ready replicas' workers served
+    (:class:`~gpupool_operator.adapters.workerstats.ModelLoad`): the only source of $/1M.
     """
     namespace, name = pool.metadata.namespace or "default", pool.metadata.name or ""
     models: list[ModelStatus] = []
@@ -75,6 +90,7 @@ def pool_status(
     ready_models = ready_total = desired_total = 0
     gated = False
     scaling_down = False
+    served_cost = served_rate = 0.0
     for model in pool.spec.models:
         key = names.demand_key(namespace, name, model.name)
         pods = {p["metadata"]["name"]: p for p in pods_by_demand.get(key, [])}
@@ -107,6 +123,8 @@ def pool_status(
         if len(pods) > len(replicas):
             scaling_down = True
         message = "; ".join(f"{u.count} replica(s) unplaced: {u.reason}" for u in unplaced) or None
+        load = (loads or {}).get(key)
+        per_million = load.usd_per_million_inferences if load is not None else None
         models.append(
             ModelStatus(
                 name=model.name,
@@ -114,9 +132,15 @@ def pool_status(
                 ready_replicas=ready_n,
                 replicas=sorted(replicas, key=lambda r: r.pod or ""),
                 usd_per_hour=_money(cost),
+                queue_depth=round(load.queue_depth) if load is not None else None,
+                inferences_per_second=_money(load.inferences_per_second) if load is not None else None,
+                usd_per_million_inferences=_money(per_million) if per_million is not None else None,
                 message=message[:1024] if message else None,
             )
         )
+        if load is not None and per_million is not None:
+            served_cost += per_million * load.inferences_per_second
+            served_rate += load.inferences_per_second
         total_cost += cost
         ready_total += ready_n
         desired_total += want
@@ -141,8 +165,8 @@ def pool_status(
 
     placed_count = sum(len(m.replicas) for m in models)
     if unplaced_all:
-        worst = unplaced_all[0]
-        reason = unplaced_reason(worst)
+        reasons = [unplaced_reason(u) for u in unplaced_all]
+        reason = ConditionReason.BUDGET_EXCEEDED if ConditionReason.BUDGET_EXCEEDED in reasons else reasons[0]
         text = "; ".join(f"{u.demand.rsplit('/', 1)[-1]}: {u.count} replica(s) unplaced: {u.reason}"
                          for u in unplaced_all)
         cond(ConditionType.PLACED, False, reason, text)
@@ -152,6 +176,10 @@ def pool_status(
         extra = "; ".join(extra_messages)
         cond(ConditionType.DEGRADED, bool(extra), ConditionReason.AS_EXPECTED if not extra
              else ConditionReason.REPLICAS_NOT_READY, extra or "serving as specified")
+    if refused is not None:
+        conditions = set_condition(conditions, Condition(
+            type=ConditionType.DEGRADED.value, status=ConditionStatus.TRUE, observed_generation=gen,
+            last_transition_time=now, reason=refused.reason, message=refused.message[:32768]))
     if ready_models == len(models):
         cond(ConditionType.READY, True, ConditionReason.ALL_REPLICAS_READY,
              f"{ready_total} of {desired_total} replica(s) ready")
@@ -167,6 +195,8 @@ def pool_status(
         cond(ConditionType.SCALING, True, ConditionReason.SCALING_UP, "replicas starting")
     else:
         cond(ConditionType.SCALING, False, ConditionReason.STABLE, "replica counts match the plan")
+    if load_failures is not None:  # what the replicas report (adapters.modelload); None: not read this cycle
+        conditions = set_condition(conditions, load_condition(load_failures, gen, now))
     return InferencePoolStatus(
         observed_generation=gen,
         conditions=conditions,
@@ -176,6 +206,7 @@ def pool_status(
         desired_replicas=desired_total,
         ready_replicas=ready_total,
         usd_per_hour=_money(total_cost),
+        usd_per_million_inferences=_money(served_cost / served_rate) if served_rate > 0 else None,
     )
 
 

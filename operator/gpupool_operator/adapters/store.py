@@ -30,6 +30,7 @@ class Kind(StrEnum):
     POD = "pods"
     POOL = "inferencepools"
     CONFIG = "gpupoolconfigs"
+    SERVICE = "services"  # only the ones labelled as the operator's (the watch's selector)
 
 
 def object_key(obj: Mapping[str, Any]) -> str:
@@ -62,12 +63,18 @@ def fingerprint(kind: Kind, obj: Mapping[str, Any]) -> Any:
     if kind is Kind.POD:
         return (spec.get("nodeName"), status.get("phase"), _ready(obj), spec.get("schedulingGates"),
                 meta.get("deletionTimestamp"), meta.get("labels"), meta.get("annotations"))
+    if kind is Kind.SERVICE:
+        return (meta.get("labels"), meta.get("ownerReferences"), spec.get("selector"), spec.get("ports"),
+                meta.get("deletionTimestamp"))
     return (meta.get("generation"), meta.get("deletionTimestamp"))
 
 
 def placement_fingerprint(kind: Kind, obj: Mapping[str, Any]) -> Any:
     """The part of an object the *plan* depends on: a pod turning Ready or losing its scheduling
-    gate changes the status, not where replicas go, so it needs no new solve."""
+    gate changes the status, not where replicas go, so it needs no new solve; Services never
+    change a plan."""
+    if kind is Kind.SERVICE:
+        return None
     if kind is not Kind.POD:
         return fingerprint(kind, obj)
     meta = obj.get("metadata", {})
@@ -115,7 +122,8 @@ class Store:
             have = _rv(current)
             if have is not None and rv <= have:
                 return False
-        if current is None or placement_fingerprint(kind, current) != placement_fingerprint(kind, obj):
+        if kind is not Kind.SERVICE and (
+                current is None or placement_fingerprint(kind, current) != placement_fingerprint(kind, obj)):
             self.placement_version += 1
         self.objects[kind][key] = _slim(obj)
         self.version += 1
@@ -125,7 +133,7 @@ class Store:
         """Store our own view of an object (e.g. marked as terminating) regardless of versions."""
         self.objects[kind][object_key(obj)] = _slim(obj)
         self.version += 1
-        self.placement_version += 1
+        self.placement_version += kind is not Kind.SERVICE
 
     def delete(self, kind: Kind, obj: Mapping[str, Any]) -> bool:
         key = object_key(obj)
@@ -135,7 +143,7 @@ class Store:
         if self.objects[kind].pop(key, None) is None:
             return False
         self.version += 1
-        self.placement_version += 1
+        self.placement_version += kind is not Kind.SERVICE
         return True
 
     def apply_event(self, kind: Kind, event_type: str | None, obj: Mapping[str, Any]) -> bool:
@@ -170,4 +178,4 @@ class Store:
                 continue
             del self.objects[kind][key]
             self.version += 1
-            self.placement_version += 1
+            self.placement_version += kind is not Kind.SERVICE

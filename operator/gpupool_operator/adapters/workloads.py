@@ -3,39 +3,108 @@
 Why bare Pods and not a Deployment: the plan places each replica on a specific GPU or MIG instance
 of a specific node, and the placement loop is itself the controller that replaces lost replicas.
 Each pod is pinned with a required node affinity on ``metadata.name`` (kube-scheduler still binds
-it, checking the extended resources), tolerates the GPU taint, requests exactly its shape
-(``nvidia.com/gpu``, ``nvidia.com/mig-<profile>`` or CPU cores), carries the plan's GPU indices or
-MIG instance in annotations, and is owned by its InferencePool so deleting the pool deletes it.
-Pods going onto a GPU that is being re-laid out wait behind a scheduling gate.
+it, checking the extended resources), requests exactly its shape (``nvidia.com/gpu``,
+``nvidia.com/mig-<profile>`` or CPU cores), carries the plan's GPU indices or MIG instance in
+annotations, and is owned by its InferencePool so deleting the pool deletes it. Pods going onto a
+GPU that is being re-laid out wait behind a scheduling gate.
+
+Tolerations: the model's own, plus, on GPU and MIG replicas only, the ``nvidia.com/gpu`` taint
+NVIDIA's GPU Operator puts on GPU nodes (a CPU replica never tolerates it). Security context and
+host resources: the cluster's defaults (``GPUPOOL_REPLICA_DEFAULTS``, set by the Helm chart),
+overridden field by field by the pool's ``spec.replicaDefaults``; what the plan decides (GPUs,
+slices, a CPU replica's cores and memory) always wins. Stopping: ``preStop`` runs
+``gpupool-worker drain`` (the worker reports not-ready and keeps serving for the drain period),
+then SIGTERM stops it within the stop grace; ``terminationGracePeriodSeconds`` covers both.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from gpupool_operator.adapters import names
-from gpupool_operator.api import API_VERSION, InferencePool, ModelSpec
+from gpupool_operator.adapters import names, runtimes
+from gpupool_operator.api import API_VERSION, InferencePool, ModelSpec, ReplicaDefaults
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment
 
-__all__ = ["WorkerSettings", "model_service", "owner_reference", "replica_pod", "worker_engine"]
+__all__ = [
+    "ReplicaPodDefaults",
+    "WorkerSettings",
+    "model_service",
+    "owner_reference",
+    "replica_defaults",
+    "replica_pod",
+    "service_matches",
+    "worker_engine",
+]
 
 GRPC_PORT = 8001
 METRICS_PORT = 8002
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+_DEFAULT_KEYS = ("podSecurityContext", "securityContext", "resources")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPodDefaults:
+    """The cluster's defaults for every replica pod (``GPUPOOL_REPLICA_DEFAULTS``), as the
+    Kubernetes objects they merge into (camelCase dicts)."""
+
+    pod_security_context: Mapping[str, Any] = field(default_factory=dict)
+    security_context: Mapping[str, Any] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # requests/limits
+
+    def merged(self, pool: ReplicaDefaults | None) -> ReplicaPodDefaults:
+        """These defaults with a pool's ``spec.replicaDefaults`` on top, field by field."""
+        if pool is None:
+            return self
+        wire = pool.to_wire()
+        res = wire.get("resources") or {}
+        return ReplicaPodDefaults(
+            pod_security_context={**self.pod_security_context, **(wire.get("podSecurityContext") or {})},
+            security_context={**self.security_context, **(wire.get("securityContext") or {})},
+            resources={k: {**(self.resources.get(k) or {}), **(res.get(k) or {})} for k in ("requests", "limits")},
+        )
+
+
+def replica_defaults(raw: str) -> ReplicaPodDefaults:
+    """Parse ``GPUPOOL_REPLICA_DEFAULTS``: JSON ``{"podSecurityContext": {...}, "securityContext":
+    {...}, "resources": {"requests": {...}, "limits": {...}}}`` (every key optional)."""
+    if not raw.strip():
+        return ReplicaPodDefaults()
+    try:
+        doc = json.loads(raw)
+    except ValueError as err:
+        raise ValueError(f"not JSON ({err})") from None
+    if not isinstance(doc, dict) or any(k not in _DEFAULT_KEYS for k in doc):
+        raise ValueError(f"expected a JSON object with only the keys {', '.join(_DEFAULT_KEYS)}")
+    for key in _DEFAULT_KEYS:
+        if not isinstance(doc.get(key, {}), dict):
+            raise ValueError(f"{key}: expected a JSON object")
+    resources = doc.get("resources", {})
+    if any(k not in ("requests", "limits") or not isinstance(v, dict) for k, v in resources.items()):
+        raise ValueError("resources: expected {\"requests\": {...}, \"limits\": {...}}")
+    return ReplicaPodDefaults(doc.get("podSecurityContext", {}), doc.get("securityContext", {}),
+                              {k: {str(n): str(q) for n, q in v.items()} for k, v in resources.items()})
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    """How replica pods run the worker (from the operator's command line / Helm values)."""
+    """How replica pods run the worker (from the operator's environment / Helm values)."""
 
     image: str = "ghcr.io/gpupool/worker:0.1.0"
     service_account: str | None = None
-    gpu_toleration_key: str = "nvidia.com/gpu"
-    cpu_request_millis_on_gpu: int = 0
-    memory_request_mib_on_gpu: int = 0
+    defaults: ReplicaPodDefaults = field(default_factory=ReplicaPodDefaults)
+    drain_s: int = 5
+    """A stopping replica reports not-ready and keeps serving this long (``gpupool-worker drain``)."""
+    stop_grace_s: int = 10
+    """Then SIGTERM stops it within this long."""
+
+    @property
+    def termination_grace_s(self) -> int:
+        return self.drain_s + self.stop_grace_s + 5
 
 
 def owner_reference(pool: InferencePool, uid: str) -> dict[str, Any]:
@@ -71,7 +140,7 @@ def worker_engine(model: ModelSpec, *, on_cpu: bool) -> str:
 
 
 def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_label: str,
-                gpu_price: float) -> list[dict[str, str]]:
+                gpu_price: float, settings: WorkerSettings) -> list[dict[str, str]]:
     shape = a.shape
     share = 1.0
     price = gpu_price * max(shape.gpus, 1)
@@ -101,6 +170,8 @@ def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_la
         "GPUPOOL_GRPC_PORT": str(GRPC_PORT),
         "GPUPOOL_METRICS_PORT": str(METRICS_PORT),
         "GPUPOOL_POOL": f"{pool.metadata.namespace}/{pool.metadata.name}",
+        "GPUPOOL_DRAIN_SECONDS": str(settings.drain_s),
+        "GPUPOOL_STOP_GRACE_SECONDS": str(settings.stop_grace_s),
     }
     if shape.kind is ShapeKind.CPU:
         # torch sizes its thread pool by the node's cores, not the pod's CPU limit: on a 64-core
@@ -110,6 +181,23 @@ def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_la
         builtin = model.source.uri.removeprefix("builtin://")
         env["GPUPOOL_BUILTIN_MODELS"] = "minilm" if "minilm" in builtin else builtin
     return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _model_tolerations(model: ModelSpec) -> list[dict[str, Any]]:
+    """The model's own tolerations (standard core/v1 Tolerations), as the pod carries them."""
+    out: list[dict[str, Any]] = []
+    for t in getattr(model, "tolerations", None) or ():
+        out.append(t.to_wire() if hasattr(t, "to_wire") else dict(t))
+    return out
+
+
+def _resources(shape_limits: Mapping[str, str], shape_requests: Mapping[str, str],
+               defaults: ReplicaPodDefaults) -> dict[str, dict[str, str]]:
+    """The plan's resources, with the defaults filling in what the plan does not decide."""
+    limits = {**(defaults.resources.get("limits") or {}), **shape_limits}
+    requests = {**(defaults.resources.get("requests") or {}), **shape_requests}
+    out = {"limits": limits, "requests": requests}
+    return {k: v for k, v in out.items() if v}
 
 
 def replica_pod(
@@ -126,32 +214,44 @@ def replica_pod(
     """The Pod manifest that runs one placed replica on exactly its planned node and shape."""
     a = assignment
     shape = a.shape
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
+    namespace, pool_name = pool.metadata.namespace or "default", pool.metadata.name or ""
     annotations = {
         names.ANN_DEMAND: a.demand,
         names.ANN_NODE: a.node,
         names.ANN_USD_PER_HOUR: f"{a.cost:.6f}",
     }
-    tolerations: list[dict[str, str]] = []
+    tolerations = _model_tolerations(model)
     if shape.kind is ShapeKind.CPU:
-        requests = {"cpu": f"{shape.cpu_millis}m", "memory": f"{max(shape.memory_mib, 1)}Mi"}
-        limits = dict(requests)
+        limits = {"cpu": f"{shape.cpu_millis}m", "memory": f"{max(shape.memory_mib, 1)}Mi"}
+        requests = dict(limits)
     else:
         limits = dict(shape.resources())
         requests = dict(limits)
-        if settings.cpu_request_millis_on_gpu:
-            requests["cpu"] = f"{settings.cpu_request_millis_on_gpu}m"
-        if settings.memory_request_mib_on_gpu:
-            requests["memory"] = f"{settings.memory_request_mib_on_gpu}Mi"
-        tolerations.append({"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"})
+        if GPU_TOLERATION not in tolerations:
+            tolerations.append(dict(GPU_TOLERATION))
         if shape.kind is ShapeKind.MIG:
             if a.start is None or not a.gpus:
                 raise ValueError(f"MIG assignment without an instance: {a}")
             annotations[names.ANN_MIG_INSTANCE] = f"{a.gpus[0]}:{shape.profile}:{a.start}"
         else:
             annotations[names.ANN_GPUS] = ",".join(str(g) for g in a.gpus)
+    defaults = settings.defaults.merged(pool.spec.replica_defaults)
     labels = {**_labels(pool, model), names.LABEL_REPLICA: str(replica)}
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": settings.image,
+        "args": ["serve"],
+        "env": _worker_env(pool, model, a, product_label, gpu_price, settings),
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": _resources(limits, requests, defaults),
+        "readinessProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5},
+        "lifecycle": {"preStop": {"exec": {"command": ["gpupool-worker", "drain"]}}},
+    }
+    if defaults.security_context:
+        container["securityContext"] = dict(defaults.security_context)
     spec: dict[str, Any] = {
         "affinity": {
             "nodeAffinity": {
@@ -164,61 +264,67 @@ def replica_pod(
         },
         "tolerations": tolerations,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
-        "containers": [
-            {
-                "name": "worker",
-                "image": settings.image,
-                "args": ["serve"],
-                "env": _worker_env(pool, model, a, product_label, gpu_price),
-                "ports": [
-                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-                ],
-                "resources": {"limits": limits, "requests": requests},
-                "readinessProbe": {"grpc": {"port": GRPC_PORT}, "periodSeconds": 5},
-            }
-        ],
+        "terminationGracePeriodSeconds": settings.termination_grace_s,
+        "containers": [container],
     }
+    if defaults.pod_security_context:
+        spec["securityContext"] = dict(defaults.pod_security_context)
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account
     if gated:
         spec["schedulingGates"] = [{"name": names.MIG_GATE}]
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": names.pod_name(pool.metadata.name or "", model.name, replica),
-            "namespace": pool.metadata.namespace,
+            "name": names.pod_name(namespace, pool_name, uid, model.name, replica),
+            "namespace": namespace,
             "labels": labels,
             "annotations": annotations,
             "ownerReferences": [owner_reference(pool, uid)],
         },
         "spec": spec,
     }
+    # the model's runtime (gpupool worker, vllm, triton, custom) and its source's volumes: adapters.runtimes
+    return runtimes.serve_pod(pod, pool, model, gpus=shape.gpus, device_memory_mib=runtimes.shape_memory_mib(shape),
+                              settings=runtimes.settings())
 
 
 def model_service(pool: InferencePool, uid: str, model: ModelSpec) -> dict[str, Any]:
     """The Service clients use to reach a model's replicas over gRPC (KServe v2)."""
     labels = _labels(pool, model)
     selector = {k: labels[k] for k in (names.LABEL_MANAGED_BY, names.LABEL_POOL, names.LABEL_MODEL)}
+    namespace = pool.metadata.namespace or "default"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": names.service_name(pool.metadata.name or "", model.name),
+            "name": names.service_name(namespace, pool.metadata.name or "", uid, model.name),
             "namespace": pool.metadata.namespace,
             "labels": labels,
             "ownerReferences": [owner_reference(pool, uid)],
         },
         "spec": {
             "selector": selector,
-            "ports": [
+            "ports": runtimes.service_ports(model) or [
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
             ],
         },
     }
+
+
+def service_matches(observed: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether a Service still routes as the operator made it: same selector, ports, our labels
+    and owner (a hand edit of any of these is put back)."""
+    o_meta, d_meta = observed.get("metadata", {}), desired["metadata"]
+    o_spec, d_spec = observed.get("spec", {}) or {}, desired["spec"]
+    labels = o_meta.get("labels") or {}
+    ports = [{k: p.get(k) for k in ("name", "port", "targetPort", "protocol")} for p in o_spec.get("ports") or []]
+    want = [{k: p.get(k) for k in ("name", "port", "targetPort", "protocol")} for p in d_spec["ports"]]
+    return (o_spec.get("selector") == d_spec["selector"] and ports == want
+            and all(labels.get(k) == v for k, v in d_meta["labels"].items())
+            and any(r.get("uid") == d_meta["ownerReferences"][0]["uid"] for r in o_meta.get("ownerReferences") or ()))
 
 
 def pod_is_ready(pod: Mapping[str, Any]) -> bool:

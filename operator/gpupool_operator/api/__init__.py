@@ -57,6 +57,8 @@ from .inferencepool import (
     ScalingBehavior,
 )
 from .meta import ObjectMeta
+from .modelserving import EnvVar, ModelTask, ModelTensors, RuntimeSpec, RuntimeType, TensorDatatype, TensorDeclaration
+from .replica import ContainerSecurityDefaults, PodSecurityDefaults, ReplicaDefaults, ReplicaResources
 from .types import format_decimal, mig_resource_name, parse_duration, parse_quantity
 
 __all__ = [
@@ -76,10 +78,12 @@ __all__ = [
     "ConditionReason",
     "ConditionStatus",
     "ConditionType",
+    "ContainerSecurityDefaults",
     "CpuTarget",
     "CrdInfo",
     "EffectivePoolSettings",
     "EngineOptions",
+    "EnvVar",
     "GPUPoolConfig",
     "GPUPoolConfigSpec",
     "GPUPoolConfigStatus",
@@ -100,14 +104,23 @@ __all__ = [
     "ModelSource",
     "ModelSpec",
     "ModelStatus",
+    "ModelTask",
+    "ModelTensors",
     "NodePriceOverride",
     "ObjectMeta",
     "PlacementStrategy",
+    "PodSecurityDefaults",
     "PoolDefaults",
     "Precision",
     "PrinterColumn",
+    "ReplicaDefaults",
     "ReplicaPlacement",
+    "ReplicaResources",
+    "RuntimeSpec",
+    "RuntimeType",
     "ScalingBehavior",
+    "TensorDatatype",
+    "TensorDeclaration",
     "default_config",
     "find_condition",
     "format_decimal",

@@ -39,6 +39,9 @@ class ConditionType(StrEnum):
     """The pool serves, but below its objectives (over budget, fallback hardware, replicas lost)."""
     ACCEPTED = "Accepted"
     """On a GPUPoolConfig: the operator loaded this generation of the configuration."""
+    MODEL_LOAD_FAILED = "ModelLoadFailed"
+    """A replica's server could not fetch or load its model; the reason is the worker's
+    (CredentialsRejected, ModelNotFound, ChecksumMismatch, FormatMismatch, WeightsTooLarge, ...)."""
 
 
 class ConditionStatus(StrEnum):
@@ -58,7 +61,11 @@ class ConditionReason(StrEnum):
     PLACED = "Placed"
     UNPLACEABLE = "Unplaceable"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
-    OVER_BUDGET = "OverBudget"
+    BUDGET_EXCEEDED = "BudgetExceeded"
+    """The pool's cheapest plan costs more than budget.maxUsdPerHour: what fits is placed."""
+    WRITE_REFUSED = "WriteRefused"
+    """The API server refused a write for the pool (the message quotes it); retried with back-off."""
+    MIG_RECONFIGURE_FAILED = "MigReconfigureFailed"
     MIG_RECONFIGURING = "MigReconfiguring"
     SCALING_UP = "ScalingUp"
     SCALING_DOWN = "ScalingDown"
@@ -67,6 +74,7 @@ class ConditionReason(StrEnum):
     AS_EXPECTED = "AsExpected"
     CONFIG_LOADED = "ConfigLoaded"
     CONFIG_REJECTED = "ConfigRejected"
+    MODELS_LOADED = "ModelsLoaded"
 
 
 class Condition(ApiModel):

@@ -22,6 +22,8 @@ from ._base import ApiModel, CelRule, list_map, schema_extra
 from .conditions import Condition
 from .groupversion import CrdInfo, PrinterColumn
 from .meta import ObjectMeta
+from .modelserving import ModelTask, ModelTensors, RuntimeSpec, RuntimeType
+from .replica import ReplicaDefaults
 from .types import (
     Duration,
     GpuProduct,
@@ -68,6 +70,8 @@ MAX_MODELS = 32
 MAX_HARDWARE_OPTIONS = 8
 MAX_REPLICAS = 1000
 SOURCE_URI_PATTERN = r"^(hf|s3|gs|oci|pvc|https|builtin)://[^\s]+$"
+GS_MESSAGE = ("gs:// is not supported: Cloud Storage speaks the S3 protocol, so use s3://<bucket>/<prefix> with "
+              "AWS_ENDPOINT_URL=https://storage.googleapis.com and HMAC keys in the credentials Secret")
 RESOURCE_PATTERN = r"^(cpu|nvidia\.com/gpu|nvidia\.com/mig-[1-7]g\.[0-9]{1,3}gb(\.(me|gfx|me\.all))?)$"
 
 
@@ -76,6 +80,7 @@ class ModelFormat(StrEnum):
 
     SAFETENSORS = "SafeTensors"
     TORCHSCRIPT = "TorchScript"
+    TORCH_EXPORT = "TorchExport"
     ONNX = "ONNX"
     BUILTIN = "Builtin"
 
@@ -128,27 +133,44 @@ class ModelSource(ApiModel):
                 "(has(self.format) && self.format == 'Builtin') == self.uri.startsWith('builtin://')",
                 "format Builtin goes with a builtin:// uri, and a builtin:// uri with format Builtin",
                 ".uri",
-            )
+            ),
+            CelRule("!self.uri.startsWith('gs://')", GS_MESSAGE, ".uri"),
+            CelRule("!has(self.sha256) || self.uri.startsWith('https://')",
+                    "sha256 checks an https:// download; other sources are checked by their own digests",
+                    ".sha256"),
         )
     )
 
     uri: Annotated[str, StringConstraints(pattern=SOURCE_URI_PATTERN, max_length=2048)]
-    """Location of the weights: hf://<org>/<repo>, s3://, gs://, oci://, pvc://<claim>/<path>,
-    https:// or builtin://<name> for a model shipped inside the worker image."""
+    """Location of the weights: hf://<org>/<repo>[@revision], s3://<bucket>/<prefix>,
+    oci://<registry>/<repository>:<tag> (an ORAS artifact), pvc://<claim>/<path> (mounted
+    read-only), https://<host>/<file or .tar.gz/.zip archive>, or builtin://<name> for a model
+    shipped inside the worker image. gs:// is refused: use s3:// against Cloud Storage's S3 API."""
     format: ModelFormat = ModelFormat.SAFETENSORS
-    """Packaging of the weights: SafeTensors (a Hugging Face style directory), TorchScript, ONNX or
-    Builtin."""
+    """Packaging of the weights: SafeTensors (a Hugging Face folder), ONNX, TorchScript (model.pt),
+    TorchExport (a torch.export model.pt2) or Builtin."""
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)] | None = None
+    """sha256 (lower-case hex) of the file an https:// uri downloads (the archive, for an archive)."""
     revision: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$", max_length=128)] | None = None
     """Revision to pin (a git commit, tag or branch for hf://, an object version elsewhere)."""
     credentials_secret_name: (
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)] | None
     ) = None
-    """Name of a Secret in the pool's namespace holding credentials for the source."""
+    """Name of a Secret in the pool's namespace holding credentials for the source, mounted
+    read-only into the replicas (and nothing else is used): HF_TOKEN for hf://;
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL, AWS_REGION for s3://;
+    BEARER_TOKEN or username/password for https://; username/password or .dockerconfigjson for
+    oci://; ca.crt for a private certificate authority."""
 
     @model_validator(mode="after")
     def _builtin_matches_uri(self) -> ModelSource:
         if (self.format is ModelFormat.BUILTIN) != self.uri.startswith("builtin://"):
             raise ValueError("uri: format Builtin goes with a builtin:// uri, and a builtin:// uri with format Builtin")
+        if self.uri.startswith("gs://"):
+            raise ValueError(f"uri: {GS_MESSAGE}")
+        if self.sha256 is not None and not self.uri.startswith("https://"):
+            raise ValueError("sha256: sha256 checks an https:// download; other sources are checked by their own "
+                             "digests")
         return self
 
 
@@ -325,16 +347,64 @@ _MODEL_RULES = (
 )
 
 
+_GPUPOOL = "(!has(self.runtime) || !has(self.runtime.type) || self.runtime.type == 'gpupool')"
+TASK_FORMATS: dict[ModelFormat, tuple[ModelTask, ...]] = {
+    ModelFormat.SAFETENSORS: (ModelTask.SENTENCE_EMBEDDING, ModelTask.SEQUENCE_CLASSIFICATION, ModelTask.RERANKING),
+    ModelFormat.BUILTIN: (ModelTask.SENTENCE_EMBEDDING,),
+    ModelFormat.ONNX: (ModelTask.IMAGE_CLASSIFICATION, ModelTask.TENSORS),
+    ModelFormat.TORCHSCRIPT: (ModelTask.TENSORS,),
+    ModelFormat.TORCH_EXPORT: (ModelTask.TENSORS,),
+}
+TASK_FORMAT_MESSAGE = (
+    "task does not fit source.format for the gpupool runtime: SafeTensors serves SentenceEmbedding, "
+    "SequenceClassification or Reranking; ONNX serves ImageClassification or Tensors; TorchScript and TorchExport "
+    "serve Tensors; Builtin serves SentenceEmbedding (Auto always fits)")
+_SERVING_RULES = (
+    CelRule(
+        "!has(self.task) || self.task != 'TextGeneration' || !" + _GPUPOOL,
+        "task TextGeneration is served by an LLM runtime: set runtime.type to vllm, triton or custom",
+        ".task",
+    ),
+    CelRule(
+        "!" + _GPUPOOL + " || !has(self.task) || self.task == 'Auto' || self.task == 'TextGeneration' || "
+        + " || ".join(f"(self.source.format == '{f.value}' && self.task in [{', '.join(repr(t.value) for t in ts)}])"
+                      for f, ts in TASK_FORMATS.items()),
+        TASK_FORMAT_MESSAGE,
+        ".task",
+    ),
+    CelRule(
+        "!has(self.tensors) || self.source.format == 'TorchScript' || self.source.format == 'TorchExport'",
+        "tensors are declared for TorchScript and TorchExport programs; other formats carry their own",
+        ".tensors",
+    ),
+    CelRule(
+        "!has(self.runtime) || !has(self.runtime.type) || self.runtime.type != 'vllm' || "
+        "self.source.format == 'SafeTensors'",
+        "runtime vllm loads Hugging Face folders: source.format must be SafeTensors",
+        ".runtime",
+    ),
+)
+
+
 class ModelSpec(ApiModel):
     """One model served by the pool."""
 
-    model_config = ConfigDict(json_schema_extra=schema_extra(*_MODEL_RULES))
+    model_config = ConfigDict(json_schema_extra=schema_extra(*_MODEL_RULES, *_SERVING_RULES))
 
     name: ModelName
     """Name of the model, unique in the pool; clients address it by this name (KServe v2
     model_name). Lower-case letters, digits and '-', starting with a letter, at most 40 characters."""
     source: ModelSource
     """Where the worker loads the model from."""
+    task: ModelTask = ModelTask.AUTO
+    """What the model does, which decides its tensors: SentenceEmbedding (text -> embedding),
+    SequenceClassification (text -> logits, label), Reranking (query, document -> score),
+    ImageClassification (image -> logits, label), Tensors (the program's own), TextGeneration
+    (LLM runtimes only) or Auto (decided from the model's files)."""
+    tensors: ModelTensors | None = None
+    """Input and output tensors of a TorchScript or TorchExport program."""
+    runtime: RuntimeSpec | None = None
+    """The server the replicas run: gpupool's worker (default), vllm, triton or a custom image."""
     engine: EngineOptions = Field(default_factory=EngineOptions, json_schema_extra={"default": {}})
     """Engine options: precision, kernels, compilation and dynamic batching."""
     accelerator_memory: Quantity
@@ -376,7 +446,26 @@ class ModelSpec(ApiModel):
                 raise ValueError("hardware: a MIG option's minMemory must be at least the model's acceleratorMemory")
         if any(self.hardware[i] == self.hardware[j] for i in range(len(self.hardware)) for j in range(i)):
             raise ValueError("hardware: hardware options must be distinct")
+        self._serving_rules()
         return self
+
+    def _serving_rules(self) -> None:
+        gpupool = self.runtime_type is RuntimeType.GPUPOOL
+        if self.task is ModelTask.TEXT_GENERATION and gpupool:
+            raise ValueError("task: task TextGeneration is served by an LLM runtime: set runtime.type to vllm, "
+                             "triton or custom")
+        if gpupool and self.task not in (ModelTask.AUTO, ModelTask.TEXT_GENERATION) and \
+                self.task not in TASK_FORMATS[self.source.format]:
+            raise ValueError(f"task: {TASK_FORMAT_MESSAGE}")
+        if self.tensors is not None and self.source.format not in (ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT):
+            raise ValueError("tensors: tensors are declared for TorchScript and TorchExport programs; other formats "
+                             "carry their own")
+        if self.runtime_type is RuntimeType.VLLM and self.source.format is not ModelFormat.SAFETENSORS:
+            raise ValueError("runtime: runtime vllm loads Hugging Face folders: source.format must be SafeTensors")
+
+    @property
+    def runtime_type(self) -> RuntimeType:
+        return self.runtime.type if self.runtime is not None else RuntimeType.GPUPOOL
 
     @property
     def accelerator_memory_bytes(self) -> int:
@@ -438,6 +527,9 @@ class InferencePoolSpec(ApiModel):
     """Optional spending cap."""
     scaling: ScalingBehavior | None = None
     """Scaling behaviour: stabilization windows and scale to zero."""
+    replica_defaults: ReplicaDefaults | None = None
+    """Overrides of the cluster's replica pod defaults (securityContext fields that cannot raise
+    privileges, host cpu/memory/ephemeral-storage), merged field by field over them."""
 
     @model_validator(mode="after")
     def _pool_rules(self) -> InferencePoolSpec:

@@ -20,6 +20,7 @@ from gpupool_operator.core.demand import Demand, ShapeKind, candidates
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.solver import products_of
 from gpupool_operator.core.state import NodeState, State
+from gpupool_operator.core.taints import admission
 
 __all__ = ["BaselineResult", "spread", "whole_gpu_first_fit"]
 
@@ -57,7 +58,7 @@ def _run(name: str, snapshot: Snapshot, demands: Sequence[Demand], spread_nodes:
         for _ in range(d.replicas):
             # The same promise the solver keeps: no spot until min_off_spot replicas run off it.
             spot_ok = d.allow_spot and off_spot >= d.min_off_spot
-            node = _pick(gpu_nodes, accepted, tp, spot_ok, spread_nodes) if accepted else None
+            node = _pick(gpu_nodes, accepted, tp, spot_ok, spread_nodes, d) if accepted else None
             if node is not None:
                 off_spot += node.spec.price_tier is not PriceTier.SPOT
                 for j in node.free[:tp]:
@@ -68,7 +69,9 @@ def _run(name: str, snapshot: Snapshot, demands: Sequence[Demand], spread_nodes:
                 continue
             if not accepted and cpu:
                 shape = cpu[0].shape
-                target = next(st.cpu_fit(shape.cpu_millis, shape.memory_mib, spot_ok), None)
+                admit = {t: a for t in st.taint_sets
+                         if (a := admission(d.tolerations_for(ShapeKind.CPU), t)) is not None}
+                target = next(st.cpu_fit(shape.cpu_millis, shape.memory_mib, spot_ok, admit), None)
                 if target is not None:
                     off_spot += target.spec.price_tier is not PriceTier.SPOT
                     target.cpu_free -= shape.cpu_millis
@@ -80,11 +83,15 @@ def _run(name: str, snapshot: Snapshot, demands: Sequence[Demand], spread_nodes:
     return BaselineResult(name, round(cost, 6), placed, unplaced, used)
 
 
-def _pick(nodes: list[NodeState], accepted: list[str], tp: int, spot_ok: bool, spread_nodes: bool) -> NodeState | None:
+def _pick(nodes: list[NodeState], accepted: list[str], tp: int, spot_ok: bool, spread_nodes: bool,
+          demand: Demand) -> NodeState | None:
     best: NodeState | None = None
     best_share = -1.0
+    tolerations = demand.tolerations_for(ShapeKind.GPU)
     for node in nodes:
         if len(node.free) < tp or node.gpus[0].product not in accepted:
+            continue
+        if admission(tolerations, node.spec.taints) is None:
             continue
         if not spot_ok and node.spec.price_tier is PriceTier.SPOT:
             continue

@@ -3,7 +3,8 @@
 Defaults are the API's on-demand list prices in USD per GPU-hour (AWS column where it has a
 figure, else Lambda; shared notes/domain.md); every figure is overridable by the cluster's pricing config, by a
 node's ``gpupool.io/price-per-gpu-hour`` annotation, or on the command line. No cloud sells MIG
-slices, so a slice is charged the neutral share ``GPU price x max(compute/7, memory/8)``.
+slices, so a slice is charged a share of its GPU: by default the neutral ``GPU price x
+max(compute/7, memory/8)``, or its compute or memory share (GPUPoolConfig ``migSlicePricing``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from gpupool_operator.api.config import DEFAULT_PROVIDER, DEFAULT_USD_PER_VCPU_HOUR, PRICE_TABLES
 from gpupool_operator.core import catalog
-from gpupool_operator.core.catalog import MigProfile
+from gpupool_operator.core.catalog import COMPUTE_SLICES, MEMORY_SLOTS, MigProfile
 from gpupool_operator.core.mig import fraction
 
 if TYPE_CHECKING:
@@ -89,9 +90,26 @@ class Prices:
         return round(base * self.tier_factors.get(tier, 1.0), 6)
 
 
-def mig_share(gpu_price: float, profile: MigProfile) -> float:
-    """USD per hour charged to one MIG instance: the GPU's price times its neutral share."""
-    return gpu_price * fraction(profile)
+class SlicePricing(StrEnum):
+    """How a MIG slice's price is derived from its GPU's (GPUPoolConfig ``migSlicePricing``)."""
+
+    MAX_SHARE = "MaxShare"  # max(compute slices / 7, memory slots / 8): the neutral default
+    COMPUTE_SHARE = "ComputeShare"  # compute slices / 7
+    MEMORY_SHARE = "MemoryShare"  # memory slots / 8
+
+
+def slice_share(profile: MigProfile, pricing: SlicePricing = SlicePricing.MAX_SHARE) -> float:
+    """The share of its GPU's price one instance of ``profile`` is charged under ``pricing``."""
+    if pricing is SlicePricing.COMPUTE_SHARE:
+        return profile.compute_slices / COMPUTE_SLICES
+    if pricing is SlicePricing.MEMORY_SHARE:
+        return profile.memory_slots / MEMORY_SLOTS
+    return fraction(profile)
+
+
+def mig_share(gpu_price: float, profile: MigProfile, pricing: SlicePricing = SlicePricing.MAX_SHARE) -> float:
+    """USD per hour charged to one MIG instance: the GPU's price times its share under ``pricing``."""
+    return gpu_price * slice_share(profile, pricing)
 
 
 def cpu_cost(prices: Prices, cpu_millis: int) -> float:

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from gpupool_operator.api.types import mig_resource_name
 from gpupool_operator.core import catalog
 from gpupool_operator.core.catalog import GpuProduct
+from gpupool_operator.core.taints import GPU_TOLERATION, Toleration
 
 if TYPE_CHECKING:
     from gpupool_operator.api.inferencepool import InferencePool
@@ -54,7 +56,7 @@ class Shape:
         if self.kind is ShapeKind.GPU:
             return {"nvidia.com/gpu": str(self.gpus)}
         if self.kind is ShapeKind.MIG:
-            return {"nvidia.com/mig-" + self.profile.replace("+", "."): "1"}
+            return {mig_resource_name(self.profile): "1"}
         return {"cpu": f"{self.cpu_millis}m", "memory": f"{self.memory_mib}Mi"}
 
 
@@ -115,6 +117,16 @@ class Demand:
     budget: Budget | None = None
     #: Replicas the budget never removes (the model's ``minReplicas``: the API promises those).
     guaranteed: int = 0
+    #: The model's pod tolerations (``spec.models[].tolerations``), on every replica pod.
+    tolerations: tuple[Toleration, ...] = ()
+    #: Tolerations the operator adds to GPU and MIG replica pods only (NVIDIA's GPU taint).
+    gpu_tolerations: tuple[Toleration, ...] = (GPU_TOLERATION,)
+
+    def tolerations_for(self, kind: ShapeKind) -> tuple[Toleration, ...]:
+        """What a replica pod of this shape kind tolerates: CPU pods only the model's own."""
+        if kind is ShapeKind.CPU:
+            return self.tolerations
+        return self.tolerations + self.gpu_tolerations
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +147,21 @@ class Products:
     #: (product, MIG profile, MiB): usable instance memory the nodes report, the smallest over the
     #: product's nodes that label it; it replaces the catalog's figure when sizing slices.
     mig_memory: tuple[tuple[str, str, int], ...] = ()
+    #: (product, MiB): a whole GPU's memory as the nodes report it (``nvidia.com/gpu.memory``),
+    #: the smallest over the product's nodes; it replaces the catalog's figure when sizing GPUs.
+    gpu_memory: tuple[tuple[str, int], ...] = ()
 
     def profile_memory(self, product: str, profile: str, default: int) -> int:
         """Usable memory of one ``profile`` instance of ``product`` in MiB (labels, else ``default``)."""
         for key, name, mib in self.mig_memory:
             if key == product and name == profile:
+                return mib
+        return default
+
+    def whole_memory(self, product: str, default: int) -> int:
+        """A whole GPU's memory of ``product`` in MiB (node labels, else ``default``)."""
+        for key, mib in self.gpu_memory:
+            if key == product:
                 return mib
         return default
 
@@ -168,10 +190,9 @@ def candidates(demand: Demand, products: Products) -> tuple[tuple[Candidate, ...
             product = catalog.by_key(key)
             if acc.kind is ShapeKind.GPU:
                 per_gpu = math.ceil(demand.memory_mib / tp)
-                if per_gpu > product.memory_mib:
-                    rejected.append(
-                        f"{tp}x {key}: needs {_gib(per_gpu)} per GPU, a {key} has {_gib(product.memory_mib)}"
-                    )
+                has = products.whole_memory(key, product.memory_mib)
+                if per_gpu > has:
+                    rejected.append(f"{tp}x {key}: needs {_gib(per_gpu)} per GPU, a {key} has {_gib(has)}")
                     continue
                 _consider(demand, Shape(ShapeKind.GPU, key, gpus=tp), acc.throughput, acc.latency_ms,
                           found, rejected)

@@ -36,7 +36,8 @@ from gpupool_operator.core import mig
 from gpupool_operator.core.demand import Demand, ShapeKind, candidates
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.solver import products_of
-from gpupool_operator.core.state import GpuState, State
+from gpupool_operator.core.state import GpuState, GroupKey, MigPolicy, State, Taints
+from gpupool_operator.core.taints import admission
 
 __all__ = ["ExactResult", "solve_exact"]
 
@@ -75,10 +76,15 @@ class _Lp:
 
 
 def solve_exact(
-    snapshot: Snapshot, demands: Sequence[Demand], time_limit: float = 30.0, mip_gap: float = 1e-6
+    snapshot: Snapshot, demands: Sequence[Demand], time_limit: float = 30.0, mip_gap: float = 1e-6,
+    policy: MigPolicy = MigPolicy.ANY,
 ) -> ExactResult:
-    """Solve the placement exactly (within ``mip_gap``) or report the best plan within ``time_limit``."""
-    st = State.from_snapshot(snapshot, keep=None)
+    """Solve the placement exactly (within ``mip_gap``) or report the best plan within ``time_limit``.
+
+    Nodes count for a model only where its pods tolerate the taints (GPU and MIG pods with the
+    operator's GPU toleration, CPU pods without); ``policy`` ``DISABLED`` forbids re-layouts as the
+    heuristic does (free MIG GPUs offer their instances as they are)."""
+    st = State.from_snapshot(snapshot, keep=None, policy=policy)
     demands = sorted(demands, key=lambda d: d.key)
     products = products_of(snapshot)
     running: dict[str, int] = {}
@@ -113,7 +119,7 @@ def solve_exact(
     for node in st.nodes:
         if node.free:
             w[node.order] = lp.var(node.gpus[0].price, float(len(node.free)))
-    mig_cap: dict[tuple[tuple[str, float, bool, bool], str], tuple[list[int], list[float]]] = {}
+    mig_cap: dict[tuple[GroupKey, str], tuple[list[int], list[float]]] = {}
     for key, group in sorted(st.groups.items()):
         members = [n for n in st.nodes if n.group is group and n.free]
         free = sum(len(n.free) for n in members)
@@ -133,8 +139,8 @@ def solve_exact(
                     cap[1].append(-float(n))
         lp.row(-inf, float(free), idx, val)
     # --- fixed (pinned) MIG GPUs
-    fixed_charged: dict[tuple[str, str, bool], int] = {}
-    fixed_open: list[tuple[int, dict[str, int], str, bool]] = []  # (o var, free counts, product, spot)
+    fixed_charged: dict[tuple[str, str, bool, Taints], int] = {}
+    fixed_open: list[tuple[int, dict[str, int], str, bool, Taints]] = []  # (o, free counts, product, spot, taints)
     for slot in st.gpus:
         if slot.state is not GpuState.FIXED:
             continue
@@ -143,11 +149,11 @@ def solve_exact(
             continue
         if slot.charged:
             for p, n in counts.items():
-                k = (slot.product, p, slot.spot)
+                k = (slot.product, p, slot.spot, slot.taints)
                 fixed_charged[k] = fixed_charged.get(k, 0) + n
         else:
-            fixed_open.append((lp.var(slot.price, 1.0), counts, slot.product, slot.spot))
-    fixed_rows: dict[tuple[str, str, bool], tuple[list[int], list[float]]] = {}
+            fixed_open.append((lp.var(slot.price, 1.0), counts, slot.product, slot.spot, slot.taints))
+    fixed_rows: dict[tuple[str, str, bool, Taints], tuple[list[int], list[float]]] = {}
     open_rows: dict[tuple[int, str], tuple[list[int], list[float]]] = {}
 
     off_spot: list[list[int]] = [[] for _ in demands]
@@ -162,12 +168,16 @@ def solve_exact(
     node_whole: dict[int, tuple[list[int], list[float]]] = {}
     cpu_rows: dict[int, tuple[list[int], list[float], list[float]]] = {}
     for di, d in enumerate(demands):
+        gpu_ok = {t for t in st.taint_sets if admission(d.tolerations_for(ShapeKind.GPU), t) is not None}
+        cpu_ok = {t for t in st.taint_sets if admission(d.tolerations_for(ShapeKind.CPU), t) is not None}
         for c in cands[di]:
             s = c.shape
             text = s.describe()
             if s.kind is ShapeKind.GPU:
                 for node in st.nodes:
                     if not node.free or node.gpus[0].product != s.product or len(node.free) < s.gpus:
+                        continue
+                    if node.spec.taints not in gpu_ok:
                         continue
                     if node.gpus[0].spot and not d.allow_spot:
                         continue
@@ -178,22 +188,24 @@ def solve_exact(
                     row[1].append(float(s.gpus))
             elif s.kind is ShapeKind.MIG:
                 for (key, prof), _cap in mig_cap.items():
-                    if key[0] != s.product or prof != s.profile or (key[2] and not d.allow_spot):
+                    if (key[0] != s.product or prof != s.profile or (key[2] and not d.allow_spot)
+                            or key[4] not in gpu_ok):
                         continue
                     x = lp.var(0.0, inf)
                     add_cover(di, x, text, key[2])
                     _cap[0].append(x)
                     _cap[1].append(1.0)
-                for (product, prof, spot), n in fixed_charged.items():
-                    if product != s.product or prof != s.profile or (spot and not d.allow_spot):
+                for (product, prof, spot, taints), n in fixed_charged.items():
+                    if product != s.product or prof != s.profile or (spot and not d.allow_spot) or taints not in gpu_ok:
                         continue
                     x = lp.var(0.0, float(n))
                     add_cover(di, x, text, spot)
-                    fr = fixed_rows.setdefault((product, prof, spot), ([], []))
+                    fr = fixed_rows.setdefault((product, prof, spot, taints), ([], []))
                     fr[0].append(x)
                     fr[1].append(1.0)
-                for o, counts, product, spot in fixed_open:
-                    if product != s.product or s.profile not in counts or (spot and not d.allow_spot):
+                for o, counts, product, spot, taints in fixed_open:
+                    if (product != s.product or s.profile not in counts or (spot and not d.allow_spot)
+                            or taints not in gpu_ok):
                         continue
                     x = lp.var(0.0, float(counts[s.profile]))
                     add_cover(di, x, text, spot)
@@ -205,7 +217,7 @@ def solve_exact(
                 for node in st.cpu_nodes:
                     if node.cpu_free < s.cpu_millis or node.mem_free < s.memory_mib:
                         continue
-                    if node.spec.price_tier.value == "spot" and not d.allow_spot:
+                    if (node.spec.price_tier.value == "spot" and not d.allow_spot) or node.spec.taints not in cpu_ok:
                         continue
                     cvar = lp.var(price, float(node.cpu_free // max(1, s.cpu_millis)))
                     add_cover(di, cvar, text, node.spec.price_tier.value == "spot")
@@ -220,7 +232,7 @@ def solve_exact(
     for k, (idx, val) in fixed_rows.items():
         lp.row(-inf, float(fixed_charged[k]), idx, val)
     for (o, prof), (idx, val) in open_rows.items():
-        n = next(cnt for ov, cnt, _, _ in fixed_open if ov == o)[prof]
+        n = next(cnt for ov, cnt, _, _, _ in fixed_open if ov == o)[prof]
         lp.row(-inf, 0.0, [*idx, o], [*val, -float(n)])
     for order, (idx, cpu, mem) in cpu_rows.items():
         node = st.nodes[order]

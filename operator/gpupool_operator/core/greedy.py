@@ -50,7 +50,7 @@ class Greedy(SolverBase):
             if self.variant.amortize == "self":
                 static = self._static_options(i, n)
             # 1. spare room on a GPU this plan already pays for: zero marginal cost.
-            room = self._best_room(mig_cands, spots, exclude=None)
+            room = self._best_room(i, mig_cands, spots, exclude=None)
             if room is not None:
                 n -= self._fill_room(i, room[1], room[2], n, reason_zero=True)
                 continue
@@ -70,11 +70,12 @@ class Greedy(SolverBase):
                         best = (price, tie, kind, where, cand)
                         break
                 elif kind == "cpu" and next(
-                    self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None
+                    self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok,
+                                       self._admit(i, ShapeKind.CPU)), None
                 ):
                     best = (price, tie, kind, None, cand)
                     break
-            fixed_new = self._best_fixed_uncharged(mig_cands, spots)
+            fixed_new = self._best_fixed_uncharged(i, mig_cands, spots)
             if fixed_new is not None and (best is None or fixed_new[0] < best[0] - EPS):
                 n -= self._fill_room(i, fixed_new[1], fixed_new[2], n, reason_zero=False)
                 continue
@@ -95,6 +96,7 @@ class Greedy(SolverBase):
         replicas of this model that will fill it (price / min(room, n)); under ``"share"`` to the
         slice's neutral share (the rest of the GPU is expected to fill with other models)."""
         own = self.variant.amortize == "self"
+        admit = self._admit(i, ShapeKind.GPU)
         out: list[tuple[float, int, str, object, Candidate]] = []
         for ci, cand in enumerate(self.cands[i]):
             shape = cand.shape
@@ -107,45 +109,52 @@ class Greedy(SolverBase):
                 per = 1.0 / max(1, min(n, mig.room_for(shape.product, (), shape.profile)))
             for g in self._groups(i, shape.product, mig_only=is_mig):
                 out.append((g.key[1] * per, ci, "mig" if is_mig else "whole", g, cand))
-        out.sort(key=lambda o: (o[0], o[2] != "cpu", o[1], group_sort(o[3])))
+        # equal prices: nodes whose PreferNoSchedule taints the pods tolerate first
+        out.sort(key=lambda o: (o[0], admit[o[3].key[4]] if isinstance(o[3], Group) else 0, o[2] != "cpu", o[1],
+                                group_sort(o[3])))
         return out
     def _best_room(
-        self, mig_cands: list[Candidate], spots: tuple[bool, ...], exclude: GpuSlot | None
+        self, i: int, mig_cands: list[Candidate], spots: tuple[bool, ...], exclude: GpuSlot | None
     ) -> tuple[float, GpuSlot, Candidate] | None:
         best: tuple[float, GpuSlot, Candidate] | None = None
+        admit = self._admit(i, ShapeKind.MIG)
         for cand in mig_cands:  # ascending units: stop once no later candidate can win
             if best is not None and self._units(cand.shape) > best[0] + 0.05:
                 break
             prof = cand.shape.profile
             for spot in sorted(spots, reverse=True):  # spot rooms first: on-demand ones suit more models
-                for slot in (
-                    self.state.room(cand.shape.product, spot, prof),
-                    self.state.fixed_room(cand.shape.product, spot, prof, charged=True),
-                ):
-                    if slot is None or slot is exclude:
-                        continue
-                    # Zero marginal cost either way: use the least capacity, then a spot GPU's room
-                    # (on-demand rooms can take any model), then the cheaper GPU.
-                    score = (self._units(cand.shape) + (1e-2 if not slot.spot else 0.0)
-                             + 1e-4 * slot.price * self._units(cand.shape))
-                    if free_in_current(slot, prof):
-                        score -= 0.1  # an instance the GPU already has: no MIG reconfiguration
-                    if best is None or (score, slot.order) < (best[0], best[1].order):
-                        best = (score, slot, cand)
+                for taints, soft in admit.items():
+                    for slot in (
+                        self.state.room(cand.shape.product, spot, prof, taints),
+                        self.state.fixed_room(cand.shape.product, spot, prof, True, taints),
+                    ):
+                        if slot is None or slot is exclude:
+                            continue
+                        # Zero marginal cost either way: use the least capacity, then a spot GPU's
+                        # room (on-demand rooms can take any model), then the cheaper GPU; a node
+                        # whose PreferNoSchedule taints the pod does not tolerate comes after.
+                        score = (self._units(cand.shape) + (1e-2 if not slot.spot else 0.0)
+                                 + 1e-4 * slot.price * self._units(cand.shape) + 0.05 * soft)
+                        if free_in_current(slot, prof):
+                            score -= 0.1  # an instance the GPU already has: no MIG reconfiguration
+                        if best is None or (score, slot.order) < (best[0], best[1].order):
+                            best = (score, slot, cand)
         return best
     def _best_fixed_uncharged(
-        self, mig_cands: list[Candidate], spots: tuple[bool, ...]
+        self, i: int, mig_cands: list[Candidate], spots: tuple[bool, ...]
     ) -> tuple[float, GpuSlot, Candidate] | None:
-        best: tuple[float, GpuSlot, Candidate] | None = None
+        best: tuple[float, int, GpuSlot, Candidate] | None = None
+        admit = self._admit(i, ShapeKind.MIG)
         for cand in mig_cands:
             for spot in spots:
-                slot = self.state.fixed_room(cand.shape.product, spot, cand.shape.profile, charged=False)
-                if slot is None:
-                    continue
-                score = slot.price * self._units(cand.shape)
-                if best is None or (score, slot.order) < (best[0], best[1].order):
-                    best = (score, slot, cand)
-        return best
+                for taints, soft in admit.items():
+                    slot = self.state.fixed_room(cand.shape.product, spot, cand.shape.profile, False, taints)
+                    if slot is None:
+                        continue
+                    score = slot.price * self._units(cand.shape)
+                    if best is None or (score, soft, slot.order) < (best[0], best[1], best[2].order):
+                        best = (score, soft, slot, cand)
+        return None if best is None else (best[0], best[2], best[3])
     def _fill_room(self, i: int, slot: GpuSlot, cand: Candidate, n: int, reason_zero: bool) -> int:
         prof = cand.shape.profile
         share = slot.price * self._units(cand.shape)
@@ -195,7 +204,8 @@ class Greedy(SolverBase):
         return k
     def _place_cpu(self, i: int, cand: Candidate, n: int, price: float) -> int:
         shape = cand.shape
-        node = next(self.state.cpu_fit(shape.cpu_millis, shape.memory_mib, self._spot_ok(i)))
+        node = next(self.state.cpu_fit(shape.cpu_millis, shape.memory_mib, self._spot_ok(i),
+                                       self._admit(i, ShapeKind.CPU)))
         k = n
         if shape.cpu_millis:
             k = min(k, node.cpu_free // shape.cpu_millis)
@@ -229,13 +239,16 @@ class Greedy(SolverBase):
                            key=lambda c: (self._units(c.shape), c.shape))
         whole = [c for c in self.cands[i] if c.shape.kind is ShapeKind.GPU]
         cpu = [c for c in self.cands[i] if c.shape.kind is ShapeKind.CPU]
+        gpu_admit = self._admit(i, ShapeKind.GPU)
+        cpu_admit = self._admit(i, ShapeKind.CPU)
         for k in range(n):
             best: tuple[tuple[float, ...], str, NodeState, GpuSlot | None, Candidate] | None = None
 
             def offer(new_gpus: int, cost: float, kind: str, node: NodeState, slot: GpuSlot | None,
                       cand: Candidate) -> None:
                 nonlocal best
-                tie = (node.order, slot.order if slot is not None else -1)
+                soft = (cpu_admit if kind == "cpu" else gpu_admit)[node.spec.taints]
+                tie = (float(soft), node.order, slot.order if slot is not None else -1)
                 if spread:
                     key: tuple[float, ...] = (float(mine.get(node.order, 0)), cost, float(new_gpus), *tie)
                 else:
@@ -244,11 +257,11 @@ class Greedy(SolverBase):
                     best = (key, kind, node, slot, cand)
 
             for node in self.state.nodes:
-                if not node.gpus or (node.gpus[0].spot and not spot_ok):
+                if not node.gpus or (node.gpus[0].spot and not spot_ok) or node.spec.taints not in gpu_admit:
                     continue
                 if best is not None:  # prune: nodes come in order, so ties go to the earlier one
                     bk = best[0]
-                    if bk[0] == bk[1] == bk[2] == 0.0:
+                    if bk[0] == bk[1] == bk[2] == bk[3] == 0.0:
                         break  # nothing ranks better than free room on a node of the first kind
                     if spread and mine.get(node.order, 0) > bk[0]:
                         continue
@@ -283,7 +296,7 @@ class Greedy(SolverBase):
                         offer(cand.shape.gpus, node.gpus[0].price * cand.shape.gpus, "whole", node, None, cand)
             for cand in cpu:
                 price = self.snapshot.cpu_price * cand.shape.cpu_millis / 1000
-                for node in self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok):
+                for node in self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok, cpu_admit):
                     offer(0, price, "cpu", node, None, cand)
             if best is None:
                 return n - k

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from gpupool_operator.core.cost import PriceTier
 from gpupool_operator.core.mig import Placement
+from gpupool_operator.core.taints import Taint
 
 
 class MigStrategy(StrEnum):
@@ -24,10 +25,18 @@ class MigStrategy(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Gpu:
-    """One physical GPU. ``layout`` is ``None`` when MIG is disabled (a whole GPU)."""
+    """One physical GPU. ``layout`` is ``None`` when MIG is disabled (a whole GPU).
+
+    ``unusable`` says why no new work may go onto it, when none may: the device plugin does not
+    offer it (allocatable is short of what the labels describe), or a pending MIG change will
+    re-lay it. ``withheld`` lists instances of its layout the device plugin does not offer (they
+    exist on paper, not in allocatable). Work already running on it is kept either way.
+    """
 
     index: int
     layout: Placement | None = None
+    unusable: str = ""
+    withheld: Placement = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,11 @@ class Node:
     #: (``nvidia.com/mig-<profile>.memory``): below the profile's name on real drivers, and preferred
     #: over the catalog's figure. Profiles the node does not label use the catalog.
     mig_memory: tuple[tuple[str, int], ...] = ()
+    #: The node's ``spec.taints`` (the cordon and not-ready taints also clear ``schedulable``).
+    taints: tuple[Taint, ...] = ()
+    #: Where allocatable and the GFD labels disagree about the node's GPUs (allocatable wins):
+    #: one sentence each, for the operator to report as a Warning event on the node.
+    capacity_conflicts: tuple[str, ...] = ()
 
     @property
     def is_gpu_node(self) -> bool:

@@ -14,6 +14,8 @@ from typing import Any
 
 from gpupool_operator.core.demand import Shape
 from gpupool_operator.core.mig import Placement, describe, placement_counts
+from gpupool_operator.core.migparted import mig_parted_devices
+from gpupool_operator.core.observed import PerGpu
 
 SCHEMA_VERSION = "gpupool.io/plan/v1"
 
@@ -38,6 +40,7 @@ class Unplaced:
     demand: str
     count: int
     reason: str
+    code: str = ""  # a condition reason (CamelCase): core.reasons.UnplacedCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class LayoutChange:
     gpu: int
     before: Placement | None
     after: Placement | None
+    config: str = ""  # the allowed mig-parted config that sets it (mig.policy AllowList), else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,8 @@ class Plan:
             "evictions": [
                 {"pod": e.pod, "node": e.node, "model": e.demand, "reason": e.reason} for e in self.evictions
             ],
-            "unplaced": [{"model": u.demand, "count": u.count, "reason": u.reason} for u in self.unplaced],
+            "unplaced": [{"model": u.demand, "count": u.count, "reason": u.reason, "code": u.code}
+                         for u in self.unplaced],
             "notes": list(self.notes),
         }
 
@@ -142,19 +147,42 @@ def _layout_json(p: Placement | None) -> dict[str, Any] | None:
 
 
 class ActionKind(StrEnum):
-    SET_MIG_LAYOUT = "set-mig-layout"  # label nvidia.com/mig.config with the node's new layout
+    """One write the act stage makes. ``actions(plan)`` yields the first three; the decide stage
+    (``core/decide.py``) adds the rest from what it observed."""
+
+    SET_MIG_LAYOUT = "set-mig-layout"  # write the node's layout into mig-parted's config, label the node
     STOP = "stop"  # delete a pod
     START = "start"  # create a replica pod with the shape's resources, pinned to the node
+    RECORD_MIG_INTENT = "record-mig-intent"  # note the target on the node while its GPUs still hold pods
+    MARK_MIG_SEEN = "mark-mig-seen"  # the MIG manager took the request (pending/rebooting)
+    COMMIT_MIG_LAYOUT = "commit-mig-layout"  # applied: the target is the node's layout now
+    ABANDON_MIG_LAYOUT = "abandon-mig-layout"  # failed or timed out: roll back, cool down
+    UNGATE = "ungate"  # remove the MIG scheduling gate of a replica whose slices exist now
+    CREATE_SERVICE = "create-service"
+    REPAIR_SERVICE = "repair-service"  # put back a Service's selector, ports or labels
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """One write. ``pool`` (``namespace/name``) is the pool it is made for ("" = cluster-wide: a
+    node's MIG step), so one pool's refused writes hold back only that pool."""
+
     kind: ActionKind
-    node: str
+    node: str = ""
     demand: str = ""
-    pod: str = ""
+    pod: str = ""  # namespace/name of the pod it stops, ungates or creates
     assignment: Assignment | None = None
     layouts: tuple[tuple[int, Placement | None], ...] = ()
+    pool: str = ""
+    uid: str = ""  # the pod's uid: a same-named successor is never hit
+    replica: int = 0  # START: the replica index (its label; its name's suffix)
+    gated: bool = False  # START: created behind the MIG scheduling gate
+    config: str = ""  # the nvidia.com/mig.config value to set (or roll back to)
+    target: PerGpu | None = None  # MIG steps: the node's per-GPU target layout
+    model: str = ""  # START, services: the model
+    event: str = ""  # the Event reason to record for it ("" = none)
+    warning: bool = False  # the Event is a Warning
+    reason: str = ""  # why, in words (Events, logs)
 
 
 def actions(plan: Plan) -> tuple[Action, ...]:
@@ -163,7 +191,8 @@ def actions(plan: Plan) -> tuple[Action, ...]:
     Order matters on real hardware: stop what moves off a GPU, then re-layout (MIG manager needs
     the GPU idle), then start new replicas. A purely computational function with no side-effects.
     """
-    out: list[Action] = [Action(ActionKind.STOP, e.node, e.demand, pod=e.pod) for e in plan.evictions]
+    out: list[Action] = [Action(ActionKind.STOP, e.node, e.demand, pod=e.pod, reason=e.reason)
+                         for e in plan.evictions]
     by_node: dict[str, list[tuple[int, Placement | None]]] = {}
     for change in plan.layout_changes:
         by_node.setdefault(change.node, []).append((change.gpu, change.after))
@@ -174,13 +203,12 @@ def actions(plan: Plan) -> tuple[Action, ...]:
 
 def mig_parted_config(layouts: tuple[tuple[int, Placement | None], ...]) -> list[dict[str, Any]]:
     """One node's layouts as a mig-parted ``mig-configs`` entry (devices grouped by layout)."""
-    groups: dict[tuple[tuple[str, int], ...] | None, list[int]] = {}
-    for gpu, layout in sorted(layouts, key=lambda x: x[0]):
-        groups.setdefault(None if layout is None else placement_counts(layout), []).append(gpu)
-    entries: list[dict[str, Any]] = []
-    for counts, devices in groups.items():
-        entry: dict[str, Any] = {"devices": devices, "mig-enabled": counts is not None}
-        if counts is not None:
-            entry["mig-devices"] = dict(counts)
-        entries.append(entry)
+    count = max((gpu for gpu, _ in layouts), default=-1) + 1
+    per: list[tuple[tuple[str, int], ...] | None] = [None] * count
+    for gpu, layout in layouts:
+        per[gpu] = () if layout is None else placement_counts(layout)
+    entries = mig_parted_devices(tuple(p for p in per if p is not None))
+    index = [gpu for gpu, p in enumerate(per) if p is not None]
+    for entry in entries:  # devices count the listed GPUs only: map back to their indices
+        entry["devices"] = [index[d] for d in entry["devices"]]
     return entries

@@ -186,10 +186,11 @@ class Repair(Greedy):
                             and other.shape.kind is ShapeKind.MIG and not other.fixed and other.gpus
                             and other.gpus[0].order == order and other.gpus[0] is not source):
                         hosts.setdefault(order, []).append(other)
+        admit = self._admit(r.demand, ShapeKind.MIG)
         for order in sorted(hosts):
             victims = hosts[order]
             g = victims[0].gpus[0]
-            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok):
+            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok) or g.taints not in admit:
                 continue
             for victim in sorted(victims, key=lambda v: (self._units(v.shape), v.demand)):
                 if self.eject_budget <= 0:
@@ -322,6 +323,7 @@ class Repair(Greedy):
         spot_ok = self._may_use_spot(r)
         mig_cands = self._mig_cands(r.demand)
         products = {c.shape.product for c in mig_cands}
+        admit = self._admit(r.demand, ShapeKind.MIG)
         for v in victims:
             if self.eject_budget <= 0:
                 return False
@@ -329,7 +331,7 @@ class Repair(Greedy):
                     or v.shape.product not in products):
                 continue
             g = v.gpus[0]
-            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok):
+            if g.state is not GpuState.PLANNED or (g.spot and not spot_ok) or g.taints not in admit:
                 continue
             cpu = [c for c in self.cands[v.demand] if c.shape.kind is ShapeKind.CPU
                    and self.snapshot.cpu_price * c.shape.cpu_millis / 1000 < mine - 1e-6]
@@ -342,7 +344,8 @@ class Repair(Greedy):
             v_spot = self._may_use_spot(v)
             self._detach(r)
             cand = cpu[0]
-            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, v_spot), None)
+            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, v_spot,
+                                           self._admit(v.demand, ShapeKind.CPU)), None)
             if node is None:
                 self._attach(r)
                 continue
@@ -360,7 +363,7 @@ class Repair(Greedy):
     def _pull_one(self, r: Rep) -> bool:
         """Move CPU replica ``r`` into spare room on a GPU already paid for (zero marginal cost)."""
         spots = (False, True) if self._may_use_spot(r) else (False,)
-        room = self._best_room(self._mig_cands(r.demand), spots, exclude=None)
+        room = self._best_room(r.demand, self._mig_cands(r.demand), spots, exclude=None)
         if room is None:
             return False
         _, slot, cand = room
@@ -439,7 +442,7 @@ class Repair(Greedy):
         i = r.demand
         spot_ok = self._may_use_spot(r)  # never breach min_off_spot
         spots = (False, True) if spot_ok else (False,)
-        room = self._best_room(self._mig_cands(i), spots, exclude=None)
+        room = self._best_room(i, self._mig_cands(i), spots, exclude=None)
         if room is not None:
             _, slot, cand = room
             self._place_in_room(r, slot, cand)
@@ -451,7 +454,8 @@ class Repair(Greedy):
             price = self.snapshot.cpu_price * cand.shape.cpu_millis / 1000
             if price >= budget:
                 continue
-            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok), None)
+            node = next(self.state.cpu_fit(cand.shape.cpu_millis, cand.shape.memory_mib, spot_ok,
+                                           self._admit(i, ShapeKind.CPU)), None)
             if node is None:
                 continue
             opened = self._open_for(r, min(budget, price), spot_ok)
@@ -466,13 +470,15 @@ class Repair(Greedy):
     def _open_for(self, r: Rep, budget: float, spot_ok: bool) -> float | None:
         """Last resort of a move: a fresh GPU (MIG slice or whole) cheaper than ``budget``."""
         best: tuple[float, int, Group, Candidate] | None = None
+        admit = self._admit(r.demand, ShapeKind.GPU)
         for ci, cand in enumerate(self.cands[r.demand]):
             shape = cand.shape
             if shape.kind is ShapeKind.CPU or (shape.kind is ShapeKind.GPU and shape.gpus != 1):
                 continue
             is_mig = shape.kind is ShapeKind.MIG
             for g in self.state.groups_by_product.get(shape.product, []):
-                if (g.key[2] and not spot_ok) or (is_mig and not g.key[3]) or g.key[1] >= budget - 1e-9:
+                if ((g.key[2] and not spot_ok) or (is_mig and not g.key[3]) or g.key[1] >= budget - 1e-9
+                        or g.key[4] not in admit):
                     continue
                 if best is not None and (g.key[1], ci) >= (best[0], best[1]):
                     continue
@@ -630,9 +636,11 @@ class Repair(Greedy):
         """Repack a MIG GPU onto a cheaper free GPU; replicas that do not fit there may spill to
         spare room or CPU, as long as the total is still cheaper than keeping this GPU."""
         spot_ok = self._group_may_use_spot(reps)
+        admits = [self._admit(i, ShapeKind.MIG) for i in sorted({r.demand for r in reps})]
         targets = sorted(
             (g for g in self.state.groups.values()
-             if g.key[3] and g.key[1] < slot.price - 1e-6 and (spot_ok or not g.key[2])),
+             if g.key[3] and g.key[1] < slot.price - 1e-6 and (spot_ok or not g.key[2])
+             and all(g.key[4] in a for a in admits)),
             key=lambda g: (g.key[1], group_sort(g)),
         )
         ordered = sorted(reps, key=lambda r: (-self._units(r.shape), r.demand))

@@ -29,19 +29,23 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from gpupool_operator.core import catalog, mig
+from gpupool_operator.core import allowlist, catalog, mig
 from gpupool_operator.core.cost import PriceTier
 from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind, candidates
 from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
+from gpupool_operator.core.reasons import UnplacedCode
 from gpupool_operator.core.repair import Repair
 from gpupool_operator.core.solverbase import LARGE_REPLICAS, PORTFOLIO, Options, Rep, Variant
-from gpupool_operator.core.state import GpuState, State
+from gpupool_operator.core.state import GpuState, MigPolicy, State
+from gpupool_operator.core.taints import TaintEffect, untolerated
 
-__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "Planner", "Variant", "products_of", "solve"]
+__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "MigPolicy", "Options", "Planner", "Variant", "products_of", "solve"]
 
 
 def products_of(snapshot: Snapshot) -> Products:
+    """The GPU products of a snapshot, sized from what the nodes report (the smallest figure of a
+    product's nodes: a replica sized for it fits on every one of them)."""
     known = sorted({n.product for n in snapshot.nodes if n.product and n.gpus})
     unknown: dict[str, int] = {}
     for n in snapshot.nodes:
@@ -49,13 +53,17 @@ def products_of(snapshot: Snapshot) -> Products:
             label = n.product_label or "unknown-gpu"
             unknown[label] = max(unknown.get(label, 0), n.gpu_memory_mib)
     mig_memory: dict[tuple[str, str], int] = {}
+    gpu_memory: dict[str, int] = {}
     for n in snapshot.nodes:
         if n.product and n.gpus:
             for profile, mib in n.mig_memory:
                 key = (n.product, profile)
                 mig_memory[key] = min(mig_memory.get(key, mib), mib)
+            if n.gpu_memory_mib > 0:
+                gpu_memory[n.product] = min(gpu_memory.get(n.product, n.gpu_memory_mib), n.gpu_memory_mib)
     return Products(tuple(known), tuple(sorted(unknown.items())),
-                    tuple((p, q, mib) for (p, q), mib in sorted(mig_memory.items())))
+                    tuple((p, q, mib) for (p, q), mib in sorted(mig_memory.items())),
+                    tuple(sorted(gpu_memory.items())))
 
 
 class Planner:
@@ -113,6 +121,12 @@ def solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None
 
 def _solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | None) -> tuple[Plan, _Solver]:
     opts = (options or Options()).resolved(sum(max(0, d.replicas) for d in demands))
+    if opts.mig_policy is MigPolicy.ALLOW_LIST and opts.allowed_layouts:
+        return allowlist.solve(snapshot, demands, opts, _portfolio)
+    return _portfolio(snapshot, demands, opts)
+
+
+def _portfolio(snapshot: Snapshot, demands: Sequence[Demand], opts: Options) -> tuple[Plan, _Solver]:
     variants = PORTFOLIO[: max(1, opts.portfolio_size or 1)] if opts.portfolio else PORTFOLIO[:1]
     best: tuple[int, float, int] | None = None
     chosen: tuple[Plan, _Solver] | None = None
@@ -204,7 +218,7 @@ class _Solver(Repair):
         self.state: State
     def run(self) -> Plan:
         keep = self._choose_kept()
-        self.state = State.from_snapshot(self.snapshot, keep=set(keep))
+        self.state = State.from_snapshot(self.snapshot, keep=set(keep), policy=self.options.mig_policy)
         self._materialise_kept(keep)
         todo = [max(0, d.replicas - len(self.by_demand.get(i, ()))) for i, d in enumerate(self.demands)]
         for i in sorted(range(len(self.demands)), key=self._size_key):
@@ -212,20 +226,40 @@ class _Solver(Repair):
                 left = self._place_demand(i, todo[i])
                 if left:
                     self.unplaced[i] = left
-        if self.options.improve and self.unplaced:
-            self._count_repair()
-        if self.options.improve:
-            budget = [self.options.lns_attempts or 0]
-            pairs = [self.options.pair_attempts or 0]
-            for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
-                changed = self._close_pass()
-                changed |= self._downgrade_pass()
-                changed |= self._lns_pass(budget)
-                changed |= self._demand_lns(pairs)
-                changed |= self._pull_pass()
-                if not changed:
-                    break
+        budget = [self.options.lns_attempts or 0]
+        pairs = [self.options.pair_attempts or 0]
+        # A fixpoint, bounded: repairs move replicas and free capacity, so what found no room in an
+        # earlier round is placed again, then repaired again, until a round places nothing more.
+        for round_ in range(1 + max(0, self.options.fixpoint_rounds)):
+            if round_ and not self._place_unplaced():
+                break
+            if self.options.improve and self.unplaced:
+                self._count_repair()
+            if self.options.improve:
+                for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
+                    changed = self._close_pass()
+                    changed |= self._downgrade_pass()
+                    changed |= self._lns_pass(budget)
+                    changed |= self._demand_lns(pairs)
+                    changed |= self._pull_pass()
+                    if not changed:
+                        break
+            if not self.unplaced:
+                break
         return self._finish()
+
+    def _place_unplaced(self) -> bool:
+        """Try every still-unplaced replica again; whether any found room."""
+        placed = False
+        for i in sorted(self.unplaced, key=self._size_key):
+            want = self.unplaced[i]
+            left = self._place_demand(i, want)
+            placed |= left < want
+            if left:
+                self.unplaced[i] = left
+            else:
+                del self.unplaced[i]
+        return placed
 
     def update(self, demands: Sequence[Demand]) -> Plan:
         """Re-plan after demands changed, on top of the last plan (taken as applied).
@@ -301,7 +335,8 @@ class _Solver(Repair):
                     continue
                 i = self.index.get(h.owner)
                 shape = _holding_shape(node.product or node.product_label, h)
-                cost = _holding_cost(node.gpu_price, self.snapshot.cpu_price, shape)
+                cost = node.gpu_price * self._units(shape) if shape.kind is not ShapeKind.CPU else \
+                    self.snapshot.cpu_price * shape.cpu_millis / 1000
                 if i is None:
                     self.evictions.append(Eviction(h.pod, node.name, h.owner, "its model is no longer declared"))
                     continue
@@ -313,6 +348,12 @@ class _Solver(Repair):
                     continue
                 if node.price_tier is PriceTier.SPOT and not self.demands[i].allow_spot:
                     self.evictions.append(Eviction(h.pod, node.name, h.owner, "the pool no longer allows spot nodes"))
+                    continue
+                evicting = [t for t in untolerated(self.demands[i].tolerations_for(shape.kind), node.taints)
+                            if t.effect == TaintEffect.NO_EXECUTE]
+                if evicting:  # the taint manager evicts it anyway: place it where it may run
+                    self.evictions.append(Eviction(h.pod, node.name, h.owner, f"the node's taint "
+                                                   f"{evicting[0].describe()} is not tolerated"))
                     continue
                 running.setdefault(i, []).append((cost, h.pod, node.name, shape))
         spot = {n.name for n in self.snapshot.nodes if n.price_tier is PriceTier.SPOT}
@@ -484,20 +525,26 @@ class _Solver(Repair):
         unplaced = []
         for i in sorted(set(self.unplaced) | set(self.over_budget) | set(self.off_spot_short)):
             n, why = self.unplaced.get(i, 0), []
+            code = ""
             if n:
-                why.append(self._why_unplaced(i))
+                text, code = self._why_unplaced(i)
+                why.append(text)
             if self.over_budget.get(i):
                 why.append(self.budget_note[i])
+                code = UnplacedCode.BUDGET_EXCEEDED
             if self.off_spot_short.get(i):
                 why.append(
                     f"{self.demands[i].min_off_spot} replica(s) must run off spot and no on-demand capacity "
-                    "fits them, so its spot replicas are held back"
+                    "fits them, so its spot replicas are held back (allowSpot: true lets every replica "
+                    "run on spot)"
                 )
+                code = code or UnplacedCode.SPOT_ONLY
             count = n + self.over_budget.get(i, 0) + self.off_spot_short.get(i, 0)
-            unplaced.append(Unplaced(self.demands[i].key, count, "; ".join(why)))
+            unplaced.append(Unplaced(self.demands[i].key, count, "; ".join(why), code=str(code)))
         notes = list(self.snapshot.warnings)
         for node in self.snapshot.nodes:
             notes += [f"{node.name}: {w}" for w in node.warnings]
+            notes += [f"{node.name}: {w}" for w in node.capacity_conflicts]
         return Plan(
             assignments=tuple(assignments),
             unplaced=tuple(unplaced),
@@ -508,44 +555,71 @@ class _Solver(Repair):
             notes=tuple(notes),
             cost_by_demand={k: round(v, 6) for k, v in cost_by.items()},
         )
-    def _why_unplaced(self, i: int) -> str:
+    def _why_unplaced(self, i: int) -> tuple[str, str]:
+        """Why model ``i``'s last replicas found no place, in words and as a condition reason. The
+        numbers are the ones the placement saw: free GPUs per accepted product on nodes the pods
+        may use, and what spot, taints or the MIG policy kept out."""
         d = self.demands[i]
         cands = self.cands[i]
         if not cands:
             rejected = self.rejected[i]
             if not rejected:
                 if not self.snapshot.nodes:
-                    return "the cluster has no nodes"
-                return "no accepted accelerator exists in this cluster"
+                    return "the cluster has no nodes", UnplacedCode.NO_NODES
+                return "no accepted accelerator exists in this cluster", UnplacedCode.NO_ACCEPTED_SHAPE
             head = "; ".join(rejected[:4])
             more = f" (and {len(rejected) - 4} more)" if len(rejected) > 4 else ""
-            return f"no shape in this cluster meets the model's needs: {head}{more}"
+            return f"no shape in this cluster meets the model's needs: {head}{more}", UnplacedCode.NO_ACCEPTED_SHAPE
+        admit = self._admit(i, ShapeKind.GPU)
         parts: list[str] = []
+        code = UnplacedCode.INSUFFICIENT_CAPACITY
+        spot_free = usable_free = 0
+        tainted: dict[str, int] = {}
         for product in sorted({c.shape.product for c in cands if c.shape.product}):
-            free = 0
-            total = 0
-            best_node = 0
-            for g in self.state.groups_by_product.get(product, []):
-                if g.key[2] and not d.allow_spot:
-                    continue
-                total += g.size
+            free = total = best_node = 0
             for node in self.state.nodes:
-                if node.gpus and node.gpus[0].product == product and (
-                    d.allow_spot or node.spec.price_tier is not PriceTier.SPOT):
-                    free += len(node.free)
-                    best_node = max(best_node, len(node.free))
+                if not node.gpus or node.gpus[0].product != product:
+                    continue
+                if node.spec.taints not in admit:
+                    for t in untolerated(d.tolerations_for(ShapeKind.GPU), node.spec.taints):
+                        tainted[t.describe()] = tainted.get(t.describe(), 0) + len(node.gpus)
+                    continue
+                if node.spec.price_tier is PriceTier.SPOT and not d.allow_spot:
+                    continue
+                total += len(node.gpus)
+                free += len(node.free)
+                best_node = max(best_node, len(node.free))
+                if node.spec.price_tier is PriceTier.SPOT:
+                    spot_free += len(node.free)
+                else:
+                    usable_free += len(node.free)
             text = f"{product}: {free} of {total} GPUs free"
             if d.tensor_parallel > 1:
                 text += f", at most {best_node} free on one node (tensor parallel needs {d.tensor_parallel})"
             parts.append(text)
         cpu = [c for c in cands if c.shape.kind is ShapeKind.CPU]
         if cpu:
-            most = max((n.cpu_free for n in self.state.cpu_nodes), default=0)
-            parts.append(f"CPU: at most {most / 1000:g} cores free on a node, "
+            cpu_admit = self._admit(i, ShapeKind.CPU)
+            most = max((n.cpu_free for n in self.state.cpu_nodes if n.spec.taints in cpu_admit), default=0)
+            parts.append(f"CPU: at most {most / 1000:g} cores free on a node whose taints the pods tolerate, "
                          f"{cpu[0].shape.cpu_millis / 1000:g} needed")
         shapes = ", ".join(c.shape.describe() for c in cands[:4]) + (" ..." if len(cands) > 4 else "")
-        spot = "" if d.allow_spot else " (spot nodes excluded by the pool)"
-        return f"no free capacity for any accepted shape ({shapes}){spot}: " + "; ".join(parts)
+        extra = ""
+        if not d.allow_spot:
+            extra = " (spot nodes excluded: allowSpot is false)"
+        elif d.min_off_spot and spot_free and not usable_free:
+            extra = (f" (only spot GPUs are free and {d.min_off_spot} replica(s) must run off spot first; "
+                     "allowSpot: true lets every replica run on spot)")
+            code = UnplacedCode.SPOT_ONLY
+        if tainted:
+            listed = ", ".join(f"{name} ({n} GPUs)" for name, n in sorted(tainted.items()))
+            parts.append(f"not tolerated: {listed}")
+            if not usable_free and not spot_free:
+                code = UnplacedCode.TAINTED
+        if self.options.mig_policy is not MigPolicy.ANY and all(c.shape.kind is ShapeKind.MIG for c in cands):
+            parts.append("MIG re-layout is not allowed (mig.policy), so only existing free instances count")
+            code = UnplacedCode.MIG_RELAYOUT_FORBIDDEN if code is UnplacedCode.INSUFFICIENT_CAPACITY else code
+        return f"no free capacity for any accepted shape ({shapes}){extra}: " + "; ".join(parts), code
 
 
 def _padded(
@@ -570,14 +644,6 @@ def _holding_shape(product: str, h: Holding) -> Shape:
     if h.gpus:
         return Shape(ShapeKind.GPU, product, gpus=len(h.gpus))
     return Shape(ShapeKind.CPU, cpu_millis=h.cpu_millis, memory_mib=h.memory_mib)
-
-
-def _holding_cost(gpu_price: float, cpu_price: float, shape: Shape) -> float:
-    if shape.kind is ShapeKind.GPU:
-        return gpu_price * shape.gpus
-    if shape.kind is ShapeKind.MIG:
-        return gpu_price * mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
-    return cpu_price * shape.cpu_millis / 1000
 
 
 def _same_shape(accepted: Shape, running: Shape) -> bool:

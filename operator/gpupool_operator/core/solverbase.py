@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gpupool_operator.core import catalog, mig
-from gpupool_operator.core.cost import PriceTier
+from gpupool_operator.core.cost import PriceTier, SlicePricing, slice_share
 from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind, Strategy
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.plan import Eviction
-from gpupool_operator.core.state import GpuSlot, GpuState, Group, NodeState, State
+from gpupool_operator.core.state import GpuSlot, GpuState, Group, MigPolicy, NodeState, State, Taints
+from gpupool_operator.core.taints import admission
 
 __all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "SolverBase", "Variant"]
 
@@ -49,6 +51,18 @@ class Options:
     #: Model pairs the demand-level ruin and recreate tries (every replica of two models at once);
     #: ``None``: 300, or none above :data:`LARGE_REPLICAS` replicas.
     pair_attempts: int | None = None
+    #: Whether the plan may change MIG layouts (GPUPoolConfig ``spec.mig.policy``): ``ANY``, or
+    #: ``DISABLED`` (existing instances and whole GPUs only). For AllowList pass ``allowed_layouts``.
+    mig_policy: MigPolicy = MigPolicy.ANY
+    #: GPUPoolConfig ``mig.policy: AllowList``: the mig-parted configs the plan may set, by name
+    #: (``{"all-1g.10gb": {"1g.10gb": 7}, "all-disabled": None}``; one layout for every GPU of a
+    #: node, as mig-parted's ``devices: all`` applies it). ``None``: no allow-list.
+    allowed_layouts: Mapping[str, Mapping[str, int] | None] | None = None
+    #: How a MIG slice's attributed price is derived from its GPU's (GPUPoolConfig ``migSlicePricing``).
+    slice_pricing: SlicePricing = SlicePricing.MAX_SHARE
+    #: Rounds of "place what is still unplaced, then repair" after the first (a fixpoint, bounded):
+    #: a move that frees capacity can let a replica in that found no room before.
+    fixpoint_rounds: int = 3
 
     def resolved(self, replicas: int) -> Options:
         """These options with every ``None`` replaced by its size-dependent default."""
@@ -191,14 +205,24 @@ class SolverBase:
         price = min(g.key[1] for g in groups)
         return price * self._units(shape)
     def _units(self, shape: Shape) -> float:
-        return units(shape)
+        return units(shape, self.options.slice_pricing)
     def _spot_ok(self, i: int) -> bool:
         return self.demands[i].allow_spot and not self.no_spot
+    def _admit(self, i: int, kind: ShapeKind) -> dict[Taints, int]:
+        """The node taint sets model ``i``'s pods of ``kind`` tolerate, each with its count of
+        untolerated PreferNoSchedule taints (0 first in every ranking that breaks ties by it)."""
+        tols = self.demands[i].tolerations_for(kind)
+        memo: dict[tuple[Any, ...], dict[Taints, int]] = self.__dict__.setdefault("_admit_memo", {})
+        got = memo.get(tols)
+        if got is None:
+            got = memo[tols] = {t: a for t in self.state.taint_sets if (a := admission(tols, t)) is not None}
+        return got
     def _groups(self, i: int, product: str, mig_only: bool) -> list[Group]:
         spot_ok = self._spot_ok(i)
+        admit = self._admit(i, ShapeKind.GPU)
         return [
             g for g in self.state.groups_by_product.get(product, [])
-            if (spot_ok or not g.key[2]) and (g.key[3] or not mig_only)
+            if (spot_ok or not g.key[2]) and (g.key[3] or not mig_only) and g.key[4] in admit
         ]
     def _rep_cost(self, r: Rep) -> float:
         if r.shape.kind is ShapeKind.CPU:
@@ -208,13 +232,13 @@ class SolverBase:
 
 
 @functools.cache
-def units(shape: Shape) -> float:
-    """GPUs a shape occupies: whole GPUs, or a slice's neutral share max(c/7, m/8)."""
+def units(shape: Shape, pricing: SlicePricing = SlicePricing.MAX_SHARE) -> float:
+    """GPUs a shape occupies: whole GPUs, or a slice's share of its GPU under ``pricing``."""
     if shape.kind is ShapeKind.GPU:
         return float(shape.gpus)
     if shape.kind is ShapeKind.CPU:
         return 0.0
-    return mig.fraction(catalog.by_key(shape.product).profile(shape.profile))
+    return slice_share(catalog.by_key(shape.product).profile(shape.profile), pricing)
 
 
 def fields(r: Rep) -> tuple[Any, ...]:
@@ -225,10 +249,10 @@ def restore(r: Rep, old: tuple[Any, ...]) -> None:
     r.shape, r.node, r.gpus, r.start, r.pod, r.reason, r.fixed = old[0], old[1], list(old[2]), *old[3:]
 
 
-def group_sort(where: object) -> tuple[str, float, bool, bool]:
+def group_sort(where: object) -> tuple[str, float, bool, bool, Taints]:
     if isinstance(where, Group):
         return where.key
-    return ("", 0.0, False, False)
+    return ("", 0.0, False, False, ())
 
 
 def free_in_current(slot: GpuSlot, prof: str) -> bool:

@@ -4,11 +4,14 @@ Private to the solvers. A :class:`State` is built once per cycle from an immutab
 :class:`~gpupool_operator.core.inventory.Snapshot`; every mutation goes through a method that keeps
 the indexes in step, so the placement loop never scans all GPUs:
 
-* free whole GPUs are indexed per *group* (product, price, spot, MIG-ready) in buckets by how
-  many free GPUs a node has, so "best-fit node with >= t free GPUs" is a heap peek;
-* GPUs whose MIG layout is being built are indexed per (product, spot) and profile by their current
-  contents, so "an open GPU with room for a 2g.20gb" looks at a few layout keys, not at GPUs;
+* free whole GPUs are indexed per *group* (product, price, spot, MIG-ready, taints) in buckets by
+  how many free GPUs a node has, so "best-fit node with >= t free GPUs" is a heap peek;
+* GPUs whose MIG layout is being built are indexed per (product, spot, taints) and profile by their
+  current contents, so "an open GPU with room for a 2g.20gb" looks at a few layout keys, not at GPUs;
 * fixed MIG GPUs (something immovable already runs on them) are indexed by free instance profile.
+
+A node's taints are part of every index key: a model may only use the keys whose taints its pods
+tolerate (:func:`gpupool_operator.core.taints.admission`), and clusters have few distinct taint sets.
 
 Heaps use lazy deletion: an entry is checked against the object's current state when popped.
 """
@@ -25,6 +28,7 @@ from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import PriceTier
 from gpupool_operator.core.inventory import Holding, MigStrategy, Node, Snapshot
 from gpupool_operator.core.mig import Counts, Placement
+from gpupool_operator.core.taints import Taint
 
 
 class GpuState(Enum):
@@ -35,7 +39,23 @@ class GpuState(Enum):
     OFF = "off"  # not usable for new work (node cordoned, MIG reconfiguring, unsupported strategy)
 
 
-GroupKey = tuple[str, float, bool, bool]  # (product, price per GPU-hour, spot, MIG re-layout allowed)
+Taints = tuple[Taint, ...]
+#: (product, price per GPU-hour, spot, MIG re-layout allowed, the nodes' taints)
+GroupKey = tuple[str, float, bool, bool, Taints]
+
+
+class MigPolicy(Enum):
+    """Whether the plan may change MIG layouts (GPUPoolConfig ``spec.mig.policy``).
+
+    ``ANY``: any valid layout; ``DISABLED``: never (existing instances and whole GPUs are still
+    used: a free MIG GPU offers its instances as they are); ``ALLOW_LIST``: only to the allowed
+    mig-parted configs, node by node (:mod:`gpupool_operator.core.allowlist`), on top of which the
+    working state itself changes no layout, exactly as under ``DISABLED``.
+    """
+
+    ANY = "Any"
+    ALLOW_LIST = "AllowList"
+    DISABLED = "Disabled"
 
 
 class NodeState:
@@ -58,7 +78,7 @@ class NodeState:
 class GpuSlot:
     __slots__ = (
         "content", "current", "fixed_free", "index", "key", "node", "order", "ours", "price",
-        "product", "spot", "state",
+        "product", "spot", "state", "taints",
     )
 
     def __init__(self, node: NodeState, index: int, current: Placement | None, order: int) -> None:
@@ -69,6 +89,7 @@ class GpuSlot:
         self.product = spec.product or spec.product_label or "unknown-gpu"
         self.price = spec.gpu_price
         self.spot = spec.price_tier is PriceTier.SPOT
+        self.taints: Taints = spec.taints
         self.current = current
         self.state = GpuState.FREE
         self.content: dict[str, int] = {}  # PLANNED: profile -> new instances
@@ -86,7 +107,7 @@ class GpuSlot:
 
 @dataclass
 class Group:
-    """Nodes of one (product, price, spot, MIG-ready) kind, bucketed by their free GPU count."""
+    """Nodes of one (product, price, spot, MIG-ready, taints) kind, bucketed by free GPU count."""
 
     key: GroupKey
     buckets: list[list[tuple[int, NodeState]]] = field(default_factory=list)
@@ -119,25 +140,33 @@ class State:
         self.gpus: list[GpuSlot] = []
         self.groups: dict[GroupKey, Group] = {}
         self.groups_by_product: dict[str, list[Group]] = {}
-        # (product, spot) -> profile -> content key -> heap of PLANNED GPUs with that content
-        self.rooms: dict[tuple[str, bool], dict[str, dict[Counts, list[tuple[int, GpuSlot]]]]] = {}
-        # (product, profile, spot, charged) -> heap of FIXED GPUs with a free instance of that profile
-        self.fixed: dict[tuple[str, str, bool, bool], list[tuple[int, GpuSlot]]] = {}
+        # (product, spot, taints) -> profile -> content key -> heap of PLANNED GPUs with that content
+        self.rooms: dict[tuple[str, bool, Taints], dict[str, dict[Counts, list[tuple[int, GpuSlot]]]]] = {}
+        # (product, profile, spot, charged, taints) -> heap of FIXED GPUs with a free instance of that profile
+        self.fixed: dict[tuple[str, str, bool, bool, Taints], list[tuple[int, GpuSlot]]] = {}
         self.cpu_nodes: list[NodeState] = []  # CPU-only nodes first, then GPU nodes; by name
+        self.taint_sets: list[Taints] = []  # the distinct node taint sets, sorted
         self.notes: list[str] = []
         self.unknown_products: dict[str, int] = {}
         self.known_products: list[str] = []
 
     # ----------------------------------------------------------------------------------------
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot, keep: set[str] | None = None) -> State:
+    def from_snapshot(
+        cls, snapshot: Snapshot, keep: set[str] | None = None, policy: MigPolicy = MigPolicy.ANY
+    ) -> State:
         """Build the state; holdings of pods in ``keep`` (or of foreign pods) are pinned.
 
         Holdings of our own pods not in ``keep`` are ignored: those replicas are being re-placed.
+        Instances the device plugin withholds count as held by someone else; GPUs marked unusable
+        (not offered, or about to be re-laid by a pending MIG change) take no new work. Under
+        ``MigPolicy.DISABLED`` no GPU is re-laid: a free MIG GPU offers its instances as they are.
         """
         st = cls(snapshot)
         order = 0
+        taint_sets: set[Taints] = set()
         for i, spec in enumerate(snapshot.nodes):
+            taint_sets.add(spec.taints)
             node = NodeState(spec, i)
             st.nodes.append(node)
             if spec.product and spec.product not in st.known_products and spec.gpus:
@@ -151,7 +180,9 @@ class State:
                 node.gpus.append(slot)
                 st.gpus.append(slot)
             st._pin(node, [h for h in spec.holdings if h.owner is None or keep is None or h.pod in keep])
+            st._withhold(node)
         st.known_products.sort()
+        st.taint_sets = sorted(taint_sets)
         for node in st.nodes:
             spec = node.spec
             if spec.schedulable:
@@ -159,15 +190,22 @@ class State:
             if not node.gpus:
                 continue
             product = catalog.by_key(spec.product) if spec.product else None
-            mig_ok = (
+            mixed = (
                 product is not None and product.mig_capable and spec.mig_strategy is MigStrategy.MIXED
                 and spec.mig_ready
             )
-            for slot in node.gpus:
-                if _unusable(slot, spec, mig_ok):
+            mig_ok = mixed and policy is MigPolicy.ANY
+            for slot, gpu in zip(node.gpus, spec.gpus, strict=True):
+                if gpu.unusable or _unusable(slot, spec, mig_ok or mixed):
                     slot.state = GpuState.OFF
+                elif mixed and not mig_ok and slot.state is GpuState.FREE and slot.current is not None:
+                    slot.state = GpuState.FIXED  # re-layout forbidden: its instances as they are
+                    slot.fixed_free = {}
+                    for name, start in slot.current:
+                        slot.fixed_free.setdefault(name, []).append(start)
             node.free = [i for i, s in enumerate(node.gpus) if s.state is GpuState.FREE]
-            key: GroupKey = (node.gpus[0].product, spec.gpu_price, spec.price_tier is PriceTier.SPOT, mig_ok)
+            key: GroupKey = (node.gpus[0].product, spec.gpu_price, spec.price_tier is PriceTier.SPOT, mig_ok,
+                             spec.taints)
             group = st.groups.get(key)
             if group is None:
                 group = st.groups[key] = Group(key)
@@ -180,7 +218,7 @@ class State:
                     for prof in slot.fixed_free:
                         st._index_fixed(slot, prof)
         for groups in st.groups_by_product.values():
-            groups.sort(key=lambda g: (g.key[1], g.key[2], not g.key[3]))
+            groups.sort(key=lambda g: (g.key[1], g.key[2], not g.key[3], g.key[4]))
         st.cpu_nodes.sort(key=lambda n: (bool(n.gpus), n.order))
         return st
 
@@ -213,20 +251,35 @@ class State:
             for starts in slot.fixed_free.values():
                 starts.sort()
 
+    def _withhold(self, node: NodeState) -> None:
+        """Instances the device plugin does not offer are taken, as if by someone else's pod."""
+        for slot, gpu in zip(node.gpus, node.spec.gpus, strict=True):
+            if not gpu.withheld or slot.current is None:
+                continue
+            if slot.state is not GpuState.FIXED:
+                slot.state = GpuState.FIXED
+                slot.fixed_free = {}
+                for name, s in slot.current:
+                    slot.fixed_free.setdefault(name, []).append(s)
+            for name, start in gpu.withheld:
+                starts = slot.fixed_free.get(name, [])
+                if start in starts:
+                    starts.remove(start)
+
     # ---------------------------------------------------------------- indexes
     def _index_fixed(self, slot: GpuSlot, prof: str) -> None:
         if slot.fixed_free.get(prof):
-            heap = self.fixed.setdefault((slot.product, prof, slot.spot, slot.charged), [])
+            heap = self.fixed.setdefault((slot.product, prof, slot.spot, slot.charged, slot.taints), [])
             heapq.heappush(heap, (slot.order, slot))
 
     def _index_rooms(self, slot: GpuSlot) -> None:
-        by_prof = self.rooms.setdefault((slot.product, slot.spot), {})
+        by_prof = self.rooms.setdefault((slot.product, slot.spot, slot.taints), {})
         for prof in _addable(slot.product, slot.key):
             heapq.heappush(by_prof.setdefault(prof, {}).setdefault(slot.key, []), (slot.order, slot))
 
-    def room(self, product: str, spot: bool, prof: str) -> GpuSlot | None:
+    def room(self, product: str, spot: bool, prof: str, taints: Taints = ()) -> GpuSlot | None:
         """The fullest PLANNED GPU with room for one more ``prof`` (best fit; lowest order on ties)."""
-        by_key = self.rooms.get((product, spot), {}).get(prof)
+        by_key = self.rooms.get((product, spot, taints), {}).get(prof)
         if not by_key:
             return None
         best: tuple[float, Counts, GpuSlot] | None = None
@@ -244,9 +297,9 @@ class State:
             del by_key[key]
         return None if best is None else best[2]
 
-    def fixed_room(self, product: str, spot: bool, prof: str, charged: bool) -> GpuSlot | None:
+    def fixed_room(self, product: str, spot: bool, prof: str, charged: bool, taints: Taints = ()) -> GpuSlot | None:
         """The first FIXED GPU (charged to us or not) with a free ``prof`` instance."""
-        heap = self.fixed.get((product, prof, spot, charged))
+        heap = self.fixed.get((product, prof, spot, charged, taints))
         while heap:
             slot = heap[0][1]
             if slot.state is GpuState.FIXED and slot.fixed_free.get(prof) and slot.charged == charged:
@@ -304,12 +357,29 @@ class State:
         for name in slot.fixed_free:
             self._index_fixed(slot, name)
 
-    def cpu_fit(self, millis: int, mem: int, spot_ok: bool) -> Iterator[NodeState]:
+    def cpu_fit(self, millis: int, mem: int, spot_ok: bool, admit: dict[Taints, int] | None = None
+                ) -> Iterator[NodeState]:
+        """Nodes with room for ``millis`` and ``mem``, CPU-only nodes first. With ``admit`` (taint
+        set -> untolerated soft taints; see :func:`~gpupool_operator.core.taints.admission`), only
+        nodes whose taints the pod tolerates, those it tolerates fully first."""
+        later = admit is not None and any(admit.values())
         for node in self.cpu_nodes:
             if node.cpu_free >= millis and node.mem_free >= mem and (
                 spot_ok or node.spec.price_tier is not PriceTier.SPOT
             ):
-                yield node
+                if admit is None:
+                    yield node
+                    continue
+                soft = admit.get(node.spec.taints)
+                if soft == 0:
+                    yield node
+        if later:
+            assert admit is not None
+            for soft_level in sorted({v for v in admit.values() if v}):
+                for node in self.cpu_nodes:
+                    if (admit.get(node.spec.taints) == soft_level and node.cpu_free >= millis
+                            and node.mem_free >= mem and (spot_ok or node.spec.price_tier is not PriceTier.SPOT)):
+                        yield node
 
 
 def _unusable(slot: GpuSlot, spec: Node, mig_ok: bool) -> bool:

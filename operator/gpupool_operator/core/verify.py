@@ -18,6 +18,7 @@ from gpupool_operator.core.demand import Demand, ShapeKind
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.mig import Placement
 from gpupool_operator.core.plan import Plan
+from gpupool_operator.core.taints import untolerated
 
 __all__ = ["problems"]
 
@@ -88,6 +89,22 @@ def problems(snapshot: Snapshot, demands: Sequence[Demand], plan: Plan) -> list[
         elif not d.allow_spot:
             out.append(f"{a.demand}#{a.replica} on spot node {a.node} but the model forbids spot")
         s = a.shape
+        if a.pod is None:  # a new pod must get past kube-scheduler's filters
+            refused = untolerated(d.tolerations_for(s.kind), node.taints)
+            if refused:
+                out.append(f"{a.demand}#{a.replica}: node {a.node} has taint {refused[0].describe()}, "
+                           "which its pod does not tolerate")
+            if not node.schedulable:
+                out.append(f"{a.demand}#{a.replica}: new replica on unschedulable node {a.node}")
+            node_gpus = {x.index: x for x in node.gpus}
+            for gi in a.gpus:
+                spec = node_gpus.get(gi)
+                if spec is not None and spec.unusable:
+                    out.append(f"{a.demand}#{a.replica}: new replica on {a.node}/{gi}, which takes no new work "
+                               f"({spec.unusable})")
+                if spec is not None and s.kind is ShapeKind.MIG and (s.profile, a.start) in spec.withheld:
+                    out.append(f"{a.demand}#{a.replica}: {s.profile}@{a.start} on {a.node}/{gi} is not offered "
+                               "by the device plugin")
         if s.kind is ShapeKind.CPU:
             cpu_used[a.node] += s.cpu_millis
             mem_used[a.node] += s.memory_mib

@@ -1,10 +1,11 @@
-"""kopf wiring, kept thin: watch events feed the store and poke the one global placement loop.
+"""kopf wiring, kept thin: watch events go to the observe stage and poke the one placement loop.
 
-Only ``@kopf.on.event`` handlers, async (they only touch memory: no thread hop per event). kopf
-persists no handler state and adds no finalizers, so an
-operator that is down never blocks a deletion (owner references clean up), and a standby replica
-can watch (warm cache) without writing anything. Leadership is a Lease (``adapters.leader``); kopf
-runs ``--standalone``. Run with ``gpupool operator`` or ``kopf run -A --standalone -m
+Only ``@kopf.on.event`` handlers, async (they only touch memory: no thread hop per event); the loop
+(``adapters/loop.py``) calls the stages: observe, decide, act, report. kopf persists no handler
+state, adds no finalizers and posts no Events of its own, so an operator that is down never
+blocks a deletion (owner references clean up), and a standby replica can watch (warm cache)
+without writing anything. Leadership is a Lease (``adapters.leader``); kopf runs
+``--standalone``. Run with ``gpupool operator`` or ``kopf run -A --standalone -m
 gpupool_operator.handlers``.
 """
 
@@ -29,6 +30,7 @@ __all__ = ["configure", "shutdown"]
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.scanning.disabled = True  # no CRD/namespace scanning: no RBAC for it
+    settings.posting.enabled = False  # a standby must write nothing, kopf's own Events included
     settings.posting.level = logging.WARNING
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not one line per watch event
     settings.watching.server_timeout = 300
@@ -87,7 +89,5 @@ async def config_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Deleted Services are made again (the loop remembers the ones it made)."""
-    runtime = memo.get("runtime")
-    if isinstance(runtime, Runtime):
-        runtime.observe_service(event)
+    """A deleted or hand-edited Service is made again or repaired."""
+    _feed(Kind.SERVICE, event, memo)

