@@ -110,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         check_products(pool, snapshot, args.pools, cluster_name)
         trace = load_trace(args.trace, args.work, args.start, args.duration)
         config = SimConfig(pod_start_s=args.pod_start, mig_relayout_s=args.mig_relayout)
-        scenario = scenario_for(pool, model, snapshot, config, params)
+        try:
+            scenario = scenario_for(pool, model, snapshot, config, params)
+        except ParamError as err:
+            raise InputError(f"{args.pools}: InferencePool {pool.metadata.name}: model {model}: {err}") from None
         scenario.baseline_shape()
     except (InputError, TraceError, ScenarioError) as err:
         print(f"gpupool simulate: {err}", file=sys.stderr)
