@@ -119,21 +119,64 @@ class _Replica:
         self.batch: tuple[int, ...] = ()
 
 
-class Simulation:
+class _Fleet:
+    """The replicas of one run and what they cost per hour: the bookkeeping the loop relies on."""
+
+    def __init__(self, shapes: Mapping[str, ShapeModel]) -> None:
+        self.shapes = dict(shapes)
+        self.replicas: list[_Replica] = []
+        self.ready_count = 0
+        self.cost_rate = self.gpu_rate = 0.0
+        self.next_id = 0
+
+    def _push(self, t: float, kind: int, rep: _Replica | None = None) -> None:
+        raise NotImplementedError
+
+    def _create(self, key: str, ready_at: float, ready_now: bool = False) -> None:
+        shape = self.shapes[key]
+        self.next_id += 1
+        r = _Replica(self.next_id, shape, ready_at, _SERVING if ready_now else _STARTING)
+        self.replicas.append(r)
+        self.cost_rate += shape.usd_per_hour
+        self.gpu_rate += shape.gpus
+        if ready_now:
+            self.ready_count += 1
+        else:
+            self._push(ready_at, _READY, r)
+
+    def _remove(self, have: list[_Replica], n: int) -> None:
+        order = sorted(have, key=lambda r: (r.state != _STARTING, r.busy, -r.id))
+        for r in order[:n]:
+            if r.state == _SERVING:
+                self.ready_count -= 1
+            if r.busy:
+                r.state = _DRAINING
+            else:
+                self._drop(r)
+
+    def _drop(self, r: _Replica) -> None:
+        r.state = _GONE
+        self.replicas.remove(r)
+        self.cost_rate -= r.shape.usd_per_hour
+        self.gpu_rate -= r.shape.gpus
+
+    def _live_total(self) -> int:
+        return sum(1 for r in self.replicas if r.state in (_STARTING, _SERVING))
+
+
+class Simulation(_Fleet):
     """One run: a trace, a policy, the shapes it may use. :meth:`run` returns the numbers."""
 
     def __init__(self, trace: Trace, shapes: Mapping[str, ShapeModel], config: SimConfig, policy: Policy,
                  placer: Placer | None = None) -> None:
-        self.trace, self.shapes, self.cfg, self.policy, self.placer = trace, dict(shapes), config, policy, placer
+        super().__init__(shapes)
+        self.trace, self.cfg, self.policy, self.placer = trace, config, policy, placer
         self.queue: deque[int] = deque()
-        self.replicas: list[_Replica] = []
         self.events: list[tuple[float, int, int, _Replica | None]] = []
         self.seq = 0
         self.finish = [math.inf] * len(trace)
         self.now = 0.0
         self.in_batches = 0
-        self.ready_count = 0
-        self.cost_rate = self.gpu_rate = 0.0
         self.bill_end = trace.duration
         self.usd = self.gpu_hours = self.at_max_s = 0.0
         self.relayouts_done = 0
@@ -148,7 +191,6 @@ class Simulation:
         # per-sample accumulators (the timeline)
         self.sample_arrivals = 0
         self.timeline = Timeline(tuple(sorted(self.shapes)))
-        self.next_id = 0
 
     # ------------------------------------------------------------------------------- run
     def run(self, progress: Callable[[float], None] | None = None) -> RunResult:
@@ -333,34 +375,3 @@ class Simulation:
                 self.scale_ups += 1
             else:
                 self.scale_downs += 1
-
-    def _create(self, key: str, ready_at: float, ready_now: bool = False) -> None:
-        shape = self.shapes[key]
-        self.next_id += 1
-        r = _Replica(self.next_id, shape, ready_at, _SERVING if ready_now else _STARTING)
-        self.replicas.append(r)
-        self.cost_rate += shape.usd_per_hour
-        self.gpu_rate += shape.gpus
-        if ready_now:
-            self.ready_count += 1
-        else:
-            self._push(ready_at, _READY, r)
-
-    def _remove(self, have: list[_Replica], n: int) -> None:
-        order = sorted(have, key=lambda r: (r.state != _STARTING, r.busy, -r.id))
-        for r in order[:n]:
-            if r.state == _SERVING:
-                self.ready_count -= 1
-            if r.busy:
-                r.state = _DRAINING
-            else:
-                self._drop(r)
-
-    def _drop(self, r: _Replica) -> None:
-        r.state = _GONE
-        self.replicas.remove(r)
-        self.cost_rate -= r.shape.usd_per_hour
-        self.gpu_rate -= r.shape.gpus
-
-    def _live_total(self) -> int:
-        return sum(1 for r in self.replicas if r.state in (_STARTING, _SERVING))
