@@ -32,11 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-import yaml  # noqa: E402
-
 from benchmarks._results import write  # noqa: E402
-from gpupool_operator.local import nodes as fake_nodes  # noqa: E402
-from gpupool_operator.local.spec import parse  # noqa: E402
 
 #: The fleet: examples/clusters/large-fleet.yaml's mix, scaled to ``--nodes``.
 FLEET = [
@@ -71,6 +67,9 @@ KINDS: list[tuple[str, list[dict[str, Any]], int]] = [
 
 
 def fleet(n: int) -> list[dict[str, Any]]:
+    from gpupool_operator.local import nodes as fake_nodes
+    from gpupool_operator.local.spec import parse
+
     pools = []
     left = n
     for i, (name, share, body) in enumerate(FLEET):
@@ -126,23 +125,36 @@ def measure(cmd: list[str], repeat: int, env: dict[str, str]) -> tuple[float, fl
     return best, peak
 
 
+def write_inputs(d: Path, nodes: int, replicas: int) -> None:
+    """The input files (run in a process of its own: see :func:`main`)."""
+    import yaml
+
+    node_list = {"apiVersion": "v1", "kind": "List", "items": fleet(nodes), "metadata": {"resourceVersion": ""}}
+    (d / "nodes.yaml").write_text(yaml.dump(node_list, Dumper=yaml.CSafeDumper, sort_keys=True))
+    (d / "nodes.json").write_text(json.dumps(node_list, indent=4, sort_keys=True))
+    manifests = pools(replicas)
+    (d / "pools.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    (d / "pools.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=5000)
     ap.add_argument("--replicas", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--write-inputs", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.write_inputs:
+        write_inputs(args.write_inputs, args.nodes, args.replicas)
+        return 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "worker", "proto"))}
+    # This process stays small (stdlib only) and writes nothing big itself: a child's ru_maxrss
+    # starts at its parent's size when it is forked, so a big parent would inflate every row.
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        objects = fleet(args.nodes)
-        node_list = {"apiVersion": "v1", "kind": "List", "items": objects, "metadata": {"resourceVersion": ""}}
-        (d / "nodes.yaml").write_text(yaml.safe_dump(node_list, sort_keys=True))
-        (d / "nodes.json").write_text(json.dumps(node_list, indent=4, sort_keys=True))
-        manifests = pools(args.replicas)
-        (d / "pools.yaml").write_text(yaml.safe_dump_all(manifests, sort_keys=False))
-        (d / "pools.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}))
-        del objects, node_list
+        subprocess.run([sys.executable, __file__, "--write-inputs", str(d), "--nodes", str(args.nodes),
+                        "--replicas", str(args.replicas)], env=env, check=True)
+        manifests = json.loads((d / "pools.json").read_text())["items"]
         sizes = {f: (d / f).stat().st_size / 2**20 for f in ("nodes.yaml", "nodes.json", "pools.yaml")}
         rows: dict[str, tuple[float, float]] = {}
         py = sys.executable
@@ -173,7 +185,7 @@ def main() -> int:
         "rows": {k: {"wall_s": w, "peak_rss_mib": m} for k, (w, m) in rows.items()},
         "plan_yaml_over_c_load": plan_yaml / c_load, "plan_json_over_json_load": plan_json / json_load,
         "goal_ratio": 2.0, "goal_rss_mib": 150, "repeat": args.repeat, "load_average_1_5_15": load,
-        "max_rss_s": max(rss_yaml, rss_json), "ru_maxrss_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "bench_process_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     md = "\n".join([
         f"{args.nodes} nodes ({sizes['nodes.yaml']:.0f} MiB of YAML, {sizes['nodes.json']:.0f} MiB of JSON), "

@@ -284,3 +284,29 @@ def test_flow_style_yaml_that_is_not_json(files: tuple[Path, Path], tmp_path: Pa
     rc, out, _ = run(capsys, "--nodes", str(files[0]), "--pools", str(files[1]), "-o", "json", "--prices", str(prices))
     assert rc == 0
     assert {p["product"] for p in json.loads(out)["placements"] if p["model"] == "team/emb/minilm"} == {"A100-80GB"}
+
+
+def test_a_gpupoolconfig_beside_the_pools_sets_mig_policy_and_slice_pricing(
+        files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = POOL.split("    - name: huge", maxsplit=1)[0]
+    small = small.replace("minReplicas: 3", "minReplicas: 30").replace("maxReplicas: 6", "maxReplicas: 30")
+    config = yaml.safe_load((ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml").read_text())
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(small)
+    rc, out, _ = run(capsys, "--nodes", str(files[0]), "--pools", str(plain), "-o", "json")
+    assert rc == 0
+    assert json.loads(out)["migChanges"]  # 30 small replicas: worth re-laying GPUs
+    config["spec"]["mig"] = {"policy": "Disabled"}
+    config["spec"]["migSlicePricing"] = "ComputeShare"
+    disabled = tmp_path / "disabled.yaml"
+    disabled.write_text(small + "---\n" + yaml.safe_dump(config))
+    rc, out, _ = run(capsys, "--nodes", str(files[0]), "--pools", str(disabled), "-o", "json")
+    doc = json.loads(out)
+    assert rc == 0
+    assert doc["migChanges"] == []
+    assert any(p["kind"] == "mig" for p in doc["placements"])  # the slices that exist, as they are
+    for p in doc["placements"]:
+        if p["kind"] == "mig":
+            compute = int(p["profile"].split("g.")[0])
+            gpu_price = {"A100-80GB": 3.43, "H100-80GB": 6.88}[p["product"]]
+            assert p["costPerHour"] == pytest.approx(gpu_price * compute / 7, abs=1e-3)

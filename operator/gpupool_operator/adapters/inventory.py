@@ -408,26 +408,10 @@ def layouts_from_annotation(
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def _named_layout(product: catalog.GpuProduct, config: str) -> tuple[bool, Placement | None]:
-    """``(True, layout)`` for a well-known mig-parted config name, ``(False, None)`` otherwise."""
-    if config == "all-disabled":
-        return True, None
-    if config == "all-enabled":
-        return True, ()
-    if config == "all-balanced":
-        ones = [p for p in product.mig_profiles if p.compute_slices == 1 and p.memory_slots == 1
-                and not p.is_media_extension]
-        twos = [p for p in product.mig_profiles if p.compute_slices == 2]
-        threes = [p for p in product.mig_profiles if p.compute_slices == 3]
-        if ones and twos and threes:
-            return True, mig.place(product, {ones[0].name: 2, twos[0].name: 1, threes[0].name: 1})
-        return False, None
-    if config.startswith("all-"):
-        prof = product.profile_for_resource(config[4:]) or next(
-            (p for p in product.mig_profiles if p.name == config[4:]), None)
-        if prof is not None:
-            return True, _full(product, prof.name)
-    return False, None
+    """A well-known mig-parted config name's layout (:func:`gpupool_operator.core.mig.named_layout`), cached."""
+    return mig.named_layout(product, config)
 
 
 @functools.lru_cache(maxsize=4096)

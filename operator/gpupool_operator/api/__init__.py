@@ -55,6 +55,7 @@ from .inferencepool import (
     Precision,
     ReplicaPlacement,
     ScalingBehavior,
+    Toleration,
 )
 from .meta import ObjectMeta
 from .modelserving import EnvVar, ModelTask, ModelTensors, RuntimeSpec, RuntimeType, TensorDatatype, TensorDeclaration
@@ -121,6 +122,7 @@ __all__ = [
     "ScalingBehavior",
     "TensorDatatype",
     "TensorDeclaration",
+    "Toleration",
     "default_config",
     "find_condition",
     "format_decimal",

@@ -13,6 +13,7 @@ Exit status: 0 when a plan was computed (even with unplaced replicas; see ``--fa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -32,7 +33,7 @@ from gpupool_operator.core.cost import Prices, default_prices, prices_from_confi
 from gpupool_operator.core.demand import Demand, candidates, from_pool
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.plan import Plan
-from gpupool_operator.core.solver import Options, products_of, solve
+from gpupool_operator.core.solver import Options, options_from_config, products_of, solve
 
 __all__ = ["register", "run"]
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     try:
         pools = [_pool(obj, args.pools, i) for i, obj in enumerate(_objects(args.pools, "InferencePool"))]
-        prices = _prices(args.prices, args.pools)
+        prices, config = _prices(args.prices, args.pools)
         pods = list(_objects(args.pods, "Pod")) if args.pods else []
         snapshot = _snapshot(args, pods, prices)
         _check_products(pools, snapshot, args.pools)
@@ -82,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     del pods
     demands = [d for pool in pools for d in from_pool(pool)]
-    plan = solve(snapshot, demands, Options(move_penalty=args.move_penalty))
+    options, unusable = Options(move_penalty=args.move_penalty), tuple[str, ...]()
+    if config is not None:  # migSlicePricing and mig.policy act here as they do in the operator
+        options, unusable = options_from_config(config, options)
+    plan = solve(snapshot, demands, options)
+    if unusable:
+        plan = dataclasses.replace(plan, notes=(*plan.notes, *(
+            f"mig.allowedLayouts: {name} is not a well-known mig-parted config; without the MIG manager's "
+            "ConfigMap its layout is unknown, so the plan never sets it" for name in unusable)))
     if args.explain:
         matches = [d for d in demands if _matches(d.key, args.explain)]
         if not matches:
@@ -337,17 +345,22 @@ def _check_products(pools: Sequence[InferencePool], snapshot: Snapshot, path: Pa
                         "nvidia.com/gpu.product") from None
 
 
-def _prices(spec: str | None, pools_path: Path) -> Prices:
+def _prices(spec: str | None, pools_path: Path) -> tuple[Prices, GPUPoolConfig | None]:
+    """The prices, and the GPUPoolConfig they came from (its MIG settings act on the plan too)."""
     if spec is None:
         configs = list(_objects(pools_path, "GPUPoolConfig"))
-        return prices_from_config(_config(configs[0], pools_path)) if configs else default_prices()
+        if not configs:
+            return default_prices(), None
+        config = _config(configs[0], pools_path)
+        return prices_from_config(config), config
     if spec in PRICE_TABLES:
-        return prices_from_config(default_config(spec))
+        return prices_from_config(default_config(spec)), None
     path = Path(spec)
     docs = _load(path)
     configs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "GPUPoolConfig"]
     if configs:
-        return prices_from_config(_config(configs[0], path))
+        config = _config(configs[0], path)
+        return prices_from_config(config), config
     if len(docs) == 1 and isinstance(docs[0], dict):
         table: dict[str, float] = {}
         cpu = default_prices().cpu_per_core_hour
@@ -366,7 +379,7 @@ def _prices(spec: str | None, pools_path: Path) -> Prices:
                 table[catalog.lookup(str(key)).key] = usd
             except KeyError:
                 table[str(key)] = usd
-        return Prices(gpu=table, cpu_per_core_hour=cpu)
+        return Prices(gpu=table, cpu_per_core_hour=cpu), None
     raise InputError(f"{path}: expected a GPUPoolConfig manifest or a {{product: price}} map")
 
 
