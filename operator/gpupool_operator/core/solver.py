@@ -36,7 +36,16 @@ from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
 from gpupool_operator.core.repair import Repair
-from gpupool_operator.core.solverbase import LARGE_REPLICAS, PORTFOLIO, Options, Rep, Variant, options_from_config
+from gpupool_operator.core.solverbase import (
+    LARGE_REPLICAS,
+    PORTFOLIO,
+    Options,
+    Rep,
+    Variant,
+    options_from_config,
+    restart_options,
+    restart_variants,
+)
 from gpupool_operator.core.state import GpuState, MigPolicy, State
 from gpupool_operator.core.taints import TaintEffect, untolerated
 
@@ -129,10 +138,15 @@ def _solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | Non
 
 def _portfolio(snapshot: Snapshot, demands: Sequence[Demand], opts: Options) -> tuple[Plan, _Solver]:
     variants = PORTFOLIO[: max(1, opts.portfolio_size or 1)] if opts.portfolio else PORTFOLIO[:1]
+    first_restart = len(variants)  # the reshuffles after it run with lighter repairs
+    if opts.portfolio:
+        variants += restart_variants(opts.restarts or 0)
+    lighter = restart_options(opts)
     best: tuple[int, float, int] | None = None
     chosen: tuple[Plan, _Solver] | None = None
     for n, variant in enumerate(variants):
-        solver = _Solver(snapshot, demands, opts, variant=variant)
+        light = n >= first_restart and variant.order.startswith("shuffle-")
+        solver = _Solver(snapshot, demands, lighter if light else opts, variant=variant)
         plan = solver.run()
         key = (-len(plan.assignments), round(plan.cost_per_hour + opts.move_penalty * _moves(plan), 6), n)
         if best is None or key < best:
