@@ -592,6 +592,7 @@ class _Solver(Repair):
         tainted: dict[str, int] = {}
         for product in sorted({c.shape.product for c in cands if c.shape.product}):
             free = total = best_node = 0
+            held_back: dict[str, int] = {}
             for node in self.state.nodes:
                 if not node.gpus or node.gpus[0].product != product:
                     continue
@@ -603,12 +604,17 @@ class _Solver(Repair):
                     continue
                 total += len(node.gpus)
                 free += len(node.free)
+                for g in node.spec.gpus:
+                    if g.unusable:
+                        held_back[g.unusable] = held_back.get(g.unusable, 0) + 1
                 best_node = max(best_node, len(node.free))
                 if node.spec.price_tier is PriceTier.SPOT:
                     spot_free += len(node.free)
                 else:
                     usable_free += len(node.free)
             text = f"{product}: {free} of {total} GPUs free"
+            if held_back:
+                text += " (" + ", ".join(f"{n} unusable: {why}" for why, n in sorted(held_back.items())) + ")"
             if d.tensor_parallel > 1:
                 text += f", at most {best_node} free on one node (tensor parallel needs {d.tensor_parallel})"
             parts.append(text)
