@@ -8,7 +8,9 @@ or ``failed``. It alone writes the state label. On a fake KWOK node there are no
 stand-in does what the device plugin and GFD would then show: after ``delay_s`` it rewrites the
 node's allocatable (``nvidia.com/gpu`` = GPUs with MIG disabled, ``nvidia.com/mig-<profile>`` =
 instances) and the per-profile count labels, and reports ``success``, or ``failed`` (changing
-nothing) for nodes listed in ``fail_nodes``.
+nothing) for nodes listed in ``fail_nodes``; nodes in ``silent_nodes`` get no answer at all (a MIG
+manager that hangs), so the operator's timeout is what ends the request. Its writes carry the field
+manager ``nvidia-mig-manager``, so a node's managedFields show who wrote the state label.
 
 It watches nodes (a bounded watch, re-listed when it expires) and remembers the value each node
 came up with, so only changes made afterwards are applied; ``poll_s`` bounds how long it takes
@@ -30,6 +32,7 @@ import yaml
 CONFIG_LABEL = "nvidia.com/mig.config"
 STATE_LABEL = "nvidia.com/mig.config.state"
 REQUEST_ANNOTATION = "gpupool.io/mig-request"
+FIELD_MANAGER = "nvidia-mig-manager"
 
 
 @dataclass
@@ -40,6 +43,7 @@ class MigManagerStandIn:
     delay_s: float = 0.5
     poll_s: float = 0.2
     fail_nodes: set[str] = field(default_factory=set)
+    silent_nodes: set[str] = field(default_factory=set)
     history: list[tuple[str, str, str]] = field(default_factory=list)  # (node, config, result)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -91,14 +95,14 @@ class MigManagerStandIn:
             if name not in self._applied:  # first sight: the layout it came up with is in force
                 asked = REQUEST_ANNOTATION in (node.metadata.annotations or {})
                 self._applied[name] = "" if asked else wanted or ""
-            if not wanted or wanted == self._applied[name] or name in self._busy:
+            if not wanted or wanted == self._applied[name] or name in self._busy or name in self.silent_nodes:
                 return
             self._busy.add(name)
         self._pool.submit(self._work, core, name, wanted)
 
     def _work(self, core: Any, name: str, wanted: str) -> None:
         try:
-            core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "pending"}}})
+            core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "pending"}}}, field_manager=FIELD_MANAGER)
             time.sleep(self.delay_s)
             result = self._apply(core, name, wanted)
             with self._lock:
@@ -132,7 +136,7 @@ class MigManagerStandIn:
         gpus = int(labels.get("nvidia.com/gpu.count", "0"))
         layouts = self._layouts(core, config, gpus)
         if name in self.fail_nodes or layouts is None:
-            core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "failed"}}})
+            core.patch_node(name, {"metadata": {"labels": {STATE_LABEL: "failed"}}}, field_manager=FIELD_MANAGER)
             return "failed"
         totals: Counter[str] = Counter()
         for layout in layouts:
@@ -145,11 +149,13 @@ class MigManagerStandIn:
             allocatable["nvidia.com/mig-" + profile.replace("+", ".")] = str(n)
         capacity = dict(node.status.capacity or {})
         capacity.update(allocatable)
-        core.patch_node_status(name, {"status": {"allocatable": allocatable, "capacity": capacity}})
+        core.patch_node_status(name, {"status": {"allocatable": allocatable, "capacity": capacity}},
+                               field_manager=FIELD_MANAGER)
         count_labels: dict[str, str | None] = {
             k: None for k in labels if k.startswith("nvidia.com/mig-") and k.endswith(".count")
         }
         for profile, n in totals.items():
             count_labels["nvidia.com/mig-" + profile.replace("+", ".") + ".count"] = str(n)
-        core.patch_node(name, {"metadata": {"labels": {**count_labels, STATE_LABEL: "success"}}})
+        core.patch_node(name, {"metadata": {"labels": {**count_labels, STATE_LABEL: "success"}}},
+                        field_manager=FIELD_MANAGER)
         return "success"
