@@ -150,8 +150,7 @@ class Reporter:
         generation = obj.get("metadata", {}).get("generation")
         ok = seen.config_problem is None
         reason = ConditionReason.CONFIG_LOADED if ok else ConditionReason.CONFIG_REJECTED
-        message = (f"generation {generation} is in force" if ok else
-                   f"{seen.config_problem}; the last accepted configuration stays in force")
+        message = f"generation {generation} is in force" if ok else str(seen.config_problem)
         stored = (obj.get("status") or {})
         current: dict[str, Any] = next(
             (c for c in stored.get("conditions") or [] if c.get("type") == "Accepted"), {})
