@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "operator"))  # fake_api, operator_builders, operator_helpers
 PYTHONPATH = os.pathsep.join(str(ROOT / p) for p in ("operator", "worker", "proto"))
 MODEL = "minilm"
 

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import MODEL, Load, Worker, free_port
 
 from gpupool_operator.adapters.runtimes import QueueSignal
 from gpupool_operator.adapters.signals import Reading, Scraper, SignalBook, Target, model_signals, parse_reading
 from gpupool_operator.core.demand import Shape, ShapeKind
 from gpupool_operator.core.scaling import ScalingState, ShapeOffer, Targets, decide
+
+from .conftest import MODEL, Load, Worker, free_port
 
 WORKER_SIGNAL = QueueSignal("gpupool", "gpupool_worker_queue_depth", 0, model_label="model")
 SHAPE = "A100-80GB MIG 1g.10gb"
