@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from fake_api import FakeKube
 from operator_builders import fake_gpu_node
+from prometheus_client import REGISTRY
 
 from gpupool_operator.adapters import names
 from gpupool_operator.adapters.autoscale import Autoscaler, AutoscaleSettings, ScaledReplicas, autoscale_settings
@@ -181,6 +182,15 @@ def test_a_surge_scales_up_onto_a_new_shape_a_restart_keeps_the_windows_and_idle
             assert entry.arrival_rate is not None
             assert entry.arrival_rate > 0
             assert entry.usd_per_million_inferences is not None  # from what the workers served
+            assert entry.p99_seconds is not None
+            assert entry.queue_depth is not None
+            # status.models[] (the report stage) shows the same measured $/1M, never an estimate
+            served = ((cluster.store.get(Kind.POOL, f"{NS}/{POOL}") or {}).get("status") or {}).get("models") or []
+            assert served
+            assert served[0].get("usdPerMillionInferences") is not None, served[0]
+            scaling_cond = next(c for c in cluster.store.get(Kind.POOL, f"{NS}/{POOL}")["status"]["conditions"]
+                                if c["type"] == "Scaling")
+            assert f"{MODEL}: " in scaling_cond["message"], scaling_cond
             assert entry.last_decision.startswith("scale up")
             before = model.state
             scaled_to = desired(scaler)
@@ -235,7 +245,7 @@ def test_a_surge_scales_up_onto_a_new_shape_a_restart_keeps_the_windows_and_idle
     asyncio.run(scenario())
 
 
-def test_only_the_leader_scales(worker_factory: Callable[[], Worker]) -> None:
+def test_only_the_leader_scales_and_a_clock_step_changes_nothing(worker_factory: Callable[[], Worker]) -> None:
     cluster = Cluster([worker_factory()])
 
     async def scenario() -> None:
@@ -256,7 +266,22 @@ def test_only_the_leader_scales(worker_factory: Callable[[], Worker]) -> None:
         for _ in range(4):
             await leader.tick()
             await asyncio.sleep(0.6)
-        assert leader.models[DEMAND].decision is not None
+        model = leader.models[DEMAND]
+        assert model.decision is not None
+        started = model.state.started_at
+        # the host's wall clock steps back an hour: decisions run on the monotonic clock
+        leader.wall = lambda: time.time() - 3600
+        for _ in range(4):
+            await leader.tick()
+            await asyncio.sleep(0.6)
+        assert model.decision is not None
+        assert "clock went back" not in model.decision.reason, model.decision.reason
+        assert model.state.started_at == started
+        assert REGISTRY.get_sample_value("gpupool_scaling_desired_replicas",
+                                         {"namespace": NS, "pool": POOL, "model": MODEL}) == model.decision.total
+        assert REGISTRY.get_sample_value("gpupool_scaling_reporting_replicas",
+                                         {"namespace": NS, "pool": POOL, "model": MODEL}) == 1
+        assert (REGISTRY.get_sample_value("gpupool_scaling_scrapes_total", {"outcome": "ok"}) or 0) >= 8
 
     asyncio.run(scenario())
 
