@@ -45,28 +45,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from gpupool_operator.adapters import names
+from gpupool_operator.adapters.autoscale_record import (
+    DECISIONS,
+    SCRAPES,
+    TICK_SECONDS,
+    Memory,
+    Records,
+    export,
+    read_record,
+)
 from gpupool_operator.adapters.events import EventRecorder, involved_pool
-from gpupool_operator.adapters.kube import Kube, KubeError, NotLeader, path_for
+from gpupool_operator.adapters.kube import Kube, NotLeader
 from gpupool_operator.adapters.observe import Observation
-from gpupool_operator.adapters.runtimes import signal_of_pod
+from gpupool_operator.adapters.runtimes import QueueSignal, signal_of_pod
 from gpupool_operator.adapters.signals import Scraper, SignalBook, Target, model_signals
 from gpupool_operator.adapters.store import Kind, Store
-from gpupool_operator.adapters.workerstats import ModelLoad
-from gpupool_operator.api import API_VERSION, InferencePool, ModelScaling, PoolScaling
+from gpupool_operator.api import InferencePool
 from gpupool_operator.core.demand import Demand, Shape, ShapeKind
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.scaling import (
     DEFAULT_PARAMS,
-    Decision,
     ParamError,
     PolicyParams,
-    ScalingState,
     ShapeOffer,
     Signals,
     decide,
@@ -77,23 +80,6 @@ from gpupool_operator.core.scaling import (
 __all__ = ["AutoscaleSettings", "Autoscaler", "ScaledReplicas", "autoscale_settings", "pod_shape"]
 
 log = logging.getLogger("gpupool.autoscale")
-
-_LABELS = ["namespace", "pool", "model"]
-DESIRED = Gauge("gpupool_scaling_desired_replicas", "Replicas the scaling policy wants for a model", _LABELS)
-REPORTING = Gauge("gpupool_scaling_reporting_replicas", "Ready replicas whose metrics were read fresh", _LABELS)
-QUEUE = Gauge("gpupool_scaling_queue_depth", "Requests waiting across a model's replicas", _LABELS)
-ARRIVALS = Gauge("gpupool_scaling_arrival_rate", "Requests per second arriving at a model's replicas", _LABELS)
-P99 = Gauge("gpupool_scaling_p99_seconds", "p99 request latency at a model's workers (bucket bound)", _LABELS)
-USD_PER_HOUR = Gauge("gpupool_scaling_usd_per_hour", "What a model's wanted replicas cost per hour", _LABELS)
-USD_PER_MILLION = Gauge("gpupool_scaling_usd_per_million_inferences",
-                        "USD per million inferences from what the workers served", _LABELS)
-AGE = Gauge("gpupool_scaling_sample_age_seconds", "Age of the oldest sample behind a model's decision", _LABELS)
-PANIC = Gauge("gpupool_scaling_panic", "1 while a model's policy is in panic mode", _LABELS)
-DECISIONS = Counter("gpupool_scaling_decisions_total", "Scaling decisions that changed a replica count",
-                    ["direction"])
-SCRAPES = Counter("gpupool_scaling_scrapes_total", "Replica metrics scrapes by outcome", ["outcome"])
-TICK_SECONDS = Gauge("gpupool_scaling_tick_seconds", "Duration of the last scaling tick (scrape and decide)")
-
 
 class SettingsError(ValueError):
     """An autoscaling variable that cannot be used: the message names it."""
@@ -226,19 +212,6 @@ def _offer_key(shape: Shape | None, offers: Sequence[ShapeOffer]) -> str:
     return shape.describe()
 
 
-@dataclass
-class _Model:
-    """What the autoscaler remembers of one model (its state also lives in the pool's status)."""
-
-    state: ScalingState = field(default_factory=ScalingState)
-    measured: bool = False  # a replica has reported metrics: the policy governs the model
-    decision: Decision | None = None
-    signals: Signals | None = None
-    load: ModelLoad | None = None
-    last_scale_at: datetime | None = None
-    changed: bool = False  # since the state was last written
-
-
 class Autoscaler:
     """See the module doc. ``attach`` wires it to a :class:`~gpupool_operator.adapters.loop.PlacementLoop`."""
 
@@ -249,10 +222,10 @@ class Autoscaler:
         self.book = SignalBook()
         self.scraper = Scraper(settings.scrape_timeout_s, clock=clock)
         self.events = EventRecorder(kube)
-        self.models: dict[str, _Model] = {}
+        self.models: dict[str, Memory] = {}
         self.overrides: dict[str, int] = {}
         self.loaded: set[str] = set()  # pools whose stored state this term has read
-        self.written: dict[str, float] = {}  # pool -> clock of the last state write
+        self.records = Records(kube, store, settings.persist_s, wall)
         self.seen: Observation | None = None
         #: (snapshot, measured demands, offers per demand): offers are computed once per snapshot
         self.offers: tuple[Snapshot | None, frozenset[str], dict[str, tuple[ShapeOffer, ...]]] = (
@@ -303,7 +276,8 @@ class Autoscaler:
     def _new_term(self, leading: bool = True) -> None:
         """Forget what this process decided: a new term continues from the pools' status."""
         self.leading = leading
-        self.models, self.loaded, self.written, self.overrides = {}, set(), {}, {}
+        self.models, self.loaded, self.overrides = {}, set(), {}
+        self.records.written = {}
         self.loop.observer.policy = ScaledReplicas(self.store)
 
     async def tick(self) -> None:
@@ -323,7 +297,10 @@ class Autoscaler:
         now = self.clock()
         for key in seen.pools:
             if key not in self.loaded:
-                self._load(key, now)
+                self.loaded.add(key)
+                for demand, (memory, want) in read_record(self.store, key, now, self.wall()).items():
+                    self.models[demand], self.overrides[demand] = memory, want
+                self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
         offers = await self._offers(seen)
         changed = False
         decided: dict[str, str] = {}
@@ -344,9 +321,9 @@ class Autoscaler:
         if changed:
             self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
             self.loop.poke()
-        await self._persist(seen, now)
+        await self.records.write(seen.pools, self.models, now)
         await self._post_events()
-        self._gauges(seen)
+        export(self.models)
         self.ticks += 1
         TICK_SECONDS.set(self.clock() - began)
         self.last_tick = {"at": now, "targets": len(targets), "decided": decided, "changed": changed}
@@ -363,8 +340,6 @@ class Autoscaler:
             if replica.index is None or replica.index >= len(override):
                 return None
             if signal is None:
-                from gpupool_operator.adapters.runtimes import QueueSignal
-
                 signal = QueueSignal("gpupool", "gpupool_worker_queue_depth", 0, model_label="model")
             return Target(replica.key, replica.demand, model, override[replica.index], signal)
         if signal is None or not replica.ip:
@@ -397,7 +372,7 @@ class Autoscaler:
                 pods: Mapping[str, Any], offers: Sequence[ShapeOffer], now: float,
                 spent: dict[str, float]) -> str | None:
         """One model's decision this tick; returns its reason (``None``: not scaled by the policy)."""
-        m = self.models.setdefault(demand, _Model())
+        m = self.models.setdefault(demand, Memory())
         ready: dict[str, str] = {}
         pending: dict[str, int] = {}
         for r in replicas:
@@ -444,100 +419,18 @@ class Autoscaler:
         m = self.models[demand]
         if m.decision is None:
             return False
-        want = m.decision.total
+        # Not to zero: no replica would be left to see the next request, and gpupool has no
+        # activator holding requests at zero yet, so scaleToZero keeps one replica live.
+        want = max(1, m.decision.total)
         if self.overrides.get(demand) == want:
             return False
         self.overrides[demand] = want
         return True
 
-    # -- state in status -----------------------------------------------------------------------
-    def _load(self, key: str, now: float) -> None:
-        """Continue from the pool's ``status.scaling`` (once per pool and term)."""
-        self.loaded.add(key)
-        stored = ((self.store.get(Kind.POOL, key) or {}).get("status") or {}).get("scaling")
-        if not stored:
-            return
-        try:
-            record = PoolScaling.model_validate(stored)
-        except ValueError as err:
-            log.warning("%s: status.scaling not read (%s); starting afresh", key, str(err)[:200])
-            return
-        elapsed = max(0.0, self.wall() - record.observed_at.timestamp())
-        for ms in record.models:
-            demand = f"{key}/{ms.name}"
-            try:
-                state = ScalingState.from_dict(json.loads(ms.state)).shifted(now - elapsed) if ms.state else None
-            except ValueError as err:
-                log.warning("%s: scaling state not read (%s); starting afresh", demand, err)
-                state = None
-            if state is None:
-                continue
-            self.models[demand] = _Model(state=state, measured=True, last_scale_at=ms.last_scale_time)
-            self.overrides[demand] = ms.desired_replicas
-            log.info("%s: continuing from the stored scaling state (%.1f s old, %d replicas)", demand, elapsed,
-                     ms.desired_replicas)
-        self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
-
-    async def _persist(self, seen: Observation, now: float) -> None:
-        jobs = []
-        for key, entry in seen.pools.items():
-            if entry.pool is None:
-                continue
-            demands = [(m.name, self.models.get(names.demand_key(entry.namespace, entry.name, m.name)))
-                       for m in entry.pool.spec.models]
-            measured = [(n, m) for n, m in demands if m is not None and m.measured and m.decision is not None]
-            if not measured:
-                continue
-            due = now - self.written.get(key, -math.inf) >= self.settings.persist_s
-            if not due and not any(m.changed for _, m in measured):
-                continue
-            wall = self.wall()
-            record = PoolScaling(observed_at=datetime.fromtimestamp(wall, UTC),
-                                 models=[_model_status(n, m, now - (wall - math.floor(wall))) for n, m in measured])
-            for _, m in measured:
-                m.changed = False
-            self.written[key] = now
-            jobs.append(self.kube.run(self._patch, entry.namespace, entry.name, record.to_wire()))
-        for result in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(result, NotLeader):
-                raise result
-            if isinstance(result, BaseException):
-                log.warning("status.scaling not written: %s", result)
-            elif result is not None:
-                self.store.upsert(Kind.POOL, result)
-
-    def _patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        path = path_for(API_VERSION, "inferencepools", name, namespace, "status")
-        try:
-            return self.kube.merge_patch(path, {"status": {"scaling": body}})
-        except KubeError as err:
-            if err.status != 404:
-                log.warning("status.scaling of %s/%s not written: %s", namespace, name, err)
-            return None
-
     async def _post_events(self) -> None:
         events = self.events.take()
         if events:
             await asyncio.gather(*(self.kube.run(self.events.post, *e) for e in events))
-
-    def _gauges(self, seen: Observation) -> None:
-        for demand, m in self.models.items():
-            ns, pool, model = names.split_demand_key(demand)
-            labels = {"namespace": ns, "pool": pool, "model": model}
-            if m.signals is not None:
-                REPORTING.labels(**labels).set(m.signals.reporting or 0)
-                QUEUE.labels(**labels).set(m.signals.queue)
-                ARRIVALS.labels(**labels).set(m.signals.arrival_rate)
-                AGE.labels(**labels).set(m.signals.age_s)
-            if m.decision is not None:
-                DESIRED.labels(**labels).set(m.decision.total)
-                USD_PER_HOUR.labels(**labels).set(m.decision.usd_per_hour)
-                PANIC.labels(**labels).set(1 if m.decision.panic else 0)
-            if m.load is not None and m.load.p99_seconds is not None:
-                P99.labels(**labels).set(m.load.p99_seconds)
-            if m.load is not None and m.load.usd_per_million_inferences is not None:
-                USD_PER_MILLION.labels(**labels).set(m.load.usd_per_million_inferences)
-
 
 class _NoPool:
     uid = ""
@@ -562,25 +455,3 @@ def _with_own_room(offers: Sequence[ShapeOffer], signals: Signals) -> list[Shape
 
     counts = signals.counts()
     return [dataclasses.replace(o, room=o.room + counts.get(o.key, 0)) for o in offers]
-
-
-def _money(value: float | None) -> Decimal | None:
-    if value is None or not math.isfinite(value) or value < 0:
-        return None
-    return Decimal(f"{min(value, 999_999_999.0):.4f}")
-
-
-def _model_status(name: str, m: _Model, at: float) -> ModelScaling:
-    """One model's ``status.scaling`` entry; the state's times relative to ``at`` (the write)."""
-    d, s, load = m.decision, m.signals, m.load
-    assert d is not None
-    state = json.dumps(d.state.shifted(-at).to_dict(), separators=(",", ":"))
-    return ModelScaling(
-        name=name, desired_replicas=d.total, ready_replicas=s.ready if s else 0, pending_replicas=s.pending if s else 0,
-        reporting_replicas=(s.reporting or 0) if s else 0,
-        queue_depth=_money(s.queue) if s else None, in_flight=_money(s.in_flight) if s else None,
-        arrival_rate=_money(s.arrival_rate) if s else None,
-        p99_seconds=_money(load.p99_seconds) if load else None, usd_per_hour=_money(d.usd_per_hour),
-        usd_per_million_inferences=_money(load.usd_per_million_inferences) if load else None,
-        sample_age_seconds=_money(s.age_s) if s else None, panic=d.panic, last_scale_time=m.last_scale_at,
-        last_decision=d.reason[:1024], state=state)
