@@ -48,7 +48,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs.add_parser(
         "kubeconfig", help="print the kubeconfig path (export KUBECONFIG=$(gpupool local kubeconfig))"
     ).set_defaults(func=_kubeconfig)
-    verbs.add_parser("build", help="build and cache the control-plane binaries only").set_defaults(func=_build)
+    build = verbs.add_parser("build", help="build and cache the control-plane binaries only")
+    build.add_argument(
+        "--nodes", action="store_true", help="also what real kubelet nodes need (kubelet, containerd, runc, CNI)"
+    )
+    build.set_defaults(func=_build)
 
     nodes = verbs.add_parser("nodes", help="print a spec's Node objects as `kubectl get nodes -o yaml` would")
     nodes.add_argument("spec", type=Path)
@@ -174,10 +178,12 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     try:
-        bins = toolchain.ensure_binaries()
+        bins: dict[str, Path] = dict(vars(toolchain.ensure_binaries()))
+        if getattr(args, "nodes", False):
+            bins.update(vars(toolchain.ensure_node_binaries()))
     except toolchain.ToolchainError as err:
         return _fail(str(err))
-    for name, path in vars(bins).items():
+    for name, path in bins.items():
         print(f"{name:<24} {path}")
     return 0
 
