@@ -238,6 +238,11 @@ class LocalCluster:
                 "--max-requests-inflight=0",
                 "--max-mutating-requests-inflight=0",
                 "--allow-privileged=true",
+                # real kubelet nodes (local.realnodes): reach them by their InternalIP (their names
+                # resolve nowhere) and authenticate as cluster admin for logs, exec and port-forward
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.cert}",
+                f"--kubelet-client-key={pki.key}",
                 "--profiling=false",
                 "--v=1",
             ],

@@ -483,16 +483,20 @@ class NodeBinaries:
     pause: Path
 
 
-def ensure_node_binaries() -> NodeBinaries:
-    """Build (once per machine and version) what real kubelet nodes need."""
+def ensure_node_binaries(kubelet: bool = True) -> NodeBinaries:
+    """Build (once per machine and version) what real kubelet nodes need.
+
+    ``kubelet=False`` builds only the container runtime side (the kubelet's path is still given,
+    built or not).
+    """
     containerd = build_containerd()
     runc = build_runc()
     cni = build_cni_plugins()
     crictl = build_crictl()
     pause = build_pause()
-    kubelet = build_kubelet()
+    kubelet_dir = build_kubelet() if kubelet else _bin_dir("kubelet", KUBERNETES_VERSION)
     return NodeBinaries(
-        kubelet=kubelet / "kubelet",
+        kubelet=kubelet_dir / "kubelet",
         containerd=containerd / "containerd",
         containerd_shim=containerd / "containerd-shim-runc-v2",
         ctr=containerd / "ctr",
