@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpupool_operator.local import images, toolchain
+from gpupool_operator.local import gpus, images, toolchain
 from gpupool_operator.local.cluster import ClusterError, LocalCluster, _alive, _free_ports
 from gpupool_operator.local.pki import kubeconfig_for, node_client_cert
 
@@ -253,8 +253,14 @@ class RealNodes:
         return self.run_dir(name) / "device-plugins"
 
     # -- start -----------------------------------------------------------------------------
-    def add(self, name: str, labels: Mapping[str, str] | None = None, timeout_s: float = 90.0) -> NodeState:
-        """Start one real node and wait until it is Ready (idempotent for a node already running)."""
+    def add(self, name: str, labels: Mapping[str, str] | None = None, timeout_s: float = 90.0,
+            hardware: gpus.Hardware | None = None, taints: list[str] | None = None) -> NodeState:
+        """Start one real node and wait until it is Ready (idempotent for a node already running).
+
+        With ``hardware`` the node gets emulated GPUs: the emulated NVIDIA device plugin serves
+        them to its kubelet, and this waits until allocatable shows every device. ``taints`` are
+        ``key=value:Effect`` strings the kubelet registers the node with.
+        """
         existing = self.state.nodes.get(name)
         if existing and existing.pids.get("kubelet") and all(_alive(p) for p in existing.pids.values()):
             return existing
@@ -263,8 +269,12 @@ class RealNodes:
             self._bind_node_role()
             if not self.binaries.kubelet.exists():
                 self._binaries = toolchain.ensure_node_binaries()
-            self._start_kubelet(node, self.binaries, dict(labels or {}))
-            self._wait_ready(node, time.monotonic() + timeout_s)
+            self._start_kubelet(node, self.binaries, dict(labels or {}), taints or [])
+            deadline = time.monotonic() + timeout_s
+            self._wait_ready(node, deadline)
+            if hardware is not None:
+                self.start_device_plugin(name, hardware)
+                self.wait_allocatable(name, hardware, deadline)
         except BaseException:
             self._teardown_node(node)
             raise
@@ -523,7 +533,36 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         }
         return json.dumps(cfg, indent=2)
 
-    def _start_kubelet(self, node: NodeState, b: toolchain.NodeBinaries, labels: dict[str, str]) -> None:
+    def hardware_file(self, name: str) -> Path:
+        return self.node_dir(name) / "gpus.json"
+
+    def start_device_plugin(self, name: str, hardware: gpus.Hardware | None = None) -> None:
+        """(Re)start the node's emulated NVIDIA device plugin (``hardware`` replaces the GPUs)."""
+        node = self.state.nodes[name]
+        if hardware is not None:
+            hardware.save(self.hardware_file(name))
+        self._stop_pid(node.pids.pop("device-plugin", None), grace_s=5)
+        env = {"PYTHONPATH": self.host.pythonpath}
+        self._spawn(node, "device-plugin", [
+            sys.executable, "-m", "gpupool_operator.local.deviceplugin",
+            f"--hardware={self.hardware_file(name)}", f"--plugin-dir={self.device_plugin_dir(name)}",
+            f"--kubeconfig={self.cluster.kubeconfig}",
+        ], env=env)
+
+    def wait_allocatable(self, name: str, hardware: gpus.Hardware, deadline: float) -> None:
+        """Until the node's allocatable shows every device of ``hardware`` (not just a registration:
+        after a kubelet restart allocatable reads 0 for a while)."""
+        want = {r: str(len(ds)) for r, ds in hardware.by_resource().items()}
+        node = self.state.nodes[name]
+
+        def ok() -> bool:
+            alloc = ((self.node_object(name) or {}).get("status") or {}).get("allocatable") or {}
+            return all(alloc.get(r) == n for r, n in want.items())
+
+        self._wait(node, "device-plugin", ok, deadline)
+
+    def _start_kubelet(self, node: NodeState, b: toolchain.NodeBinaries, labels: dict[str, str],
+                       taints: list[str]) -> None:
         nd = self.node_dir(node.name)
         root = nd / "kubelet"
         root.mkdir(parents=True, exist_ok=True)
@@ -551,6 +590,7 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
             f"--hostname-override={node.name}",
             f"--node-ip={node.gateway}",
             "--node-labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            *([f"--register-with-taints={','.join(taints)}"] if taints else []),
             "--v=1",
         ]
         script = (
@@ -651,8 +691,8 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def _teardown_node(self, node: NodeState, deadline: float | None = None) -> None:
         deadline = deadline or time.monotonic() + 60
         nd = self.node_dir(node.name)
-        kubelet_pid = node.pids.get("kubelet")
-        self._stop_pid(kubelet_pid, grace_s=10)
+        self._stop_pid(node.pids.get("device-plugin"), grace_s=5)
+        self._stop_pid(node.pids.get("kubelet"), grace_s=10)
         containerd_alive = node.pids.get("containerd") is not None and _alive(node.pids["containerd"])
         if containerd_alive and self.socket(node.name).exists():
             # stop and remove every pod sandbox through CRI: that runs CNI DEL and kills the
