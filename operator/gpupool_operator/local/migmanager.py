@@ -286,3 +286,42 @@ def held_devices(pod_resources_socket: Path) -> list[str]:
         resp = stub.List(pr.ListPodResourcesRequest(), timeout=10)
     return [i for pod in resp.pod_resources for c in pod.containers for d in c.devices
             if d.resource_name.startswith("nvidia.com/") for i in d.device_ids]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gpupool_operator.local.migmanager``: the emulated MIG manager of a local cluster."""
+    import argparse
+    import logging
+    import signal
+
+    parser = argparse.ArgumentParser(prog="gpupool-emulated-mig-manager", description=__doc__.split("\n")[0])
+    parser.add_argument("--cluster-dir", type=Path, required=True)
+    parser.add_argument("--namespace", default="gpupool-system", help="namespace of the mig-parted ConfigMap")
+    parser.add_argument("--config-map", default="gpupool-mig-parted-config")
+    parser.add_argument("--delay", type=float, default=2.0, help="seconds a re-layout takes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from gpupool_operator.local.cluster import LocalCluster
+    from gpupool_operator.local.realnodes import RealNodes
+
+    cluster = LocalCluster(args.cluster_dir)
+    nodes = RealNodes(cluster)
+    manager = MigManager(cluster.api_client(), args.namespace, args.config_map, delay_s=args.delay,
+                         real_nodes=nodes.mig_targets).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    seen = 0
+    while not stop.wait(1):
+        for node, config, result in manager.history[seen:]:
+            logging.info("node %s: mig-parted config %s: %s", node, config, result)
+        seen = len(manager.history)
+        for err in manager.errors:
+            logging.warning("%s", err)
+        manager.errors.clear()
+    manager.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

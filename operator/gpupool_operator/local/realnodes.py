@@ -40,6 +40,7 @@ from typing import Any
 from gpupool_operator.local import gpus, images, toolchain
 from gpupool_operator.local.cluster import ClusterError, LocalCluster, _alive, _free_ports
 from gpupool_operator.local.pki import kubeconfig_for, node_client_cert
+from gpupool_operator.local.spec import ClusterSpec
 
 RUN_ROOT = Path("/run/gpupool")
 #: What the kubelet and the bridge plugin change on the host (restored at teardown).
@@ -182,6 +183,7 @@ class NodeState:
 class RealNodesState:
     host_before: dict[str, Any] = field(default_factory=dict)  # sysctls and which HOST_PATHS existed
     nodes: dict[str, NodeState] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # cluster-wide helpers (the MIG manager)
 
 
 def base_runtime_spec(ctr: Path, host: images.HostRuntime) -> dict[str, Any]:
@@ -222,14 +224,15 @@ class RealNodes:
         try:
             raw = json.loads((self.directory / "state.json").read_text())
             return RealNodesState(raw.get("host_before", {}),
-                                  {k: NodeState(**v) for k, v in raw.get("nodes", {}).items()})
+                                  {k: NodeState(**v) for k, v in raw.get("nodes", {}).items()},
+                                  raw.get("pids", {}))
         except (FileNotFoundError, json.JSONDecodeError, TypeError):
             return RealNodesState()
 
     def _save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / "state.json.tmp"
-        tmp.write_text(json.dumps({"host_before": self.state.host_before,
+        tmp.write_text(json.dumps({"host_before": self.state.host_before, "pids": self.state.pids,
                                    "nodes": {k: asdict(v) for k, v in self.state.nodes.items()}}, indent=2))
         tmp.replace(self.directory / "state.json")
 
@@ -635,6 +638,7 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def teardown(self, timeout_s: float = 60.0) -> None:
         """Stop every real node and put the host back as it was (idempotent, bounded)."""
         deadline = time.monotonic() + timeout_s
+        self._stop_pid(self.state.pids.pop("mig-manager", None), grace_s=5)
         for node in list(self.state.nodes.values()):
             self._teardown_node(node, deadline)
         self._restore_host()
@@ -789,6 +793,28 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def names(self) -> list[str]:
         return sorted(self.state.nodes)
 
+    def mig_targets(self) -> dict[str, tuple[Path, Path]]:
+        """For the MIG manager: node -> (hardware file, the kubelet's pod-resources socket)."""
+        state = self._load()
+        return {n: (self.hardware_file(n), self.node_dir(n) / "kubelet" / "pod-resources" / "kubelet.sock")
+                for n in state.nodes if self.hardware_file(n).exists()}
+
+    def start_mig_manager(self, namespace: str, config_map: str = "gpupool-mig-parted-config",
+                          delay_s: float = 2.0) -> int:
+        """The emulated NVIDIA MIG manager as a process for every node of the cluster (recorded PID)."""
+        self._stop_pid(self.state.pids.pop("mig-manager", None), grace_s=5)
+        logs = self.directory / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "mig-manager.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gpupool_operator.local.migmanager", f"--cluster-dir={self.cluster.directory}",
+                 f"--namespace={namespace}", f"--config-map={config_map}", f"--delay={delay_s}"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": self.host.pythonpath, "NO_PROXY": "127.0.0.1,localhost"})
+        self.state.pids["mig-manager"] = proc.pid
+        self._save()
+        return proc.pid
+
 
 def _cached(component: str, version: str, binary: str) -> Path | None:
     path = toolchain.cache_root() / "bin" / f"{component}-{version}" / binary
@@ -813,3 +839,40 @@ def running(cluster: LocalCluster, names: list[str], labels: Mapping[str, Mappin
         yield nodes
     finally:
         nodes.teardown()
+
+
+def real_node_name(pool: str, index: int) -> str:
+    return f"{pool}-real-{index}"
+
+
+def start_spec_nodes(nodes: RealNodes, spec: ClusterSpec, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Start the spec's real nodes (each pool's ``real``): its labels, taints, price and emulated GPUs."""
+    from gpupool_operator.local.nodes import POOL_LABEL, PRICE_ANNOTATION, PRICE_TIER_LABEL, _mig_config_name
+
+    started: list[str] = []
+    for pool in spec.pools:
+        for i in range(pool.real):
+            name = real_node_name(pool.name, i)
+            labels = {POOL_LABEL: pool.name, PRICE_TIER_LABEL: pool.price_tier.value, "gpupool.io/cluster": spec.name,
+                      **pool.labels}
+            if pool.instance_type:
+                labels["node.kubernetes.io/instance-type"] = pool.instance_type
+            hardware = None
+            if pool.product is not None:
+                strategy = pool.mig.strategy.value if pool.mig else "none"
+                layouts: list[dict[str, int] | None] = [lay or None for lay in pool.gpu_layouts()]
+                hardware = gpus.Hardware.create(name, pool.product.key, layouts, strategy)
+                if pool.product.mig_capable:  # what the GPU Operator's MIG manager last applied
+                    labels.update({"nvidia.com/mig.config": _mig_config_name(pool.gpu_layouts()),
+                                   "nvidia.com/mig.config.state": "success",
+                                   "nvidia.com/gpu.deploy.mig-manager": "true"})
+            taints = [f"{t.key}={t.value}:{t.effect}" for t in pool.taints]
+            t0 = time.monotonic()
+            nodes.add(name, labels, hardware=hardware, taints=taints)
+            if pool.price_per_gpu_hour is not None:
+                nodes.cluster.kubectl("annotate", "node", name, "--overwrite",
+                                      f"{PRICE_ANNOTATION}={pool.price_per_gpu_hour:g}")
+            if progress:
+                progress(f"real node {name} Ready in {time.monotonic() - t0:.1f}s")
+            started.append(name)
+    return started
