@@ -793,6 +793,19 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def names(self) -> list[str]:
         return sorted(self.state.nodes)
 
+    def memory_mib(self) -> dict[str, dict[str, float]]:
+        """Resident memory per node and component (kubelet, containerd, device plugin, the pods'
+        shims and what runs in its containers), from /proc by recorded PID and cgroup."""
+        out: dict[str, dict[str, float]] = {}
+        for name, node in self.state.nodes.items():
+            row = {what: _rss_mib(pid) for what, pid in node.pids.items()}
+            row["shims"] = sum(_rss_mib(p) for p in self.shim_pids(name))
+            pods = CGROUP_ROOT / "memory" / node.cgroup_root.lstrip("/") / "memory.usage_in_bytes"
+            with contextlib.suppress(OSError, ValueError):
+                row["pods (cgroup)"] = int(pods.read_text()) / 2**20
+            out[name] = row
+        return out
+
     def mig_targets(self) -> dict[str, tuple[Path, Path]]:
         """For the MIG manager: node -> (hardware file, the kubelet's pod-resources socket)."""
         state = self._load()
@@ -814,6 +827,15 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         self.state.pids["mig-manager"] = proc.pid
         self._save()
         return proc.pid
+
+
+def _rss_mib(pid: int) -> float:
+    """VmRSS of one process (its children are not added)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _cached(component: str, version: str, binary: str) -> Path | None:
