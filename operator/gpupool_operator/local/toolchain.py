@@ -292,8 +292,9 @@ def _build_wrapped(
     return bin_dir
 
 
-def _go_install(component: str, pkg: str, version: str, binary: str) -> Path:
-    bin_dir = _bin_dir(component, version)
+def _go_install(component: str, pkg: str, version: str, binary: str, ldflags: str = "", variant: str = "") -> Path:
+    """``go install pkg@version`` into the cache; ``variant`` keys builds whose ``ldflags`` differ."""
+    bin_dir = _bin_dir(component, version + variant)
     if _have(bin_dir, [binary]):
         return bin_dir
     with _build_lock(component):
@@ -305,8 +306,10 @@ def _go_install(component: str, pkg: str, version: str, binary: str) -> Path:
         env_gobin = {"GOBIN": str(tmp_out)}
         os.environ.update(env_gobin)  # _go_env copies os.environ
         try:
+            flags = ["-ldflags", ldflags] if ldflags else []
             _compile_with_progress(
-                ["install", "-v", "-trimpath", f"{pkg}@{version}"], cache_root(), f"go install {pkg}@{version}", None
+                ["install", "-v", "-trimpath", *flags, f"{pkg}@{version}"], cache_root(), f"go install {pkg}@{version}",
+                None,
             )
         finally:
             os.environ.pop("GOBIN", None)
@@ -359,9 +362,23 @@ def build_kwok(version: str = KWOK_VERSION) -> Path:
     return _go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", version, "kwok")
 
 
+def helm_ldflags(version: str, kubernetes: str = KUBERNETES_VERSION) -> str:
+    """Helm's release stamps: its own version, and the Kubernetes version that offline ``helm
+    template`` and ``helm lint`` assume (unstamped it is v1.20, below the chart's ``kubeVersion``)."""
+    major = version.lstrip("v").split(".")[0]
+    k8s_major, k8s_minor = kubernetes.lstrip("v").split(".")[:2]
+    root = f"helm.sh/helm/v{major}"
+    flags = ["-s", "-w", f"-X {root}/internal/version.version={version}", f"-X {root}/internal/version.metadata="]
+    for pkg in ("pkg/chartutil", "pkg/lint/rules"):
+        flags += [f"-X {root}/{pkg}.k8sVersionMajor={k8s_major}", f"-X {root}/{pkg}.k8sVersionMinor={k8s_minor}"]
+    return " ".join(flags)
+
+
 def build_helm(version: str = HELM_VERSION) -> Path:
     major = version.lstrip("v").split(".")[0]
-    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm")
+    k8s = ".".join(KUBERNETES_VERSION.lstrip("v").split(".")[:2])
+    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm", helm_ldflags(version),
+                       variant=f"-k8s{k8s}")
 
 
 def ensure_binaries() -> Binaries:
