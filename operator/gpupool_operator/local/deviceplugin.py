@@ -199,6 +199,10 @@ class DevicePlugin:
         wanted = set(self.hardware.by_resource())
         for r in set(self._servers) - wanted:
             self._unserve(r)
+        for r in [r for r in self._servers if not (self.plugin_dir / socket_name(r)).exists()]:
+            # a starting kubelet wipes the directory, our sockets included: serve them again
+            self._unserve(r)
+            self._registered.discard(r)
         for r in wanted - set(self._servers):
             self._serve(r)
         if hardware_changed:
