@@ -10,11 +10,13 @@ the cluster it started. Every wait has a deadline, so the demo always ends by it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,7 @@ def _get(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
-def _placed(pool: dict[str, Any]) -> bool:
+def _placed(pool: Mapping[str, Any]) -> bool:
     status = pool.get("status") or {}
     return status.get("observedGeneration") == pool["metadata"].get("generation") and any(
         c["type"] == "Placed" for c in status.get("conditions", [])
@@ -174,6 +176,42 @@ def _report(cluster: Any) -> str:
     return "\n".join(out)
 
 
+def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> None:
+    """Until every pool is placed and every replica ready (or ``timeout_s``): a live view on a
+    terminal (:mod:`demo_view`), one line per change otherwise (logs, CI)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from gpupool_operator.cli import demo_view
+
+    console = Console(stderr=True)
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last = ""
+    live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
+    with live if live is not None else contextlib.nullcontext():
+        while True:
+            view = demo_view.gather(lambda *a: _get(cluster, *a), DEMO_NAMESPACE, time.monotonic() - start)
+            if live is not None:
+                live.update(demo_view.render(view))
+            else:
+                line = demo_view.progress(view)
+                if line != last:
+                    _say(line)
+                    last = line
+            placed = sum(1 for p in view.pools if _placed(p))
+            ready = sum((p.get("status") or {}).get("readyReplicas", 0) for p in view.pools)
+            want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in view.pools)
+            if placed == len(view.pools) and ready >= want > 0:
+                return
+            if operator.error is not None:
+                raise RuntimeError(f"the operator stopped: {operator.error!r}")
+            if time.monotonic() > deadline:
+                _say(f"not everything is ready after {timeout_s:.0f}s; showing what there is")
+                return
+            time.sleep(1.0)
+
+
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -223,25 +261,7 @@ def run(args: argparse.Namespace) -> int:
         operator.start()
         _say(f"applying {len(docs)} example InferencePools to namespace {DEMO_NAMESPACE}")
         cluster.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", "-", input=yaml.safe_dump_all(docs))
-        deadline = time.monotonic() + args.timeout
-        last = ""
-        while True:
-            pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
-            placed = sum(1 for p in pools if _placed(p))
-            ready = sum((p.get("status") or {}).get("readyReplicas", 0) for p in pools)
-            want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in pools)
-            line = f"{placed}/{len(pools)} pools placed, {ready}/{want} replicas ready"
-            if line != last:
-                _say(line)
-                last = line
-            if placed == len(pools) and ready >= want > 0:
-                break
-            if operator.error is not None:
-                raise RuntimeError(f"the operator stopped: {operator.error!r}")
-            if time.monotonic() > deadline:
-                _say(f"not everything is ready after {args.timeout:.0f}s; showing what there is")
-                break
-            time.sleep(0.5)
+        _watch(cluster, operator, args.timeout)
         print(_report(cluster))
         return 0
     except (ClusterError, RuntimeError) as err:

@@ -308,12 +308,14 @@ def _build_wrapped(
 
 
 def _go_install(
-    component: str, pkg: str | Sequence[str], version: str, binary: str | Sequence[str], cgo: bool = False
+    component: str, pkg: str | Sequence[str], version: str, binary: str | Sequence[str], ldflags: str = "",
+    variant: str = "", cgo: bool = False,
 ) -> Path:
-    """``go install`` one or more packages of one module at ``version`` into the versioned cache."""
+    """``go install`` one or more packages of one module at ``version`` into the versioned cache;
+    ``variant`` keys builds whose ``ldflags`` differ."""
     pkgs = [pkg] if isinstance(pkg, str) else list(pkg)
     binaries = [binary] if isinstance(binary, str) else list(binary)
-    bin_dir = _bin_dir(component, version)
+    bin_dir = _bin_dir(component, version + variant)
     if _have(bin_dir, binaries):
         return bin_dir
     with _build_lock(component):
@@ -323,9 +325,10 @@ def _go_install(
         shutil.rmtree(tmp_out, ignore_errors=True)
         tmp_out.mkdir(parents=True)
         env = {**_go_env(cgo), "GOBIN": str(tmp_out)}
+        flags = ["-ldflags", ldflags] if ldflags else []
         started = time.monotonic()
         _compile_with_progress(
-            ["install", "-v", "-trimpath", *(f"{p}@{version}" for p in pkgs)],
+            ["install", "-v", "-trimpath", *flags, *(f"{p}@{version}" for p in pkgs)],
             cache_root(),
             f"go install {' '.join(f'{p}@{version}' for p in pkgs)}",
             None,
@@ -532,9 +535,23 @@ def build_kwok(version: str = KWOK_VERSION) -> Path:
     return _go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", version, "kwok")
 
 
+def helm_ldflags(version: str, kubernetes: str = KUBERNETES_VERSION) -> str:
+    """Helm's release stamps: its own version, and the Kubernetes version that offline ``helm
+    template`` and ``helm lint`` assume (unstamped it is v1.20, below the chart's ``kubeVersion``)."""
+    major = version.lstrip("v").split(".")[0]
+    k8s_major, k8s_minor = kubernetes.lstrip("v").split(".")[:2]
+    root = f"helm.sh/helm/v{major}"
+    flags = ["-s", "-w", f"-X {root}/internal/version.version={version}", f"-X {root}/internal/version.metadata="]
+    for pkg in ("pkg/chartutil", "pkg/lint/rules"):
+        flags += [f"-X {root}/{pkg}.k8sVersionMajor={k8s_major}", f"-X {root}/{pkg}.k8sVersionMinor={k8s_minor}"]
+    return " ".join(flags)
+
+
 def build_helm(version: str = HELM_VERSION) -> Path:
     major = version.lstrip("v").split(".")[0]
-    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm")
+    k8s = ".".join(KUBERNETES_VERSION.lstrip("v").split(".")[:2])
+    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm", helm_ldflags(version),
+                       variant=f"-k8s{k8s}")
 
 
 def ensure_binaries() -> Binaries:
