@@ -96,6 +96,11 @@ def prerequisites() -> list[str]:
     for hier in ("cpu", "memory", "pids", "cpuset"):
         if not (CGROUP_ROOT / hier).is_dir() and not (CGROUP_ROOT / "cgroup.controllers").exists():
             missing.append(f"the {hier} cgroup controller under {CGROUP_ROOT}")
+    runc_built = (toolchain.cache_root() / "bin" / f"runc-{toolchain.RUNC_VERSION}-seccomp" / "runc").exists()
+    if not runc_built and not Path("/usr/include/seccomp.h").exists():
+        missing.append("libseccomp's headers to build runc with seccomp (apt-get install libseccomp-dev)")
+    if not runc_built and shutil.which("cc") is None:
+        missing.append("a C compiler to build runc (apt-get install gcc)")
     if not Path("/proc/filesystems").exists() or "overlay" not in Path("/proc/filesystems").read_text():
         with contextlib.suppress(OSError):
             subprocess.run(["modprobe", "overlay"], capture_output=True, check=False, timeout=10)
