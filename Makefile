@@ -23,7 +23,7 @@ binaries: ## build only the Go control-plane binaries (etcd, kube-*, kubectl, kw
 	@$(PY) -m gpupool_operator local build
 
 lint: ## ruff, mypy --strict, import-linter layer contracts
-	$(PY) -m ruff check operator worker proto tests benchmarks scripts
+	$(PY) -m ruff check operator worker proto tests benchmarks scripts docs
 	$(PY) -m mypy operator/gpupool_operator worker/gpupool_worker
 	$(VENV)/bin/lint-imports
 
@@ -31,6 +31,7 @@ verify: ## regenerate every checked-in artifact (CRDs, chart CRDs and values sch
 	$(PY) -m gpupool_operator.api.crdgen --check
 	$(PY) scripts/chart_schema.py --check
 	@bash scripts/protogen.sh --check "$(PY)"
+	$(PY) docs/architecture.py --check
 
 test: setup lint verify ## everything CI runs: setup, lint, verify, all tests (unit, scenarios, real cluster, worker)
 	@# pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.

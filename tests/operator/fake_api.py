@@ -23,6 +23,19 @@ from gpupool_operator.core.observed import as_dicts
 Obj = dict[str, Any]
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, ``null`` removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
 class FakeKube(Kube):
     """Answers the reconciler's requests from memory; every write is echoed to the store the way
     the watches would echo it. Created pods are bound to their annotated node and made Ready
@@ -80,7 +93,7 @@ class FakeKube(Kube):
                 if current is None:
                     raise KubeError(404, "gone", "NotFound")
                 obj = copy.deepcopy(current)
-                obj["status"] = body["status"]
+                obj["status"] = merge_patch(obj.get("status") or {}, body["status"])  # as the server does
                 return self._stamp(obj)
             if "nodes" in parts or "services" in parts:
                 kind = Kind.NODE if "nodes" in parts else Kind.SERVICE

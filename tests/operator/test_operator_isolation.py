@@ -127,10 +127,6 @@ def test_a_quota_that_refuses_one_pool_stalls_no_other(
     assert (condition(pool(control_plane, other_namespace, "capped"), "Degraded") or {})["status"] == "False"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs taints and tolerations in the placement core's feasibility (issue 16 item 5, the placement "
-    "helper's part): until then a CPU replica can be planned onto a GPU node whose nvidia.com/gpu taint "
-    "kube-scheduler honours"))
 def test_every_example_pool_runs_where_the_plan_put_it(
     control_plane: LocalCluster, operator: Any, namespace: str
 ) -> None:
