@@ -23,12 +23,13 @@ binaries: ## build only the Go control-plane binaries (etcd, kube-*, kubectl, kw
 	@$(PY) -m gpupool_operator local build
 
 lint: ## ruff, mypy --strict, import-linter layer contracts
-	$(PY) -m ruff check operator worker proto tests benchmarks docs
+	$(PY) -m ruff check operator worker proto tests benchmarks scripts docs
 	$(PY) -m mypy operator/gpupool_operator worker/gpupool_worker
 	$(VENV)/bin/lint-imports
 
-verify: ## regenerate every checked-in artifact (CRDs, chart CRDs, protobuf stubs) and fail if anything drifted
+verify: ## regenerate every checked-in artifact (CRDs, chart CRDs and values schema, protobuf stubs) and fail if anything drifted
 	$(PY) -m gpupool_operator.api.crdgen --check
+	$(PY) scripts/chart_schema.py --check
 	@bash scripts/protogen.sh --check "$(PY)"
 	$(PY) docs/architecture.py --check
 

@@ -57,6 +57,7 @@ from .inferencepool import (
     Precision,
     ReplicaPlacement,
     ScalingBehavior,
+    Toleration,
 )
 from .meta import ObjectMeta
 from .modelserving import EnvVar, ModelTask, ModelTensors, RuntimeSpec, RuntimeType, TensorDatatype, TensorDeclaration
@@ -125,6 +126,7 @@ __all__ = [
     "ScalingBehavior",
     "TensorDatatype",
     "TensorDeclaration",
+    "Toleration",
     "default_config",
     "find_condition",
     "format_decimal",

@@ -65,6 +65,9 @@ __all__ = [
     "Precision",
     "ReplicaPlacement",
     "ScalingBehavior",
+    "TaintEffect",
+    "Toleration",
+    "TolerationOperator",
 ]
 
 MAX_GPUS_PER_REPLICA = 8
@@ -389,6 +392,62 @@ _SERVING_RULES = (
 )
 
 
+#: A label or taint key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
+TAINT_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+_TOLERATION_RULES = (
+    CelRule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "value must be empty when operator is Exists", ".value"),
+    CelRule("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            "an empty key needs operator Exists (it then tolerates every taint)", ".operator"),
+    CelRule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies only to effect NoExecute", ".tolerationSeconds"),
+)
+
+
+class Toleration(ApiModel):
+    """A core/v1 Toleration, exactly as a Pod carries it: the replica pods get it, and the placement
+    engine places them only on nodes whose NoSchedule and NoExecute taints they tolerate (and
+    avoids untolerated PreferNoSchedule taints where it can), as kube-scheduler does."""
+
+    model_config = ConfigDict(json_schema_extra=schema_extra(*_TOLERATION_RULES))
+
+    key: Annotated[str, StringConstraints(pattern=TAINT_KEY_PATTERN, max_length=316)] | None = None
+    """Taint key it tolerates (e.g. nvidia.com/gpu); empty with operator Exists: every taint."""
+    operator: TolerationOperator | None = None
+    """Exists (any value) or Equal (the value below; the default)."""
+    value: LabelValue | None = None
+    """Taint value to match with operator Equal."""
+    effect: TaintEffect | None = None
+    """NoSchedule, PreferNoSchedule or NoExecute; empty: every effect."""
+    toleration_seconds: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """With effect NoExecute: how long the pod stays once the taint appears (it does not change
+    where the pod may go)."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Toleration:
+        if self.operator is TolerationOperator.EXISTS and self.value:
+            raise ValueError("value: value must be empty when operator is Exists")
+        if not self.key and self.operator is not TolerationOperator.EXISTS:
+            raise ValueError("operator: an empty key needs operator Exists (it then tolerates every taint)")
+        if self.toleration_seconds is not None and self.effect is not TaintEffect.NO_EXECUTE:
+            raise ValueError("tolerationSeconds: tolerationSeconds applies only to effect NoExecute")
+        return self
+
+
 class ModelSpec(ApiModel):
     """One model served by the pool."""
 
@@ -433,6 +492,16 @@ class ModelSpec(ApiModel):
     """Latency objective; hardware that cannot meet it is not used for this model."""
     target_queue_depth: Annotated[int, Field(ge=1, le=10000)] = 8
     """Requests queued per replica the autoscaler aims for: more scales up, less scales down."""
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=16, json_schema_extra=schema_extra(x_kubernetes_list_type="atomic")
+    )
+    """Tolerations of the replica pods (core/v1 Tolerations). GPU and MIG replicas also get the
+    nvidia.com/gpu:NoSchedule toleration NVIDIA's GPU Operator expects; CPU replicas only these,
+    so they never land on a tainted GPU node unless the model tolerates its taint."""
+    allow_spot: bool | None = None
+    """Spot capacity (nodes priced Spot, which the cloud may reclaim at any time). Unset: replicas
+    may run on spot while at least one stays off spot; true: every replica may run on spot (needed
+    for a product the cluster has only on spot); false: no replica runs on spot."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelSpec:

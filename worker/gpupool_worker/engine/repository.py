@@ -36,6 +36,7 @@ import torch
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import ValidationError
 
+from gpupool_worker.engine.emulated import EmulatedDevice, EmulatedModel
 from gpupool_worker.engine.kernels import triton_support
 from gpupool_worker.engine.model import Model
 from gpupool_worker.engine.models.model_json import ModelConfig, TensorConfig
@@ -67,6 +68,8 @@ class RuntimeDefaults:
     compile_backend: str = "inductor"
     cuda_graphs: bool = True
     warmup: bool = True
+    emulated: EmulatedDevice | None = None
+    """An emulated GPU or MIG slice (local cluster): every model is served by engine.emulated."""
 
 
 @dataclass(slots=True)
@@ -104,6 +107,10 @@ def _resolve_weights(spec: str, model_dir: Path) -> Path:
 
 def load_model(name: str, directory: Path, config: ModelConfig, defaults: RuntimeDefaults) -> Model:
     """Build a model from its directory and config (slow: reads weights, may compile and warm up)."""
+    if defaults.emulated is not None:  # the real model on the CPU for its metadata, then emulated
+        real = load_model(name, directory, config.model_copy(update={"engine": "eager", "precision": "fp32"}),
+                          RuntimeDefaults(device=torch.device("cpu"), warmup=False))
+        return EmulatedModel(real, defaults.emulated)
     device = defaults.device
     if config.kind == "sentence-embedding":
         ok, why = triton_support(device)

@@ -28,6 +28,7 @@ from gpupool_worker.config import WorkerSettings
 from gpupool_worker.engine.compute import ComputeThread
 from gpupool_worker.engine.costing import CostModel
 from gpupool_worker.engine.dataplane import DataPlane
+from gpupool_worker.engine.emulated import EmulatedCollector, EmulatedDevice
 from gpupool_worker.engine.metrics import WorkerMetrics
 from gpupool_worker.engine.models.pool_model import PoolModel
 from gpupool_worker.engine.repository import ModelConfig, ModelRepository, RepositoryCollector, RuntimeDefaults
@@ -56,8 +57,11 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
     accelerator = settings.accelerator or (
         torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     cost = CostModel(settings.price_per_hour, settings.device_share, accelerator, settings.mig_profile)
+    emulated = EmulatedDevice.from_env() if device.type == "cpu" else None  # local cluster: engine.emulated
+    if emulated is not None:
+        log.warning("accelerator is %s: batch times are emulated, nothing runs on a GPU", emulated.describe())
     defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision,
-                               cuda_graphs=settings.cuda_graphs)
+                               cuda_graphs=settings.cuda_graphs, emulated=emulated)
     repository = ModelRepository(settings.model_repository, defaults)
     source = PoolModel.from_env(settings.model_name)  # GPUPOOL_MODEL_URI: the pool's model (engine.models.pool_model)
     if source is not None:
@@ -69,6 +73,7 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
             max_batch_size=settings.max_batch_size, max_queue_delay_us=settings.max_queue_delay_us))
     metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
     metrics.registry.register(RepositoryCollector(repository))
+    metrics.registry.register(EmulatedCollector(emulated))
     return DataPlane(repository, cost, metrics, compute=compute)
 
 
