@@ -185,9 +185,10 @@ def test_node_added_cordoned_and_removed_trigger_replanning(
 def test_a_replica_the_scheduler_refuses_is_planned_elsewhere(
     control_plane: LocalCluster, operator: Any, namespace: str
 ) -> None:
-    # The node offers three 2g.24gb slices, but its kubelet takes no more pods (allocatable pods: 0,
-    # which placement does not model): kube-scheduler refuses the replica, and the operator must not
-    # retry forever. (Slices the labels promise but allocatable lacks are never planned at all.)
+    # The node advertises three 2g.24gb slices, but its kubelet takes no more pods (allocatable
+    # pods 0, a limit placement does not model): kube-scheduler refuses the replica; the operator
+    # must not retry forever. (A device plugin advertising fewer slices than the labels promise is
+    # no longer a refusal: placement reads allocatable, so such a node is never chosen.)
     node_name = "nvlbad-mig-0000"
     node = fake_gpu_node(node_name, "H100-NVL-94GB", gpus=1, mig_strategy="mixed", layouts=[{"2g.24gb": 3}])
     register_nodes(control_plane.api_client(), [node], progress=None)

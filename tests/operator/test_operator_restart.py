@@ -112,8 +112,8 @@ def test_a_frozen_leader_is_replaced_within_the_lease_and_writes_nothing_when_it
 ) -> None:
     kubeconfig = str(control_plane.kubeconfig)
     ports = {"op-a": free_port(), "op-b": free_port()}
-    a = OperatorProcess(kubeconfig, tmp_path / "a.log", "op-a", extra_args=["--metrics-port", str(ports["op-a"])])
-    b = OperatorProcess(kubeconfig, tmp_path / "b.log", "op-b", extra_args=["--metrics-port", str(ports["op-b"])])
+    a, b = (OperatorProcess(kubeconfig, tmp_path / f"{n}.log", n, extra_args=["--metrics-address", f"127.0.0.1:{p}"])
+            for n, p in ports.items())
     try:
         holder = wait_until(lambda: lease_holder(control_plane), TIMEOUT, "a Lease holder")
         leader, standby = (a, b) if holder.startswith("op-a_") else (b, a)

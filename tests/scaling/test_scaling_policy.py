@@ -239,6 +239,18 @@ def test_at_max_replicas_small_replicas_are_traded_for_larger_ones() -> None:
     assert "trading small replicas" in d.reason
 
 
+def test_a_trade_the_budget_cannot_pay_for_keeps_the_running_replica() -> None:
+    # maxReplicas 1 and a queue of 32: the policy would trade the running A100 ($1/h, 1 req/s) for
+    # the 3g slice ($2/h, 2 req/s); a $1/h budget cannot pay for the slice, so the A100 stays
+    # (found by hypothesis: the pool went to zero replicas).
+    a100 = offer("a100", gpu_offers()[0].shape, 1.0, 1.0, room=1)
+    mig = offer("mig3g", gpu_offers()[2].shape, 2.0, 2.0, room=1)
+    t = targets(max_replicas=1, objective_s=None, max_batch_size=1, target_queue_depth=1, budget_usd_per_hour=1.0)
+    d = decide(ScalingState(), signals(0.0, {"a100": 1}, queue=32.0), t, [a100, mig], 2.0)
+    assert d.replicas == {"a100": 1}, d.reason
+    assert d.usd_per_hour <= 1.0
+
+
 def test_a_queue_the_replicas_drain_before_a_new_one_could_start_adds_nothing() -> None:
     # 3 A100s (30 req/s) at 10 req/s with 300 queued: they drain the 276 above the target depth in
     # 276 / 20 = 14 s, before a replica asked for now would serve (30 s assumed): nothing added.

@@ -272,7 +272,8 @@ def _layouts(
     product: catalog.GpuProduct | None, count: int, annotations: Mapping[str, str], labels: Mapping[str, str],
     strategy: MigStrategy, offered: _Offered, warnings: list[str], conflicts: list[str],
 ) -> tuple[list[Placement | None], list[Placement | None] | None]:
-    """(the GPUs' current layouts, the layouts a pending change gives them, ``None`` when unknown).
+    """(the GPUs' current layouts, the layouts a pending change gives them, ``None`` when unknown:
+    a custom config the MIG manager is still applying may re-lay any GPU).
 
     Current layouts come from the annotation, else a well-known config name whose totals are what
     allocatable offers, else allocatable itself; where allocatable offers more than the layouts
@@ -294,7 +295,7 @@ def _layouts(
         current = [named] * count
     if current is not None and (strategy is MigStrategy.SINGLE or not offered.listed
                                 or _covers(current, product, offered, exact=False)):
-        return current, target if known else current
+        return current, target if known else (current if settled else None)
     described = current if current is not None else ([named] * count if known else None)
     spread = _spread(product, count, offered.whole, offered.mig, warnings)
     if described is not None and settled:
@@ -302,7 +303,7 @@ def _layouts(
         conflicts.append(f"{what} describes {_describe_totals(_totals(product, described))} and "
                          f"{sum(1 for x in described if x is None)} whole GPU(s), allocatable offers "
                          f"{_describe_totals(_alloc_totals(product, offered))} and {offered.whole}; allocatable wins")
-    return spread, target if known else spread
+    return spread, target if known else (spread if settled else None)
 
 
 def _covers(layouts: list[Placement | None], product: catalog.GpuProduct, offered: _Offered, exact: bool) -> bool:
@@ -408,26 +409,10 @@ def layouts_from_annotation(
     return out
 
 
+@functools.lru_cache(maxsize=1024)
 def _named_layout(product: catalog.GpuProduct, config: str) -> tuple[bool, Placement | None]:
-    """``(True, layout)`` for a well-known mig-parted config name, ``(False, None)`` otherwise."""
-    if config == "all-disabled":
-        return True, None
-    if config == "all-enabled":
-        return True, ()
-    if config == "all-balanced":
-        ones = [p for p in product.mig_profiles if p.compute_slices == 1 and p.memory_slots == 1
-                and not p.is_media_extension]
-        twos = [p for p in product.mig_profiles if p.compute_slices == 2]
-        threes = [p for p in product.mig_profiles if p.compute_slices == 3]
-        if ones and twos and threes:
-            return True, mig.place(product, {ones[0].name: 2, twos[0].name: 1, threes[0].name: 1})
-        return False, None
-    if config.startswith("all-"):
-        prof = product.profile_for_resource(config[4:]) or next(
-            (p for p in product.mig_profiles if p.name == config[4:]), None)
-        if prof is not None:
-            return True, _full(product, prof.name)
-    return False, None
+    """A well-known mig-parted config name's layout (:func:`gpupool_operator.core.mig.named_layout`), cached."""
+    return mig.named_layout(product, config)
 
 
 @functools.lru_cache(maxsize=4096)

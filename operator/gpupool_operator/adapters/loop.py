@@ -177,7 +177,12 @@ class PlacementLoop:
     async def observe(self, now: float) -> Observation:
         seen = await self.observer.observe(now, self.kube.run, self.refused.phantoms(now))
         self.stats.watch(seen.replicas)
-        return dataclasses.replace(seen, loads=self.stats.loads(seen.replicas, now))
+        loads = self.stats.loads(seen.replicas, now)
+        # -- live autoscaling hook (adapters/autoscale.py, issue 12): the scaling task decides on
+        #    this cycle's view and sets the observer's replica policy; status shows its fresher loads.
+        if (scaler := getattr(self, "autoscaler", None)) is not None:
+            loads = scaler.observed(seen, loads)
+        return dataclasses.replace(seen, loads=loads)
 
     async def decide(self, seen: Observation) -> tuple[Decision, str]:
         """Plan (off the event loop) and turn the plan into this cycle's writes."""

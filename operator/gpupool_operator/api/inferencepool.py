@@ -33,6 +33,7 @@ from .types import (
     PositiveDecimal,
     Quantity,
     Rate,
+    Timestamp,
     UsdAmount,
     mig_resource_name,
     parse_duration,
@@ -55,13 +56,18 @@ __all__ = [
     "LatencyPercentile",
     "MigTarget",
     "ModelFormat",
+    "ModelScaling",
     "ModelSource",
     "ModelSpec",
     "ModelStatus",
     "PlacementStrategy",
+    "PoolScaling",
     "Precision",
     "ReplicaPlacement",
     "ScalingBehavior",
+    "TaintEffect",
+    "Toleration",
+    "TolerationOperator",
 ]
 
 MAX_GPUS_PER_REPLICA = 8
@@ -386,6 +392,62 @@ _SERVING_RULES = (
 )
 
 
+#: A label or taint key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
+TAINT_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+_TOLERATION_RULES = (
+    CelRule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "value must be empty when operator is Exists", ".value"),
+    CelRule("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            "an empty key needs operator Exists (it then tolerates every taint)", ".operator"),
+    CelRule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies only to effect NoExecute", ".tolerationSeconds"),
+)
+
+
+class Toleration(ApiModel):
+    """A core/v1 Toleration, exactly as a Pod carries it: the replica pods get it, and the placement
+    engine places them only on nodes whose NoSchedule and NoExecute taints they tolerate (and
+    avoids untolerated PreferNoSchedule taints where it can), as kube-scheduler does."""
+
+    model_config = ConfigDict(json_schema_extra=schema_extra(*_TOLERATION_RULES))
+
+    key: Annotated[str, StringConstraints(pattern=TAINT_KEY_PATTERN, max_length=316)] | None = None
+    """Taint key it tolerates (e.g. nvidia.com/gpu); empty with operator Exists: every taint."""
+    operator: TolerationOperator | None = None
+    """Exists (any value) or Equal (the value below; the default)."""
+    value: LabelValue | None = None
+    """Taint value to match with operator Equal."""
+    effect: TaintEffect | None = None
+    """NoSchedule, PreferNoSchedule or NoExecute; empty: every effect."""
+    toleration_seconds: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """With effect NoExecute: how long the pod stays once the taint appears (it does not change
+    where the pod may go)."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Toleration:
+        if self.operator is TolerationOperator.EXISTS and self.value:
+            raise ValueError("value: value must be empty when operator is Exists")
+        if not self.key and self.operator is not TolerationOperator.EXISTS:
+            raise ValueError("operator: an empty key needs operator Exists (it then tolerates every taint)")
+        if self.toleration_seconds is not None and self.effect is not TaintEffect.NO_EXECUTE:
+            raise ValueError("tolerationSeconds: tolerationSeconds applies only to effect NoExecute")
+        return self
+
+
 class ModelSpec(ApiModel):
     """One model served by the pool."""
 
@@ -430,6 +492,16 @@ class ModelSpec(ApiModel):
     """Latency objective; hardware that cannot meet it is not used for this model."""
     target_queue_depth: Annotated[int, Field(ge=1, le=10000)] = 8
     """Requests queued per replica the autoscaler aims for: more scales up, less scales down."""
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=16, json_schema_extra=schema_extra(x_kubernetes_list_type="atomic")
+    )
+    """Tolerations of the replica pods (core/v1 Tolerations). GPU and MIG replicas also get the
+    nvidia.com/gpu:NoSchedule toleration NVIDIA's GPU Operator expects; CPU replicas only these,
+    so they never land on a tainted GPU node unless the model tolerates its taint."""
+    allow_spot: bool | None = None
+    """Spot capacity (nodes priced Spot, which the cloud may reclaim at any time). Unset: replicas
+    may run on spot while at least one stays off spot; true: every replica may run on spot (needed
+    for a product the cluster has only on spot); false: no replica runs on spot."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelSpec:
@@ -599,6 +671,55 @@ class ModelStatus(ApiModel):
     """Why the model is not fully placed or ready, when it is not."""
 
 
+class ModelScaling(ApiModel):
+    """The live scaling loop's view of one model: what its replicas report and what it decided."""
+
+    name: ModelName
+    """Name of the model (matches spec.models[].name)."""
+    desired_replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas the scaling policy wants now (placement chooses their shapes)."""
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas Ready to serve."""
+    pending_replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas asked for and still starting."""
+    reporting_replicas: Annotated[int, Field(ge=0)] = 0
+    """Ready replicas whose metrics were read fresh; fewer than ready: no scale-down."""
+    queue_depth: UsdAmount | None = None
+    """Requests waiting across the replicas at the last sample."""
+    in_flight: UsdAmount | None = None
+    """Requests accepted and not yet answered across the replicas at the last sample."""
+    arrival_rate: UsdAmount | None = None
+    """Requests per second arriving at the replicas over the last sample interval."""
+    p99_seconds: UsdAmount | None = None
+    """99th percentile request latency at the workers over the last sample interval (histogram
+    bucket bound)."""
+    usd_per_hour: UsdAmount | None = None
+    """What the replicas the policy wants cost per hour, at the shapes' attributed prices."""
+    usd_per_million_inferences: UsdAmount | None = None
+    """Cost of a million inferences from what the workers served and charged; absent without traffic."""
+    sample_age_seconds: UsdAmount | None = None
+    """Age of the oldest sample behind these figures."""
+    panic: bool = False
+    """Whether the policy is in panic mode (short-window demand at 2x ready capacity)."""
+    last_scale_time: Timestamp | None = None
+    """When the policy last changed the replica count."""
+    last_decision: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """The last decision and why (e.g. "scale up 2 -> 5 (+3 1x A100-80GB): demand 22.5 req/s ...")."""
+    state: Annotated[str, StringConstraints(max_length=32768)] = ""
+    """The policy's memory as JSON (window samples, envelopes, panic, pending scale-up), its times in
+    seconds relative to observedAt: what a restarted or new leader continues from."""
+
+
+class PoolScaling(ApiModel):
+    """The live scaling loop's record for the pool, written by the leading operator."""
+
+    observed_at: Timestamp
+    """When these figures were sampled and this state written."""
+    models: list[ModelScaling] = Field(default_factory=list, max_length=MAX_MODELS,
+                                       json_schema_extra=list_map("name"))
+    """Per model: signals, decision and the policy's state."""
+
+
 class InferencePoolStatus(ApiModel):
     """Observed state of the pool, written by the operator through the status subresource."""
 
@@ -622,6 +743,8 @@ class InferencePoolStatus(ApiModel):
     """Pool-wide cost of one million inferences at the observed rate; absent without traffic."""
     placement_strategy: PlacementStrategy | None = None
     """The placement strategy in force: the pool's own, else the cluster default."""
+    scaling: PoolScaling | None = None
+    """The live scaling loop's signals, decisions and state (absent until a replica reports metrics)."""
 
 
 class InferencePool(ApiModel):

@@ -10,11 +10,13 @@ the cluster it started. Every wait has a deadline, so the demo always ends by it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for placement (default: %(default)s)")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster (and the pools) running")
+    parser.add_argument("--real-nodes", action="store_true",
+                        help="also start the spec's real kubelet nodes (each pool's `real`; root): replicas there "
+                             "run the worker for real (emulated GPUs) and answer requests")
     parser.set_defaults(func=run)
 
 
@@ -118,7 +123,7 @@ def _get(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
 
-def _placed(pool: dict[str, Any]) -> bool:
+def _placed(pool: Mapping[str, Any]) -> bool:
     status = pool.get("status") or {}
     return status.get("observedGeneration") == pool["metadata"].get("generation") and any(
         c["type"] == "Placed" for c in status.get("conditions", [])
@@ -171,6 +176,42 @@ def _report(cluster: Any) -> str:
     return "\n".join(out)
 
 
+def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> None:
+    """Until every pool is placed and every replica ready (or ``timeout_s``): a live view on a
+    terminal (:mod:`demo_view`), one line per change otherwise (logs, CI)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from gpupool_operator.cli import demo_view
+
+    console = Console(stderr=True)
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last = ""
+    live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
+    with live if live is not None else contextlib.nullcontext():
+        while True:
+            view = demo_view.gather(lambda *a: _get(cluster, *a), DEMO_NAMESPACE, time.monotonic() - start)
+            if live is not None:
+                live.update(demo_view.render(view))
+            else:
+                line = demo_view.progress(view)
+                if line != last:
+                    _say(line)
+                    last = line
+            placed = sum(1 for p in view.pools if _placed(p))
+            ready = sum((p.get("status") or {}).get("readyReplicas", 0) for p in view.pools)
+            want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in view.pools)
+            if placed == len(view.pools) and ready >= want > 0:
+                return
+            if operator.error is not None:
+                raise RuntimeError(f"the operator stopped: {operator.error!r}")
+            if time.monotonic() > deadline:
+                _say(f"not everything is ready after {timeout_s:.0f}s; showing what there is")
+                return
+            time.sleep(1.0)
+
+
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -189,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster(default_dir())
     started_here = not cluster.is_up()
     operator: _InProcessOperator | None = None
+    mig_manager: Any = None
+    real: Any = None
     try:
         if started_here:
             _say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
@@ -200,30 +243,25 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_kwok(cluster, {n["metadata"]["name"] for n in nodes})
         _say("installing the CRDs and the default GPUPoolConfig")
         _install(cluster)
+        if args.real_nodes:
+            from gpupool_operator.local.realnodes import RealNodes, start_spec_nodes
+
+            real = RealNodes(cluster)
+            _say(f"starting {spec.real_node_count} real kubelet nodes (containerd, runc, CNI bridge, "
+                 "emulated NVIDIA device plugin)")
+            start_spec_nodes(real, spec, progress=_say)
+            os.environ["GPUPOOL_WORKER_IMAGE"] = real.host.tag  # the local worker image (local.images)
+        from gpupool_operator.local.migmanager import MigManager
+
+        # NVIDIA's MIG manager, emulated: without it a replica gated on a MIG change waits forever
+        mig_manager = MigManager(cluster.api_client(), OPERATOR_NAMESPACE, delay_s=2.0,
+                                 real_nodes=real.mig_targets if real is not None else {}).start()
         _say("starting the operator")
         operator = _InProcessOperator(cluster.kubeconfig)
         operator.start()
         _say(f"applying {len(docs)} example InferencePools to namespace {DEMO_NAMESPACE}")
         cluster.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", "-", input=yaml.safe_dump_all(docs))
-        deadline = time.monotonic() + args.timeout
-        last = ""
-        while True:
-            pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
-            placed = sum(1 for p in pools if _placed(p))
-            ready = sum((p.get("status") or {}).get("readyReplicas", 0) for p in pools)
-            want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in pools)
-            line = f"{placed}/{len(pools)} pools placed, {ready}/{want} replicas ready"
-            if line != last:
-                _say(line)
-                last = line
-            if placed == len(pools) and ready >= want > 0:
-                break
-            if operator.error is not None:
-                raise RuntimeError(f"the operator stopped: {operator.error!r}")
-            if time.monotonic() > deadline:
-                _say(f"not everything is ready after {args.timeout:.0f}s; showing what there is")
-                break
-            time.sleep(0.5)
+        _watch(cluster, operator, args.timeout)
         print(_report(cluster))
         return 0
     except (ClusterError, RuntimeError) as err:
@@ -233,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
         if operator is not None:
             _say("stopping the operator")
             operator.stop()
+        if mig_manager is not None:
+            mig_manager.stop()
         if args.keep_cluster or not started_here:
             _say(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
         else:

@@ -8,12 +8,22 @@ not by kopf's peering, so every replica may watch and only the leader writes.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gpupool_operator import __version__
+
+if TYPE_CHECKING:
+    from gpupool_operator.adapters.health import Address
 
 __all__ = ["register", "run"]
+
+log = logging.getLogger("gpupool.operator")
 
 
 def register(sub: Any) -> None:
@@ -37,10 +47,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--mig-cooldown-seconds", type=float, default=None,
                         help="a node whose re-layout failed or timed out is retried after this (default 1800)")
     parser.add_argument("--lease-seconds", type=int, default=None, help="leader Lease duration (default 15)")
-    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("GPUPOOL_METRICS_PORT", "0")),
-                        help="serve Prometheus metrics on this port (0: off)")
-    parser.add_argument("--health-port", type=int, default=int(os.environ.get("GPUPOOL_HEALTH_PORT", "0")),
-                        help="serve kopf's liveness probe on this port (0: off)")
+    parser.add_argument("--health-address", default=os.environ.get("GPUPOOL_OPERATOR_HEALTH_ADDRESS", ""),
+                        help="serve /healthz and /readyz on HOST:PORT, e.g. 0.0.0.0:8081 (default: off)")
+    parser.add_argument("--metrics-address", default=os.environ.get("GPUPOOL_OPERATOR_METRICS_ADDRESS", ""),
+                        help="serve Prometheus /metrics on HOST:PORT, e.g. 0.0.0.0:8080 (default: off)")
+    parser.add_argument("--version", action="version", version=f"gpupool {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every cycle and watch event")
     parser.set_defaults(func=run)
 
@@ -48,6 +59,14 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import kopf
 
+    from gpupool_operator.adapters.health import parse_address
+
+    try:
+        health = parse_address(args.health_address, "--health-address")
+        metrics = parse_address(args.metrics_address, "--metrics-address")
+    except ValueError as err:
+        print(f"gpupool operator: {err}", file=sys.stderr)
+        return 2
     if args.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(args.kubeconfig.resolve())
     os.environ["GPUPOOL_NAMESPACE"] = args.namespace
@@ -63,12 +82,26 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     kopf.configure(verbose=args.verbose, debug=False)
     logging.getLogger("gpupool").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port)
     import gpupool_operator.handlers  # noqa: F401  (registers the handlers)
 
-    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=liveness)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_operate(health, metrics))
     return 0
+
+
+async def _operate(health: Address | None, metrics: Address | None) -> None:
+    """kopf's operator and the probe/metrics listeners on one event loop (so a blocked loop fails
+    liveness)."""
+    import kopf
+
+    from gpupool_operator.adapters.health import HealthServer
+    from gpupool_operator.adapters.runtime import current
+
+    server = HealthServer(health, metrics, current)
+    await server.start()
+    log.info("gpupool operator %s; %s", __version__,
+             ", ".join(f"{k} on {v}" for k, v in sorted(server.bound.items())) or "no probe or metrics listener")
+    try:
+        await kopf.operator(clusterwide=True, standalone=True)
+    finally:
+        await server.close()

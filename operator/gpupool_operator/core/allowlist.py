@@ -94,8 +94,8 @@ def commitments(
         busy = {i for h in node.holdings for i in (*h.gpus, *(h.instance[:1] if h.instance else ()))}
         best: tuple[int, str, tuple[mig.Placement | None, ...]] | None = None
         for name in sorted(allowed):
-            layout = allowed[name]
-            valid, placement = _placement(product, layout)
+            known, named = mig.named_layout(product, name)  # all-1g.10gb means 4 on an A100-40GB, 7 on an H100
+            valid, placement = (True, named) if known else _placement(product, allowed[name])
             if not valid:
                 continue  # not a layout of this product (e.g. all-1g.10gb on an H200)
             layouts = tuple(g.layout if _counts(g.layout) == _counts(placement) else placement for g in node.gpus)

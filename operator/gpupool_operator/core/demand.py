@@ -268,8 +268,10 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
     """One :class:`Demand` per model of an InferencePool (key ``namespace/pool/model``).
 
     ``replicas`` (model name -> count) is what the scaling policy wants now; without it the count
-    is the status' ``desiredReplicas`` when the operator has set one, else ``minReplicas``. At least
-    one replica of every model stays off spot capacity (GPUPoolConfig's promise). The pool's
+    is the status' ``desiredReplicas`` when the operator has set one, else ``minReplicas``. Spot
+    capacity per the model's ``allowSpot``: unset, at least one replica stays off spot; true, every
+    replica may run on spot; false, none does. The model's ``tolerations`` decide which tainted
+    nodes its replicas may use (GPU replicas also tolerate NVIDIA's GPU taint). The pool's
     ``placementStrategy`` (default Cost) and ``budget`` are carried on every model's demand; the
     budget never removes a model's ``minReplicas``. A purely computational function with no
     side-effects.
@@ -300,6 +302,10 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
                 accs.append(Accelerator(ShapeKind.CPU, cpu_millis=option.cpu.cores * 1000,
                                         host_memory_mib=host, throughput=ips))
         latency = model.latency_objective.target_seconds * 1000 if model.latency_objective else None
+        tolerations = tuple(
+            Toleration(key=t.key or "", operator=t.operator.value if t.operator else "Equal", value=t.value or "",
+                       effect=t.effect.value if t.effect else "")
+            for t in model.tolerations)
         out.append(Demand(
             key=f"{namespace}/{pool.metadata.name}/{model.name}",
             replicas=count,
@@ -307,10 +313,12 @@ def from_pool(pool: InferencePool, replicas: Mapping[str, int] | None = None) ->
             accelerators=tuple(accs),
             tensor_parallel=model.gpus_per_replica,
             max_latency_ms=latency,
-            min_off_spot=min(1, count),
+            allow_spot=model.allow_spot is not False,
+            min_off_spot=0 if model.allow_spot is not None else min(1, count),
             strategy=strategy,
             budget=budget,
             guaranteed=min(count, model.min_replicas),
+            tolerations=tolerations,
         ))
     return out
 

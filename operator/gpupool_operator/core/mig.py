@@ -295,3 +295,29 @@ def _disjoint(product: GpuProduct, instances: list[tuple[str, int]]) -> bool:
                 return False
             seen[s] = True
     return True
+
+
+def named_layout(product: GpuProduct, config: str) -> tuple[bool, Placement | None]:
+    """The layout a well-known mig-parted config name gives every GPU of ``product``:
+    ``(True, layout)`` for ``all-disabled`` (``None``: MIG off), ``all-enabled`` (MIG on, no
+    instances), ``all-<profile>`` (as many of the profile as fit) and ``all-balanced`` (2x 1g, 1x
+    2g, 1x 3g, NVIDIA's default file); ``(False, None)`` for any other name (a custom config)."""
+    if config == "all-disabled":
+        return True, None
+    if config == "all-enabled":
+        return True, ()
+    if config == "all-balanced":
+        ones = [p for p in product.mig_profiles if p.compute_slices == 1 and p.memory_slots == 1
+                and not p.is_media_extension]
+        twos = [p for p in product.mig_profiles if p.compute_slices == 2]
+        threes = [p for p in product.mig_profiles if p.compute_slices == 3]
+        if ones and twos and threes:
+            return True, place(product, {ones[0].name: 2, twos[0].name: 1, threes[0].name: 1})
+        return False, None
+    if config.startswith("all-"):
+        prof = product.profile_for_resource(config[4:]) or next(
+            (p for p in product.mig_profiles if p.name == config[4:]), None)
+        if prof is not None:
+            n = room_for(product.key, (), prof.name)
+            return True, place(product, {prof.name: n}) if n else None
+    return False, None

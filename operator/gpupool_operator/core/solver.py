@@ -36,11 +36,12 @@ from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
 from gpupool_operator.core.repair import Repair
-from gpupool_operator.core.solverbase import LARGE_REPLICAS, PORTFOLIO, Options, Rep, Variant
+from gpupool_operator.core.solverbase import LARGE_REPLICAS, PORTFOLIO, Options, Rep, Variant, options_from_config
 from gpupool_operator.core.state import GpuState, MigPolicy, State
 from gpupool_operator.core.taints import TaintEffect, untolerated
 
-__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "MigPolicy", "Options", "Planner", "Variant", "products_of", "solve"]
+__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "MigPolicy", "Options", "Planner", "Variant", "options_from_config",
+           "products_of", "solve"]
 
 
 def products_of(snapshot: Snapshot) -> Products:

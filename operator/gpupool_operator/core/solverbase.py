@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import PriceTier, SlicePricing, slice_share
@@ -22,7 +22,10 @@ from gpupool_operator.core.plan import Eviction
 from gpupool_operator.core.state import GpuSlot, GpuState, Group, MigPolicy, NodeState, State, Taints
 from gpupool_operator.core.taints import admission
 
-__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "SolverBase", "Variant"]
+if TYPE_CHECKING:
+    from gpupool_operator.api.config import GPUPoolConfig
+
+__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "SolverBase", "Variant", "options_from_config"]
 
 EPS = 1e-9
 EJECT_HOSTS = 64  # GPUs examined per ejection attempt (bounds the repair work on large clusters)
@@ -56,7 +59,9 @@ class Options:
     mig_policy: MigPolicy = MigPolicy.ANY
     #: GPUPoolConfig ``mig.policy: AllowList``: the mig-parted configs the plan may set, by name
     #: (``{"all-1g.10gb": {"1g.10gb": 7}, "all-disabled": None}``; one layout for every GPU of a
-    #: node, as mig-parted's ``devices: all`` applies it). ``None``: no allow-list.
+    #: node, as mig-parted's ``devices: all`` applies it). A well-known name (``all-disabled``,
+    #: ``all-enabled``, ``all-<profile>``, ``all-balanced``) means its layout on each node's own
+    #: product, whatever its value here. ``None``: no allow-list.
     allowed_layouts: Mapping[str, Mapping[str, int] | None] | None = None
     #: How a MIG slice's attributed price is derived from its GPU's (GPUPoolConfig ``migSlicePricing``).
     slice_pricing: SlicePricing = SlicePricing.MAX_SHARE
@@ -74,6 +79,41 @@ class Options:
             close_attempts=self.close_attempts if self.close_attempts is not None else (120 if large else 10**9),
             pair_attempts=self.pair_attempts if self.pair_attempts is not None else (0 if large else 300),
         )
+
+
+def options_from_config(
+    config: GPUPoolConfig, base: Options | None = None, configs: Mapping[str, Mapping[str, int] | None] | None = None,
+) -> tuple[Options, tuple[str, ...]]:
+    """``base`` (default :class:`Options`) with what a GPUPoolConfig decides about placement:
+    ``migSlicePricing`` (the attributed price of a slice) and ``mig.policy`` (Any, Disabled, or
+    AllowList with its ``allowedLayouts``), and the allowed names it could not use.
+
+    A well-known config name resolves per product (:func:`~gpupool_operator.core.mig.named_layout`);
+    any other name needs its layout in ``configs`` (the MIG manager's ConfigMap, name -> the
+    ``mig-devices`` of its ``devices: all`` entry, ``None`` for MIG off): one that is not there is
+    returned as unusable, so the caller can say so, and the plan never sets it."""
+    from gpupool_operator.api.config import MigLayoutPolicy
+
+    opts = base or Options()
+    pricing = SlicePricing(config.spec.mig_slice_pricing.value)
+    policy = config.spec.mig.policy
+    if policy is MigLayoutPolicy.DISABLED:
+        return dataclasses.replace(opts, slice_pricing=pricing, mig_policy=MigPolicy.DISABLED,
+                                   allowed_layouts=None), ()
+    if policy is MigLayoutPolicy.ANY:
+        return dataclasses.replace(opts, slice_pricing=pricing, mig_policy=MigPolicy.ANY, allowed_layouts=None), ()
+    given = configs or {}
+    allowed: dict[str, Mapping[str, int] | None] = {}
+    unusable: list[str] = []
+    for name in config.spec.mig.allowed_layouts:
+        if name in given:
+            allowed[name] = given[name]
+        elif any(mig.named_layout(p, name)[0] for p in catalog.PRODUCTS if p.mig_capable):
+            allowed[name] = None  # a well-known name: resolved on each node's product
+        else:
+            unusable.append(name)
+    return dataclasses.replace(opts, slice_pricing=pricing, mig_policy=MigPolicy.ALLOW_LIST,
+                               allowed_layouts=allowed), tuple(unusable)
 
 
 #: Above this many replicas per cycle, :class:`Options` defaults trade a little cost for speed.

@@ -309,6 +309,16 @@ def _budget(book: _Book, current: Mapping[str, int], counts: Mapping[str, int], 
     spare = budget - book.of(kept)[1]
     added = trim_to_budget(added, book.keeping(added), max(0.0, spare), 0) if spare > 0 else {}
     out = add_counts(kept, added)
+    # A reshape trades running replicas for new ones; when the budget drops the new ones, the
+    # running replicas they were to replace stay (cheapest first), or the pool falls below its floor.
+    short = targets.min_replicas - sum(out.values())
+    if short > 0:
+        dropped = {k: n - out.get(k, 0) for k, n in current.items() if n > out.get(k, 0)}
+        for key in sorted(dropped, key=lambda k: (book.price.get(k, 0.0), k)):
+            back = min(dropped[key], short)
+            out, short = add_counts(out, {key: back}), short - back
+            if short <= 0:
+                break
     if book.of(out)[1] > budget + EPS:
         out = trim_to_budget(out, book.keeping(out), budget, targets.min_replicas)
     return out
