@@ -106,6 +106,7 @@ def test_a_relayout_that_times_out_degrades_the_pool_and_is_retried_after_the_co
             gave_up_after = time.monotonic() - asked_at
             assert cond["reason"] == "InsufficientCapacity", cond  # no MIG room on that node during the cool-down
             assert "3g.20gb" in cond["message"], cond
+            assert f"retried after a cool-down: {node_name} after " in cond["message"], cond  # why a free GPU waits
             stopped = [e for e in get_json(control_plane, "events", "-n", namespace)["items"]
                        if e["reason"] == "MigReconfigureFailed" and e["type"] == "Warning"]
             assert stopped, "the waiting replica was stopped without a Warning on its pool"

@@ -70,6 +70,7 @@ class Observation:
     placement_key: Any  # equal between cycles when nothing a plan depends on changed
     avoid: Any  # identifies the refused capacity kept out of plans (equal while it is the same)
     loads: Mapping[str, Any] = field(default_factory=dict)  # demand -> worker statistics (workerstats)
+    cooling: Mapping[str, float] = field(default_factory=dict)  # node -> when its MIG cool-down ends
     wake_at: float | None = None  # when the view changes without an event (a MIG cool-down ends)
 
     @property
@@ -137,7 +138,7 @@ class Observer:
             nodes=nodes, pods=pods, replicas=replicas, foreign=foreign, impostors=impostors,
             mig_nodes=self._mig_nodes(nodes, bases), services=self._service_facts(pools),
             snapshot=snapshot, bases=bases, placement_key=key, avoid=avoid, loads=dict(loads or {}),
-            wake_at=min(cooling.values(), default=None),
+            cooling=cooling, wake_at=min(cooling.values(), default=None),
         )
 
     def _cooling(self, nodes: Mapping[str, Obj], now: float) -> dict[str, float]:
