@@ -86,3 +86,43 @@ def test_failed_module_download_is_one_clear_error(monkeypatch: pytest.MonkeyPat
     assert "GOPROXY=off" in message
     assert "Check access to the proxy" in message
     assert not (tmp_path / "cache" / "bin" / "helm-v3.0.0-no-such-version").exists()
+
+
+def test_pause_builds_once_into_the_versioned_cache_with_its_build_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox binary of real nodes: a real Go build (stdlib only), cached by version."""
+    import shutil
+    import subprocess
+
+    if shutil.which("go") is None:
+        pytest.skip("no Go toolchain on PATH")
+    monkeypatch.setenv("GPUPOOL_CACHE", str(tmp_path))
+    first = toolchain.build_pause()
+    binary = first / "pause"
+    assert first == tmp_path / "bin" / f"pause-{toolchain.PAUSE_VERSION}"
+    assert binary.is_file()
+    assert "pause-" + toolchain.PAUSE_VERSION in toolchain.build_seconds()
+    assert not list((tmp_path / "bin").glob("*.partial"))
+    mtime = binary.stat().st_mtime_ns
+    assert toolchain.build_pause() == first  # a cache hit builds nothing
+    assert binary.stat().st_mtime_ns == mtime
+    # it is the pod's PID 1: it must exit cleanly on SIGTERM
+    proc = subprocess.Popen([str(binary)])
+    try:
+        import time
+
+        time.sleep(0.2)
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+
+
+def test_build_seconds_reads_what_each_build_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUPOOL_CACHE", str(tmp_path))
+    for name, secs in (("containerd-v2.4.2", "212\n"), ("runc-v1.5.3", "40\n")):
+        (tmp_path / "bin" / name).mkdir(parents=True)
+        (tmp_path / "bin" / name / ".build-seconds").write_text(secs)
+    (tmp_path / "bin" / "helm-v3.21.4").mkdir()
+    assert toolchain.build_seconds() == {"containerd-v2.4.2": 212.0, "runc-v1.5.3": 40.0}

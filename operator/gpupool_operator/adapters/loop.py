@@ -169,7 +169,7 @@ class PlacementLoop:
         refusals = {k: dataclasses.replace(b.refusal, message=b.refusal.message + self._retry(b, now))
                     for k, b in self.backoffs.items()}
         report.statuses = await self.reporter.report(seen, applied, outcome.created, refusals)
-        self._wake_at(decision, now)
+        self._wake_at(decision, seen, now)
         self.last_plan = applied
         self._finish(report, outcome, applied, started, before)
         return report
@@ -177,7 +177,12 @@ class PlacementLoop:
     async def observe(self, now: float) -> Observation:
         seen = await self.observer.observe(now, self.kube.run, self.refused.phantoms(now))
         self.stats.watch(seen.replicas)
-        return dataclasses.replace(seen, loads=self.stats.loads(seen.replicas, now))
+        loads = self.stats.loads(seen.replicas, now)
+        # -- live autoscaling hook (adapters/autoscale.py, issue 12): the scaling task decides on
+        #    this cycle's view and sets the observer's replica policy; status shows its fresher loads.
+        if (scaler := getattr(self, "autoscaler", None)) is not None:
+            loads = scaler.observed(seen, loads)
+        return dataclasses.replace(seen, loads=loads)
 
     async def decide(self, seen: Observation) -> tuple[Decision, str]:
         """Plan (off the event loop) and turn the plan into this cycle's writes."""
@@ -212,10 +217,11 @@ class PlacementLoop:
         left = b.until - now
         return f"; retrying in {left:.0f}s" if left > 0.5 else "; retrying now"
 
-    def _wake_at(self, decision: Decision, now: float) -> None:
-        """Poke again when something times out without an event (MIG deadlines, refusals' grace,
-        back-offs ending)."""
-        times = [t for t in (decision.wake_at, *(b.until for b in self.backoffs.values())) if t is not None]
+    def _wake_at(self, decision: Decision, seen: Observation, now: float) -> None:
+        """Poke again when something times out without an event (MIG deadlines and cool-downs,
+        refusals' grace, back-offs ending)."""
+        times = [t for t in (decision.wake_at, seen.wake_at, *(b.until for b in self.backoffs.values()))
+                 if t is not None]
         if not times:
             return
         delay = max(0.05, min(times) - now)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpupool_operator.adapters import metrics
+from gpupool_operator.adapters.autoscale import Autoscaler
 from gpupool_operator.adapters.kube import Kube, load_client
 from gpupool_operator.adapters.leader import LeaderElector
 from gpupool_operator.adapters.loop import PlacementLoop
@@ -90,6 +91,10 @@ class Runtime:
                                               name="gpupool-loop"))
         self.tasks.append(asyncio.create_task(self.loop.stats.run(self.stop, lambda: self.leader.is_leader),
                                               name="gpupool-workerstats"))
+        # -- live autoscaling (adapters/autoscale.py, issue 12): its own task, acting only while leading
+        if (scaler := Autoscaler.attach(self.loop)) is not None:
+            self.tasks.append(asyncio.create_task(scaler.run(self.stop, lambda: self.leader.is_leader),
+                                                  name="gpupool-autoscaler"))
 
     def _leadership(self, leading: bool) -> None:
         metrics.LEADER.set(1 if leading else 0)

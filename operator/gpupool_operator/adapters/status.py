@@ -186,15 +186,19 @@ def pool_status(
     else:
         cond(ConditionType.READY, False, ConditionReason.REPLICAS_NOT_READY,
              f"{ready_total} of {desired_total} replica(s) ready")
+    # the live scaling loop's last decisions (status.scaling, adapters/autoscale.py) say why
+    decided = "".join(f"; {m.name}: {m.last_decision}" for m in (previous.scaling.models if previous is not None
+                      and previous.scaling is not None else ()) if m.last_decision)[:4096]
     if gated:
         cond(ConditionType.SCALING, True, ConditionReason.MIG_RECONFIGURING,
-             "waiting for NVIDIA's MIG manager to apply a new layout")
+             "waiting for NVIDIA's MIG manager to apply a new layout" + decided)
     elif scaling_down:
-        cond(ConditionType.SCALING, True, ConditionReason.SCALING_DOWN, "stopping replicas the plan no longer needs")
+        cond(ConditionType.SCALING, True, ConditionReason.SCALING_DOWN,
+             "stopping replicas the plan no longer needs" + decided)
     elif ready_total < placed_count:
-        cond(ConditionType.SCALING, True, ConditionReason.SCALING_UP, "replicas starting")
+        cond(ConditionType.SCALING, True, ConditionReason.SCALING_UP, "replicas starting" + decided)
     else:
-        cond(ConditionType.SCALING, False, ConditionReason.STABLE, "replica counts match the plan")
+        cond(ConditionType.SCALING, False, ConditionReason.STABLE, "replica counts match the plan" + decided)
     if load_failures is not None:  # what the replicas report (adapters.modelload); None: not read this cycle
         conditions = set_condition(conditions, load_condition(load_failures, gen, now))
     return InferencePoolStatus(
@@ -214,6 +218,7 @@ def _comparable(status: Mapping[str, Any] | None) -> Any:
     if not status:
         return None
     out = dict(status)
+    out.pop("scaling", None)  # the scaling loop's (adapters/autoscale.py); the report stage never writes it
     out["conditions"] = sorted(
         ({k: v for k, v in c.items() if k != "lastTransitionTime"} for c in out.get("conditions", [])),
         key=lambda c: str(c.get("type")),

@@ -33,6 +33,7 @@ from .types import (
     PositiveDecimal,
     Quantity,
     Rate,
+    Timestamp,
     UsdAmount,
     mig_resource_name,
     parse_duration,
@@ -55,10 +56,12 @@ __all__ = [
     "LatencyPercentile",
     "MigTarget",
     "ModelFormat",
+    "ModelScaling",
     "ModelSource",
     "ModelSpec",
     "ModelStatus",
     "PlacementStrategy",
+    "PoolScaling",
     "Precision",
     "ReplicaPlacement",
     "ScalingBehavior",
@@ -668,6 +671,55 @@ class ModelStatus(ApiModel):
     """Why the model is not fully placed or ready, when it is not."""
 
 
+class ModelScaling(ApiModel):
+    """The live scaling loop's view of one model: what its replicas report and what it decided."""
+
+    name: ModelName
+    """Name of the model (matches spec.models[].name)."""
+    desired_replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas the scaling policy wants now (placement chooses their shapes)."""
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas Ready to serve."""
+    pending_replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas asked for and still starting."""
+    reporting_replicas: Annotated[int, Field(ge=0)] = 0
+    """Ready replicas whose metrics were read fresh; fewer than ready: no scale-down."""
+    queue_depth: UsdAmount | None = None
+    """Requests waiting across the replicas at the last sample."""
+    in_flight: UsdAmount | None = None
+    """Requests accepted and not yet answered across the replicas at the last sample."""
+    arrival_rate: UsdAmount | None = None
+    """Requests per second arriving at the replicas over the last sample interval."""
+    p99_seconds: UsdAmount | None = None
+    """99th percentile request latency at the workers over the last sample interval (histogram
+    bucket bound)."""
+    usd_per_hour: UsdAmount | None = None
+    """What the replicas the policy wants cost per hour, at the shapes' attributed prices."""
+    usd_per_million_inferences: UsdAmount | None = None
+    """Cost of a million inferences from what the workers served and charged; absent without traffic."""
+    sample_age_seconds: UsdAmount | None = None
+    """Age of the oldest sample behind these figures."""
+    panic: bool = False
+    """Whether the policy is in panic mode (short-window demand at 2x ready capacity)."""
+    last_scale_time: Timestamp | None = None
+    """When the policy last changed the replica count."""
+    last_decision: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """The last decision and why (e.g. "scale up 2 -> 5 (+3 1x A100-80GB): demand 22.5 req/s ...")."""
+    state: Annotated[str, StringConstraints(max_length=32768)] = ""
+    """The policy's memory as JSON (window samples, envelopes, panic, pending scale-up), its times in
+    seconds relative to observedAt: what a restarted or new leader continues from."""
+
+
+class PoolScaling(ApiModel):
+    """The live scaling loop's record for the pool, written by the leading operator."""
+
+    observed_at: Timestamp
+    """When these figures were sampled and this state written."""
+    models: list[ModelScaling] = Field(default_factory=list, max_length=MAX_MODELS,
+                                       json_schema_extra=list_map("name"))
+    """Per model: signals, decision and the policy's state."""
+
+
 class InferencePoolStatus(ApiModel):
     """Observed state of the pool, written by the operator through the status subresource."""
 
@@ -691,6 +743,8 @@ class InferencePoolStatus(ApiModel):
     """Pool-wide cost of one million inferences at the observed rate; absent without traffic."""
     placement_strategy: PlacementStrategy | None = None
     """The placement strategy in force: the pool's own, else the cluster default."""
+    scaling: PoolScaling | None = None
+    """The live scaling loop's signals, decisions and state (absent until a replica reports metrics)."""
 
 
 class InferencePool(ApiModel):

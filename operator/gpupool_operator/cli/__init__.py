@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from gpupool_operator import __version__
+
 #: Modules under gpupool_operator.cli that contribute subcommands, in help order.
 SUBCOMMAND_MODULES = ("local", "plan", "simulate", "demo", "run_operator")
 
@@ -21,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpupool",
         description="Pack ML inference onto heterogeneous GPU, MIG and CPU pools at the lowest cost.",
     )
+    parser.add_argument("--version", action="version", version=f"gpupool {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:

@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for placement (default: %(default)s)")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster (and the pools) running")
+    parser.add_argument("--real-nodes", action="store_true",
+                        help="also start the spec's real kubelet nodes (each pool's `real`; root): replicas there "
+                             "run the worker for real (emulated GPUs) and answer requests")
     parser.set_defaults(func=run)
 
 
@@ -227,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster(default_dir())
     started_here = not cluster.is_up()
     operator: _InProcessOperator | None = None
+    mig_manager: Any = None
+    real: Any = None
     try:
         if started_here:
             _say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
@@ -238,6 +243,19 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_kwok(cluster, {n["metadata"]["name"] for n in nodes})
         _say("installing the CRDs and the default GPUPoolConfig")
         _install(cluster)
+        if args.real_nodes:
+            from gpupool_operator.local.realnodes import RealNodes, start_spec_nodes
+
+            real = RealNodes(cluster)
+            _say(f"starting {spec.real_node_count} real kubelet nodes (containerd, runc, CNI bridge, "
+                 "emulated NVIDIA device plugin)")
+            start_spec_nodes(real, spec, progress=_say)
+            os.environ["GPUPOOL_WORKER_IMAGE"] = real.host.tag  # the local worker image (local.images)
+        from gpupool_operator.local.migmanager import MigManager
+
+        # NVIDIA's MIG manager, emulated: without it a replica gated on a MIG change waits forever
+        mig_manager = MigManager(cluster.api_client(), OPERATOR_NAMESPACE, delay_s=2.0,
+                                 real_nodes=real.mig_targets if real is not None else {}).start()
         _say("starting the operator")
         operator = _InProcessOperator(cluster.kubeconfig)
         operator.start()
@@ -253,6 +271,8 @@ def run(args: argparse.Namespace) -> int:
         if operator is not None:
             _say("stopping the operator")
             operator.stop()
+        if mig_manager is not None:
+            mig_manager.stop()
         if args.keep_cluster or not started_here:
             _say(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
         else:

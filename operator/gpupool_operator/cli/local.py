@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = verbs.add_parser("up", help="build (once) and start the control plane, then register the spec's nodes")
     up.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help=f"cluster spec YAML (default: {DEFAULT_SPEC.name})")
     up.add_argument("--no-nodes", action="store_true", help="start the control plane only")
+    up.add_argument(
+        "--real-nodes",
+        action="store_true",
+        help="also start the spec's real kubelet nodes (each pool's `real`; root) and the emulated MIG manager",
+    )
     up.set_defaults(func=_up)
 
     verbs.add_parser("down", help="stop every component (by recorded PID)").set_defaults(func=_down)
@@ -48,7 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     verbs.add_parser(
         "kubeconfig", help="print the kubeconfig path (export KUBECONFIG=$(gpupool local kubeconfig))"
     ).set_defaults(func=_kubeconfig)
-    verbs.add_parser("build", help="build and cache the control-plane binaries only").set_defaults(func=_build)
+    build = verbs.add_parser("build", help="build and cache the control-plane binaries only")
+    build.add_argument(
+        "--nodes", action="store_true", help="also what real kubelet nodes need (kubelet, containerd, runc, CNI)"
+    )
+    build.set_defaults(func=_build)
 
     nodes = verbs.add_parser("nodes", help="print a spec's Node objects as `kubectl get nodes -o yaml` would")
     nodes.add_argument("spec", type=Path)
@@ -76,6 +85,12 @@ def _up(args: argparse.Namespace) -> int:
             print(f"registering {spec.node_count} nodes ({spec.gpu_count} GPUs) from {args.spec}", file=sys.stderr)
             register_nodes(cluster.api_client(), build_nodes(spec))
             _wait_ready(cluster, spec.node_count)
+            if args.real_nodes:
+                from gpupool_operator.local.realnodes import RealNodes, start_spec_nodes
+
+                real = RealNodes(cluster)
+                start_spec_nodes(real, spec, progress=lambda line: print(line, file=sys.stderr))
+                real.start_mig_manager("gpupool-system")
         print(_summary(cluster))
         print(f"\nexport KUBECONFIG={cluster.kubeconfig}")
         return 0
@@ -174,10 +189,12 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     try:
-        bins = toolchain.ensure_binaries()
+        bins: dict[str, Path] = dict(vars(toolchain.ensure_binaries()))
+        if getattr(args, "nodes", False):
+            bins.update(vars(toolchain.ensure_node_binaries()))
     except toolchain.ToolchainError as err:
         return _fail(str(err))
-    for name, path in vars(bins).items():
+    for name, path in bins.items():
         print(f"{name:<24} {path}")
     return 0
 

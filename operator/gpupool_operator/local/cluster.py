@@ -238,6 +238,11 @@ class LocalCluster:
                 "--max-requests-inflight=0",
                 "--max-mutating-requests-inflight=0",
                 "--allow-privileged=true",
+                # real kubelet nodes (local.realnodes): reach them by their InternalIP (their names
+                # resolve nowhere) and authenticate as cluster admin for logs, exec and port-forward
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.cert}",
+                f"--kubelet-client-key={pki.key}",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -365,7 +370,14 @@ class LocalCluster:
             return False
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Stop every recorded process, newest first: SIGTERM, then SIGKILL after ``grace_s``."""
+        """Stop every recorded process, newest first: SIGTERM, then SIGKILL after ``grace_s``.
+
+        Real kubelet nodes (``realnodes``) go first, while the API server can still see them.
+        """
+        if (self.directory / "real-nodes" / "state.json").exists():
+            from gpupool_operator.local.realnodes import RealNodes
+
+            RealNodes(self).teardown()
         for name in reversed(COMPONENTS):
             pid = self.state.pids.get(name)
             if pid is None or not _alive(pid):

@@ -165,3 +165,53 @@ contexts:
     namespace: default
 current-context: {context}
 """
+
+
+def node_client_cert(pki: Pki, directory: Path, node: str) -> tuple[Path, Path]:
+    """A kubelet's client certificate, ``CN=system:node:<node>, O=system:nodes``, from the cluster CA.
+
+    Written once per node directory and reused; the API server maps it to the node's identity
+    (the ``system:node`` ClusterRole is bound to the ``system:nodes`` group by the caller).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "kubelet-client.crt", directory / "kubelet-client.key"
+    if cert.exists() and key.exists():
+        return cert, key
+    conf = directory / "openssl.cnf"
+    conf.write_text(
+        "[req]\ndistinguished_name = dn\n[dn]\n[client_ext]\nbasicConstraints = critical,CA:FALSE\n"
+        "keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = clientAuth\n"
+        "authorityKeyIdentifier = keyid,issuer\n"
+    )
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key.name, "-out", "kubelet-client.csr",
+        "-subj", f"/O=system:nodes/CN=system:node:{node}", "-config", conf.name, cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "kubelet-client.csr", "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key),
+        "-CAcreateserial", "-CAserial", "ca.srl", "-out", cert.name, "-days", "3650",
+        "-extfile", conf.name, "-extensions", "client_ext", cwd=directory,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def kubeconfig_for(server: str, ca_cert: Path, cert: Path, key: Path, user: str) -> str:
+    """A kubeconfig for one identity (a kubelet's), absolute paths."""
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: {server}
+    certificate-authority: {ca_cert.resolve()}
+users:
+- name: {user}
+  user:
+    client-certificate: {cert.resolve()}
+    client-key: {key.resolve()}
+contexts:
+- name: local
+  context: {{cluster: local, user: {user}}}
+current-context: local
+"""

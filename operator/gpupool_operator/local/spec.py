@@ -16,6 +16,7 @@ Example::
         cpu: 192
         memoryGiB: 2048
         priceTier: on-demand      # on-demand | spot | reserved
+        real: 1                   # plus one real kubelet node with emulated GPUs (--real-nodes)
         mig:
           strategy: mixed         # none | single | mixed
           layout: {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2}   # every GPU, or:
@@ -78,6 +79,11 @@ class Taint(_Model):
 class PoolSpec(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)
     count: int = Field(ge=0, le=20000)
+    real: int = Field(
+        default=0, ge=0, le=8,
+        description="Real kubelet nodes of this pool (emulated GPUs), beside `count` KWOK nodes; "
+                    "started by `gpupool local up --real-nodes` (root only).",
+    )
     gpu: str | None = Field(default=None, description="GPU product; omit for a CPU-only pool.")
     gpus_per_node: int = Field(default=0, alias="gpusPerNode", ge=0, le=16)
     cpu: int = Field(default=32, ge=1, le=4096)
@@ -159,6 +165,10 @@ class ClusterSpec(_Model):
     @property
     def node_count(self) -> int:
         return sum(p.count for p in self.pools)
+
+    @property
+    def real_node_count(self) -> int:
+        return sum(p.real for p in self.pools)
 
     @property
     def gpu_count(self) -> int:

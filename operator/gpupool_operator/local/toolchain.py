@@ -31,6 +31,17 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.21.4"
+#: What a real kubelet node needs beside the kubelet (built with the other Kubernetes binaries).
+CONTAINERD_VERSION = "v2.4.2"
+RUNC_VERSION = "v1.5.3"
+CNI_PLUGINS_VERSION = "v1.10.0"
+CRI_TOOLS_VERSION = "v1.37.0"
+#: The CNI plugins a node's bridge network uses.
+CNI_PLUGINS = {
+    "bridge": "plugins/main/bridge",
+    "host-local": "plugins/ipam/host-local",
+    "loopback": "plugins/main/loopback",
+}
 
 #: The binaries each component provides, by name.
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -72,10 +83,10 @@ def _go() -> str:
     return go
 
 
-def _go_env() -> dict[str, str]:
+def _go_env(cgo: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GOTOOLCHAIN", "local")
-    env["CGO_ENABLED"] = "0"
+    env["CGO_ENABLED"] = "1" if cgo else "0"
     env.setdefault("GOFLAGS", "-buildvcs=false")
     return env
 
@@ -114,7 +125,9 @@ def _run_go(args: Sequence[str], cwd: Path, what: str, timeout_s: float = 3600, 
     return proc.stdout
 
 
-def _compile_with_progress(args: Sequence[str], cwd: Path, what: str, total: int | None) -> None:
+def _compile_with_progress(
+    args: Sequence[str], cwd: Path, what: str, total: int | None, env: dict[str, str] | None = None
+) -> None:
     """Run ``go build -v``/``go install -v`` and draw a progress bar from the packages it reports.
 
     ``go ... -v`` prints each package as it compiles it; ``total`` (from ``go list -deps``) turns
@@ -128,7 +141,7 @@ def _compile_with_progress(args: Sequence[str], cwd: Path, what: str, total: int
     last_line = 0.0
     tail: list[str] = []
     proc = subprocess.Popen(
-        [_go(), *args], cwd=cwd, env=_go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [_go(), *args], cwd=cwd, env=env or _go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
     for raw in proc.stdout:
@@ -275,12 +288,14 @@ def _build_wrapped(
         args = ["build", "-v", "-mod=mod", "-trimpath", "-o", str(tmp_out) + "/"]
         if ldflags:
             args += ["-ldflags", ldflags]
+        started = time.monotonic()
         _compile_with_progress(
             [*args, *packages.values()],
             work,
             f"compile {', '.join(packages)} {version} (tens of minutes the first time on 2 cores)",
             total=len(deps.split()),
         )
+        _record_build_time(tmp_out, time.monotonic() - started)
         # go build names outputs after the last path element; rename where the caller wants otherwise.
         for name, pkg in packages.items():
             # (a trailing major-version element such as /v3 is skipped, as go build does)
@@ -292,27 +307,42 @@ def _build_wrapped(
     return bin_dir
 
 
-def _go_install(component: str, pkg: str, version: str, binary: str) -> Path:
-    bin_dir = _bin_dir(component, version)
-    if _have(bin_dir, [binary]):
+def _go_install(
+    component: str, pkg: str | Sequence[str], version: str, binary: str | Sequence[str], ldflags: str = "",
+    variant: str = "", cgo: bool = False, tags: str = "",
+) -> Path:
+    """``go install`` one or more packages of one module at ``version`` into the versioned cache;
+    ``variant`` keys builds whose ``ldflags`` differ."""
+    pkgs = [pkg] if isinstance(pkg, str) else list(pkg)
+    binaries = [binary] if isinstance(binary, str) else list(binary)
+    bin_dir = _bin_dir(component, version + variant)
+    if _have(bin_dir, binaries):
         return bin_dir
     with _build_lock(component):
-        if _have(bin_dir, [binary]):
+        if _have(bin_dir, binaries):
             return bin_dir
         tmp_out = bin_dir.with_name(bin_dir.name + ".partial")
         shutil.rmtree(tmp_out, ignore_errors=True)
         tmp_out.mkdir(parents=True)
-        env_gobin = {"GOBIN": str(tmp_out)}
-        os.environ.update(env_gobin)  # _go_env copies os.environ
-        try:
-            _compile_with_progress(
-                ["install", "-v", "-trimpath", f"{pkg}@{version}"], cache_root(), f"go install {pkg}@{version}", None
-            )
-        finally:
-            os.environ.pop("GOBIN", None)
+        env = {**_go_env(cgo), "GOBIN": str(tmp_out)}
+        flags = (["-ldflags", ldflags] if ldflags else []) + (["-tags", tags] if tags else [])
+        started = time.monotonic()
+        _compile_with_progress(
+            ["install", "-v", "-trimpath", *flags, *(f"{p}@{version}" for p in pkgs)],
+            cache_root(),
+            f"go install {' '.join(f'{p}@{version}' for p in pkgs)}",
+            None,
+            env=env,
+        )
+        _record_build_time(tmp_out, time.monotonic() - started)
         shutil.rmtree(bin_dir, ignore_errors=True)
         tmp_out.rename(bin_dir)
     return bin_dir
+
+
+def _record_build_time(out_dir: Path, seconds: float) -> None:
+    """Keep how long the build took beside the binaries (the docs quote cold build times)."""
+    (out_dir / ".build-seconds").write_text(f"{seconds:.0f}\n")
 
 
 def kubernetes_ldflags(version: str) -> str:
@@ -343,6 +373,158 @@ def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
     )
 
 
+def build_kubelet(version: str = KUBERNETES_VERSION) -> Path:
+    """The kubelet, from the same wrapper module as the control plane.
+
+    It is cached in a directory of its own, so adding it never invalidates a control plane
+    already built; it takes the control plane's build lock, so it compiles after that build and
+    reuses its compiled packages from Go's build cache (about 4 % more packages and one link).
+    """
+    staging = "v0." + version.lstrip("v").split(".", 1)[1]
+    if _have(_bin_dir("kubelet", version), ["kubelet"]):
+        return _bin_dir("kubelet", version)
+    with _build_lock("kubernetes"):
+        return _build_wrapped(
+            "kubelet",
+            "k8s.io/kubernetes",
+            version,
+            staging,
+            {"kubelet": "k8s.io/kubernetes/cmd/kubelet"},
+            kubernetes_ldflags(version),
+        )
+
+
+def build_containerd(version: str = CONTAINERD_VERSION) -> Path:
+    major = version.lstrip("v").split(".")[0]
+    mod = f"github.com/containerd/containerd/v{major}"
+    names = ("containerd", "containerd-shim-runc-v2", "ctr")
+    return _go_install("containerd", [f"{mod}/cmd/{n}" for n in names], version, names)
+
+
+def build_runc(version: str = RUNC_VERSION) -> Path:
+    # runc's nsenter is C, so this one build needs cgo (and a C compiler), and seccomp (the
+    # kubelet gives every pod the RuntimeDefault profile) needs libseccomp's headers.
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        raise ToolchainError("runc needs a C compiler (cgo); install one (apt-get install gcc) and run again.")
+    if not Path("/usr/include/seccomp.h").exists():
+        raise ToolchainError(
+            "runc needs libseccomp's headers for seccomp (the kubelet's RuntimeDefault profile); "
+            "install them (apt-get install libseccomp-dev) and run again."
+        )
+    return _go_install("runc", "github.com/opencontainers/runc", version, "runc", variant="-seccomp", cgo=True,
+                       tags="seccomp")
+
+
+def build_cni_plugins(version: str = CNI_PLUGINS_VERSION) -> Path:
+    mod = "github.com/containernetworking/plugins"
+    return _go_install("cni-plugins", [f"{mod}/{p}" for p in CNI_PLUGINS.values()], version, list(CNI_PLUGINS))
+
+
+def build_crictl(version: str = CRI_TOOLS_VERSION) -> Path:
+    return _go_install("cri-tools", "sigs.k8s.io/cri-tools/cmd/crictl", version, "crictl")
+
+
+PAUSE_VERSION = "gpupool-1"
+_PAUSE_GO = """\
+// pause: the sandbox process of every local pod. It holds the pod's namespaces, reaps
+// orphaned children (it is PID 1 of the pod) and exits on SIGINT/SIGTERM.
+package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsigs := make(chan os.Signal, 8)
+\tsignal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+\tfor s := range sigs {
+\t\tif s == syscall.SIGCHLD {
+\t\t\tfor {
+\t\t\t\tvar ws syscall.WaitStatus
+\t\t\t\tif pid, _ := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 {
+\t\t\t\t\tbreak
+\t\t\t\t}
+\t\t\t}
+\t\t\tcontinue
+\t\t}
+\t\tos.Exit(0)
+\t}
+}
+"""
+
+
+def build_pause(version: str = PAUSE_VERSION) -> Path:
+    """A static pause binary (stdlib only: no module download) for the node's sandbox image."""
+    bin_dir = _bin_dir("pause", version)
+    if _have(bin_dir, ["pause"]):
+        return bin_dir
+    with _build_lock("pause"):
+        if _have(bin_dir, ["pause"]):
+            return bin_dir
+        work = cache_root() / "wrappers" / f"pause-{version}"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "go.mod").write_text("module gpupool.local/pause\n\ngo 1.26\n")
+        (work / "main.go").write_text(_PAUSE_GO)
+        tmp_out = bin_dir.with_name(bin_dir.name + ".partial")
+        shutil.rmtree(tmp_out, ignore_errors=True)
+        tmp_out.mkdir(parents=True)
+        started = time.monotonic()
+        _run_go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp_out / "pause"), "."], work, "build pause")
+        _record_build_time(tmp_out, time.monotonic() - started)
+        shutil.rmtree(bin_dir, ignore_errors=True)
+        tmp_out.rename(bin_dir)
+    return bin_dir
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a real kubelet node runs, all built and present."""
+
+    kubelet: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path
+    crictl: Path
+    cni_bin_dir: Path
+    pause: Path
+
+
+def ensure_node_binaries(kubelet: bool = True) -> NodeBinaries:
+    """Build (once per machine and version) what real kubelet nodes need.
+
+    ``kubelet=False`` builds only the container runtime side (the kubelet's path is still given,
+    built or not).
+    """
+    containerd = build_containerd()
+    runc = build_runc()
+    cni = build_cni_plugins()
+    crictl = build_crictl()
+    pause = build_pause()
+    kubelet_dir = build_kubelet() if kubelet else _bin_dir("kubelet", KUBERNETES_VERSION)
+    return NodeBinaries(
+        kubelet=kubelet_dir / "kubelet",
+        containerd=containerd / "containerd",
+        containerd_shim=containerd / "containerd-shim-runc-v2",
+        ctr=containerd / "ctr",
+        runc=runc / "runc",
+        crictl=crictl / "crictl",
+        cni_bin_dir=cni,
+        pause=pause / "pause",
+    )
+
+
+def build_seconds() -> dict[str, float]:
+    """Recorded build time of every cached component (what a cold build cost on this machine)."""
+    out: dict[str, float] = {}
+    for marker in sorted((cache_root() / "bin").glob("*/.build-seconds")):
+        with contextlib.suppress(ValueError):
+            out[marker.parent.name] = float(marker.read_text().strip())
+    return out
+
+
 def build_etcd(version: str = ETCD_VERSION) -> Path:
     # etcd's server module replaces its siblings (api, client/pkg, client/v3, pkg) which are all
     # published under the same tag as the server itself.
@@ -359,9 +541,23 @@ def build_kwok(version: str = KWOK_VERSION) -> Path:
     return _go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", version, "kwok")
 
 
+def helm_ldflags(version: str, kubernetes: str = KUBERNETES_VERSION) -> str:
+    """Helm's release stamps: its own version, and the Kubernetes version that offline ``helm
+    template`` and ``helm lint`` assume (unstamped it is v1.20, below the chart's ``kubeVersion``)."""
+    major = version.lstrip("v").split(".")[0]
+    k8s_major, k8s_minor = kubernetes.lstrip("v").split(".")[:2]
+    root = f"helm.sh/helm/v{major}"
+    flags = ["-s", "-w", f"-X {root}/internal/version.version={version}", f"-X {root}/internal/version.metadata="]
+    for pkg in ("pkg/chartutil", "pkg/lint/rules"):
+        flags += [f"-X {root}/{pkg}.k8sVersionMajor={k8s_major}", f"-X {root}/{pkg}.k8sVersionMinor={k8s_minor}"]
+    return " ".join(flags)
+
+
 def build_helm(version: str = HELM_VERSION) -> Path:
     major = version.lstrip("v").split(".")[0]
-    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm")
+    k8s = ".".join(KUBERNETES_VERSION.lstrip("v").split(".")[:2])
+    return _go_install("helm", f"helm.sh/helm/v{major}/cmd/helm", version, "helm", helm_ldflags(version),
+                       variant=f"-k8s{k8s}")
 
 
 def ensure_binaries() -> Binaries:
@@ -384,6 +580,8 @@ def ensure_binaries() -> Binaries:
 if __name__ == "__main__":
     try:
         print(ensure_binaries())
+        if "--nodes" in sys.argv[1:]:
+            print(ensure_node_binaries())
     except ToolchainError as err:
         _say(f"error: {err}")
         raise SystemExit(2) from None

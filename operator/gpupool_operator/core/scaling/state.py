@@ -83,6 +83,24 @@ class ScalingState:
         return ScalingState(started_at=now, last_now=now, active_at=now, last_counts=dict(self.last_counts))
 
     # ----------------------------------------------------------------------- persistence
+    def shifted(self, delta: float) -> ScalingState:
+        """The same state on a clock ``delta`` seconds ahead of this one's (every time moved by
+        ``delta``; durations unchanged). The operator stores its state relative to the moment it
+        was written (``shifted(-now)``) and a new leader continues on its own monotonic clock with
+        ``shifted(its now - the seconds since the write)``, so no window jumps across a restart."""
+
+        def t(v: float | None) -> float | None:
+            return None if v is None else v + delta
+
+        def pairs(p: Pairs) -> Pairs:
+            return tuple((a + delta, b) for a, b in p)
+
+        return dataclasses.replace(
+            self, samples=pairs(self.samples), down_envelope=pairs(self.down_envelope),
+            up_envelope=pairs(self.up_envelope), panic_until=t(self.panic_until), high_water_at=t(self.high_water_at),
+            started_at=t(self.started_at), last_now=t(self.last_now), pending_since=t(self.pending_since),
+            active_at=t(self.active_at))
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (rounded to milliseconds and 6 significant places: it lives in status)."""
         return {
