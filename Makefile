@@ -8,7 +8,7 @@ export NO_PROXY := 127.0.0.1,localhost
 VENV = $(shell bash scripts/setup.sh)
 PY = $(VENV)/bin/python
 # The kserve SDK's client runs from its own venv beside the main one (it pins protobuf<7).
-PYTEST = GPUPOOL_KSERVE_PYTHON=$(VENV)-kserve/bin/python $(PY) -m pytest -p no:cacheprovider
+PYTEST = GPUPOOL_KSERVE_PYTHON=$(VENV)-kserve/bin/python $(PY) -m pytest -p no:cacheprovider --durations=15
 
 .PHONY: help setup binaries lint verify test test-fast bench demo up down clean-cluster
 
