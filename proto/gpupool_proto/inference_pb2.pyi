@@ -280,7 +280,7 @@ class MemoryUsage(_message.Message):
     def __init__(self, type: _Optional[str] = ..., id: _Optional[int] = ..., byte_size: _Optional[int] = ...) -> None: ...
 
 class CostStatistics(_message.Message):
-    __slots__ = ("price_per_hour_usd", "device_share", "busy_ns", "total_usd", "per_inference_usd", "accelerator", "mig_profile")
+    __slots__ = ("price_per_hour_usd", "device_share", "busy_ns", "total_usd", "per_inference_usd", "accelerator", "mig_profile", "per_inference_busy_window_usd", "per_inference_idle_charged_window_usd", "per_inference_idle_charged_usd", "window_seconds", "replica_seconds", "window_inference_count")
     PRICE_PER_HOUR_USD_FIELD_NUMBER: _ClassVar[int]
     DEVICE_SHARE_FIELD_NUMBER: _ClassVar[int]
     BUSY_NS_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +288,12 @@ class CostStatistics(_message.Message):
     PER_INFERENCE_USD_FIELD_NUMBER: _ClassVar[int]
     ACCELERATOR_FIELD_NUMBER: _ClassVar[int]
     MIG_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PER_INFERENCE_BUSY_WINDOW_USD_FIELD_NUMBER: _ClassVar[int]
+    PER_INFERENCE_IDLE_CHARGED_WINDOW_USD_FIELD_NUMBER: _ClassVar[int]
+    PER_INFERENCE_IDLE_CHARGED_USD_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_INFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     price_per_hour_usd: float
     device_share: float
     busy_ns: int
@@ -295,7 +301,13 @@ class CostStatistics(_message.Message):
     per_inference_usd: float
     accelerator: str
     mig_profile: str
-    def __init__(self, price_per_hour_usd: _Optional[float] = ..., device_share: _Optional[float] = ..., busy_ns: _Optional[int] = ..., total_usd: _Optional[float] = ..., per_inference_usd: _Optional[float] = ..., accelerator: _Optional[str] = ..., mig_profile: _Optional[str] = ...) -> None: ...
+    per_inference_busy_window_usd: float
+    per_inference_idle_charged_window_usd: float
+    per_inference_idle_charged_usd: float
+    window_seconds: float
+    replica_seconds: float
+    window_inference_count: int
+    def __init__(self, price_per_hour_usd: _Optional[float] = ..., device_share: _Optional[float] = ..., busy_ns: _Optional[int] = ..., total_usd: _Optional[float] = ..., per_inference_usd: _Optional[float] = ..., accelerator: _Optional[str] = ..., mig_profile: _Optional[str] = ..., per_inference_busy_window_usd: _Optional[float] = ..., per_inference_idle_charged_window_usd: _Optional[float] = ..., per_inference_idle_charged_usd: _Optional[float] = ..., window_seconds: _Optional[float] = ..., replica_seconds: _Optional[float] = ..., window_inference_count: _Optional[int] = ...) -> None: ...
 
 class ModelStatistics(_message.Message):
     __slots__ = ("name", "version", "last_inference", "inference_count", "execution_count", "inference_stats", "batch_stats", "memory_usage", "cost")

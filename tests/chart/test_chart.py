@@ -243,7 +243,8 @@ def _exported_metric_names() -> set[str]:
     """Every metric family name the operator and the worker export, as Prometheus sees it."""
     from prometheus_client import REGISTRY, generate_latest
 
-    import gpupool_operator.adapters.metrics  # noqa: F401  (registers the operator's metrics)
+    import gpupool_operator.adapters.autoscale_record
+    import gpupool_operator.adapters.metrics  # noqa: F401  (these register the operator's metrics)
     from gpupool_worker.engine.costing import CostModel
     from gpupool_worker.engine.metrics import WorkerMetrics
 

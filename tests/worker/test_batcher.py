@@ -249,52 +249,61 @@ async def test_a_lone_request_on_an_idle_model_does_not_wait_out_the_queue_delay
     await batcher.stop()
 
 
-async def test_after_a_batch_the_next_one_waits_for_as_many_rows_then_closes_at_once() -> None:
+async def test_with_the_engine_idle_a_request_runs_at_once_even_right_after_a_batch() -> None:
+    # the old timer waited up to the queue delay for the last batch's callers: a 60 s delay
+    # would time this out
     model = GateModel()
     batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
     await asyncio.gather(*(batcher.infer(rows(1, 1.0)) for _ in range(4)))
-    # the callers of that batch of 4 are expected back: a first returner waits for the others ...
-    lone = asyncio.create_task(batcher.infer(rows(1, 2.0)))
-    await asyncio.sleep(0.05)
-    assert not lone.done()
-    # ... and the batch closes as soon as it holds 4 rows, long before the 60 s delay
-    more = [asyncio.create_task(batcher.infer(rows(1, 3.0))) for _ in range(3)]
-    assert (await lone).batch_rows == 4
-    await asyncio.gather(*more)
-    assert model.batches == [4, 4]
-    await batcher.stop()
-
-
-async def test_clients_out_of_step_merge_into_one_batch_again() -> None:
-    # a batch of 3 executes while a fourth caller queues; when the 3 come back, all 4 share a batch
-    model = GateModel()
-    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
-    await batcher.infer(rows(1, 0.0))  # a batch of 1 finished: its caller is the one expected back
-    model.gate.clear()
-    group = [asyncio.create_task(batcher.infer(rows(1, 1.0))) for _ in range(3)]
-    await wait_entered(model)
-    straggler = asyncio.create_task(batcher.infer(rows(1, 2.0)))
-    while batcher.queue_depth < 1:
-        await asyncio.sleep(0.001)
-    model.gate.set()
-    assert all(r.batch_rows == 3 for r in await asyncio.gather(*group))
-    await asyncio.sleep(0.05)
-    assert not straggler.done()  # waits for the 3 callers of the batch that just finished
-    back = [asyncio.create_task(batcher.infer(rows(1, 3.0))) for _ in range(3)]
-    assert (await straggler).batch_rows == 4
-    await asyncio.gather(*back)
-    assert model.batches == [1, 3, 4]
-    await batcher.stop()
-
-
-async def test_a_waiting_batch_still_closes_on_the_queue_delay() -> None:
-    model = GateModel()
-    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=20_000)
-    await asyncio.gather(*(batcher.infer(rows(1, 1.0)) for _ in range(4)))
-    # 3 of the 4 callers never come back: the lone request goes after at most the delay
     assert (await asyncio.wait_for(batcher.infer(rows(1, 2.0)), 5)).batch_rows == 1
     assert model.batches == [4, 1]
     await batcher.stop()
+
+
+async def test_a_batch_forms_when_the_engine_frees_and_carries_everything_waiting() -> None:
+    model = GateModel()
+    batcher, _, _ = make(model, max_batch_size=8, max_queue_delay_us=60_000_000)
+    model.gate.clear()
+    first = asyncio.create_task(batcher.infer(rows(1, 0.0)))
+    await wait_entered(model)
+    queued = [asyncio.create_task(batcher.infer(rows(1, float(i)))) for i in range(5)]
+    while batcher.queue_depth < 5:
+        await asyncio.sleep(0.001)
+    model.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), 5)
+    assert model.batches == [1, 5]
+    assert batcher.requests_batched == batcher.requests_waiting == 6
+    await batcher.stop()
+
+
+async def test_models_sharing_the_engine_batch_what_queued_while_another_model_ran() -> None:
+    import concurrent.futures
+
+    engine = concurrent.futures.ThreadPoolExecutor(1)
+    gate = asyncio.Lock()
+    busy, other = GateModel("busy"), GateModel("other")
+    made = []
+    for model in (busy, other):
+        stats = ModelStatistics(model.name, "1", COST)
+        b = DynamicBatcher(model, BatchPolicy(max_batch_size=8, inline_below_us=0), stats, WorkerMetrics(COST),
+                           executor=engine, engine_gate=gate)
+        b.start()
+        made.append(b)
+    busy.gate.clear()
+    held = asyncio.create_task(made[0].infer(rows(1, 0.0)))
+    await wait_entered(busy)
+    # the engine runs the other model's batch: these wait for it, then go as one batch
+    queued = [asyncio.create_task(made[1].infer(rows(1, float(i)))) for i in range(3)]
+    while made[1].queue_depth < 3:
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.02)
+    assert other.batches == []
+    busy.gate.set()
+    await asyncio.wait_for(asyncio.gather(held, *queued), 5)
+    assert other.batches == [3]
+    for b in made:
+        await b.stop()
+    engine.shutdown()
 
 
 async def test_on_the_event_loop_a_failure_or_an_expired_deadline_fails_only_its_request() -> None:

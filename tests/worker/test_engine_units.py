@@ -149,3 +149,48 @@ async def test_data_plane_answers_with_cost_and_counts_inflight() -> None:
     with pytest.raises(InferenceError) as err:
         await plane.infer(InferRequest("gate", ()))
     assert err.value.kind is ErrorKind.UNAVAILABLE
+
+
+def test_cost_ledger_charges_idle_time_and_slides_its_window() -> None:
+    from gpupool_worker.engine.costing import CostLedger, CostModel
+
+    cost = CostModel(price_per_hour_usd=3.6, device_share=0.5)  # 0.0005 USD per replica-second
+    ledger = CostLedger(cost, started_s=100.0, window_s=60.0)
+    ledger.record("a", rows=10, busy_ns=2_000_000_000, at_s=110.0)  # 2 s busy
+    ledger.record("b", rows=5, busy_ns=2_000_000_000, at_s=120.0)
+    f = ledger.figures("a", now_s=140.0)  # up 40 s, all inside the window
+    assert f.busy_lifetime == pytest.approx(2 * 0.0005 / 10)
+    assert f.busy_window == pytest.approx(f.busy_lifetime)
+    # 40 s x 0.0005 USD, half to "a" (half the busy time), over its 10 inferences
+    assert f.idle_charged_lifetime == pytest.approx(40 * 0.0005 / 2 / 10)
+    assert f.idle_charged_window == pytest.approx(f.idle_charged_lifetime)
+    assert (f.replica_s, f.window_inferences) == (40.0, 10)
+    # 100 s later "a"'s batch has left the window: nothing in it, the lifetime figure keeps growing
+    later = ledger.figures("a", now_s=240.0)
+    assert (later.busy_window, later.idle_charged_window, later.window_inferences) == (0.0, 0.0, 0)
+    assert later.idle_charged_lifetime == pytest.approx(140 * 0.0005 / 2 / 10)
+    ledger.record("a", rows=4, busy_ns=1_000_000_000, at_s=239.0)
+    now = ledger.figures("a", now_s=240.0)
+    assert now.busy_window == pytest.approx(1 * 0.0005 / 4)
+    assert now.idle_charged_window == pytest.approx(60 * 0.0005 / 4)  # the lone model in the window
+    assert ledger.figures("nobody", now_s=240.0).idle_charged_lifetime == 0.0
+
+
+def test_rate_limited_log_counts_what_it_holds_back(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from gpupool_worker.engine.logs import RateLimitedLog
+
+    now = [0.0]
+    errors = RateLimitedLog(logging.getLogger("test.ratelimit"), interval_s=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
+        assert errors.warning("bad", "bad request %d", 1)
+        for i in range(5):
+            assert not errors.warning("bad", "bad request %d", i + 2)
+        assert errors.warning("other", "another kind")
+        now[0] = 61.0
+        assert errors.warning("bad", "bad request %d", 7)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["bad request 1", "another kind",
+                     "bad request 7 (5 more like this in the last 60 s not logged)"]
+    assert errors.total == {"bad": 7, "other": 1}

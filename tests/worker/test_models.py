@@ -75,7 +75,8 @@ def test_invalid_utf8_is_refused_naming_the_element(minilm_dir: Path) -> None:
 
     model = _minilm(minilm_dir)
     with pytest.raises(InferenceError) as err:
-        model.check({"text": np.array([b"fine", b"\xff\xfe broken"], dtype=object)})
+        # refused where the text is read: tokenizing, before the request is queued
+        model.tokenize({"text": np.array([b"fine", b"\xff\xfe broken"], dtype=object)})
     assert err.value.kind is ErrorKind.INVALID_ARGUMENT
     assert "element 1" in err.value.message
     assert "'text'" in err.value.message

@@ -98,6 +98,8 @@ def test_minilm_embeds_text_and_reports_its_cost(client: triton.InferenceServerC
     assert params["busy_ns"].int64_param > 0
     expected = params["busy_ns"].int64_param * 6.88 * 0.375 / 3600e9
     assert params["cost_usd"].double_param == pytest.approx(expected, rel=1e-6)
+    # per inference with the replica's idle time charged (60 s window): at least the busy share
+    assert params["cost_per_inference_idle_charged_usd"].double_param >= params["cost_usd"].double_param / 2
 
 
 def test_similar_sentences_embed_closer_than_unrelated_ones(client: triton.InferenceServerClient) -> None:
@@ -178,6 +180,12 @@ def test_statistics_add_up_and_carry_cost(client: triton.InferenceServerClient,
     assert cost.busy_ns > 0
     assert cost.total_usd == pytest.approx(cost.busy_ns * 6.88 * 0.375 / 3600e9, rel=1e-6)
     assert cost.per_inference_usd == pytest.approx(cost.total_usd / ours.model_stats[0].inference_count)
+    # idle time charged: the replica's seconds up, priced, over its inferences; never below busy-only
+    assert cost.replica_seconds > 0
+    assert cost.window_seconds == 60
+    assert cost.window_inference_count >= 1
+    assert cost.per_inference_idle_charged_usd >= cost.per_inference_usd > 0
+    assert cost.per_inference_idle_charged_window_usd >= cost.per_inference_busy_window_usd > 0
 
 
 def test_all_model_statistics_at_once(client: triton.InferenceServerClient) -> None:
@@ -193,7 +201,8 @@ def test_prometheus_metrics_expose_queue_cost_and_latency(worker: WorkerProcess,
         'gpupool_worker_queue_depth{model="tiny_encoder"}',
         'gpupool_worker_inflight_requests{model="tiny_encoder"}',
         'gpupool_worker_cost_usd_total{model="tiny_encoder"}',
-        'gpupool_worker_cost_per_inference_usd{model="tiny_encoder"}',
+        'gpupool_worker_cost_per_inference_usd{basis="busy",model="tiny_encoder",window="lifetime"}',
+        'gpupool_worker_cost_per_inference_usd{basis="idle_charged",model="tiny_encoder",window="60s"}',
         'gpupool_worker_request_duration_seconds_bucket{le="0.5",model="tiny_encoder"}',
         'gpupool_worker_batch_size_count{model="tiny_encoder"}',
         "gpupool_worker_price_per_hour_usd 6.88",

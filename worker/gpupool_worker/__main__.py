@@ -3,6 +3,7 @@
     gpupool-worker serve --model-repository ./models --builtin minilm --port 8001
     gpupool-worker example-repository ./models     # write generated example models
     gpupool-worker fetch --link /models/current    # fetch GPUPOOL_MODEL_URI into the node cache (init container)
+    gpupool-worker drain                           # preStop: running worker goes not-ready, serves, wait
 
 Settings come from GPUPOOL_* environment variables (see ``gpupool_worker.config``); flags win.
 """
@@ -34,10 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help=f"gRPC port; 0 picks a free one ({ENV_VARS['grpc_port']})")
     serve.add_argument("--metrics-port", type=int, help=f"Prometheus port, 0 disables ({ENV_VARS['metrics_port']})")
     serve.add_argument("--device", help=ENV_VARS["device"])
-    serve.add_argument("--engine", choices=["auto", "eager", "compile", "triton"], help=ENV_VARS["engine"])
+    serve.add_argument("--engine", choices=["auto", "eager", "compile", "triton", "onnx"], help=ENV_VARS["engine"])
     serve.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16", "int8"],
                        help=ENV_VARS["precision"])
     serve.add_argument("--drain-seconds", type=float, help=ENV_VARS["drain_seconds"])
+    serve.add_argument("--stop-grace-seconds", type=float, help=ENV_VARS["stop_grace_seconds"])
     serve.add_argument("--torch-threads", type=int, help=ENV_VARS["torch_threads"])
     serve.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                        help=f"replay CUDA graphs for small batches on a GPU; model.json overrides "
@@ -45,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO")
     fetch = sub.add_parser("fetch", help="fetch the pool's model (GPUPOOL_MODEL_URI) into the node cache and exit")
     fetch.add_argument("--link", type=Path, help="also make this path a symlink to the fetched model")
+    sub.add_parser("drain", help="the pod's preStop hook: tell the running worker (its pid in "
+                   f"{ENV_VARS['pid_file']}) to report not-ready while it keeps serving, then wait "
+                   f"{ENV_VARS['drain_seconds']} so the kubelet's SIGTERM comes after the drain")
     example = sub.add_parser("example-repository", help="write the generated example models")
     example.add_argument("directory", type=Path)
     example.add_argument("--no-minilm", action="store_true", help="leave out the MiniLM entry")
@@ -62,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
         return run_fetch(args.link)
+    if args.command == "drain":
+        return _drain()
     if args.command == "example-repository":
         from gpupool_worker.engine.models.examples import write_example_repository
 
@@ -76,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             builtin_models=tuple(args.builtin) if args.builtin else None,
             host=args.host, grpc_port=args.port, metrics_port=args.metrics_port,
             device=args.device, engine=args.engine, precision=args.precision,
-            drain_seconds=args.drain_seconds, torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs)
+            drain_seconds=args.drain_seconds, stop_grace_seconds=args.stop_grace_seconds,
+            torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs)
         if settings.model_repository is None and not settings.builtin_models and not os.environ.get(
                 "GPUPOOL_MODEL_URI"):  # the pool's model (gpupool_worker.engine.models.pool_model)
             raise SettingsError(
@@ -88,6 +96,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gpupool_worker.server.app import serve
 
     asyncio.run(serve(settings))
+    return 0
+
+
+def _drain() -> int:
+    """Signal the worker to begin its drain (SIGUSR1), then wait it out. Exits 0 even when no worker
+    is found (the wait alone still lets the endpoints update before SIGTERM)."""
+    import signal
+    import time
+
+    try:
+        settings = WorkerSettings.from_env()
+    except SettingsError as exc:
+        print(f"gpupool-worker drain: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pid = int(Path(settings.pid_file).read_text().strip())
+        os.kill(pid, signal.SIGUSR1)
+        print(f"gpupool-worker drain: worker {pid} reports not-ready, serving for {settings.drain_seconds:g} s",
+              file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"gpupool-worker drain: no running worker found via {settings.pid_file} ({exc}); waiting anyway",
+              file=sys.stderr)
+    time.sleep(settings.drain_seconds)
     return 0
 
 

@@ -11,15 +11,19 @@
 | GPUPOOL_GRPC_PORT | gRPC port | 8001 |
 | GPUPOOL_METRICS_PORT | Prometheus port (0: off) | 8002 |
 | GPUPOOL_DEVICE | `auto`, `cpu`, `cuda`, `cuda:N` | auto |
-| GPUPOOL_ENGINE | `auto`, `eager`, `compile`, `triton` | auto |
+| GPUPOOL_ENGINE | `auto`, `eager`, `compile`, `triton`, `onnx` (CPU) | auto |
 | GPUPOOL_PRECISION | `auto`, `fp32`, `fp16`, `bf16`, `int8` | auto |
-| GPUPOOL_MAX_MESSAGE_BYTES | largest gRPC message accepted or sent | 67108864 |
-| GPUPOOL_DRAIN_SECONDS | grace period for in-flight requests on SIGTERM | 30 |
+| GPUPOOL_MAX_MESSAGE_BYTES | largest gRPC message accepted or sent | 16777216 |
+| GPUPOOL_DRAIN_SECONDS | on SIGTERM (or `gpupool-worker drain`): not-ready but serving, this long | 5 |
+| GPUPOOL_STOP_GRACE_SECONDS | then: time in-flight requests get to finish | 10 |
+| GPUPOOL_PID_FILE | where the worker writes its pid for `gpupool-worker drain` | /tmp/gpupool-worker.pid |
 | GPUPOOL_TORCH_THREADS | intra-op threads for CPU inference (0: PyTorch's default) | 0 |
 | GPUPOOL_CUDA_GRAPHS | replay CUDA graphs for small batches on a GPU | true |
 | GPUPOOL_MODEL_NAME | the name built-in models are served under (the pool's model name) | the built-in's |
 | GPUPOOL_MAX_BATCH_SIZE | built-in models' largest batch (model.json sets its own) | 64 |
-| GPUPOOL_MAX_QUEUE_DELAY | built-in models' longest wait for a batch, e.g. `5ms`, `500us` | 2ms |
+| GPUPOOL_MAX_QUEUE_DELAY | accepted (the pool's `maxQueueDelay`); batches form when the engine frees | 2ms |
+| GPUPOOL_BATCH_TOKEN_BUDGET | text models: padded tokens one batch may hold | 8192 |
+| GPUPOOL_REQUEST_TOKEN_BUDGET | text models: larger requests are split into chunks taking turns | 1024 |
 """
 
 from __future__ import annotations
@@ -52,11 +56,15 @@ ENV_VARS = {
     "precision": "GPUPOOL_PRECISION",
     "max_message_bytes": "GPUPOOL_MAX_MESSAGE_BYTES",
     "drain_seconds": "GPUPOOL_DRAIN_SECONDS",
+    "stop_grace_seconds": "GPUPOOL_STOP_GRACE_SECONDS",
+    "pid_file": "GPUPOOL_PID_FILE",
     "torch_threads": "GPUPOOL_TORCH_THREADS",
     "cuda_graphs": "GPUPOOL_CUDA_GRAPHS",
     "model_name": "GPUPOOL_MODEL_NAME",
     "max_batch_size": "GPUPOOL_MAX_BATCH_SIZE",
     "max_queue_delay_us": "GPUPOOL_MAX_QUEUE_DELAY",
+    "batch_token_budget": "GPUPOOL_BATCH_TOKEN_BUDGET",
+    "request_token_budget": "GPUPOOL_REQUEST_TOKEN_BUDGET",
 }
 
 
@@ -74,13 +82,18 @@ class WorkerSettings:
     device: str = "auto"
     engine: str = "auto"
     precision: str = "auto"
-    max_message_bytes: int = 64 * 1024 * 1024
-    drain_seconds: float = 30.0
+    # 16 MiB: 2,048 texts of 8 KB, or 64 images of 224 x 224 x 3 bytes; configurable for more
+    max_message_bytes: int = 16 * 1024 * 1024
+    drain_seconds: float = 5.0
+    stop_grace_seconds: float = 10.0
+    pid_file: str = "/tmp/gpupool-worker.pid"
     torch_threads: int = 0
     cuda_graphs: bool = True
     model_name: str = ""
     max_batch_size: int = 64
     max_queue_delay_us: int = 2_000
+    batch_token_budget: int = 8_192
+    request_token_budget: int = 1_024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -112,8 +125,12 @@ class WorkerSettings:
         if self.model_name and len(self.builtin_models) > 1:
             raise SettingsError(f"{ENV_VARS['model_name']} names one model, but "
                                 f"{ENV_VARS['builtin_models']} lists {len(self.builtin_models)}")
-        if self.drain_seconds < 0:
-            raise SettingsError(f"{ENV_VARS['drain_seconds']} must be >= 0")
+        for name in ("batch_token_budget", "request_token_budget"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV_VARS[name]} must be >= 1, got {getattr(self, name)}")
+        for name in ("drain_seconds", "stop_grace_seconds"):
+            if not getattr(self, name) >= 0:
+                raise SettingsError(f"{ENV_VARS[name]} must be >= 0, got {getattr(self, name)}")
         unknown = set(self.builtin_models) - BUILTINS
         if unknown:
             raise SettingsError(f"{ENV_VARS['builtin_models']}: unknown built-in model(s) "
@@ -126,9 +143,10 @@ BUILTINS = frozenset({"minilm"})
 
 def _parse(field_name: str, raw: str, var: str) -> Any:
     try:
-        if field_name in ("price_per_hour", "device_share", "drain_seconds"):
+        if field_name in ("price_per_hour", "device_share", "drain_seconds", "stop_grace_seconds"):
             return float(raw)
-        if field_name in ("grpc_port", "metrics_port", "max_message_bytes", "torch_threads", "max_batch_size"):
+        if field_name in ("grpc_port", "metrics_port", "max_message_bytes", "torch_threads", "max_batch_size",
+                          "batch_token_budget", "request_token_budget"):
             return int(raw)
     except ValueError:
         raise SettingsError(f"{var}={raw!r} is not a number") from None

@@ -1,21 +1,25 @@
-"""Dynamic batching: gather concurrent requests for one model into batches, Triton-style.
+"""Dynamic batching: gather concurrent requests for one model into batches, closed when the
+engine frees rather than on a timer.
 
-A batch closes when it holds ``max_batch_size`` rows or when its oldest request has waited
-``max_queue_delay``; whichever first. Requests whose non-batch shapes differ cannot share a batch
-and wait for the next one (first in, first out among compatible requests). One batch executes at a
-time per model on a dedicated thread, so while the device works the next batch fills up: under load
-batches grow by themselves.
+One batch executes at a time per engine (the worker's one compute thread, shared by its models
+through an :class:`asyncio.Lock`, the *engine gate*). A batch forms the moment the engine is free:
+it takes every compatible request queued at that moment (oldest first) up to ``max_batch_size``
+rows and, for text models, ``batch_token_budget`` padded tokens. While the engine works, the next
+batch fills by itself; with the engine idle, a request runs at once (no delay: nobody waits on a
+timer for company that may not come). ``max_queue_delay_us`` is accepted for Triton-style
+configurations and the pool's ``maxQueueDelay`` but holds nothing back.
 
-The queue delay is only worth paying when more requests are about to arrive. So a batch also closes
-as soon as it holds as many rows as the previous batch did, and a request that finds the model idle
-with no batch finished within the last ``max_queue_delay`` (nobody about to come back) runs at once.
-Callers of a batch that just finished usually send their next request within the delay (closed-loop
-clients do), so the next batch waits for them, up to ``max_queue_delay`` after that batch finished:
-a lone request at low load pays no delay, and a group of clients that fell out of step (one batch of
-1, one of 7) merges again instead of alternating.
+Text models (:attr:`Model.tokenizes`) are tokenized before queueing, off the compute thread: on
+the event loop when the request is small, on a tokenizer thread otherwise. Their rows carry
+lengths, so a batch takes requests of one *length bucket* (longest row rounded up to a power of
+two, at least 16 tokens): short sentences are not padded to the length of long ones. A request of
+more than ``request_token_budget`` padded tokens is split into chunks that queue one after the
+other: each chunk goes to the back of the queue, so small requests that arrived meanwhile run
+between a huge request's chunks, and nobody waits for all of it.
 
-A request that was cancelled (client gone, deadline passed) is dropped before execution and costs
-nothing. An exception in a model fails only the requests of that batch.
+Requests whose non-batch shapes differ cannot share a batch and wait for the next one. A request
+that was cancelled (client gone, deadline passed) is dropped before execution and costs nothing.
+An exception in a model fails only the requests of that batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -34,24 +39,30 @@ import numpy as np
 import numpy.typing as npt
 
 from gpupool_worker.engine.errors import ErrorKind, InferenceError
+from gpupool_worker.engine.logs import RateLimitedLog
 from gpupool_worker.engine.metrics import WorkerMetrics
-from gpupool_worker.engine.model import Arrays, Execution, Model
+from gpupool_worker.engine.model import Arrays, Execution, Model, TokenBatch
 from gpupool_worker.engine.statistics import ModelStatistics
 
-__all__ = ["BatchPolicy", "BatchResult", "DynamicBatcher"]
+__all__ = ["BatchPolicy", "BatchResult", "DynamicBatcher", "length_bucket"]
 
 log = logging.getLogger(__name__)
+_errors = RateLimitedLog(log)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     max_batch_size: int = 32
-    max_queue_delay_us: int = 2_000
+    max_queue_delay_us: int = 2_000  # accepted, holds nothing back (see the module's docstring)
     max_queue_size: int = 1_024
     # Batches whose typical execution is shorter than this run on the event loop itself: a hop to
     # the model thread and back costs ~100-300 us of wake-ups, more than a tiny model's compute.
     # 0 disables (every batch on the model thread).
     inline_below_us: int = 200
+    # Text models: padded tokens (rows x longest row) in one batch, and in one request before
+    # it is split into chunks that interleave with other requests.
+    batch_token_budget: int = 8_192
+    request_token_budget: int = 1_024
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -62,6 +73,8 @@ class BatchPolicy:
             raise ValueError("max_queue_size must be >= 1")
         if self.inline_below_us < 0:
             raise ValueError("inline_below_us must be >= 0")
+        if self.batch_token_budget < 1 or self.request_token_budget < 1:
+            raise ValueError("batch_token_budget and request_token_budget must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +84,43 @@ class BatchResult:
     queue_ns: int
     busy_ns: int
     cost_usd: float
+    chunks: int = 1
 
 
 @dataclass(slots=True)
 class _Pending:
-    inputs: Arrays
+    inputs: Arrays | TokenBatch
     rows: int
-    signature: tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]
+    signature: tuple[Any, ...]
     future: asyncio.Future[BatchResult]
     enqueued_ns: int
     deadline_ns: int | None
+    width: int = 0  # longest row in tokens (text models), else 0
+    bucket: int = 0
 
 
 def _signature(inputs: Arrays, batched: bool) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]:
     skip = 1 if batched else 0
     return tuple(sorted((k, v.dtype, v.shape[skip:]) for k, v in inputs.items()))
+
+
+def length_bucket(width: int) -> int:
+    """The bucket of a row ``width`` tokens long: the next power of two, at least 16."""
+    bucket = 16
+    while bucket < width:
+        bucket *= 2
+    return bucket
+
+
+# requests with at most this many bytes of input are tokenized on the event loop (a hop to the
+# tokenizer thread and back costs more than tokenizing a sentence or two)
+_INLINE_TOKENIZE_BYTES = 4_096
+
+
+@functools.cache
+def _tokenizer_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The worker's tokenizer thread (one: the tokenizers library parallelises a batch itself)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gpupool-tokenize")
 
 
 class DynamicBatcher:
@@ -100,6 +135,8 @@ class DynamicBatcher:
         *,
         clock: Callable[[], int] = time.perf_counter_ns,
         executor: concurrent.futures.Executor | None = None,
+        engine_gate: asyncio.Lock | None = None,
+        tokenizer: concurrent.futures.Executor | None = None,
     ) -> None:
         self._model = model
         self._policy = policy
@@ -107,6 +144,7 @@ class DynamicBatcher:
         self._metrics = metrics
         self._clock = clock
         self._batched = model.max_batch_size > 0
+        self._tokens = model.tokenizes and self._batched
         self._limit = max(model.max_batch_size, 1) if self._batched else 1
         if self._batched:
             self._limit = min(self._limit, policy.max_batch_size or self._limit)
@@ -116,9 +154,12 @@ class DynamicBatcher:
         self._owns_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"model-{model.name}")
+        self._gate = engine_gate or asyncio.Lock()
+        self._tokenizer = tokenizer
         self._task: asyncio.Task[None] | None = None
         self._accepting = True
         self._executing = 0
+        self._active = 0  # accepted infer() calls not yet answered (a chunked one between chunks too)
         self._label = model.name
         # moving averages of batch execution time on the event loop and on the model thread: the
         # thread's includes the hand-offs and waits for the GIL, so it says little about how long
@@ -127,13 +168,16 @@ class DynamicBatcher:
         self._thread_ns: float | None = None
         self._since_probe = 0  # batches on the model thread since the last one on the loop
         self._on_loop = False  # batches run on the event loop (see _run_inline)
-        self._holding = False  # the batcher task holds a batch (collecting or executing)
-        self._last_rows = 0  # rows of the last executed batch ...
-        self._last_finished_ns = 0  # ... and when it finished (self._clock())
+        self._holding = False  # the batcher task holds a batch (forming or executing)
         self.inline_executions = 0
+        # what each batch carried of what was waiting when it formed (the batching goal's measure)
+        self.batches_formed = 0
+        self.requests_batched = 0
+        self.requests_waiting = 0
         self._meters = metrics.model(model.name)
         self._meters.queue_depth = lambda: float(len(self._queue))
-        self._meters.cost_per_inference = lambda: statistics.cost_per_inference_usd
+        self._meters.executing = lambda: float(self._executing)
+        self._meters.cost_per_inference = statistics.figures
 
     # -- observability -------------------------------------------------------------------------
     @property
@@ -159,7 +203,7 @@ class DynamicBatcher:
         """Stop accepting; with ``drain``, finish what is queued, then stop the loop."""
         self._accepting = False
         if drain:
-            while self._queue or self._executing:
+            while self._queue or self._executing or self._active:
                 await asyncio.sleep(0.005)
         if self._task is not None:
             self._task.cancel()
@@ -174,28 +218,78 @@ class DynamicBatcher:
             self._executor.shutdown(wait=True)
 
     # -- submission ----------------------------------------------------------------------------
-    async def infer(self, inputs: Arrays, *, deadline_ns: int | None = None) -> BatchResult:
+    def _check_open(self) -> None:
         if not self._accepting:
             raise InferenceError.unavailable(f"model '{self._label}' is shutting down")
         if self._task is None:
             raise InferenceError.unavailable(f"model '{self._label}' is not started")
+
+    async def infer(self, inputs: Arrays, *, deadline_ns: int | None = None) -> BatchResult:
+        self._check_open()
         if len(self._queue) >= self._policy.max_queue_size:
             raise InferenceError(
                 ErrorKind.UNAVAILABLE,
                 f"model '{self._label}' queue is full ({self._policy.max_queue_size} requests waiting)",
             )
+        if self._tokens:
+            self._active += 1
+            try:
+                return await self._infer_tokens(await self._tokenize(inputs), deadline_ns)
+            finally:
+                self._active -= 1
         rows = int(next(iter(inputs.values())).shape[0]) if self._batched else 1
         now = self._clock()
-        if (not self._queue and not self._holding and self._run_inline()
-                and rows >= self._target(now)):
-            # Idle model, fast batches, nobody worth waiting for: run it here and now. The batch
-            # would close at once anyway; this saves the hops to the batcher task and back.
+        if not self._queue and not self._holding and not self._gate.locked() and self._run_inline():
+            # Idle model, fast batches: run it here and now. The batch would form at once anyway;
+            # this saves the hops to the batcher task and back.
             return self._run_now(inputs, rows, now, deadline_ns)
+        return await self._submit(inputs, rows, _signature(inputs, self._batched), now, deadline_ns)
+
+    async def _submit(self, inputs: Arrays | TokenBatch, rows: int, signature: tuple[Any, ...], now: int,
+                      deadline_ns: int | None, width: int = 0) -> BatchResult:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        pending = _Pending(inputs, rows, _signature(inputs, self._batched), future, now, deadline_ns)
-        self._queue.append(pending)
+        self._queue.append(_Pending(inputs, rows, signature, future, now, deadline_ns, width,
+                                    length_bucket(width) if width else 0))
         self._arrived.set()
         return await future
+
+    async def _tokenize(self, inputs: Arrays) -> TokenBatch:
+        if _payload_bytes(inputs) <= _INLINE_TOKENIZE_BYTES:
+            return self._model.tokenize(inputs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._tokenizer or _tokenizer_executor(), self._model.tokenize, inputs)
+
+    async def _infer_tokens(self, tokens: TokenBatch, deadline_ns: int | None) -> BatchResult:
+        """Queue a tokenized request, split into chunks of at most ``request_token_budget``
+        padded tokens when it is larger; each chunk queues once the one before it is done. Not
+        refused once accepted, even when the batcher begins to stop meanwhile (:meth:`stop` waits
+        for it)."""
+        signature = ("tokens", *sorted(tokens.arrays))
+        if tokens.rows <= 1 or tokens.rows * tokens.width <= self._policy.request_token_budget:
+            return await self._submit(tokens, tokens.rows, signature, self._clock(), deadline_ns,
+                                      max(tokens.width, 1))
+        # longest rows first would group widths, but answers must keep the request's row order:
+        # chunks are consecutive rows, each trimmed to its own longest row
+        parts: list[BatchResult] = []
+        start = 0
+        while start < tokens.rows:
+            stop = start + 1
+            width = int(tokens.lengths[start])
+            while stop < tokens.rows and stop - start < self._limit:
+                wider = max(width, int(tokens.lengths[stop]))
+                if (stop + 1 - start) * wider > self._policy.request_token_budget:
+                    break
+                width, stop = wider, stop + 1
+            chunk = tokens.take(start, stop)
+            parts.append(await self._submit(chunk, chunk.rows, signature, self._clock(), deadline_ns,
+                                            max(chunk.width, 1)))
+            start = stop
+        names = parts[0].outputs.keys()
+        return BatchResult(
+            outputs={k: np.concatenate([p.outputs[k] for p in parts], axis=0) for k in names},
+            batch_rows=max(p.batch_rows for p in parts), queue_ns=sum(p.queue_ns for p in parts),
+            busy_ns=sum(p.busy_ns for p in parts), cost_usd=sum(p.cost_usd for p in parts),
+            chunks=len(parts))
 
     def _run_now(self, inputs: Arrays, rows: int, now: int, deadline_ns: int | None) -> BatchResult:
         """One request, alone, on the event loop (no queue entry, no future: nothing waits)."""
@@ -210,7 +304,7 @@ class DynamicBatcher:
             raise self._failure(rows, exc) from None
         finally:
             self._holding = False
-            self._finished(rows)
+            self._executing = 0
         self._ran_on_loop(execution.busy_ns)
         batch_usd = self._account(execution, rows, 1)
         return BatchResult(outputs=execution.outputs, batch_rows=rows, queue_ns=0,
@@ -220,9 +314,14 @@ class DynamicBatcher:
     async def _run(self) -> None:
         while True:
             try:
-                batch = await self._collect()
-                if batch:
-                    await self._execute(batch)
+                while not self._queue:
+                    await self._next_arrival()
+                # the batch forms when the engine is free (it may be running another model's)
+                async with self._gate:
+                    self._holding = True
+                    batch = self._form()
+                    if batch:
+                        await self._execute(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive any one batch
@@ -230,59 +329,44 @@ class DynamicBatcher:
             finally:
                 self._holding = False
 
-    async def _next_arrival(self, timeout_s: float | None) -> None:
+    async def _next_arrival(self) -> None:
         self._arrived.clear()
-        if timeout_s is None:
-            await self._arrived.wait()
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout_s)
+        await self._arrived.wait()
 
-    def _take_compatible(self, batch: list[_Pending], rows: int) -> int:
-        """Move queued requests that fit the batch into it, oldest first."""
-        signature = batch[0].signature
+    def _fits(self, batch: list[_Pending], rows: int, width: int, item: _Pending) -> bool:
+        if not self._batched or item.signature != batch[0].signature or rows + item.rows > self._limit:
+            return False
+        if not self._tokens:
+            return True
+        return (item.bucket == batch[0].bucket
+                and (rows + item.rows) * max(width, item.width) <= self._policy.batch_token_budget)
+
+    def _form(self) -> list[_Pending]:
+        """Take the oldest live request and every queued request that fits with it."""
+        waiting = 0
+        batch: list[_Pending] = []
         kept: collections.deque[_Pending] = collections.deque()
+        rows = width = 0
         while self._queue:
             item = self._queue.popleft()
             if item.future.done():
                 continue
-            if self._batched and item.signature == signature and rows + item.rows <= self._limit:
+            waiting += 1
+            if not batch:
+                batch, rows, width = [item], item.rows, item.width
+            elif self._fits(batch, rows, width, item):
                 batch.append(item)
-                rows += item.rows
+                rows, width = rows + item.rows, max(width, item.width)
             else:
                 kept.append(item)
-                if not self._batched or rows >= self._limit:
-                    break
-        kept.extend(self._queue)
         self._queue = kept
-        return rows
-
-    async def _collect(self) -> list[_Pending]:
-        while not self._queue:
-            await self._next_arrival(None)
-        first = self._queue.popleft()
-        if first.future.done():
-            return []
-        self._holding = True
-        batch = [first]
-        if self._batched:
-            rows = self._take_compatible(batch, first.rows)
-            target = self._target(self._clock())
-            close_at = max(first.enqueued_ns, self._last_finished_ns) + self._policy.max_queue_delay_us * 1_000
-            while rows < target:
-                remaining = close_at - self._clock()
-                if remaining <= 0:
-                    break
-                await self._next_arrival(remaining / 1e9)
-                rows = self._take_compatible(batch, rows)
+        if batch:
+            self.batches_formed += 1
+            self.requests_batched += len(batch)
+            self.requests_waiting += waiting
+            self._meters.batched_requests += len(batch)
+            self._meters.waiting_requests += waiting
         return batch
-
-    def _target(self, now: int) -> int:
-        """Rows worth waiting for: those of the previous batch if it finished within the queue
-        delay (its callers are likely to send again), else none (the batch closes at once)."""
-        if now - self._last_finished_ns < self._policy.max_queue_delay_us * 1_000:
-            return min(self._limit, self._last_rows)
-        return 0
 
     def _admit(self, batch: list[_Pending], now: int) -> list[_Pending]:
         """The requests of ``batch`` still worth executing (not cancelled, deadline not passed)."""
@@ -310,7 +394,7 @@ class DynamicBatcher:
             self._fail(live, rows, exc)
             return
         finally:
-            self._finished(rows)
+            self._executing = 0
         self._ran_on_loop(execution.busy_ns)
         self._complete(live, execution, rows, now)
 
@@ -330,7 +414,7 @@ class DynamicBatcher:
             self._fail(live, rows, exc)
             return
         finally:
-            self._finished(rows)
+            self._executing = 0
         self._since_probe += 1
         self._thread_ns = _average(self._thread_ns, execution.busy_ns)
         self._complete(live, execution, rows, now)
@@ -343,23 +427,18 @@ class DynamicBatcher:
         live = self._admit(batch, now)
         if not live:
             return None
-        inputs = _concatenate(live) if self._batched else live[0].inputs
+        inputs = _concatenate(live) if self._batched else _arrays(live[0].inputs)
         self._executing = len(live)
         return live, inputs, sum(item.rows for item in live)
-
-    def _finished(self, rows: int) -> None:
-        self._executing = 0
-        self._last_rows = rows
-        self._last_finished_ns = self._clock()
 
     def _expired(self, now: int, enqueued_ns: int) -> InferenceError:
         return InferenceError(
             ErrorKind.DEADLINE_EXCEEDED,
             f"deadline passed after {(now - enqueued_ns) / 1e6:.1f} ms in the queue "
             f"of model '{self._label}'")
-
     def _failure(self, rows: int, exc: Exception) -> InferenceError:
-        log.exception("model %s failed on a batch of %d rows", self._label, rows, exc_info=exc)
+        _errors.error(f"{self._label}:{type(exc).__name__}", "model %s failed on a batch of %d rows",
+                      self._label, rows, exc_info=exc)
         return InferenceError(ErrorKind.INTERNAL, f"model '{self._label}' failed: {exc}")
 
     def _fail(self, live: list[_Pending], rows: int, exc: Exception) -> None:
@@ -432,8 +511,24 @@ def _average(mean: float | None, sample: int) -> float:
     return float(sample) if mean is None else 0.8 * mean + 0.2 * sample
 
 
-def _concatenate(batch: list[_Pending]) -> dict[str, npt.NDArray[Any]]:
+def _payload_bytes(inputs: Arrays) -> int:
+    """Bytes of the request's data (for BYTES tensors, the strings, not the object pointers)."""
+    total = 0
+    for a in inputs.values():
+        total += sum(len(x) for x in a.reshape(-1)) if a.dtype == object else int(a.nbytes)
+    return total
+
+
+def _arrays(inputs: Arrays | TokenBatch) -> Arrays:
+    return inputs.arrays if isinstance(inputs, TokenBatch) else inputs
+
+
+def _concatenate(batch: list[_Pending]) -> Arrays:
+    first = batch[0].inputs
+    if isinstance(first, TokenBatch):
+        parts = [item.inputs for item in batch]
+        return TokenBatch.concatenate(parts).arrays  # type: ignore[arg-type]
     if len(batch) == 1:
-        return dict(batch[0].inputs)
-    names = batch[0].inputs.keys()
-    return {name: np.concatenate([item.inputs[name] for item in batch], axis=0) for name in names}
+        return dict(first)
+    arrays = [_arrays(item.inputs) for item in batch]
+    return {name: np.concatenate([a[name] for a in arrays], axis=0) for name in first}

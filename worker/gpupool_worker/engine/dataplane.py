@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gpupool_worker.engine.batcher import BatchPolicy, DynamicBatcher
 from gpupool_worker.engine.compute import ComputeThread
-from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.costing import CostLedger, CostModel
 from gpupool_worker.engine.errors import ErrorKind, InferenceError
 from gpupool_worker.engine.metrics import ModelMeters, WorkerMetrics
 from gpupool_worker.engine.repository import ModelEntry, ModelRepository, ModelState
@@ -55,7 +55,12 @@ class DataPlane:
         self.version = version
         self._serving: dict[str, _Serving] = {}
         self._draining = False
+        self._withdrawn = False
         self._loaded = asyncio.Event()
+        # the models share one engine (the compute thread): a batch forms when it is free
+        self._engine_gate = asyncio.Lock()
+        # what the replica costs, charged to its models (idle time included): from now on
+        self.ledger = CostLedger(cost, started_s=time.monotonic())
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def load(self) -> None:
@@ -73,14 +78,20 @@ class DataPlane:
         assert entry.model is not None
         policy = entry.config.policy if entry.config is not None else BatchPolicy(
             max_batch_size=entry.model.max_batch_size)
-        stats = ModelStatistics(entry.name, entry.version, self.cost)
+        stats = ModelStatistics(entry.name, entry.version, self.cost, ledger=self.ledger)
         batcher = DynamicBatcher(entry.model, policy, stats, self.metrics,
-                                 executor=self.compute.executor if self.compute is not None else None)
+                                 executor=self.compute.executor if self.compute is not None else None,
+                                 engine_gate=self._engine_gate)
         batcher.start()
         serving = _Serving(entry, batcher, stats, self.metrics.model(entry.name),
                            Validator(entry.model.metadata))
         serving.meters.inflight = lambda: float(serving.inflight)
         self._serving[entry.name] = serving
+
+    def withdraw(self) -> None:
+        """Report not-ready (health, ServerReady, ModelReady) while still serving: the drain
+        period, in which Kubernetes takes the pod out of its Services' endpoints."""
+        self._withdrawn = True
 
     def refuse_new(self) -> None:
         """From now on, answer new inferences UNAVAILABLE (retriable on another replica)."""
@@ -101,12 +112,12 @@ class DataPlane:
     @property
     def ready(self) -> bool:
         entries = self.repository.entries()
-        return (self._loaded.is_set() and not self._draining and bool(entries)
+        return (self._loaded.is_set() and not self._draining and not self._withdrawn and bool(entries)
                 and all(e.state is ModelState.READY for e in entries))
 
     def model_ready(self, name: str, version: str = "") -> bool:
         serving = self._serving.get(name)
-        return (serving is not None and not self._draining
+        return (serving is not None and not self._draining and not self._withdrawn
                 and (not version or version == serving.entry.version))
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
@@ -146,10 +157,19 @@ class DataPlane:
                 f"model '{name}' has no version '{version}' (versions: {serving.entry.version})")
         return serving
 
+    def count_failure(self, model_name: str, kind: ErrorKind) -> None:
+        """Count a request refused before it reached :meth:`infer` (malformed in transit)."""
+        serving = self._serving.get(model_name)
+        if serving is not None:
+            serving.meters.error(kind.value)
+            serving.meters.failures += 1
+            serving.stats.record_request(ok=False, total_ns=0, queue_ns=0)
+
     # -- inference -----------------------------------------------------------------------------
     async def infer(self, request: InferRequest, *, timeout_s: float | None = None) -> InferResponse:
         if self._draining:
-            raise InferenceError.unavailable("worker is draining, retry on another replica")
+            self.count_failure(request.model_name, ErrorKind.UNAVAILABLE)
+            raise InferenceError.unavailable("worker is stopping, retry on another replica")
         serving = self._serving.get(request.model_name)
         if serving is None or (request.model_version
                                and request.model_version != serving.entry.version):
@@ -179,6 +199,9 @@ class DataPlane:
                 outputs=outputs,
                 parameters={
                     "cost_usd": result.cost_usd,
+                    # what an inference of this model costs with the replica's idle time charged
+                    # (last 60 s): the figure to budget with
+                    "cost_per_inference_idle_charged_usd": serving.stats.figures().idle_charged_window,
                     # the same in 1e-12 USD, for clients whose proto has no double_param (kserve)
                     "cost_picousd": round(result.cost_usd * 1e12),
                     "busy_ns": result.busy_ns,

@@ -25,7 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.costing import CostFigures, CostModel
 
 __all__ = ["Buckets", "ModelMeters", "WorkerMetrics"]
 
@@ -70,11 +70,13 @@ class ModelMeters:
 
     __slots__ = (
         "batch_size",
+        "batched_requests",
         "busy_seconds",
         "compute_latency",
         "cost_per_inference",
         "cost_usd",
         "errors",
+        "executing",
         "executions",
         "failures",
         "inferences",
@@ -83,6 +85,7 @@ class ModelMeters:
         "queue_latency",
         "request_latency",
         "successes",
+        "waiting_requests",
     )
 
     def __init__(self) -> None:
@@ -93,13 +96,16 @@ class ModelMeters:
         self.inferences = 0
         self.busy_seconds = 0.0
         self.cost_usd = 0.0
+        self.batched_requests = 0  # requests taken into batches by the batcher task ...
+        self.waiting_requests = 0  # ... and those waiting when each of those batches formed
         self.request_latency = Buckets(_LATENCY_BUCKETS)
         self.queue_latency = Buckets(_LATENCY_BUCKETS)
         self.compute_latency = Buckets(_LATENCY_BUCKETS)
         self.batch_size = Buckets(_BATCH_BUCKETS)
         self.inflight: Callable[[], float] = lambda: 0.0
         self.queue_depth: Callable[[], float] = lambda: 0.0
-        self.cost_per_inference: Callable[[], float] = lambda: 0.0
+        self.executing: Callable[[], float] = lambda: 0.0
+        self.cost_per_inference: Callable[[], CostFigures | None] = lambda: None
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -123,6 +129,12 @@ class _Collector(Collector):
                                    labels=["model"])
         cost = CounterMetricFamily("gpupool_worker_cost_usd", "Cost of executed inferences (USD).",
                                    labels=["model"])
+        batched = CounterMetricFamily(
+            "gpupool_worker_batched_requests", "Requests the batcher took into batches (queued ones, "
+            "not those run at once on an idle engine).", labels=["model"])
+        waiting = CounterMetricFamily(
+            "gpupool_worker_batch_waiting_requests", "Requests that were waiting when those batches "
+            "formed: batched / waiting is the share of the queue a batch carries.", labels=["model"])
         histograms = {
             "request_latency": HistogramMetricFamily(
                 "gpupool_worker_request_duration_seconds", "Request time from arrival to response.",
@@ -140,9 +152,14 @@ class _Collector(Collector):
                                         labels=["model"])
         inflight = GaugeMetricFamily("gpupool_worker_inflight_requests",
                                      "Requests accepted and not yet answered.", labels=["model"])
+        executing = GaugeMetricFamily("gpupool_worker_executing_requests",
+                                      "Requests in the batch on the engine now.", labels=["model"])
         per_inference = GaugeMetricFamily(
             "gpupool_worker_cost_per_inference_usd",
-            "Cumulative cost divided by cumulative inferences (USD).", labels=["model"])
+            "USD per inference: basis=busy prices the device time the batches took, basis=idle_charged "
+            "every second the replica has been up (shared among its models by busy time); over the last "
+            "60 s (window=60s) or the replica's lifetime. 0 with no inference in the span.",
+            labels=["model", "basis", "window"])
         for name, m in models:
             requests.add_metric([name, "success"], m.successes)
             requests.add_metric([name, "failure"], m.failures)
@@ -152,14 +169,23 @@ class _Collector(Collector):
             executions.add_metric([name], m.executions)
             busy.add_metric([name], m.busy_seconds)
             cost.add_metric([name], m.cost_usd)
+            batched.add_metric([name], m.batched_requests)
+            waiting.add_metric([name], m.waiting_requests)
             for attr, family in histograms.items():
                 buckets, total = getattr(m, attr).cumulative()
                 family.add_metric([name], buckets, total)
             queue_depth.add_metric([name], m.queue_depth())
             inflight.add_metric([name], m.inflight())
-            per_inference.add_metric([name], m.cost_per_inference())
+            executing.add_metric([name], m.executing())
+            figures = m.cost_per_inference()
+            if figures is not None:
+                window = f"{figures.window_s:g}s"
+                per_inference.add_metric([name, "busy", window], figures.busy_window)
+                per_inference.add_metric([name, "busy", "lifetime"], figures.busy_lifetime)
+                per_inference.add_metric([name, "idle_charged", window], figures.idle_charged_window)
+                per_inference.add_metric([name, "idle_charged", "lifetime"], figures.idle_charged_lifetime)
         yield from (requests, errors, inferences, executions, *histograms.values(), queue_depth,
-                    inflight, busy, cost, per_inference)
+                    inflight, executing, busy, cost, per_inference, batched, waiting)
 
 
 class WorkerMetrics:

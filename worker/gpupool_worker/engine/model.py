@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from gpupool_worker.engine.types import ModelMetadata
 
-__all__ = ["Arrays", "Execution", "Model"]
+__all__ = ["Arrays", "Execution", "Model", "TokenBatch"]
 
 Arrays = Mapping[str, npt.NDArray[Any]]
 
@@ -36,8 +36,60 @@ class Execution:
         return self.input_ns + self.infer_ns + self.output_ns
 
 
+@dataclass(frozen=True, slots=True)
+class TokenBatch:
+    """Rows of token ids (and whatever else a text model feeds its encoder), each array
+    ``[rows, width]`` zero-padded on the right, with each row's real length. What a model that
+    :attr:`Model.tokenizes` returns from :meth:`Model.tokenize`; the batcher budgets, buckets,
+    splits and pads these, then hands ``arrays`` to :meth:`Model.execute`."""
+
+    arrays: dict[str, npt.NDArray[Any]]
+    lengths: npt.NDArray[np.int64]
+
+    @property
+    def rows(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.lengths.max()) if self.rows else 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.nbytes) for a in self.arrays.values())
+
+    def take(self, start: int, stop: int) -> TokenBatch:
+        """Rows ``start:stop``, trimmed to their own longest row."""
+        lengths = self.lengths[start:stop]
+        width = int(lengths.max()) if lengths.size else 0
+        return TokenBatch({k: v[start:stop, :width] for k, v in self.arrays.items()}, lengths)
+
+    @staticmethod
+    def concatenate(parts: list[TokenBatch]) -> TokenBatch:
+        """One batch of every part's rows, padded with zeros to the longest."""
+        if len(parts) == 1:
+            return parts[0]
+        width = max(p.width for p in parts)
+        arrays = {}
+        for name in parts[0].arrays:
+            pieces = [p.arrays[name] for p in parts]
+            arrays[name] = np.concatenate(
+                [a if a.shape[1] == width else np.pad(a[:, :width], ((0, 0), (0, width - a.shape[1])))
+                 for a in pieces], axis=0)
+        return TokenBatch(arrays, np.concatenate([p.lengths for p in parts]))
+
+
 class Model(abc.ABC):
-    """A loaded, servable model. Subclasses implement the three phases."""
+    """A loaded, servable model. Subclasses implement the three phases.
+
+    A text model may also set :attr:`tokenizes` and implement :meth:`tokenize`: the batcher then
+    tokenizes each request off the compute thread (on the event loop when it is small, else on a
+    tokenizer thread) before queueing it, so the compute thread only runs the encoder, and batches
+    are sized by tokens (with length buckets) rather than by rows alone."""
+
+    tokenizes = False
+    max_tokens = 0
+    """The longest row (in tokens) a tokenizing model runs; 0 for other models."""
 
     def __init__(self, metadata: ModelMetadata) -> None:
         self.metadata = metadata
@@ -61,6 +113,10 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def finish(self, raw: Any) -> dict[str, npt.NDArray[Any]]:
         """Turn ``forward``'s result into host arrays named as the model's outputs."""
+
+    def tokenize(self, inputs: Arrays) -> TokenBatch:
+        """The request's text as token rows (raise InferenceError for text it cannot take)."""
+        raise NotImplementedError(f"model {self.name} does not tokenize")
 
     def check(self, inputs: Arrays) -> None:  # noqa: B027 - optional hook, no-op by default
         """Refuse inputs the model cannot take (raise InferenceError); runs before queueing."""

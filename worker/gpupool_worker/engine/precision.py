@@ -18,6 +18,7 @@ class EngineKind(enum.Enum):
     EAGER = "eager"
     COMPILE = "compile"
     TRITON = "triton"
+    ONNX = "onnx"  # ONNX Runtime on the CPU (sentence-embedding encoders: engine.models.ort_encoder)
 
 
 class Precision(enum.Enum):
@@ -45,17 +46,21 @@ class Resolved:
 
 def resolve(
     engine: str, precision: str, *, device_type: str, capability: tuple[int, int] | None,
-    triton_ok: bool, triton_reason: str,
+    triton_ok: bool, triton_reason: str, onnx_ok: bool = False,
+    cpu_bf16: tuple[bool, str] = (False, "the CPU's bf16 support is unknown"),
 ) -> Resolved:
     """Pick the engine and precision, or raise ValueError naming the setting that cannot be met.
 
-    ``auto`` engine: Triton kernels on a GPU that runs them, else torch.compile on a GPU, else eager.
+    ``auto`` engine: Triton kernels on a GPU that runs them, else torch.compile on a GPU; on a CPU
+    ONNX Runtime where the model can run on it (``onnx_ok``), else eager.
     ``auto`` precision: bf16 on compute capability >= 8.0, fp16 on older GPUs, fp32 on a CPU.
+    bf16 on a CPU only where it computes bf16 natively (``cpu_bf16``: AMX or AVX512-BF16) and on
+    a torch engine; ONNX Runtime runs fp32 or int8 on the CPU only.
     """
     try:
         wanted_engine = None if engine == "auto" else EngineKind(engine)
     except ValueError:
-        raise ValueError(f"engine '{engine}' is not one of auto, eager, compile, triton") from None
+        raise ValueError(f"engine '{engine}' is not one of auto, eager, compile, triton, onnx") from None
     try:
         wanted_precision = None if precision == "auto" else Precision(precision)
     except ValueError:
@@ -69,6 +74,9 @@ def resolve(
         elif device_type == "cuda":
             chosen_engine = EngineKind.COMPILE
             reasons.append(f"engine auto -> compile (triton unusable: {triton_reason})")
+        elif onnx_ok and wanted_precision in (None, Precision.FP32, Precision.INT8):
+            chosen_engine = EngineKind.ONNX
+            reasons.append("engine auto -> onnx (CPU)")
         else:
             chosen_engine = EngineKind.EAGER
             reasons.append("engine auto -> eager (CPU)")
@@ -76,6 +84,9 @@ def resolve(
         chosen_engine = wanted_engine
         if chosen_engine is EngineKind.TRITON and not triton_ok:
             raise ValueError(f"engine 'triton' cannot run here: {triton_reason}")
+        if chosen_engine is EngineKind.ONNX and (device_type != "cpu" or not onnx_ok):
+            raise ValueError("engine 'onnx' runs sentence-embedding encoders on a CPU only" if onnx_ok or
+                             device_type != "cpu" else "engine 'onnx' cannot run this model")
 
     if wanted_precision is None:
         if device_type == "cuda" and capability is not None and capability >= (8, 0):
@@ -87,6 +98,12 @@ def resolve(
         reasons.append(f"precision auto -> {chosen_precision.value}")
     else:
         chosen_precision = wanted_precision
+        if chosen_precision is Precision.BF16 and device_type == "cpu":
+            if chosen_engine is EngineKind.ONNX:
+                raise ValueError("precision 'bf16' on a CPU is the torch engines' (engine eager), "
+                                 "ONNX Runtime runs fp32 or int8")
+            if not cpu_bf16[0]:
+                raise ValueError(f"precision 'bf16' is refused on this CPU: {cpu_bf16[1]}")
         if (chosen_precision is Precision.BF16 and device_type == "cuda" and capability is not None
                 and capability < (8, 0)):
             raise ValueError(

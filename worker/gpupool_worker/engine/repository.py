@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import importlib.util
 import json
 import logging
 import threading
@@ -42,7 +43,7 @@ from gpupool_worker.engine.model import Model
 from gpupool_worker.engine.models.model_json import ModelConfig, TensorConfig
 from gpupool_worker.engine.models.pool_model import PoolModel
 from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
-from gpupool_worker.engine.precision import resolve
+from gpupool_worker.engine.precision import EngineKind, resolve
 from gpupool_worker.sources import Reason, SourceError, fetch
 
 __all__ = ["ModelConfig", "ModelEntry", "ModelRepository", "ModelState", "RepositoryCollector", "RuntimeDefaults",
@@ -68,6 +69,7 @@ class RuntimeDefaults:
     compile_backend: str = "inductor"
     cuda_graphs: bool = True
     warmup: bool = True
+    threads: int = 0  # CPU intra-op threads (GPUPOOL_TORCH_THREADS; 0: the CPU limit)
     emulated: EmulatedDevice | None = None
     """An emulated GPU or MIG slice (local cluster): every model is served by engine.emulated."""
 
@@ -105,6 +107,10 @@ def _resolve_weights(spec: str, model_dir: Path) -> Path:
     return path if path.is_absolute() else model_dir / path
 
 
+def _has_onnxruntime() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def load_model(name: str, directory: Path, config: ModelConfig, defaults: RuntimeDefaults) -> Model:
     """Build a model from its directory and config (slow: reads weights, may compile and warm up)."""
     if defaults.emulated is not None:  # the real model on the CPU for its metadata, then emulated
@@ -115,17 +121,31 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
     if config.kind == "sentence-embedding":
         ok, why = triton_support(device)
         capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        from gpupool_worker.engine.models.ort_encoder import cpu_bf16_support
+
         try:
             chosen = resolve(config.engine or defaults.engine, config.precision or defaults.precision,
                              device_type=device.type, capability=capability, triton_ok=ok,
-                             triton_reason=why)
+                             triton_reason=why, onnx_ok=device.type == "cpu" and _has_onnxruntime(),
+                             cpu_bf16=cpu_bf16_support() if device.type == "cpu" else (False, ""))
         except ValueError as exc:
             what = Reason.ENGINE_UNSUPPORTED if str(exc).startswith("engine") else Reason.PRECISION_UNSUPPORTED
             raise SourceError(what, f"model {name}: {exc}") from None
         log.info("model %s: %s, %s (%s)", name, chosen.engine.value, chosen.precision.value,
                  chosen.reason)
-        model: Model = SentenceEmbeddingModel(
-            name, config.version, _resolve_weights(config.weights, directory),
+        weights = _resolve_weights(config.weights, directory)
+        if chosen.engine is EngineKind.ONNX:
+            from gpupool_worker.engine.models.ort_encoder import OrtSentenceModel
+
+            model: Model = OrtSentenceModel(
+                name, config.version, weights, precision=chosen.precision, max_batch_size=config.max_batch_size,
+                max_sequence_length=config.max_sequence_length, normalize=config.normalize,
+                threads=defaults.threads)
+            if defaults.warmup:
+                model.warmup()
+            return model
+        model = SentenceEmbeddingModel(
+            name, config.version, weights,
             engine=chosen.engine, precision=chosen.precision, device=device,
             max_batch_size=config.max_batch_size, max_sequence_length=config.max_sequence_length,
             normalize=config.normalize, compile_backend=defaults.compile_backend,
@@ -225,7 +245,8 @@ class ModelRepository:
         entry.reason = f"loading {source.uri}"
         base = entry.config.model_dump(include={"version", "max_batch_size", "max_queue_delay_us", "max_queue_size",
                                                 "inline_below_us", "engine", "precision", "cuda_graphs",
-                                                "max_sequence_length"})
+                                                "max_sequence_length", "batch_token_budget",
+                                                "request_token_budget"})
         entry.directory, entry.config = resolve_config(source, fetched, base)
         how = "read in place" if fetched.uri.scheme in ("builtin", "pvc") else \
             "node cache" if fetched.from_cache else "downloaded"

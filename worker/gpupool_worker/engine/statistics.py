@@ -7,9 +7,11 @@ message. Durations are nanoseconds, as in Triton.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gpupool_worker.engine.costing import CostModel
+from gpupool_worker.engine.costing import CostFigures, CostLedger, CostModel
 
 __all__ = ["BatchStat", "Duration", "ModelStatistics", "StatisticsSnapshot"]
 
@@ -49,6 +51,7 @@ class StatisticsSnapshot:
     busy_ns: int
     cost_total_usd: float
     cost: CostModel
+    figures: CostFigures
 
     @property
     def cost_per_inference_usd(self) -> float:
@@ -58,7 +61,12 @@ class StatisticsSnapshot:
 class ModelStatistics:
     """Thread-safe accumulator; the batcher records executions, the data plane records requests."""
 
-    def __init__(self, name: str, version: str, cost: CostModel) -> None:
+    def __init__(self, name: str, version: str, cost: CostModel, *, ledger: CostLedger | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``ledger``: the replica's (shared by its models, see :class:`CostLedger`); alone, a
+        model gets its own, started now."""
+        self._clock = clock
+        self.ledger = ledger or CostLedger(cost, started_s=clock())
         self._lock = threading.Lock()
         self._name = name
         self._version = version
@@ -96,7 +104,12 @@ class ModelStatistics:
             stat.compute_output.add(output_ns)
             self._busy_ns += busy
             self._cost_usd += usd
+        self.ledger.record(self._name, rows=batch_rows, busy_ns=busy, at_s=self._clock())
         return usd
+
+    def figures(self) -> CostFigures:
+        """Cost per inference now: busy and idle-charged, window and lifetime."""
+        return self.ledger.figures(self._name, self._clock())
 
     @property
     def cost_per_inference_usd(self) -> float:
@@ -134,4 +147,5 @@ class ModelStatistics:
                 busy_ns=self._busy_ns,
                 cost_total_usd=self._cost_usd,
                 cost=self._cost,
+                figures=self.figures(),
             )

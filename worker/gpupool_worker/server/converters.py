@@ -186,7 +186,12 @@ def statistics_to_pb(snapshots: list[StatisticsSnapshot]) -> pb.ModelStatisticsR
             price_per_hour_usd=s.cost.price_per_hour_usd, device_share=s.cost.device_share,
             busy_ns=s.busy_ns, total_usd=s.cost_total_usd,
             per_inference_usd=s.cost_per_inference_usd, accelerator=s.cost.accelerator,
-            mig_profile=s.cost.mig_profile))
+            mig_profile=s.cost.mig_profile,
+            per_inference_busy_window_usd=s.figures.busy_window,
+            per_inference_idle_charged_window_usd=s.figures.idle_charged_window,
+            per_inference_idle_charged_usd=s.figures.idle_charged_lifetime,
+            window_seconds=s.figures.window_s, replica_seconds=s.figures.replica_s,
+            window_inference_count=s.figures.window_inferences))
     return out
 
 

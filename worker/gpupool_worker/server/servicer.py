@@ -1,7 +1,10 @@
 """The GRPCInferenceService servicer: convert, call the data plane, convert back. Nothing else.
 
-Engine errors map onto status codes one to one; any other exception in a request is logged and
-answered INTERNAL, and the worker keeps serving.
+Engine errors map onto status codes one to one; any other exception in a request is logged
+(rate-limited: :mod:`gpupool_worker.engine.logs`) and answered INTERNAL, and the worker keeps
+serving. Requests arrive as bytes and are parsed here (:func:`add_to_server`), so a message that is
+not valid protobuf is answered INVALID_ARGUMENT, saying so, instead of gRPC's UNKNOWN with a
+traceback in the log.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from gpupool_proto import inference_pb2 as pb
 from gpupool_proto import inference_pb2_grpc as pb_grpc
 from gpupool_worker.engine.dataplane import EXTENSIONS, SERVER_NAME, DataPlane
 from gpupool_worker.engine.errors import ErrorKind, InferenceError
+from gpupool_worker.engine.logs import RateLimitedLog
 from gpupool_worker.server import converters
 
-__all__ = ["STATUS_OF", "InferenceServicer"]
+__all__ = ["STATUS_OF", "InferenceServicer", "add_to_server"]
 
 log = logging.getLogger(__name__)
+errors = RateLimitedLog(log)
 
 STATUS_OF: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -45,7 +50,7 @@ async def _guard(context: grpc.aio.ServicerContext[Any, Any], what: str,
     except grpc.aio.AbortError:
         raise
     except Exception as exc:
-        log.exception("%s failed", what)
+        errors.error(f"{what}:{type(exc).__name__}", "%s failed", what, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"{what} failed: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable: context.abort raises")
 
@@ -87,7 +92,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.ModelInferResponse:
         # _guard's handling written out: the hottest call skips building a closure per request
         try:
-            engine_request = converters.infer_request_from_pb(request)
+            try:
+                engine_request = converters.infer_request_from_pb(request)
+            except InferenceError as err:  # refused before the data plane saw it: count it there
+                self._plane.count_failure(request.model_name, err.kind)
+                raise
             response = await self._plane.infer(engine_request, timeout_s=context.time_remaining())
             return converters.infer_response_to_pb(response)
         except InferenceError as err:
@@ -95,7 +104,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            log.exception("ModelInfer failed")
+            errors.error(f"ModelInfer:{type(exc).__name__}", "ModelInfer failed", exc_info=exc)
             await context.abort(grpc.StatusCode.INTERNAL, f"ModelInfer failed: {type(exc).__name__}: {exc}")
         raise AssertionError("unreachable: context.abort raises")
 
@@ -111,3 +120,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.RepositoryIndexResponse:
         return converters.index_to_pb(self._plane.index(ready_only=request.ready))
+
+
+def _parsing(method: Callable[[Any, Any], Awaitable[Any]], request_type: Any, name: str
+             ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    full_name = request_type.DESCRIPTOR.full_name
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            request = request_type.FromString(raw)
+        except Exception as exc:  # google.protobuf.message.DecodeError: nothing else parsing raises
+            errors.warning(f"{name}:malformed", "%s: a request that is not a valid %s (%s)", name, full_name, exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{name}: the request is not a valid {full_name} message: {exc}")
+        return await method(request, context)
+
+    return handler
+
+
+def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register the service as ``add_GRPCInferenceServiceServicer_to_server`` does, except that
+    each handler receives the request's bytes and parses them itself (see the module docstring)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _parsing(getattr(servicer, method.name), request_type, method.name),
+            request_deserializer=None, response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)

@@ -104,7 +104,7 @@ class TorchOps:
     def layer_norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                    residual: torch.Tensor | None = None) -> torch.Tensor:
         h = x if residual is None else x + residual
-        return F.layer_norm(h, (h.shape[-1],), weight, bias, eps)
+        return F.layer_norm(h, (weight.shape[0],), weight, bias, eps)  # a static size: ONNX export traces it
 
     def linear(self, x: torch.Tensor, p: Linear, *, gelu: bool = False) -> torch.Tensor:
         if p.weight is not None:

