@@ -244,6 +244,7 @@ def test_a_surge_scales_up_onto_a_new_shape_a_restart_keeps_the_windows_and_idle
         # to the cheaper mix: make before break)
         await until(cluster, loop, scaler, None, lambda: len(cluster.live()) == 1 and shapes(cluster) == {"cpu-0000"},
                     "one replica left, on the CPU node")
+        await scaler.scraper.close()
         down = cluster.events("ScaledDown")
         assert down
         print("events:", [e["message"] for e in [*cluster.events("ScaledUp"), *down]])
@@ -288,6 +289,15 @@ def test_only_the_leader_scales_and_a_clock_step_changes_nothing(worker_factory:
         assert REGISTRY.get_sample_value("gpupool_scaling_reporting_replicas",
                                          {"namespace": NS, "pool": POOL, "model": MODEL}) == 1
         assert (REGISTRY.get_sample_value("gpupool_scaling_scrapes_total", {"outcome": "ok"}) or 0) >= 8
+        # the pool deleted: its model, overrides and series go
+        cluster.store.delete(Kind.POOL, cluster.store.get(Kind.POOL, f"{NS}/{POOL}") or {})
+        await loop.cycle()
+        await leader.tick()
+        await leader.scraper.close()
+        assert DEMAND not in leader.models
+        assert DEMAND not in leader.overrides
+        assert REGISTRY.get_sample_value("gpupool_scaling_desired_replicas",
+                                         {"namespace": NS, "pool": POOL, "model": MODEL}) is None
 
     asyncio.run(scenario())
 

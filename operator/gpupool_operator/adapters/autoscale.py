@@ -56,6 +56,7 @@ from gpupool_operator.adapters.autoscale_record import (
     Memory,
     Records,
     export,
+    forget,
     read_record,
 )
 from gpupool_operator.adapters.events import EventRecorder, involved_pool
@@ -301,12 +302,19 @@ class Autoscaler:
         for reading in readings.values():
             SCRAPES.labels(outcome="ok" if reading.sample is not None else "failed").inc()
         now = self.clock()
+        restored = False
         for key in seen.pools:
             if key not in self.loaded:
                 self.loaded.add(key)
                 for demand, (memory, want) in read_record(self.store, key, now, self.wall()).items():
-                    self.models[demand], self.overrides[demand] = memory, want
-                self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
+                    self.models[demand], self.overrides[demand], restored = memory, want, True
+        live = {d.key for d in seen.demands}
+        for gone in [k for k in self.models if k not in live]:  # pools or models deleted
+            del self.models[gone]
+            self.overrides.pop(gone, None)
+            forget(gone)
+        if restored:
+            self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
         offers = await self._offers(seen)
         changed = False
         decided: dict[str, str] = {}
