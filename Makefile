@@ -10,7 +10,7 @@ PY = $(VENV)/bin/python
 # The kserve SDK's client runs from its own venv beside the main one (it pins protobuf<7).
 PYTEST = GPUPOOL_KSERVE_PYTHON=$(VENV)-kserve/bin/python $(PY) -m pytest -p no:cacheprovider --durations=15
 
-.PHONY: help setup binaries lint verify test test-fast bench demo up down clean-cluster
+.PHONY: help setup binaries lint verify test test-fast bench demo up down clean-cluster images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,10 +25,11 @@ setup: ## create the Python env (cached by dependency hash) and build the contro
 binaries: ## build only the Go control-plane binaries (etcd, kube-*, kubectl, kwok, helm)
 	@$(PY) -m gpupool_operator local build
 
-lint: ## ruff, mypy --strict, import-linter layer contracts
+lint: ## ruff, mypy --strict, import-linter layer contracts, hadolint on the Dockerfiles
 	$(PY) -m ruff check operator worker proto tests benchmarks scripts docs
 	$(PY) -m mypy operator/gpupool_operator worker/gpupool_worker
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile tests/images/pybase.Containerfile
 
 verify: ## regenerate every checked-in artifact (CRDs, chart CRDs and values schema, protobuf stubs) and fail if anything drifted
 	$(PY) -m gpupool_operator.api.crdgen --check
@@ -46,6 +47,9 @@ test-fast: ## tests that need no control plane
 
 bench: setup ## run every benchmarks/*/bench_*.py; results land in benchmarks/results/
 	@set -e; for f in benchmarks/*/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+images: ## build the operator and worker images with podman + runc (no Docker, no registry) and print their sizes
+	@bash tests/images/build_images.sh
 
 demo: setup ## local demo: real control plane + fake GPU pools + the operator placing the example InferencePools
 	$(PY) -m gpupool_operator demo

@@ -154,6 +154,14 @@ def test_install_upgrade_uninstall(cluster: LocalCluster, release: Release, tmp_
     _wait(lambda: cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"),
                                   check=False).returncode == 0, "the GPUPoolConfig CRD to be served")
     before = _json(cluster, "get", "gpupoolconfig", "default")
+    # A wrong value fails `helm install` itself, with the field named, and installs nothing.
+    bad = release.helm("install", release.name, str(CHART), "--create-namespace", "--set", "operator.replicas=-1",
+                       "--set", "config.gpuPrices[0].product=H100-80GB", "--set", "config.gpuPrices[0].usdPerGpuHour=x",
+                       check=False)
+    assert bad.returncode != 0
+    assert "- at '/operator/replicas': minimum: got -1, want 1" in bad.stderr, bad.stderr
+    assert "'/config/gpuPrices/0/usdPerGpuHour'" in bad.stderr, bad.stderr
+    assert release.helm("status", release.name, check=False).returncode != 0  # no release was made
     health, metrics = _free_port(), _free_port()
     install = release.helm(
         "install", release.name, str(CHART), "--create-namespace", "--wait", "--timeout", "120s",
