@@ -166,6 +166,8 @@ class NodeState:
     index: int
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)  # how each component was started
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def bridge(self) -> str:
@@ -387,7 +389,30 @@ class RealNodes:
                                     env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **(env or {})},
                                     start_new_session=True)
         node.pids[what] = proc.pid
+        node.commands[what] = list(argv)
+        node.envs[what] = dict(env or {})
         self._save()
+
+    def restart(self, name: str, what: str, timeout_s: float = 60) -> None:
+        """Kill one component of a node (SIGKILL, as a crash) and start it again as it was started;
+        wait until it answers (the kubelet: the node Ready again)."""
+        node = self.state.nodes[name]
+        pid = node.pids.get(what)
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            end = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < end:
+                time.sleep(0.05)
+        self._spawn(node, what, node.commands[what], node.envs.get(what))
+        deadline = time.monotonic() + timeout_s
+        if what == "kubelet":
+            self._wait(node, "kubelet", lambda: self._healthz(node), deadline)
+            self._wait_ready(node, deadline)
+        elif what == "containerd":
+            b = self.binaries
+            self._wait(node, "containerd", lambda: _run(str(b.ctr), "--address", str(self.socket(name)), "version",
+                                                        check=False, timeout=5).returncode == 0, deadline)
 
     def log_tail(self, name: str, what: str, lines: int = 25) -> str:
         try:
