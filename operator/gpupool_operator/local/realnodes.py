@@ -251,6 +251,13 @@ class RealNodes:
         the cluster directory may be deep (pytest's tmp_path)."""
         return self.cluster_run_dir / f"n{self.state.nodes[name].index}"
 
+    def _other_clusters(self) -> list[str]:
+        """Other local clusters whose real nodes still hold sockets under /run/gpupool."""
+        if not RUN_ROOT.is_dir():
+            return []
+        return [d.name for d in RUN_ROOT.iterdir()
+                if d.is_dir() and d != self.cluster_run_dir and any(d.glob("n*/*.sock"))]
+
     @property
     def cluster_run_dir(self) -> Path:
         return RUN_ROOT / hashlib.sha256(str(self.cluster.directory).encode()).hexdigest()[:8]
@@ -812,6 +819,17 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def _restore_host(self) -> None:
         before = self.state.host_before
         if not before:
+            return
+        others = self._other_clusters()
+        if others:
+            # Host paths and sysctls are shared by every local cluster's real nodes: restoring them
+            # now would pull /run/gpupool and the CNI state from under the others' containerd and
+            # device plugins, so they stay as they are (a cluster started alone restores them).
+            print(f"[gpupool local] real nodes of {len(others)} other local cluster(s) still run "
+                  f"({', '.join(sorted(others))} under {RUN_ROOT}): host paths and sysctls stay as they are "
+                  "for them", file=sys.stderr)
+            self.state.host_before = {}
+            self._save()
             return
         for name, value in before.get("sysctls", {}).items():
             path = _sysctl_path(name)
