@@ -2,9 +2,13 @@
 
 Brings the local cluster up (or reuses it), registers the small heterogeneous GPU cluster, installs
 the CRDs and the default GPUPoolConfig, runs the operator in this process, applies the example
-InferencePools, waits (bounded) until every pool is placed, prints where each replica runs, the MIG
-re-layouts asked for and what it all costs, then stops the operator and, unless ``--keep-cluster``,
-the cluster it started. Every wait has a deadline, so the demo always ends by itself.
+InferencePools and shows them live (:mod:`demo_view`) until every pool is placed and ready. As root
+with the node binaries built it also starts real kubelet nodes (``--no-real-nodes``: KWOK only), and
+then replays a slice of a real request trace (:mod:`demo_load`) against the pool on real nodes, so
+its queue grows, the operator scales it up, the load stops and it scales down, all shown live. It
+prints where each replica runs, the MIG re-layouts, the load's summary and what it all costs, then
+stops the operator and, unless ``--keep`` (``--keep-cluster``), the cluster it started; otherwise
+it prints how to look with kubectl. Every wait has a deadline, so the demo always ends by itself.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +42,22 @@ def register(sub: Any) -> None:
     parser.add_argument("--spec", type=Path, default=None, help="cluster spec (default: the built-in small-hetero)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for placement (default: %(default)s)")
-    parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster (and the pools) running")
-    parser.add_argument("--real-nodes", action="store_true",
-                        help="also start the spec's real kubelet nodes (each pool's `real`; root): replicas there "
-                             "run the worker for real (emulated GPUs) and answer requests")
+    parser.add_argument("--keep-cluster", "--keep", dest="keep_cluster", action="store_true",
+                        help="leave the cluster (and the pools) running, to look with kubectl")
+    parser.add_argument("--real-nodes", dest="real_nodes", action="store_true", default=None,
+                        help="also start the spec's real kubelet nodes (each pool's `real`): replicas there run the "
+                             "worker for real (emulated GPUs) and answer requests (default: on as root when the "
+                             "node binaries are built)")
+    parser.add_argument("--no-real-nodes", dest="real_nodes", action="store_false",
+                        help="KWOK fake nodes only (nothing serves, so no load and no scaling is shown)")
+    parser.add_argument("--load-seconds", type=float, default=60.0,
+                        help="seconds of trace-driven load against the pool on real nodes (default: %(default)s; "
+                             "0: none)")
+    parser.add_argument("--load-rate", type=float, default=12.0,
+                        help="mean requests per second of the replayed trace slice (default: %(default)s)")
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="request trace CSV (default: ../shared/traces/azure-llm-2023-code.csv, or a bursty "
+                             "generator when it is absent)")
     parser.set_defaults(func=run)
 
 
@@ -176,40 +192,133 @@ def _report(cluster: Any) -> str:
     return "\n".join(out)
 
 
-def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> None:
-    """Until every pool is placed and every replica ready (or ``timeout_s``): a live view on a
-    terminal (:mod:`demo_view`), one line per change otherwise (logs, CI)."""
+def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Callable[[Any], bool],
+          notes: Callable[[], Sequence[str]] = tuple, start: float | None = None) -> Any:
+    """Until ``done(view)`` (or ``timeout_s``): a live view on a terminal (:mod:`demo_view`), one
+    line per change otherwise (logs, CI). Returns the last view."""
     from rich.console import Console
     from rich.live import Live
 
     from gpupool_operator.cli import demo_view
 
     console = Console(stderr=True)
-    start = time.monotonic()
-    deadline = start + timeout_s
+    start = time.monotonic() if start is None else start
+    deadline = time.monotonic() + timeout_s
     last = ""
     live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
     with live if live is not None else contextlib.nullcontext():
         while True:
-            view = demo_view.gather(lambda *a: _get(cluster, *a), DEMO_NAMESPACE, time.monotonic() - start)
+            view = demo_view.gather(lambda *a: _get(cluster, *a), DEMO_NAMESPACE, time.monotonic() - start,
+                                    notes())
             if live is not None:
                 live.update(demo_view.render(view))
             else:
-                line = demo_view.progress(view)
+                line = " | ".join([demo_view.progress(view), *view.notes[:1]])
                 if line != last:
                     _say(line)
                     last = line
-            placed = sum(1 for p in view.pools if _placed(p))
-            ready = sum((p.get("status") or {}).get("readyReplicas", 0) for p in view.pools)
-            want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in view.pools)
-            if placed == len(view.pools) and ready >= want > 0:
-                return
+            if done(view):
+                return view
             if operator.error is not None:
                 raise RuntimeError(f"the operator stopped: {operator.error!r}")
             if time.monotonic() > deadline:
-                _say(f"not everything is ready after {timeout_s:.0f}s; showing what there is")
-                return
+                return view
             time.sleep(1.0)
+
+
+def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> float:
+    """Until every pool is placed and every replica ready (or ``timeout_s``); returns the seconds taken."""
+    start = time.monotonic()
+
+    def ready(view: Any) -> bool:
+        placed = sum(1 for p in view.pools if _placed(p))
+        got = sum((p.get("status") or {}).get("readyReplicas", 0) for p in view.pools)
+        want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in view.pools)
+        return bool(placed == len(view.pools) and got >= want > 0)
+
+    view = _live(cluster, operator, timeout_s, ready)
+    took = time.monotonic() - start
+    if ready(view):
+        _say(f"every pool placed and every replica ready after {took:.0f}s")
+    else:
+        _say(f"not everything is ready after {timeout_s:.0f}s; showing what there is")
+    return took
+
+
+#: The demo's scaling windows (set only for the demo, so a burst and its end show within minutes;
+#: the operator's defaults are Knative's: a 60 s stable window, 600 s pending timeout).
+DEMO_SCALING = {"stable_window_s": 20, "panic_window_s": 4, "panic_decay_half_life_s": 10, "hold_startups": 1,
+                "pending_timeout_s": 30}
+
+
+def _trace(path: Path | None) -> Any:
+    from gpupool_operator.cli import demo_load
+    from gpupool_operator.sim import generators
+
+    path = path or demo_load.DEFAULT_TRACE
+    if path.is_file():
+        return demo_load.load_trace(path)
+    _say(f"no trace at {path}: a bursty generator instead (on/off bursts)")
+    return generators.onoff(on_rate=10.0, duration=3600.0, on=15.0, off=30.0, off_rate=0.5)
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _load_phase(cluster: Any, operator: _InProcessOperator, args: argparse.Namespace) -> list[str]:
+    """Replay a trace slice against the pool on real nodes; watch the operator scale it up, then,
+    once the load stops, down. Bounded: the load's length plus 150 s. Returns the summary lines."""
+    from gpupool_operator.cli import demo_load
+    from gpupool_operator.local import endpoints
+
+    api = cluster.api_client()
+    pools = [p["metadata"]["name"] for p in _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]]
+    order = sorted(pools, key=lambda n: (n != "quickstart", n))
+    target = next((n for n in order if endpoints.endpoints(api, DEMO_NAMESPACE, n)), None)
+    if target is None:
+        _say("no pool has a ready replica on a real node (KWOK replicas serve nothing): no load")
+        return ["load: none (no pool has a ready replica on a real node)"]
+    trace = _trace(args.trace)
+    rate = args.load_rate
+    plan = demo_load.schedule(trace, rate, args.load_seconds, max_requests=int(rate * args.load_seconds * 2))
+    source = plan.attribution or f"requests: {plan.source} (generated)"
+    _say(f"load: {len(plan.offsets)} requests over {plan.seconds:.0f}s (busiest slice of {plan.source} from "
+         f"{plan.trace_start_s:.0f}s, time x{1 / plan.speedup:.2f}) -> pool {target}'s ready endpoints")
+    _say(f"demo-only scaling windows: GPUPOOL_SCALING_PARAMS={os.environ.get('GPUPOOL_SCALING_PARAMS')}")
+    replayer = demo_load.Replayer(plan, lambda: endpoints.endpoints(api, DEMO_NAMESPACE, target)).start()
+    started = replayer.started
+    start_mono = time.monotonic()
+
+    def summary(view: Any) -> Any:
+        return demo_load.summarize(view.events, target, started, replayer.sent, replayer.served,
+                                   replayer.failed, _epoch)
+
+    def notes() -> list[str]:
+        phase = "load running" if not replayer.done.is_set() else "load stopped: waiting for the scale-down"
+        return [f"{phase}: pool {target}: {replayer.sent}/{len(plan.offsets)} sent, {replayer.served} served, "
+                f"{replayer.failed} failed, {replayer.in_flight} in flight", source]
+
+    def done(view: Any) -> bool:
+        s = summary(view)
+        return bool(replayer.done.is_set() and s.scale_downs and (not s.scale_ups or
+                                                                  s.scale_downs[-1][0] > s.scale_ups[-1][0]))
+
+    try:
+        view = _live(cluster, operator, plan.seconds + 150.0, done, notes, start=start_mono)
+    finally:
+        replayer.stop()
+    s = summary(view)
+    pool: Mapping[str, Any] = next((p for p in view.pools if p["metadata"]["name"] == target), {})
+    st = pool.get("status") or {}
+    lines = [f"Load on pool {target} ({len(plan.offsets)} requests over {plan.seconds:.0f}s, mean "
+             f"{plan.rate:.1f}/s; busiest slice of {plan.source}, time x{1 / plan.speedup:.2f}):", *s.lines(),
+             f"  {target}: {st.get('readyReplicas', 0)}/{st.get('desiredReplicas', 0)} replicas ready, "
+             f"${st.get('usdPerHour', '-')}/h, ${st.get('usdPerMillionInferences', '-')} per 1M inferences "
+             "(from the workers' own metrics)", f"  {source}"]
+    return lines
 
 
 def _serve_traffic(cluster: Any, requests: int = 40, wait_s: float = 45) -> None:
@@ -251,12 +360,53 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+REAL_SPEC = EXAMPLES.parent / "clusters" / "real-small.yaml"
+
+
+def _use_real_nodes(requested: bool | None) -> tuple[bool, str | None]:
+    """Whether to start real kubelet nodes, and the one line saying why not when it does not."""
+    from gpupool_operator.local import toolchain
+
+    if requested is not None:
+        return requested, None if requested else "KWOK fake nodes only (--no-real-nodes): nothing serves, so " \
+            "no load and no scaling is shown"
+    if os.geteuid() != 0:
+        return False, "KWOK fake nodes only: real kubelet nodes need root (run as root to see requests served " \
+                      "and the pool scaled)"
+    built = toolchain.cache_root() / "bin"
+    needed = [built / f"kubelet-{toolchain.KUBERNETES_VERSION}" / "kubelet",
+              built / f"containerd-{toolchain.CONTAINERD_VERSION}" / "containerd",
+              built / f"runc-{toolchain.RUNC_VERSION}" / "runc"]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        return False, f"KWOK fake nodes only: the real-node binaries are not built ({', '.join(missing)}; " \
+                      "`gpupool local build --nodes` builds them)"
+    return True, None
+
+
+def _kubectl_hints(kubeconfig: Path) -> str:
+    return "\n".join([
+        "Look with kubectl:",
+        f"  export KUBECONFIG={kubeconfig}",
+        "  kubectl get ipool -A                       # pools: replicas, ready, $/h, $/1M",
+        f"  kubectl get pods -n {DEMO_NAMESPACE} -o wide     # replica pods and their nodes",
+        f"  kubectl get events -n {DEMO_NAMESPACE} --sort-by=.lastTimestamp   # ScaledUp/ScaledDown, MIG, placements",
+        "  kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/mig.config,nvidia.com/mig.config.state",
+        "  gpupool local down                          # stop it all",
+    ])
+
+
 def run(args: argparse.Namespace) -> int:
     from gpupool_operator.local.cluster import ClusterError, LocalCluster, default_dir
     from gpupool_operator.local.nodes import build_nodes, register_nodes
     from gpupool_operator.local.spec import load
 
-    spec_path = args.spec or Path(__file__).resolve().parents[1] / "local" / "clusters" / "small-hetero.yaml"
+    use_real, why = _use_real_nodes(getattr(args, "real_nodes", None))
+    if why:
+        _say(why)
+    default_spec = REAL_SPEC if use_real else \
+        Path(__file__).resolve().parents[1] / "local" / "clusters" / "small-hetero.yaml"
+    spec_path = args.spec or default_spec
     docs = _pool_docs(args.pools) if args.pools.is_dir() else []
     if not docs:
         print(f"gpupool demo: no InferencePools found in {args.pools} (use --pools DIR)", file=sys.stderr)
@@ -266,6 +416,7 @@ def run(args: argparse.Namespace) -> int:
     operator: _InProcessOperator | None = None
     mig_manager: Any = None
     real: Any = None
+    t0 = time.monotonic()
     try:
         if started_here:
             _say("starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
@@ -277,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_kwok(cluster, {n["metadata"]["name"] for n in nodes})
         _say("installing the CRDs and the default GPUPoolConfig")
         _install(cluster)
-        if args.real_nodes:
+        if use_real:
             from gpupool_operator.local.realnodes import RealNodes, start_spec_nodes
 
             real = RealNodes(cluster)
@@ -286,6 +437,10 @@ def run(args: argparse.Namespace) -> int:
             start_spec_nodes(real, spec, progress=_say)
             os.environ["GPUPOOL_WORKER_IMAGE"] = real.host.tag  # the local worker image (local.images)
             os.environ.setdefault("GPUPOOL_STATS_SECONDS", "5")  # $/1M soon after the demo's traffic
+            if args.load_seconds > 0:
+                # demo-only: short scaling windows so a burst and its end show within minutes
+                os.environ.setdefault("GPUPOOL_SCALING_PARAMS", json.dumps(DEMO_SCALING))
+                os.environ.setdefault("GPUPOOL_SCALING_STATE_SECONDS", "5")
         from gpupool_operator.local.migmanager import MigManager
 
         # NVIDIA's MIG manager, emulated: without it a replica gated on a MIG change waits forever
@@ -296,10 +451,16 @@ def run(args: argparse.Namespace) -> int:
         operator.start()
         _say(f"applying {len(docs)} example InferencePools to namespace {DEMO_NAMESPACE}")
         cluster.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", "-", input=yaml.safe_dump_all(docs))
-        _watch(cluster, operator, args.timeout)
-        if real is not None:
+        took = _watch(cluster, operator, args.timeout)
+        _say(f"all-Ready took {took:.0f}s after the pools were applied ({time.monotonic() - t0:.0f}s since start)")
+        load_lines: list[str] = []
+        if real is not None and args.load_seconds > 0:
+            load_lines = _load_phase(cluster, operator, args)
+        elif real is not None:
             _serve_traffic(cluster)
         print(_report(cluster))
+        if load_lines:
+            print("\n" + "\n".join(load_lines))
         return 0
     except (ClusterError, RuntimeError) as err:
         print(f"gpupool demo: {err}", file=sys.stderr)
@@ -311,7 +472,9 @@ def run(args: argparse.Namespace) -> int:
         if mig_manager is not None:
             mig_manager.stop()
         if args.keep_cluster or not started_here:
-            _say(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
+            _say("cluster left running" + ("" if started_here else " (it was up before the demo)"))
+            print(_kubectl_hints(cluster.kubeconfig), file=sys.stderr)
         else:
-            _say("stopping the local control plane")
+            _say("stopping the local control plane" + (" and the real nodes" if real is not None else ""))
             cluster.stop()
+        _say(f"done in {time.monotonic() - t0:.0f}s")
