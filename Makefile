@@ -52,7 +52,7 @@ bench: setup ## run every benchmarks/*/bench_*.py; results land in benchmarks/re
 images: ## build the operator and worker images with podman + runc (no Docker, no registry) and print their sizes
 	@bash tests/images/build_images.sh
 
-demo: setup ## local demo: real control plane + fake GPU pools + the operator placing the example InferencePools
+demo: setup ## local demo: real (as root) + fake GPU nodes, the operator placing the example pools, a trace burst scaling one up and down, live
 	$(PY) -m gpupool_operator demo
 
 up: setup ## start the local cluster with examples/clusters/small-hetero.yaml

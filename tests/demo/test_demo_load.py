@@ -77,17 +77,20 @@ def test_the_summary_has_the_pools_scale_events_since_the_load_started_in_order(
     events = [
         _event("ScaledDown", "quickstart", "2026-12-04T20:01:30Z", "all-minilm-l6-v2 2 -> 1"),
         _event("ScaledUp", "quickstart", "2026-12-04T20:00:12Z", "all-minilm-l6-v2 1 -> 2"),
+        _event("ScaledUp", "quickstart", "2026-12-04T20:00:14Z", "all-minilm-l6-v2 1 -> 2 (again)"),
         _event("ScaledUp", "quickstart", "2026-12-04T19:50:00Z", "an earlier run's"),
         _event("ScaledUp", "small-models", "2026-12-04T20:00:20Z", "another pool"),
         _event("Placed", "quickstart", "2026-12-04T20:00:05Z", "not a scale event"),
     ]
-    s = summarize(events, "quickstart", start, sent=700, served=690, failed=10, epoch=_epoch)
-    assert s.scale_ups == ((12.0, "all-minilm-l6-v2 1 -> 2"),)
+    s = summarize(events, "quickstart", start, sent=700, served=690, failed=10, epoch=_epoch, dropped=3)
+    assert s.scale_ups == ((12.0, "all-minilm-l6-v2 1 -> 2"), (14.0, "all-minilm-l6-v2 1 -> 2 (again)"))
     assert s.scale_downs == ((90.0, "all-minilm-l6-v2 2 -> 1"),)
     text = "\n".join(s.lines())
     assert "690 served" in text
-    assert "ScaledUp   + 12.0 s" in text
-    assert "ScaledDown + 90.0 s" in text
+    assert "3 not sent" in text
+    assert "ScaledUp   first at + 12.0 s" in text
+    assert "ScaledDown first at + 90.0 s" in text
+    assert "last at  + 14.0 s  (2 Events)" in text
 
 
 def test_a_summary_without_scaling_says_so() -> None:

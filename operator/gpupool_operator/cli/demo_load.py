@@ -88,14 +88,22 @@ class LoadSummary:
     sent: int
     served: int
     failed: int
+    dropped: int
+    """Due while ``max_in_flight`` were outstanding: not sent (counted apart from failures)."""
     scale_ups: tuple[tuple[float, str], ...]
     """(seconds after the load started, the Event's message), in order."""
     scale_downs: tuple[tuple[float, str], ...]
 
     def lines(self) -> list[str]:
-        out = [f"requests: {self.sent} sent, {self.served} served by real workers, {self.failed} failed"]
-        out += [f"  ScaledUp   +{t:5.1f} s  {m}" for t, m in self.scale_ups] or ["  no ScaledUp Event"]
-        out += [f"  ScaledDown +{t:5.1f} s  {m}" for t, m in self.scale_downs] or ["  no ScaledDown Event"]
+        out = [f"requests: {self.sent} sent, {self.served} served by real workers, {self.failed} failed, "
+               f"{self.dropped} not sent (too many in flight)"]
+        for reason, events in (("ScaledUp", self.scale_ups), ("ScaledDown", self.scale_downs)):
+            if not events:
+                out.append(f"  no {reason} Event")
+                continue
+            out.append(f"  {reason:<10} first at +{events[0][0]:5.1f} s  {events[0][1]}")
+            if len(events) > 1:
+                out.append(f"  {reason:<10} last at  +{events[-1][0]:5.1f} s  ({len(events)} Events)  {events[-1][1]}")
         return out
 
 
@@ -104,7 +112,7 @@ def _event_time(event: Mapping[str, Any]) -> str:
 
 
 def summarize(events: Sequence[Mapping[str, Any]], pool: str, load_started: float, sent: int, served: int,
-              failed: int, epoch: Callable[[str], float]) -> LoadSummary:
+              failed: int, epoch: Callable[[str], float], dropped: int = 0) -> LoadSummary:
     """The scale Events of ``pool`` since ``load_started`` (a Unix time; ``epoch`` parses an
     Event's timestamp into one), with the request counts."""
     ups: list[tuple[float, str]] = []
@@ -120,13 +128,13 @@ def summarize(events: Sequence[Mapping[str, Any]], pool: str, load_started: floa
         if at < -1:  # an Event from before the load (e.g. a kept cluster's earlier run)
             continue
         (ups if e["reason"] == "ScaledUp" else downs).append((max(at, 0.0), str(e.get("message", ""))))
-    return LoadSummary(sent, served, failed, tuple(ups), tuple(downs))
+    return LoadSummary(sent, served, failed, dropped, tuple(ups), tuple(downs))
 
 
 class Replayer:
     """Sends ``plan``'s requests on time to the endpoints ``resolve()`` returns (re-read every
     2 s, so new replicas get traffic as they become ready), at most ``max_in_flight`` at once
-    (a request due when that many are outstanding is counted failed, never queued here)."""
+    (a request due when that many are outstanding is dropped and counted, never queued here)."""
 
     def __init__(self, plan: Schedule, resolve: Callable[[], Sequence[Any]], max_in_flight: int = 64,
                  timeout_s: float = 30.0) -> None:
@@ -134,7 +142,7 @@ class Replayer:
         self.resolve = resolve
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
-        self.sent = self.served = self.failed = 0
+        self.sent = self.served = self.failed = self.dropped = 0
         self.in_flight = 0
         self.started = 0.0
         self.done = threading.Event()
@@ -151,9 +159,16 @@ class Replayer:
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout=timeout_s)
-        for client, _ in self._clients.values():
-            with contextlib.suppress(Exception):  # closing a channel that already failed
-                client.close()
+
+        def close() -> None:
+            for client, _ in list(self._clients.values()):
+                with contextlib.suppress(Exception):  # closing a channel that already failed
+                    client.close()
+
+        # a gRPC channel's close can block after asynchronous calls: bounded, never the demo's end
+        closer = threading.Thread(target=close, name="gpupool-demo-load-close", daemon=True)
+        closer.start()
+        closer.join(timeout=2.0)
 
     def _client(self, address: str, model: str) -> tuple[Any, list[Any]]:
         if address not in self._clients:
@@ -199,10 +214,10 @@ class Replayer:
                         eps = self.resolve() or eps
                     refreshed = time.monotonic()
                 with self._lock:
-                    self.sent += 1
                     if not eps or self.in_flight >= self.max_in_flight:
-                        self.failed += 1
+                        self.dropped += 1
                         continue
+                    self.sent += 1
                     self.in_flight += 1
                 ep = eps[k % len(eps)]
                 k += 1
