@@ -533,6 +533,8 @@ def run(args: argparse.Namespace) -> int:
             _say("cluster left running" + ("" if started_here else " (it was up before the demo)"))
             print(_kubectl_hints(cluster.kubeconfig), file=sys.stderr)
         else:
-            _say("stopping the local control plane" + (" and the real nodes" if real is not None else ""))
-            cluster.stop()
+            # destroy, not stop: a kept etcd would hand the next demo this run's pools, Events and Lease
+            _say("stopping the local control plane" + (" and the real nodes" if real is not None else "")
+                 + " and removing its data")
+            cluster.destroy()
         _say(f"done in {time.monotonic() - t0:.0f}s")
