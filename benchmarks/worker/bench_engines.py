@@ -276,6 +276,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mixes", default="short,mixed")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per level, peers interleaved; the median is kept")
     parser.add_argument("--pytriton-python", type=Path,
                         default=Path(os.environ.get("GPUPOOL_PYTRITON_PYTHON", f"{sys.prefix}-pytriton/bin/python")))
     parser.add_argument("--skip", default="", help="comma-separated peers to leave out: pytriton,kserve,eager")
@@ -294,7 +295,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"threads": args.threads, "seconds": args.seconds, "levels": levels,
-                               "servers": {}, "ceilings": {}, "startup_s": {}, "rss_mib": {}}
+                               "rounds": args.rounds, "servers": {}, "ceilings": {}, "startup_s": {}, "rss_mib": {}}
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "onnx"
         os.environ["GPUPOOL_ONNX_CACHE"] = str(cache)
@@ -343,20 +344,29 @@ def main() -> None:
                 peers.append((server, None))
                 results["startup_s"][server.name] = ready_s
             for mix in args.mixes.split(","):
-                for server, metrics in peers:
-                    requests = inputs_for(mixes[mix], two_d=server.name.startswith("pytriton"))
-                    rows = results["servers"].setdefault(server.name, {}).setdefault(mix, [])
-                    for c in levels:
-                        before = cpu_seconds(server.proc.pid)
-                        counters = gpupool_counters(metrics) if metrics else None
-                        r = asyncio.run(closed_loop(server.url, requests, concurrency=c, seconds=args.seconds))
-                        r["cpu_s_per_1000"] = (cpu_seconds(server.proc.pid) - before) / max(r["requests"], 1) * 1000
-                        if counters is not None and metrics is not None:
-                            after = gpupool_counters(metrics)
-                            waiting = after[1] - counters[1]
-                            r["batch_fill"] = (after[0] - counters[0]) / waiting if waiting else None
-                        rows.append(r)
-                        print(server.name, mix, {k: v for k, v in r.items() if k != "rounds"}, flush=True)
+                # level by level, every peer in turn (the first one rotating each round), so that
+                # the load from the rest of the machine falls on all of them alike; the median
+                # round by throughput is kept
+                for c in levels:
+                    rounds: dict[str, list[dict[str, Any]]] = {server.name: [] for server, _ in peers}
+                    for i in range(args.rounds):
+                        for server, metrics in peers[i % len(peers):] + peers[: i % len(peers)]:
+                            requests = inputs_for(mixes[mix], two_d=server.name.startswith("pytriton"))
+                            before = cpu_seconds(server.proc.pid)
+                            counters = gpupool_counters(metrics) if metrics else None
+                            r = asyncio.run(closed_loop(server.url, requests, concurrency=c, seconds=args.seconds))
+                            r["cpu_s_per_1000"] = (cpu_seconds(server.proc.pid) - before) / max(r["requests"], 1) * 1000
+                            if counters is not None and metrics is not None:
+                                after = gpupool_counters(metrics)
+                                waiting = after[1] - counters[1]
+                                r["batch_fill"] = (after[0] - counters[0]) / waiting if waiting else None
+                            rounds[server.name].append(r)
+                            print(server.name, mix, r, flush=True)
+                    for name, runs in rounds.items():
+                        ordered = sorted(runs, key=lambda r: r["throughput_rps"])
+                        results["servers"].setdefault(name, {}).setdefault(mix, []).append(
+                            ordered[len(ordered) // 2] | {"rounds": runs})
+                for server, _ in peers:
                     results["rss_mib"][server.name] = rss_mib(server.proc.pid)
             results["fairness"] = fairness(peers[0][0].url, max(args.seconds, 5.0))
             print("fairness", results["fairness"]["p99_ratio"], flush=True)
@@ -371,7 +381,8 @@ def main() -> None:
 def render(r: dict[str, Any]) -> str:
     lines = [
         f"MiniLM-L6-v2 fp32 on the CPU, {r['threads']} threads for every engine, one sentence per request, "
-        f"closed-loop tritonclient (asyncio) clients, {r['seconds']:g} s per level after 1 s warm-up, one round. "
+        f"closed-loop tritonclient (asyncio) clients, {r['seconds']:g} s per level after 1 s warm-up, "
+        f"{r.get('rounds', 1)} rounds with the peers interleaved level by level, median round kept. "
         f"This machine has 2 cores shared with five other agents: load average {r['loadavg']['before'][0]:.1f} "
         f"before, {r['loadavg']['after'][0]:.1f} after; absolute numbers swing, ratios less.",
         "",
