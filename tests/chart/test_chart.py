@@ -243,7 +243,8 @@ def _exported_metric_names() -> set[str]:
     """Every metric family name the operator and the worker export, as Prometheus sees it."""
     from prometheus_client import REGISTRY, generate_latest
 
-    import gpupool_operator.adapters.metrics  # noqa: F401  (registers the operator's metrics)
+    import gpupool_operator.adapters.autoscale_record
+    import gpupool_operator.adapters.metrics  # noqa: F401  (these register the operator's metrics)
     from gpupool_worker.engine.costing import CostModel
     from gpupool_worker.engine.metrics import WorkerMetrics
 
@@ -257,7 +258,8 @@ def _exported_metric_names() -> set[str]:
 def test_dashboard_has_the_panels_and_only_metrics_that_exist() -> None:
     dashboard = json.loads((CHART / "dashboards" / "gpupool.json").read_text())
     titles = [p["title"] for p in dashboard["panels"]]
-    for wanted in ("Placements", "$ per hour", "$ per million inferences", "Queue depth", "Scale events"):
+    for wanted in ("Placements", "$ per hour", "$ per million inferences", "Queue depth", "Scale events",
+                   "MIG re-layouts"):
         assert any(t.startswith(wanted) for t in titles), (wanted, titles)
     names = _exported_metric_names()
     for panel in dashboard["panels"]:

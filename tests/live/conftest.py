@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,3 +264,30 @@ def bad_server() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+# -- the real control plane (tests/conftest.py's ``cluster``), as the operator tests set it up ----
+
+OPERATOR_NAMESPACE = "gpupool-system"
+
+
+@pytest.fixture(scope="session")
+def control_plane(cluster: Any) -> Any:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
+                    "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
+    return cluster
+
+
+@pytest.fixture
+def namespace(control_plane: Any) -> Iterator[str]:
+    import uuid
+
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "inferencepools", "--all", "-n", name, "--wait=true", "--timeout=60s",
+                          check=False)
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -186,3 +186,29 @@ def test_counters_that_restart_give_no_negative_rate_and_old_samples_are_stale()
     assert silent == ["ns/p"]
     assert stale.reporting == 0
     assert stale.problem(10.0) is not None
+
+
+def test_pods_that_never_answered_are_probed_a_bounded_number_at_a_time() -> None:
+    """Thousands of replicas that serve nothing (KWOK's) never crowd out the ones that answer."""
+    book = SignalBook(probe_limit=64)
+    silent = [Target(f"ns/kwok-{i}", "ns/pool/m", "m", "http://10.255.255.1:8002/metrics", WORKER_SIGNAL)
+              for i in range(1000)]
+    good = Target("ns/good", "ns/pool/m", "m", "http://127.0.0.1:1/metrics", WORKER_SIGNAL)
+    book.record("ns/good", Reading(0.0, parse_reading('gpupool_worker_queue_depth{model="m"} 0\n',
+                                                      WORKER_SIGNAL, "m", 0.0)), 1.0)
+    first = book.due([*silent, good], 1.0)
+    assert good in first
+    assert len(first) == 65
+    for t in first:
+        if t is not good:
+            book.record(t.pod, Reading(1.0, None, "no answer"), 1.0)
+    second = book.due([*silent, good], 1.5)
+    assert good in second
+    assert len(second) == 65
+    assert not {t.pod for t in first} & {t.pod for t in second if t is not good}  # the next 64, not the same
+    # failures of a pod that never answered back off towards 120 s; one that did, towards 8 s
+    for _ in range(10):
+        book.record("ns/kwok-0", Reading(100.0, None, "no answer"), 1.0)
+        book.record("ns/good", Reading(100.0, None, "no answer"), 1.0)
+    assert book.replicas["ns/kwok-0"].retry_at == 100.0 + 120.0
+    assert book.replicas["ns/good"].retry_at == 100.0 + 8.0

@@ -5,8 +5,9 @@ metadata and pool status, the JSON patch that removes a scheduling gate) and ech
 the :class:`~gpupool_operator.adapters.store.Store` the way the watches would. :meth:`bind_all`
 plays kube-scheduler and kubelet (created pods land on their annotated node, Running and Ready),
 :meth:`mig_manager` plays NVIDIA's MIG manager. Used by fast tests of the placement loop and by
-``benchmarks/operator/offline_cycle.py``; the real control plane stays the proof (tests marked
-``cluster``).
+``benchmarks/operator/offline_cycle.py``; ``test_fake_api_contract.py`` runs every kind of
+request it answers against the real API server too, with the same answers asserted, and the real
+control plane stays the proof (tests marked ``cluster``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,28 @@ Obj = dict[str, Any]
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge key by key, ``null`` removes, anything else replaces."""
+    """RFC 7386 JSON merge patch, as the API server applies ``application/merge-patch+json``."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
         else:
             out[key] = merge_patch(out.get(key), value)
     return out
+
+
+def _precondition(current: Obj, expected: str | None, field: str) -> None:
+    """The API server's 409 when a write names a uid or resourceVersion that is no longer the object's."""
+    if expected is not None and expected != current["metadata"].get(field):
+        raise KubeError(409, f"the object has been modified: precondition {field} {expected} does not match",
+                        "Conflict")
+
+
+def _patched(current: Obj, body: Obj) -> Obj:
+    _precondition(current, (body.get("metadata") or {}).get("resourceVersion"), "resourceVersion")
+    return dict(merge_patch(current, body))
 
 
 class FakeKube(Kube):
@@ -66,6 +79,8 @@ class FakeKube(Kube):
             key = f"{path}/{meta['name']}"
             if key in self.objects:
                 raise KubeError(409, "exists")
+            if "namespaces" in parts:
+                meta.setdefault("namespace", parts[parts.index("namespaces") + 1])
             meta.setdefault("uid", f"uid-{next(self.rv)}")
             meta.setdefault("generation", 1)
             self.objects[key] = self._stamp(obj)
@@ -74,7 +89,12 @@ class FakeKube(Kube):
             return copy.deepcopy(obj)
         if method == "DELETE":
             if parts[-2] == "pods":
-                self.deleting.append(f"{parts[-3]}/{parts[-1]}")
+                key = f"{parts[-3]}/{parts[-1]}"
+                current = self.store.get(Kind.POD, key)
+                if current is None:
+                    raise KubeError(404, f"pods {parts[-1]!r} not found", "NotFound")
+                _precondition(current, (body or {}).get("preconditions", {}).get("uid"), "uid")
+                self.deleting.append(key)
             return {}
         if method == "GET":
             obj = self.objects.get(path)
@@ -93,30 +113,31 @@ class FakeKube(Kube):
                 if current is None:
                     raise KubeError(404, "gone", "NotFound")
                 obj = copy.deepcopy(current)
-                obj["status"] = merge_patch(obj.get("status") or {}, body["status"])  # as the server does
+                obj["status"] = merge_patch(obj.get("status"), body["status"])
                 return self._stamp(obj)
             if "nodes" in parts or "services" in parts:
                 kind = Kind.NODE if "nodes" in parts else Kind.SERVICE
                 key = parts[-1] if kind is Kind.NODE else f"{parts[-3]}/{parts[-1]}"
-                current = copy.deepcopy(self.store.get(kind, key) or {})
-                for section in ("labels", "annotations"):
-                    for k, v in (body.get("metadata", {}).get(section) or {}).items():
-                        target = current["metadata"].setdefault(section, {})
-                        if v is None:
-                            target.pop(k, None)
-                        else:
-                            target[k] = v
-                for k, v in (body.get("spec") or {}).items():
-                    current.setdefault("spec", {})[k] = {x: y for x, y in v.items() if y is not None} \
-                        if isinstance(v, dict) else v
-                return self._stamp(current)
+                current = self.store.get(kind, key)
+                if current is None:
+                    raise KubeError(404, f"{parts[-2]} {parts[-1]!r} not found", "NotFound")
+                return self._stamp(_patched(current, body))
             if "configmaps" in parts:
-                obj = self.objects[path]
-                obj.setdefault("data", {}).update(body.get("data") or {})
-                return copy.deepcopy(self._stamp(obj))
+                if path not in self.objects:
+                    raise KubeError(404, f"configmaps {parts[-1]!r} not found", "NotFound")
+                self.objects[path] = self._stamp(_patched(self.objects[path], body))
+                return copy.deepcopy(self.objects[path])
             if "pods" in parts:
                 current = copy.deepcopy(self.store.get(Kind.POD, f"{parts[-3]}/{parts[-1]}") or {})
-                current["spec"]["schedulingGates"] = []
+                if not current:
+                    raise KubeError(404, f"pods {parts[-1]!r} not found", "NotFound")
+                for op in body:  # the JSON patch the act stage sends: test the uid, replace the gates
+                    uid = current["metadata"]["uid"]
+                    if op["op"] == "test" and op["path"] == "/metadata/uid" and op["value"] != uid:
+                        raise KubeError(422, "the server rejected our request due to an error in our request",
+                                        "Invalid")
+                    if op["op"] == "replace" and op["path"] == "/spec/schedulingGates":
+                        current["spec"]["schedulingGates"] = copy.deepcopy(op["value"])
                 return self._stamp(current)
         return {}
 

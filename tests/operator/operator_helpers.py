@@ -81,7 +81,8 @@ def settled(cluster: LocalCluster, namespace: str, name: str, replicas: int) -> 
 class OperatorProcess:
     """``gpupool operator`` as a separate process (for kill/restart, two replicas, and RBAC tests)."""
 
-    def __init__(self, kubeconfig: str, log: Any, name: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, kubeconfig: str, log: Any, name: str, extra_env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         import os
         import subprocess
         import sys
@@ -101,18 +102,27 @@ class OperatorProcess:
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gpupool_operator", "operator", "--kubeconfig", kubeconfig,
-             "--namespace", "gpupool-system", "--lease-seconds", "4"],
+             "--namespace", "gpupool-system", "--lease-seconds", "4", *(extra_args or [])],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
     def log(self) -> str:
         return str(__import__("pathlib").Path(self.log_path).read_text(errors="replace"))
 
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` and return at once (SIGSTOP freezes the process, SIGCONT resumes it)."""
+        import os
+
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
     def kill(self, sig: int) -> None:
         import os
+        import signal
         import subprocess
 
         if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a frozen process handles no other signal
             os.kill(self.proc.pid, sig)
         try:
             self.proc.wait(timeout=20)
@@ -177,3 +187,24 @@ class PodVersions:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One process's Prometheus metrics: (sample name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

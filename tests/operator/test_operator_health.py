@@ -11,11 +11,14 @@ import asyncio
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+from operator_helpers import OperatorProcess, lease_holder, wait_until
 from prometheus_client import CollectorRegistry, Gauge
 
 from gpupool_operator.adapters.health import Address, HealthServer, parse_address
+from gpupool_operator.local.cluster import LocalCluster
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -146,3 +149,45 @@ async def test_an_address_in_use_is_one_error_naming_it() -> None:
             await server.start()
     with pytest.raises(OSError):  # noqa: PT011 (the health listener it had opened is closed again)
         socket.create_connection(("127.0.0.1", health), timeout=2).close()
+
+
+def test_two_operators_are_ready_as_leader_and_standby_and_bind_only_where_told(
+    control_plane: LocalCluster, tmp_path: Path
+) -> None:
+    """Each replica's /readyz is 200 (one leads, the other follows a live holder), /healthz is 200,
+    /metrics says which one leads; the listeners bind the loopback address they were given only."""
+    kubeconfig = str(control_plane.kubeconfig)
+    ports = {name: (_free_port(), _free_port()) for name in ("op-ha", "op-hb")}
+    hosts = {"op-ha": "127.0.0.2", "op-hb": "127.0.0.3"}
+
+    def env(name: str) -> dict[str, str]:
+        health, metrics = ports[name]
+        return {"GPUPOOL_OPERATOR_HEALTH_ADDRESS": f"{hosts[name]}:{health}",
+                "GPUPOOL_OPERATOR_METRICS_ADDRESS": f"{hosts[name]}:{metrics}"}
+
+    with OperatorProcess(kubeconfig, tmp_path / "a.log", "op-ha", env("op-ha")) as a, \
+            OperatorProcess(kubeconfig, tmp_path / "b.log", "op-hb", env("op-hb")) as b:
+        def leading() -> str | None:
+            identity = lease_holder(control_plane) or ""
+            return next((name for name in hosts if identity.startswith(name + "_")), None)
+
+        holder = wait_until(leading, 90, "one of the two to hold the Lease")
+        standby = "op-hb" if holder == "op-ha" else "op-ha"
+
+        def ready(name: str) -> tuple[int, str] | None:
+            answer = _get(f"http://{hosts[name]}:{ports[name][0]}/readyz")
+            return answer if answer[0] == 200 else None
+
+        leader_answer = wait_until(lambda: ready(holder), 90, f"{holder} ready")
+        assert leader_answer[1].startswith("ok: leading;"), leader_answer
+        standby_answer = wait_until(lambda: ready(standby), 90, f"{standby} ready")
+        assert standby_answer[1].startswith(f"ok: standby; following {holder}_"), standby_answer
+        for name, leads in ((holder, "1.0"), (standby, "0.0")):
+            health, metrics = ports[name]
+            assert _get(f"http://{hosts[name]}:{health}/healthz")[0] == 200
+            status, body = _get(f"http://{hosts[name]}:{metrics}/metrics")
+            assert status == 200
+            assert f"gpupool_leader {leads}" in body
+            with pytest.raises(OSError):  # noqa: PT011 (bound to its own address, not every interface)
+                socket.create_connection(("127.0.0.1", health), timeout=2).close()
+        assert "gpupool operator 0.1.0; health on 127.0.0." in a.log() + b.log()

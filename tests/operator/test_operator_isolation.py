@@ -12,6 +12,7 @@ import pytest
 import yaml
 from operator_builders import PoolBuilder
 from operator_helpers import apply, condition, get_json, live_pods, pool, running, settled, wait_until
+from prometheus_client import REGISTRY
 
 from gpupool_operator.adapters import names
 from gpupool_operator.local.cluster import LocalCluster
@@ -120,6 +121,9 @@ def test_a_quota_that_refuses_one_pool_stalls_no_other(
     events = get_json(control_plane, "events", "-n", other_namespace)["items"]
     assert any(e["reason"] == "WriteRefused" and e["type"] == "Warning" for e in events)
     assert not live_pods(control_plane, other_namespace)
+    # the operator runs in this process: its failure counter names the stage and the server's reason
+    assert (REGISTRY.get_sample_value("gpupool_reconcile_failures_total",
+                                      {"stage": "act", "reason": "Forbidden"}) or 0) >= 1
 
     control_plane.kubectl("delete", "resourcequota", "no-pods", "-n", other_namespace)
     wait_until(lambda: settled(control_plane, other_namespace, "capped", 2), TIMEOUT,

@@ -104,3 +104,50 @@ def test_failed_relayout_releases_the_replicas_and_degrades_the_pool(
         mig_manager.fail_nodes.discard(node_name)
         control_plane.kubectl("delete", "inferencepools", "--all", "-n", namespace, "--timeout=60s", check=False)
         control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)
+
+
+def test_a_gpu_holding_a_replica_is_not_relaid_until_it_is_free_and_nothing_waits_gated(
+    control_plane: LocalCluster, operator: Any, mig_manager: MigManagerStandIn, namespace: str
+) -> None:
+    """One A100-40GB laid out as two 3g.20gb slices, one running a replica. A pool that needs the
+    whole GPU as 7g.40gb cannot have it while that replica runs (no other node has the slice to
+    move it to): the plan does not re-lay it, the pool says why in status, the label stays, and no
+    pod of the waiting pool is made, so none can sit behind the gate. Once the replica's pool is deleted the
+    GPU is re-laid and the waiting pool runs."""
+    node_name = "a100s-hold-0000"
+    register_nodes(control_plane.api_client(), [fake_gpu_node(node_name, "A100-40GB", gpus=1, mig_strategy="mixed",
+                                                              layouts=[{"3g.20gb": 2}])], progress=None)
+    try:
+        apply(control_plane, PoolBuilder("holder").mig("m", "3g.20gb").obj(), namespace)
+        wait_until(lambda: settled(control_plane, namespace, "holder", 1), TIMEOUT, "the holder's replica running")
+        config_before = get_json(control_plane, "node", node_name)["metadata"]["labels"].get("nvidia.com/mig.config")
+        with PodVersions(control_plane, namespace) as watched:
+            apply(control_plane, PoolBuilder("whole").mig("w", "7g.40gb", memory="30Gi").obj(), namespace)
+
+            def waiting() -> dict[str, Any] | None:
+                cond = condition(pool(control_plane, namespace, "whole"), "Degraded") or {}
+                return cond if cond.get("status") == "True" else None
+
+            cond = wait_until(waiting, TIMEOUT, "the waiting pool Degraded with the reason")
+            assert cond["reason"] == "InsufficientCapacity", cond  # the GPU is taken: no re-layout under a replica
+            assert "7g.40gb" in cond["message"], cond
+            time.sleep(2)  # a few cycles: still nothing written for it
+            node = get_json(control_plane, "node", node_name)
+            assert node["metadata"]["labels"].get("nvidia.com/mig.config") == config_before
+            assert "gpupool.io/mig-layout-target" not in node["metadata"]["annotations"]
+            assert not [p for p in live_pods(control_plane, namespace)
+                        if p["metadata"]["labels"].get("gpupool.io/inferencepool") == "whole"]
+
+            seen_before = list(watched.versions)
+            control_plane.kubectl("delete", "inferencepool", "holder", "-n", namespace, "--timeout=60s")
+            wait_until(lambda: settled(control_plane, namespace, "whole", 1), TIMEOUT,
+                       "the whole-GPU replica running once the GPU was free and re-laid")
+        (pod,) = live_pods(control_plane, namespace)
+        assert pod["spec"]["nodeName"] == node_name
+        annotations = get_json(control_plane, "node", node_name)["metadata"]["annotations"]
+        assert json.loads(annotations["gpupool.io/mig-layout"]) == [{"7g.40gb": 1}]
+        # no pod of the waiting pool existed, gated or not, while the GPU held the other replica
+        assert not [v for v in seen_before if v["metadata"]["labels"].get("gpupool.io/inferencepool") == "whole"]
+    finally:
+        control_plane.kubectl("delete", "inferencepools", "--all", "-n", namespace, "--timeout=60s", check=False)
+        control_plane.kubectl("delete", "node", node_name, "--ignore-not-found", check=False)

@@ -53,6 +53,10 @@ class HubMirror:
             if item.name != ".git":
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
         shutil.copytree(directory, repo, dirs_exist_ok=True)
+        # git trusts its index's stat data: a file of the same size, copied with the same mtime onto
+        # a reused inode, would look unchanged and keep the previous commit's blob. A fresh index
+        # makes git hash every file.
+        (repo / ".git" / "index").unlink(missing_ok=True)
         _git("add", "-A", ".", cwd=repo)
         _git("commit", "-q", "--allow-empty", "-m", message, cwd=repo)
         return _git("rev-parse", "HEAD", cwd=repo)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from gpupool_operator.adapters import names
+from gpupool_operator.adapters import metrics, names
 from gpupool_operator.adapters.events import EventRecorder, involved_node, involved_pool
 from gpupool_operator.adapters.kube import Kube, KubeError, NotLeader, path_for
 from gpupool_operator.adapters.migconfig import MigConfigWriter
@@ -36,6 +36,8 @@ from gpupool_operator.core.plan import Action, ActionKind
 __all__ = ["Actuator", "Outcome", "refusal_of"]
 
 log = logging.getLogger("gpupool.act")
+_MIG_STEPS = {ActionKind.SET_MIG_LAYOUT: "requested", ActionKind.COMMIT_MIG_LAYOUT: "applied",
+              ActionKind.ABANDON_MIG_LAYOUT: "abandoned"}
 Obj = dict[str, Any]
 MIG_KINDS = (ActionKind.SET_MIG_LAYOUT, ActionKind.RECORD_MIG_INTENT, ActionKind.MARK_MIG_SEEN,
              ActionKind.COMMIT_MIG_LAYOUT, ActionKind.ABANDON_MIG_LAYOUT)
@@ -275,6 +277,8 @@ class Actuator:
             message = f"MIG layout {target} applied" if done else f"MIG re-layout abandoned: {a.reason}"
         updated = await self._call(self.kube.merge_patch, path_for("v1", "nodes", a.node), {"metadata": body})
         self.store.upsert(Kind.NODE, updated)
+        if a.kind in _MIG_STEPS:
+            metrics.MIG_RELAYOUTS.labels(step=_MIG_STEPS[a.kind]).inc()
         if a.event:
             self.events.record(involved_node(node), a.warning, a.event, message)
 

@@ -107,7 +107,13 @@ def config_from(obj: Mapping[str, Any] | None) -> tuple[GPUPoolConfig, str | Non
     try:
         return GPUPoolConfig.model_validate(body), None
     except ValidationError as err:
-        return default_config(), f"GPUPoolConfig is invalid ({err.errors()[0].get('msg')}); using defaults"
+        first = err.errors()[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first.get("loc", ()))
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        given = first.get("input")
+        if isinstance(given, str | int | float) and repr(given) not in message:
+            message = f"{given!r}: {message}"
+        return default_config(), f"GPUPoolConfig {where.lstrip('.') or 'default'}: {message}"
 
 
 def prices_from(config: GPUPoolConfig) -> Prices:

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from gpupool_operator.adapters import names
-from gpupool_operator.adapters.inventory import pod_requests
+from gpupool_operator.adapters.inventory import MIG_PREFIX, pod_requests
+from gpupool_operator.adapters.inventory import quantity as _count
 from gpupool_operator.adapters.workloads import pod_is_ready
 from gpupool_operator.core.mig import placement_counts
 from gpupool_operator.core.observed import ForeignPod, MigNode, MigRequest, PerGpu, Replica, per_gpu
@@ -22,7 +23,6 @@ from gpupool_operator.core.observed import ForeignPod, MigNode, MigRequest, PerG
 __all__ = ["foreign_pod", "mig_node", "node_layouts", "parse_time", "replica", "request_time", "wants_gpu"]
 
 Obj = Mapping[str, Any]
-MIG_PREFIX = "nvidia.com/mig-"
 
 
 def parse_time(raw: str | None) -> float | None:
@@ -138,15 +138,6 @@ def request_time(raw: str | None) -> float | None:
     """When the operator set the label its ``gpupool.io/mig-request`` annotation records."""
     request = _request(raw)
     return None if request is None else request.at
-
-
-def _count(value: Any) -> int:
-    """A whole resource count (``"7"``, ``"1k"``) by the Kubernetes client's own quantity rules."""
-    from kubernetes.utils import parse_quantity
-
-    with contextlib.suppress(ValueError, TypeError, ArithmeticError):
-        return int(parse_quantity(value)) if value is not None else 0  # type: ignore[no-untyped-call]
-    return 0
 
 
 def mig_node(node: Obj, parsed_layouts: tuple[Any, ...] | None, seen: bool) -> MigNode:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from gpupool_operator.adapters import metrics
 from gpupool_operator.adapters.names import FIELD_MANAGER
 
 __all__ = ["Kube", "KubeError", "NotLeader", "connection_settings", "load_client"]
@@ -126,11 +127,14 @@ class Kube:
         if method != "GET" and self.fence is not None and not self.fence():
             with self._lock:
                 self.fenced += 1
+            metrics.FENCED_WRITES.inc()
             raise NotLeader(method, path)
         with self._lock:
             self.requests[method] += 1
         for callback in self._observers:
             callback(method, path)
+        if method in ("POST", "PUT", "PATCH") and not (query and "fieldManager" in query):
+            query = {**(query or {}), "fieldManager": FIELD_MANAGER}  # managedFields name the operator
         return self.send(method, path, body, query, content_type)
 
     def send(self, method: str, path: str, body: Any, query: Mapping[str, str] | None, content_type: str) -> Obj:

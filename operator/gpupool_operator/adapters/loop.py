@@ -169,7 +169,7 @@ class PlacementLoop:
         refusals = {k: dataclasses.replace(b.refusal, message=b.refusal.message + self._retry(b, now))
                     for k, b in self.backoffs.items()}
         report.statuses = await self.reporter.report(seen, applied, outcome.created, refusals)
-        self._wake_at(decision, now)
+        self._wake_at(decision, seen, now)
         self.last_plan = applied
         self._finish(report, outcome, applied, started, before)
         return report
@@ -217,10 +217,11 @@ class PlacementLoop:
         left = b.until - now
         return f"; retrying in {left:.0f}s" if left > 0.5 else "; retrying now"
 
-    def _wake_at(self, decision: Decision, now: float) -> None:
-        """Poke again when something times out without an event (MIG deadlines, refusals' grace,
-        back-offs ending)."""
-        times = [t for t in (decision.wake_at, *(b.until for b in self.backoffs.values())) if t is not None]
+    def _wake_at(self, decision: Decision, seen: Observation, now: float) -> None:
+        """Poke again when something times out without an event (MIG deadlines and cool-downs,
+        refusals' grace, back-offs ending)."""
+        times = [t for t in (decision.wake_at, seen.wake_at, *(b.until for b in self.backoffs.values()))
+                 if t is not None]
         if not times:
             return
         delay = max(0.05, min(times) - now)

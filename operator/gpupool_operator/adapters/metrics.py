@@ -12,6 +12,7 @@ __all__ = [
     "FAILURES",
     "FENCED_WRITES",
     "LEADER",
+    "MIG_RELAYOUTS",
     "PLAN_SECONDS",
     "PLAN_USD_PER_HOUR",
     "READY_REPLICAS",
@@ -43,3 +44,5 @@ DESIRED_REPLICAS = Gauge("gpupool_desired_replicas", "Replicas a model should ha
 READY_REPLICAS = Gauge("gpupool_ready_replicas", "Replicas of a model that are Ready", ["namespace", "pool", "model"])
 PLAN_USD_PER_HOUR = Gauge("gpupool_plan_usd_per_hour", "Cost of the current plan, USD per hour")
 UNPLACED_REPLICAS = Gauge("gpupool_unplaced_replicas", "Replicas the current plan could not place")
+MIG_RELAYOUTS = Counter("gpupool_mig_relayouts_total",
+                        "MIG re-layout steps: requested (nvidia.com/mig.config set), applied, abandoned", ["step"])

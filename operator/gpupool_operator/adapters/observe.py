@@ -28,7 +28,7 @@ from gpupool_operator.adapters.demands import (
     prices_from,
 )
 from gpupool_operator.adapters.ownership import PoolIndex, impersonates, owner_uid, owning_pool
-from gpupool_operator.adapters.snapshot import SnapshotBuilder, version_token
+from gpupool_operator.adapters.snapshot import SnapshotBuilder, failed_at, version_token
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import model_service, service_matches
 from gpupool_operator.api import GPUPoolConfig, default_config
@@ -36,6 +36,7 @@ from gpupool_operator.core.cost import Prices
 from gpupool_operator.core.demand import Demand
 from gpupool_operator.core.inventory import Node, Snapshot
 from gpupool_operator.core.observed import ForeignPod, MigNode, PoolRef, Replica, ServiceFact
+from gpupool_operator.core.relayout import IN_PROGRESS
 
 __all__ = ["Observation", "Observer"]
 
@@ -69,6 +70,8 @@ class Observation:
     placement_key: Any  # equal between cycles when nothing a plan depends on changed
     avoid: Any  # identifies the refused capacity kept out of plans (equal while it is the same)
     loads: Mapping[str, Any] = field(default_factory=dict)  # demand -> worker statistics (workerstats)
+    cooling: Mapping[str, float] = field(default_factory=dict)  # node -> when its MIG cool-down ends
+    wake_at: float | None = None  # when the view changes without an event (a MIG cool-down ends)
 
     @property
     def desired(self) -> dict[str, int]:
@@ -98,8 +101,8 @@ class Observer:
         seen between two cycles must not be missed). Returns whether the loop should look again."""
         if kind is Kind.NODE:
             labels = obj.get("metadata", {}).get("labels") or {}
-            if labels.get("nvidia.com/mig.config.state") in ("pending", "rebooting"):
-                config = str(labels.get("nvidia.com/mig.config", ""))
+            if labels.get(names.LABEL_MIG_CONFIG_STATE) in IN_PROGRESS:
+                config = str(labels.get(names.LABEL_MIG_CONFIG, ""))
                 self.mig_seen[str(obj["metadata"]["name"])] = (config, time.time())
         return self.store.apply_event(kind, event_type, obj)
 
@@ -117,7 +120,8 @@ class Observer:
         pods = self.store.all(Kind.POD)
         replicas, foreign, impostors = self._pod_facts(pods, index)
         avoid = tuple(id(p) for p in phantoms)
-        key = (self.store.placement_version, avoid, tuple(sorted(index.items())), id(prices))
+        cooling = self._cooling(nodes, now)  # a cool-down ending changes the snapshot without an event
+        key = (self.store.placement_version, avoid, tuple(sorted(index.items())), id(prices), tuple(cooling))
         if self._last is not None and self._last[0] == key:
             snapshot, bases = self._last[1], self._last[2]
         else:
@@ -134,7 +138,17 @@ class Observer:
             nodes=nodes, pods=pods, replicas=replicas, foreign=foreign, impostors=impostors,
             mig_nodes=self._mig_nodes(nodes, bases), services=self._service_facts(pools),
             snapshot=snapshot, bases=bases, placement_key=key, avoid=avoid, loads=dict(loads or {}),
+            cooling=cooling, wake_at=min(cooling.values(), default=None),
         )
+
+    def _cooling(self, nodes: Mapping[str, Obj], now: float) -> dict[str, float]:
+        """Nodes whose last MIG re-layout failed and still cool down, with when the cool-down ends."""
+        out: dict[str, float] = {}
+        for name, obj in nodes.items():
+            at = failed_at(obj)
+            if at is not None and now < at + self.mig_cooldown_s:
+                out[name] = at + self.mig_cooldown_s
+        return dict(sorted(out.items()))
 
     # -- pools and configuration -------------------------------------------------------------
     def _parse(self, obj: Obj) -> ParsedPool:
@@ -158,6 +172,8 @@ class Observer:
         if problem is None:
             self._good = config
         else:
+            problem += ("; the last accepted configuration stays in force" if self._good is not None
+                        else "; the built-in defaults are in force")
             log.warning(problem)
             config = self._good or default_config()
         self._config = (obj, config, problem, prices_from(config))

@@ -14,6 +14,7 @@ from typing import Any
 
 from gpupool_operator.adapters import names
 from gpupool_operator.adapters.facts import wants_gpu
+from gpupool_operator.adapters.inventory import MIG_PREFIX
 
 __all__ = ["RefusedCapacity", "phantoms"]
 
@@ -28,7 +29,7 @@ def phantoms(pod: Mapping[str, Any], node: Mapping[str, Any] | None) -> list[Obj
     limits = dict(pod["spec"]["containers"][0].get("resources", {}).get("limits", {}) or {})
     gpus = int((node["metadata"].get("labels", {}) or {}).get("nvidia.com/gpu.count", "0") or 0)
     alloc = node.get("status", {}).get("allocatable", {}) or {}
-    if any(k.startswith("nvidia.com/mig-") for k in limits):
+    if any(k.startswith(MIG_PREFIX) for k in limits):
         copies, wanted = max(gpus, 1) * 7, {k: "1" for k in limits if k.startswith("nvidia.com/")}
     elif wants_gpu(pod):
         copies, wanted = 1, {"nvidia.com/gpu": str(gpus)}

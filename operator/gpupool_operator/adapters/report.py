@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from gpupool_operator.api import (
     InferencePoolStatus,
 )
 from gpupool_operator.core.backoff import Refusal
+from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment, Plan
 
 __all__ = ["Reporter"]
@@ -59,6 +61,7 @@ class Reporter:
                      refused: Mapping[str, Refusal]) -> int:
         """Write what changed; returns how many statuses were written."""
         now = datetime.now(UTC)
+        plan = with_cooldowns(plan, seen)
         sem = asyncio.Semaphore(self.concurrency)
 
         async def limited(func: Any, *args: Any) -> Any:
@@ -150,8 +153,7 @@ class Reporter:
         generation = obj.get("metadata", {}).get("generation")
         ok = seen.config_problem is None
         reason = ConditionReason.CONFIG_LOADED if ok else ConditionReason.CONFIG_REJECTED
-        message = (f"generation {generation} is in force" if ok else
-                   f"{seen.config_problem}; the last accepted configuration stays in force")
+        message = f"generation {generation} is in force" if ok else str(seen.config_problem)
         stored = (obj.get("status") or {})
         current: dict[str, Any] = next(
             (c for c in stored.get("conditions") or [] if c.get("type") == "Accepted"), {})
@@ -218,3 +220,17 @@ def _load_key(load: Any) -> Any:
     per_million = load.usd_per_million_inferences
     return (round(load.queue_depth), round(load.inferences_per_second, 2),
             None if per_million is None else round(per_million, 4))
+
+
+def with_cooldowns(plan: Plan, seen: Observation) -> Plan:
+    """``plan`` with each unplaced MIG demand's reason saying which nodes' re-layouts wait for a
+    cool-down after a failed one, and for how long (the solver only sees those nodes take no MIG
+    replica, so its own reason would read as if a free GPU were refused)."""
+    if not seen.cooling or not plan.unplaced:
+        return plan
+    mig = {d.key for d in seen.demands if any(a.kind is ShapeKind.MIG for a in d.accelerators)}
+    waits = ", ".join(f"{node} after {datetime.fromtimestamp(until, UTC):%Y-%m-%dT%H:%M:%SZ}"  # stable text: no churn
+                      for node, until in sorted(seen.cooling.items()))
+    note = f"; MIG re-layouts that failed or timed out are retried after a cool-down: {waits}"
+    unplaced = tuple(dataclasses.replace(u, reason=u.reason + note) if u.demand in mig else u for u in plan.unplaced)
+    return dataclasses.replace(plan, unplaced=unplaced)

@@ -26,7 +26,9 @@ server) give a zero delta, never a negative rate.
 
 One slow or dead replica never delays the others (all requests run concurrently, each bounded by
 its own timeout), and a replica that keeps failing is retried with back-off capped at
-``max_backoff_s`` so the loop notices quickly when it comes back. Samples carry the time they
+``max_backoff_s`` (8 s) so the loop notices quickly when it comes back; one that has never
+answered (a KWOK pod serves nothing) backs off to 120 s, and at most 64 of those are probed per
+sweep, so a fleet of pods that serve nothing costs a bounded sweep. Samples carry the time they
 were read on the operator's monotonic clock (a clock step on the host changes nothing), so each
 model's :class:`Signals` says how old its data is.
 """
@@ -135,6 +137,7 @@ class _Replica:
     error: str | None = None
     failures: int = 0
     retry_at: float = 0.0
+    answered: bool = False  # has ever given a good sample
 
     @property
     def latest(self) -> WorkerSample | None:
@@ -154,25 +157,41 @@ class SignalBook:
     report."""
 
     max_backoff_s: float = 8.0
+    #: Back-off cap of a replica that has never answered (a pod that serves nothing).
+    never_backoff_s: float = 120.0
+    #: Replicas that have never answered probed per sweep at most.
+    probe_limit: int = 64
     rate_window_s: float = 1.0
     replicas: dict[str, _Replica] = field(default_factory=dict)
 
     def due(self, targets: Iterable[Target], now: float) -> list[Target]:
-        """The targets to scrape now (failing ones wait out their back-off); forgets pods no longer
-        targeted."""
+        """The targets to scrape now: every replica that has answered before (failing ones once
+        their back-off is over), and at most ``probe_limit`` that never have, the longest
+        waiting first (so thousands of pods that serve nothing, KWOK's, cost a bounded sweep and
+        soon back off to ``never_backoff_s``). Forgets pods no longer targeted."""
         targets = list(targets)
         keep = {t.pod for t in targets}
         for gone in set(self.replicas) - keep:
             del self.replicas[gone]
-        return [t for t in targets if self.replicas.get(t.pod, _Replica()).retry_at <= now]
+        known: list[Target] = []
+        fresh: list[Target] = []
+        for t in targets:
+            r = self.replicas.get(t.pod)
+            if r is not None and r.retry_at > now:
+                continue
+            (known if r is not None and r.answered else fresh).append(t)
+        fresh.sort(key=lambda t: self.replicas[t.pod].retry_at if t.pod in self.replicas else -math.inf)
+        return known + fresh[: self.probe_limit]
 
     def record(self, pod: str, reading: Reading, base_s: float) -> None:
         r = self.replicas.setdefault(pod, _Replica())
         if reading.sample is None:
             r.error = reading.error or "no sample"
             r.failures += 1
-            r.retry_at = reading.at + min(self.max_backoff_s, base_s * 2 ** (r.failures - 1))
+            cap = self.max_backoff_s if r.answered else self.never_backoff_s
+            r.retry_at = reading.at + min(cap, base_s * 2 ** (r.failures - 1))
             return
+        r.answered = True
         r.samples.append(reading.sample)
         while len(r.samples) > 2 and (r.samples[-1].at - r.samples[1].at >= self.rate_window_s
                                       or len(r.samples) > 64):

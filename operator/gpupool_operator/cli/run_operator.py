@@ -34,13 +34,18 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--kubeconfig", type=Path, help="kubeconfig (default: $KUBECONFIG or in-cluster)")
     parser.add_argument("--namespace", default=os.environ.get("GPUPOOL_NAMESPACE", "gpupool-system"),
-                        help="namespace of the leader Lease and the MIG ConfigMap (default: %(default)s)")
+                        help="namespace of the leader Lease (and of the MIG ConfigMap unless "
+                             "--mig-configmap-namespace says otherwise; default: %(default)s)")
     parser.add_argument("--worker-image", default=os.environ.get("GPUPOOL_WORKER_IMAGE"),
                         help="image of the replica pods")
     parser.add_argument("--mig-configmap", default=os.environ.get("GPUPOOL_MIG_CONFIGMAP"),
-                        help="the MIG manager's mig-parted ConfigMap")
+                        help="the MIG manager's mig-parted ConfigMap (default: gpupool-mig-parted-config)")
     parser.add_argument("--mig-configmap-namespace", default=os.environ.get("GPUPOOL_MIG_CONFIGMAP_NAMESPACE"),
-                        help="namespace of that ConfigMap, e.g. the GPU Operator's (default: --namespace)")
+                        help="its namespace, typically the GPU Operator's own (default: --namespace)")
+    parser.add_argument("--mig-timeout-seconds", type=float, default=None,
+                        help="a MIG re-layout not applied by then is abandoned and its pool Degraded (default 600)")
+    parser.add_argument("--mig-cooldown-seconds", type=float, default=None,
+                        help="a node whose re-layout failed or timed out is retried after this (default 1800)")
     parser.add_argument("--lease-seconds", type=int, default=None, help="leader Lease duration (default 15)")
     parser.add_argument("--health-address", default=os.environ.get("GPUPOOL_OPERATOR_HEALTH_ADDRESS", ""),
                         help="serve /healthz and /readyz on HOST:PORT, e.g. 0.0.0.0:8081 (default: off)")
@@ -66,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = str(args.kubeconfig.resolve())
     os.environ["GPUPOOL_NAMESPACE"] = args.namespace
     for flag, var in (("worker_image", "GPUPOOL_WORKER_IMAGE"), ("mig_configmap", "GPUPOOL_MIG_CONFIGMAP"),
-                      ("mig_configmap_namespace", "GPUPOOL_MIG_CONFIGMAP_NAMESPACE")):
+                      ("mig_configmap_namespace", "GPUPOOL_MIG_CONFIGMAP_NAMESPACE"),
+                      ("mig_timeout_seconds", "GPUPOOL_MIG_TIMEOUT_SECONDS"),
+                      ("mig_cooldown_seconds", "GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS")):
         value = getattr(args, flag)
-        if value:
-            os.environ[var] = value
+        if value is not None and value != "":
+            os.environ[var] = str(value)
     if args.lease_seconds:
         os.environ["GPUPOOL_LEASE_SECONDS"] = str(args.lease_seconds)
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

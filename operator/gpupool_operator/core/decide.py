@@ -88,13 +88,14 @@ def decide(s: Situation) -> Decision:
                if st.target is not None and st.kind in (StepKind.REQUEST, StepKind.RECORD, StepKind.WAIT,
                                                         StepKind.SEEN)}
     committed = {st.node: st.target for st in steps if st.kind is StepKind.COMMIT and st.target is not None}
-    stops, refused, wake = _stops(s, plan, {v.key for st in steps for v in st.victims})
+    victims = {v.key for st in steps for v in st.victims}
+    stops, refused, wake = _stops(s, plan, victims)
     if wake is not None:
         wakes.append(wake)
     out += stops
     out += _starts(s, plan, targets)
     out += _services(s)
-    out += _ungates(s, targets, committed)
+    out += [a for a in _ungates(s, targets, committed) if a.pod not in victims]  # stopped, not let through
     held = [a for a in out if not (a.pool and a.pool in s.held_back)]
     return Decision(plan=plan, actions=tuple(held), refused=refused, wake_at=min(wakes, default=None),
                     waits=waits)

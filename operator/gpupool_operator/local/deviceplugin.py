@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -40,6 +41,10 @@ KUBELET_SOCKET = "kubelet.sock"
 DEPLOY_LABEL = "nvidia.com/gpu.deploy.device-plugin"
 PAUSED = "paused-for-mig-change"
 MIG_LAYOUT_ANNOTATION = "gpupool.io/mig-layout"
+
+
+def status_file(hardware_file: Path) -> Path:
+    return hardware_file.with_name(hardware_file.stem + ".plugin.json")
 
 
 def socket_name(resource: str) -> str:
@@ -186,6 +191,8 @@ class DevicePlugin:
             for r in list(self._servers):
                 self._unserve(r)
             self.paused = True
+            self._registered.clear()
+            self._write_status()
             return
         if paused:
             return
@@ -199,6 +206,10 @@ class DevicePlugin:
         wanted = set(self.hardware.by_resource())
         for r in set(self._servers) - wanted:
             self._unserve(r)
+        for r in [r for r in self._servers if not (self.plugin_dir / socket_name(r)).exists()]:
+            # a starting kubelet wipes the directory, our sockets included: serve them again
+            self._unserve(r)
+            self._registered.discard(r)
         for r in wanted - set(self._servers):
             self._serve(r)
         if hardware_changed:
@@ -219,6 +230,21 @@ class DevicePlugin:
                 self._registered.add(r)
             except grpc.RpcError as err:
                 self.errors.append(f"register {r}: {err.code().name}")  # retried next round
+        self._write_status()
+
+    def status_file(self) -> Path:
+        return status_file(self.hardware_file)
+
+    def _write_status(self) -> None:
+        """What this plugin serves and has registered, for whoever waits on it (``realnodes``)."""
+        text = json.dumps({"pid": os.getpid(), "registered": sorted(self._registered), "paused": self.paused})
+        path = self.status_file()
+        with contextlib.suppress(OSError):
+            if path.exists() and path.read_text() == text:
+                return
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
 
     def _read_paused(self) -> bool:
         if self.api_client is None:

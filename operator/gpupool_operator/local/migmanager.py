@@ -44,6 +44,8 @@ STATE_LABEL = "nvidia.com/mig.config.state"
 #: The operator's marker that it asked for the config a node came up with (so it is applied).
 REQUEST_ANNOTATION = "gpupool.io/mig-request"
 CONFIG_KEY = "config.yaml"
+#: The field manager of its writes, so a node's managedFields show who wrote the state label.
+FIELD_MANAGER = "nvidia-mig-manager"
 
 
 class MigConfigError(ValueError):
@@ -83,6 +85,8 @@ class MigManager:
     delay_s: float = 0.5
     poll_s: float = 0.2
     fail_nodes: set[str] = field(default_factory=set)
+    #: nodes it never answers (a MIG manager that hangs: the operator's timeout ends the request)
+    silent_nodes: set[str] = field(default_factory=set)
     #: real nodes: node name -> (hardware file, the kubelet's pod-resources socket)
     real_nodes: Mapping[str, tuple[Path, Path]] | Callable[[], Mapping[str, tuple[Path, Path]]] = field(
         default_factory=dict)
@@ -141,7 +145,7 @@ class MigManager:
             if name not in self._applied:  # first sight: the layout it came up with is in force
                 asked = REQUEST_ANNOTATION in (node.metadata.annotations or {})
                 self._applied[name] = "" if asked else wanted or ""
-            if not wanted or wanted == self._applied[name] or name in self._busy:
+            if not wanted or wanted == self._applied[name] or name in self._busy or name in self.silent_nodes:
                 return
             self._busy.add(name)
         self._pool.submit(self._work, core, name, wanted)
@@ -175,7 +179,7 @@ class MigManager:
     # -- API helpers -----------------------------------------------------------------------
     @staticmethod
     def _label(core: Any, name: str, labels: Mapping[str, str | None]) -> None:
-        core.patch_node(name, {"metadata": {"labels": dict(labels)}})
+        core.patch_node(name, {"metadata": {"labels": dict(labels)}}, field_manager=FIELD_MANAGER)
 
     def _config_yaml(self, core: Any) -> str:
         try:
@@ -221,7 +225,8 @@ class MigManager:
             allocatable[mig_resource_name(profile)] = str(n)
         capacity = dict(node.status.capacity or {})
         capacity.update(allocatable)
-        core.patch_node_status(name, {"status": {"allocatable": allocatable, "capacity": capacity}})
+        core.patch_node_status(name, {"status": {"allocatable": allocatable, "capacity": capacity}},
+                               field_manager=FIELD_MANAGER)
         count_labels: dict[str, str | None] = {
             k: None for k in labels if k.startswith("nvidia.com/mig-") and k.endswith(".count")
         }

@@ -96,6 +96,11 @@ def prerequisites() -> list[str]:
     for hier in ("cpu", "memory", "pids", "cpuset"):
         if not (CGROUP_ROOT / hier).is_dir() and not (CGROUP_ROOT / "cgroup.controllers").exists():
             missing.append(f"the {hier} cgroup controller under {CGROUP_ROOT}")
+    runc_built = (toolchain.cache_root() / "bin" / f"runc-{toolchain.RUNC_VERSION}-seccomp" / "runc").exists()
+    if not runc_built and not Path("/usr/include/seccomp.h").exists():
+        missing.append("libseccomp's headers to build runc with seccomp (apt-get install libseccomp-dev)")
+    if not runc_built and shutil.which("cc") is None:
+        missing.append("a C compiler to build runc (apt-get install gcc)")
     if not Path("/proc/filesystems").exists() or "overlay" not in Path("/proc/filesystems").read_text():
         with contextlib.suppress(OSError):
             subprocess.run(["modprobe", "overlay"], capture_output=True, check=False, timeout=10)
@@ -545,6 +550,8 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         if hardware is not None:
             hardware.save(self.hardware_file(name))
         self._stop_pid(node.pids.pop("device-plugin", None), grace_s=5)
+        with contextlib.suppress(FileNotFoundError):
+            (self.hardware_file(name).with_name("gpus.plugin.json")).unlink()
         env = {"PYTHONPATH": self.host.pythonpath}
         self._spawn(node, "device-plugin", [
             sys.executable, "-m", "gpupool_operator.local.deviceplugin",
@@ -555,10 +562,20 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def wait_allocatable(self, name: str, hardware: gpus.Hardware, deadline: float) -> None:
         """Until the node's allocatable shows every device of ``hardware`` (not just a registration:
         after a kubelet restart allocatable reads 0 for a while)."""
+        from gpupool_operator.local.deviceplugin import status_file
+
         want = {r: str(len(ds)) for r, ds in hardware.by_resource().items()}
         node = self.state.nodes[name]
 
         def ok() -> bool:
+            # the running plugin registered every resource (allocatable alone lags: the node's
+            # status is written every few seconds, and still shows what a dead plugin served)
+            try:
+                status = json.loads(status_file(self.hardware_file(name)).read_text())
+            except (OSError, ValueError):
+                return False
+            if status.get("pid") != node.pids.get("device-plugin") or set(want) - set(status.get("registered", [])):
+                return False
             alloc = ((self.node_object(name) or {}).get("status") or {}).get("allocatable") or {}
             return all(alloc.get(r) == n for r, n in want.items())
 

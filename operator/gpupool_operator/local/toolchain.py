@@ -309,7 +309,7 @@ def _build_wrapped(
 
 def _go_install(
     component: str, pkg: str | Sequence[str], version: str, binary: str | Sequence[str], ldflags: str = "",
-    variant: str = "", cgo: bool = False,
+    variant: str = "", cgo: bool = False, tags: str = "",
 ) -> Path:
     """``go install`` one or more packages of one module at ``version`` into the versioned cache;
     ``variant`` keys builds whose ``ldflags`` differ."""
@@ -325,7 +325,7 @@ def _go_install(
         shutil.rmtree(tmp_out, ignore_errors=True)
         tmp_out.mkdir(parents=True)
         env = {**_go_env(cgo), "GOBIN": str(tmp_out)}
-        flags = ["-ldflags", ldflags] if ldflags else []
+        flags = (["-ldflags", ldflags] if ldflags else []) + (["-tags", tags] if tags else [])
         started = time.monotonic()
         _compile_with_progress(
             ["install", "-v", "-trimpath", *flags, *(f"{p}@{version}" for p in pkgs)],
@@ -402,11 +402,17 @@ def build_containerd(version: str = CONTAINERD_VERSION) -> Path:
 
 
 def build_runc(version: str = RUNC_VERSION) -> Path:
-    # runc's nsenter is C, so this one build needs cgo (and a C compiler); no seccomp tag, so no
-    # libseccomp headers are needed.
+    # runc's nsenter is C, so this one build needs cgo (and a C compiler), and seccomp (the
+    # kubelet gives every pod the RuntimeDefault profile) needs libseccomp's headers.
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         raise ToolchainError("runc needs a C compiler (cgo); install one (apt-get install gcc) and run again.")
-    return _go_install("runc", "github.com/opencontainers/runc", version, "runc", cgo=True)
+    if not Path("/usr/include/seccomp.h").exists():
+        raise ToolchainError(
+            "runc needs libseccomp's headers for seccomp (the kubelet's RuntimeDefault profile); "
+            "install them (apt-get install libseccomp-dev) and run again."
+        )
+    return _go_install("runc", "github.com/opencontainers/runc", version, "runc", variant="-seccomp", cgo=True,
+                       tags="seccomp")
 
 
 def build_cni_plugins(version: str = CNI_PLUGINS_VERSION) -> Path:

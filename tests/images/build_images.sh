@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Build the operator and worker images with podman + runc, without Docker and without a registry,
+# then run each one --read-only as its non-root user. The recipe is ../shared/notes/containers.md's:
+# a Debian base made with debootstrap from the apt mirror this machine uses, a python base built
+# on it and tagged as the Dockerfile's FROM (so `FROM python:3.11-slim` resolves locally), builds
+# with --pull=never --network host and the host's CA bundle mounted.
+#
+#   bash tests/images/build_images.sh            # build (cached) both images, print their sizes
+#   TORCH_INDEX_URL=... bash tests/images/build_images.sh   # where PyTorch's CPU wheel index is reachable
+#
+# Scratch space: $CTR_WORK (default ${GPUPOOL_CACHE:-~/.cache/gpupool}/containers), outside the
+# work tree. Prints "skipped: podman not installed" and exits 0 where podman is missing.
+# tests/images/test_images.py runs this and then checks the images.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if ! command -v podman >/dev/null 2>&1; then
+  echo "skipped: podman not installed"
+  exit 0
+fi
+W="${CTR_WORK:-${GPUPOOL_CACHE:-$HOME/.cache/gpupool}/containers}"
+mkdir -p "$W/tmp"
+printf '%s\n' '[containers]' \
+  'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]' \
+  '[engine]' 'runtime = "runc"' 'cgroup_manager = "cgroupfs"' 'events_logger = "file"' \
+  > "$W/containers.conf"
+p() {
+  CONTAINERS_CONF="$W/containers.conf" TMPDIR="$W/tmp" \
+    podman --root "$W/storage" --runroot "$W/run" --storage-driver overlay "$@"
+}
+CA="${SSL_CERT_FILE:-$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile)')}"
+say() { echo "[images] $*" >&2; }
+
+# 1. A Debian base from this machine's apt mirror (once).
+if ! p image exists localhost/debian:bookworm; then
+  command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 2; }
+  mirror="$(apt-get indextargets --format '$(REPO_URI)' | grep -v security | sort -u | head -1)"
+  say "debootstrap bookworm from $mirror"
+  rm -rf "$W/rootfs"
+  debootstrap --variant=minbase bookworm "$W/rootfs" "$mirror" >"$W/debootstrap.log" 2>&1 \
+    || { tail -20 "$W/debootstrap.log" >&2; exit 1; }
+  tar -C "$W/rootfs" -c . | p import - localhost/debian:bookworm >/dev/null
+  rm -rf "$W/rootfs"
+fi
+
+# 2. A python base on it, standing in for python:3.11-slim (Debian's python3 is 3.11).
+if ! p image exists docker.io/library/python:3.11-slim; then
+  say "python base"
+  # (no CA mount here: apt fetches over plain HTTP, and installs ca-certificates over that path)
+  p build --pull=never --network host \
+    -t localhost/pybase:3.11 -f "$here/tests/images/pybase.Containerfile" "$here/tests/images" >&2
+  p tag localhost/pybase:3.11 docker.io/library/python:3.11-slim
+fi
+
+# 3. The project's images, from the unchanged Dockerfile.
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/pyproject.toml" | head -1)"
+build() {
+  local target="$1" tag="$2"; shift 2
+  say "build --target $target -> $tag"
+  local started=$SECONDS
+  p build --pull=never --network host -v "$CA:/etc/ssl/certs/ca-certificates.crt:ro" \
+    --target "$target" -t "$tag" "$@" "$here" >"$W/build-$target.log" 2>&1 \
+    || { tail -40 "$W/build-$target.log" >&2; exit 1; }
+  say "built $tag in $((SECONDS - started)) s"
+}
+build operator "localhost/gpupool-operator:$version"
+build worker "localhost/gpupool-worker:$version" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL-}"
+for image in "localhost/gpupool-operator:$version" "localhost/gpupool-worker:$version"; do
+  echo "$image $(p image inspect --format '{{.Size}}' "$image")"
+done
