@@ -213,14 +213,16 @@ async def closed_loop(url: str, requests: list[list[Any]], *, concurrency: int, 
 def ceiling(model: Any, sentences: list[str], batches: list[int], seconds: float) -> dict[str, Any]:
     best: dict[str, Any] = {"sentences_per_s": 0.0}
     per_batch = {}
+    k = len(sentences)
     for b in batches:
-        rows = (sentences * (b // len(sentences) + 1))[:b]
-        batch = {"text": np.array([s.encode() for s in rows], dtype=object)}
-        model.execute(batch)
-        n, t0 = 0, time.perf_counter()
+        # batches at every offset into the mix, so each sentence weighs the same at any batch size
+        batch_list = [{"text": np.array([sentences[(i * b + j) % k].encode() for j in range(b)], dtype=object)}
+                      for i in range(k)]
+        model.execute(batch_list[0])
+        n, t0, i = 0, time.perf_counter(), 0
         while time.perf_counter() - t0 < seconds:
-            model.execute(batch)
-            n += b
+            model.execute(batch_list[i % k])
+            n, i = n + b, i + 1
         rate = n / (time.perf_counter() - t0)
         per_batch[b] = rate
         if rate > best["sentences_per_s"]:
