@@ -1,0 +1,58 @@
+"""Adapter tests with plain data (no cluster) for what the report, status, snapshot and pod
+stages carry through from the inventory and the solver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operator_builders import fake_gpu_node
+
+from gpupool_operator.adapters.demands import MinReplicas
+from gpupool_operator.adapters.events import EventRecorder
+from gpupool_operator.adapters.observe import Observation, Observer
+from gpupool_operator.adapters.report import Reporter
+from gpupool_operator.adapters.store import Kind, Store
+
+
+async def _inline(func: Any, *args: Any) -> Any:
+    return func(*args)
+
+
+async def _observe(store: Store, observer: Observer) -> Observation:
+    return await observer.observe(0.0, _inline)
+
+
+_VERSIONS = iter(range(10, 10_000))
+
+
+def _node(allocatable_gpus: int) -> dict[str, Any]:
+    node = fake_gpu_node("h100-0000", "H100-80GB", gpus=2)
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    node["status"]["allocatable"]["nvidia.com/gpu"] = str(allocatable_gpus)
+    node["metadata"]["resourceVersion"] = str(next(_VERSIONS))
+    node["metadata"]["uid"] = "node-uid"
+    return node
+
+
+async def test_a_capacity_conflict_is_one_warning_on_the_node_per_change() -> None:
+    store = Store()
+    observer = Observer(store, MinReplicas(), 1800.0)
+    events = EventRecorder(None)  # type: ignore[arg-type]  # nothing is posted here: take() shows the queue
+    reporter = Reporter(None, store, events)  # type: ignore[arg-type]
+
+    async def warnings(allocatable: int) -> list[tuple[Any, str, str, str]]:
+        store.apply_event(Kind.NODE, "MODIFIED", _node(allocatable))
+        seen = await _observe(store, observer)
+        reporter._warn(seen)
+        return [e for e in events.take() if e[2] == "CapacityConflict"]
+
+    first = await warnings(1)
+    assert len(first) == 1
+    involved, type_, _, message = first[0]
+    assert (involved["kind"], involved["name"], type_) == ("Node", "h100-0000", "Warning")
+    assert "allocatable nvidia.com/gpu offers 1" in message, message
+    assert await warnings(1) == []  # the same conflict next cycle: told once
+    assert await warnings(2) == []  # resolved: nothing to tell
+    again = await warnings(0)  # a new conflict: told again
+    assert len(again) == 1
+    assert "offers 0" in again[0][3]
