@@ -3,15 +3,24 @@ stages carry through from the inventory and the solver."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from operator_builders import fake_gpu_node
+from operator_builders import PoolBuilder, fake_gpu_node
 
-from gpupool_operator.adapters.demands import MinReplicas
+from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
 from gpupool_operator.adapters.events import EventRecorder
 from gpupool_operator.adapters.observe import Observation, Observer
 from gpupool_operator.adapters.report import Reporter
+from gpupool_operator.adapters.snapshot import build_snapshot
+from gpupool_operator.adapters.status import pool_status, unplaced_reason
 from gpupool_operator.adapters.store import Kind, Store
+from gpupool_operator.api import InferencePool, default_config
+from gpupool_operator.core.plan import Unplaced
+from gpupool_operator.core.reasons import UnplacedCode
+from gpupool_operator.core.solver import solve
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def _inline(func: Any, *args: Any) -> Any:
@@ -56,3 +65,37 @@ async def test_a_capacity_conflict_is_one_warning_on_the_node_per_change() -> No
     again = await warnings(0)  # a new conflict: told again
     assert len(again) == 1
     assert "offers 0" in again[0][3]
+
+
+def _parsed_pool(builder: PoolBuilder) -> InferencePool:
+    body = builder.obj()
+    body["metadata"].update(namespace="ns", uid="uid-1", generation=1)
+    parsed = parse_pool(body)
+    assert parsed.pool is not None, parsed.error
+    return parsed.pool
+
+
+def test_condition_reasons_are_the_solvers_codes_not_guesses_from_its_text() -> None:
+    pool = _parsed_pool(PoolBuilder("p").gpu("llm", "H100-80GB"))
+    demands = demands_for([pool], MinReplicas())
+    node = fake_gpu_node("h100-0000", "H100-80GB", gpus=2)
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    node["spec"]["taints"] = [*node["spec"].get("taints", []),
+                              {"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]
+    plan = solve(build_snapshot([node], [], prices_from(default_config()), now=0.0), demands)
+    (u,) = plan.unplaced
+    assert u.code == UnplacedCode.TAINTED
+    status = pool_status(pool, plan, {}, {}, {"ns/p/llm": 1}, None, NOW)
+    conds = {c.type: c for c in status.conditions}
+    assert conds["Placed"].reason == "NodesTainted"
+    assert conds["Degraded"].reason == "NodesTainted"
+    assert "dedicated=ml:NoSchedule" in conds["Placed"].message
+
+    for code, reason in [(UnplacedCode.SPOT_ONLY, "SpotOnlyCapacity"),
+                         (UnplacedCode.MIG_RELAYOUT_FORBIDDEN, "MigRelayoutForbidden"),
+                         (UnplacedCode.INSUFFICIENT_CAPACITY, "InsufficientCapacity"),
+                         (UnplacedCode.BUDGET_EXCEEDED, "BudgetExceeded"),
+                         (UnplacedCode.NO_NODES, "NoNodes"),
+                         (UnplacedCode.NO_ACCEPTED_SHAPE, "Unplaceable")]:
+        # the text says something else on purpose: only the code decides
+        assert unplaced_reason(Unplaced("ns/p/llm", 1, "budget.maxUsdPerHour no free capacity", code=code)) == reason
