@@ -3,11 +3,13 @@ stages carry through from the inventory and the solver."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from operator_builders import PoolBuilder, fake_gpu_node
 
+from gpupool_operator.adapters import names
 from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
 from gpupool_operator.adapters.events import EventRecorder
 from gpupool_operator.adapters.observe import Observation, Observer
@@ -99,3 +101,22 @@ def test_condition_reasons_are_the_solvers_codes_not_guesses_from_its_text() -> 
                          (UnplacedCode.NO_ACCEPTED_SHAPE, "Unplaceable")]:
         # the text says something else on purpose: only the code decides
         assert unplaced_reason(Unplaced("ns/p/llm", 1, "budget.maxUsdPerHour no free capacity", code=code)) == reason
+
+
+def test_a_layout_target_keeps_what_allocatable_withholds() -> None:
+    node = fake_gpu_node("a100-0000", "A100-80GB", gpus=2, mig_strategy="mixed", layouts=[{}, {"1g.10gb": 7}])
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    node["status"]["allocatable"]["nvidia.com/gpu"] = "0"  # the whole GPU 0 is not offered
+    node["status"]["allocatable"]["nvidia.com/mig-1g.10gb"] = "5"  # two of GPU 1's seven slices are not
+    plain = build_snapshot([node], [], prices_from(default_config()), now=0.0).nodes[0]
+    assert plain.gpus[0].unusable
+    assert len(plain.gpus[1].withheld) == 2
+    # The operator asked for GPU 0 to be re-laid and GPU 1 to stay as it is.
+    node["metadata"]["annotations"][names.ANN_MIG_LAYOUT_TARGET] = json.dumps([{"3g.40gb": 2}, {"1g.10gb": 7}])
+    target = build_snapshot([node], [], prices_from(default_config()), now=0.0).nodes[0]
+    assert not target.mig_ready
+    assert target.gpus[0].layout is not None
+    assert {p for p, _ in target.gpus[0].layout} == {"3g.40gb"}
+    assert target.gpus[0].unusable == plain.gpus[0].unusable  # still not offered: allocatable wins
+    assert target.gpus[1].withheld == plain.gpus[1].withheld
+    assert target.capacity_conflicts == plain.capacity_conflicts
