@@ -10,6 +10,7 @@ from typing import Any
 from operator_builders import PoolBuilder, fake_gpu_node
 
 from gpupool_operator.adapters import names
+from gpupool_operator.adapters.act import Actuator
 from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
 from gpupool_operator.adapters.events import EventRecorder
 from gpupool_operator.adapters.observe import Observation, Observer
@@ -17,10 +18,13 @@ from gpupool_operator.adapters.report import Reporter
 from gpupool_operator.adapters.snapshot import build_snapshot
 from gpupool_operator.adapters.status import pool_status, unplaced_reason
 from gpupool_operator.adapters.store import Kind, Store
+from gpupool_operator.adapters.workloads import WorkerSettings, replica_pod
 from gpupool_operator.api import InferencePool, default_config
+from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
 from gpupool_operator.core.solver import solve
+from gpupool_worker.engine.emulated import EmulatedDevice
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -120,3 +124,43 @@ def test_a_layout_target_keeps_what_allocatable_withholds() -> None:
     assert target.gpus[0].unusable == plain.gpus[0].unusable  # still not offered: allocatable wins
     assert target.gpus[1].withheld == plain.gpus[1].withheld
     assert target.capacity_conflicts == plain.capacity_conflicts
+
+
+async def test_replica_pods_carry_the_shapes_throughput_and_say_when_the_engine_is_emulated() -> None:
+    body = PoolBuilder("p").mig("m", "1g.10gb").obj()
+    body["spec"]["models"][0]["hardware"] = [
+        {"type": "MIG", "mig": {"profile": "1g.10gb"}, "inferencesPerSecond": "120"},
+        {"type": "GPU", "gpu": {"product": "A100-80GB"}, "inferencesPerSecond": "900"},
+    ]
+    body["metadata"].update(namespace="ns", uid="uid-1", generation=1, resourceVersion="1")
+    node = fake_gpu_node("a100-0000", "A100-80GB", gpus=1, mig_strategy="mixed", layouts=[{"1g.10gb": 7}])
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    node["metadata"]["labels"][names.LABEL_EMULATED] = "true"  # as the local cluster's real nodes are labelled
+    node["metadata"]["resourceVersion"] = "1"
+    store = Store()
+    store.apply_event(Kind.POOL, "ADDED", body)
+    store.apply_event(Kind.NODE, "ADDED", node)
+    seen = await _observe(store, Observer(store, MinReplicas(), 1800.0))
+    plan = solve(seen.snapshot, list(seen.demands))
+    (a,) = plan.assignments
+    assert a.shape.kind is ShapeKind.MIG
+    actuator = Actuator(None, store, EventRecorder(None), None, WorkerSettings())  # type: ignore[arg-type]
+    ips = actuator._throughput(seen, a)
+    assert ips == 120.0
+    entry = seen.pools["ns/p"]
+    assert entry.pool is not None
+    model = entry.pool.spec.model("m")
+    pod = replica_pod(entry.pool, "uid-1", model, a, 0, "NVIDIA-A100-SXM4-80GB", 3.43, gated=False,
+                      settings=WorkerSettings(), inferences_per_second=ips, emulated=True)
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["GPUPOOL_INFERENCES_PER_SECOND"] == "120"
+    assert pod["metadata"]["annotations"][names.ANN_ENGINE] == "emulated"
+    # what the worker makes of it, with the variables the emulated device plugin adds
+    device = EmulatedDevice.from_env({**env, "GPUPOOL_EMULATED": "1", "GPUPOOL_EMULATED_PRODUCT": "A100-80GB"})
+    assert device is not None
+    assert device.declared
+    assert device.throughput == 120.0
+    # a real node: no annotation (the worker's gpupool_engine_emulated metric and log say what runs)
+    real = replica_pod(entry.pool, "uid-1", model, a, 0, "NVIDIA-A100-SXM4-80GB", 3.43, gated=False,
+                       settings=WorkerSettings(), inferences_per_second=ips, emulated=False)
+    assert names.ANN_ENGINE not in real["metadata"]["annotations"]
