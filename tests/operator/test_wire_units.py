@@ -13,6 +13,7 @@ from gpupool_operator.adapters import names
 from gpupool_operator.adapters.act import Actuator
 from gpupool_operator.adapters.demands import MinReplicas, demands_for, parse_pool, prices_from
 from gpupool_operator.adapters.events import EventRecorder
+from gpupool_operator.adapters.inventory import pod_claim
 from gpupool_operator.adapters.observe import Observation, Observer
 from gpupool_operator.adapters.report import Reporter
 from gpupool_operator.adapters.snapshot import build_snapshot
@@ -20,8 +21,8 @@ from gpupool_operator.adapters.status import pool_status, unplaced_reason
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, replica_pod
 from gpupool_operator.api import InferencePool, default_config
-from gpupool_operator.core.demand import ShapeKind
-from gpupool_operator.core.plan import Unplaced
+from gpupool_operator.core.demand import Shape, ShapeKind
+from gpupool_operator.core.plan import Assignment, Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
 from gpupool_operator.core.solver import solve
 from gpupool_worker.engine.emulated import EmulatedDevice
@@ -164,3 +165,15 @@ async def test_replica_pods_carry_the_shapes_throughput_and_say_when_the_engine_
     real = replica_pod(entry.pool, "uid-1", model, a, 0, "NVIDIA-A100-SXM4-80GB", 3.43, gated=False,
                        settings=WorkerSettings(), inferences_per_second=ips, emulated=False)
     assert names.ANN_ENGINE not in real["metadata"]["annotations"]
+
+
+def test_the_pool_label_the_operator_writes_is_the_one_the_inventory_reads() -> None:
+    pool = _parsed_pool(PoolBuilder("p").gpu("m", "H100-80GB"))
+    a = Assignment("ns/p/m", 0, Shape(ShapeKind.GPU, "H100-80GB", gpus=1), "h100-0000", gpus=(1,))
+    pod = replica_pod(pool, "uid-1", pool.spec.model("m"), a, 0, "NVIDIA-H100-80GB-HBM3", 2.0, gated=False,
+                      settings=WorkerSettings())
+    assert pod["metadata"]["labels"][names.LABEL_POOL] == "p"
+    # without the operator's demand annotation, only the pool and model labels say whose it is
+    del pod["metadata"]["annotations"][names.ANN_DEMAND]
+    pod["spec"]["nodeName"] = "h100-0000"
+    assert pod_claim(pod).owner == "ns/p/m"
