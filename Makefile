@@ -19,6 +19,7 @@ setup: ## create the Python env (cached by dependency hash) and build the contro
 	@bash scripts/setup.sh >/dev/null
 	@$(PY) -m gpupool_operator local build
 	@# real kubelet nodes need root; elsewhere their tests are skipped with what is missing named
+	@bash scripts/system-deps.sh
 	@if [ "$$(id -u)" = 0 ]; then $(PY) -m gpupool_operator local build --nodes >/dev/null || \
 	  echo "[gpupool setup] real-node binaries not built (above); tests marked real_nodes will say what is missing" >&2; fi
 

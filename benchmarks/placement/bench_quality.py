@@ -1,30 +1,52 @@
-"""Placement quality: heuristic vs the exact MILP optimum and vs two baselines, on seeded instances.
+"""Placement quality on a broad suite: the heuristic against the exact MILP optimum and against what
+users run today, side by side on the same instances.
 
-Run: ``PYTHONPATH=operator:worker:proto python benchmarks/placement/bench_quality.py [--instances 240]``
+Run: ``PYTHONPATH=operator:worker:proto python benchmarks/placement/bench_quality.py [--per-family 48]``
 
-For each instance: the heuristic's $/h, the exact optimum's (HiGHS, time-limited), one whole GPU
-per replica placed first-fit, and a kube-scheduler-like spread. The gap is measured only where the
-MILP proved optimality and both placed the same number of replicas (reported separately otherwise).
+The suite (``instances.suite``): seeded instances of every family, ``base`` (mixes small/mixed/llm,
+2-9 GPU nodes of 4-8 GPUs, CPU nodes, spot, existing MIG layouts, foreign pods), ``tainted``
+(NVIDIA's GPU taint, dedicated NoSchedule taints some models tolerate, PreferNoSchedule),
+``pending-mig`` (GPUs a pending MIG change takes away), ``cordoned`` (cordoned and NotReady nodes)
+and ``all``; plus one fleet of ``--large-nodes`` nodes of mixed products with every family's
+features (no MILP there: too large; the baselines only).
+
+For each instance: the heuristic's $/h; the exact optimum's (HiGHS, time-limited; the gap is
+measured only where the MILP proved optimality and both left the same replicas of each model
+unplaced); and the baselines: a KAI-Scheduler/Kueue-like scheduler that keeps each GPU's MIG layout
+and places first fit, cheapest slice first (``core.baselines.first_fit_cheapest_slice``), the
+same on NVIDIA's ``all-balanced`` layout, whole-GPU first fit and a kube-scheduler-like spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(Path(__file__).resolve().parent)]
 
-from instances import instance  # noqa: E402
+from instances import FAMILIES, large, suite, with_family  # noqa: E402
 
 from benchmarks._results import write  # noqa: E402
-from gpupool_operator.core.baselines import spread, whole_gpu_first_fit  # noqa: E402
+from gpupool_operator.core.baselines import first_fit_cheapest_slice, spread, whole_gpu_first_fit  # noqa: E402
 from gpupool_operator.core.exact import solve_exact  # noqa: E402
 from gpupool_operator.core.solver import solve  # noqa: E402
 from gpupool_operator.core.verify import problems  # noqa: E402
+
+BASELINES = {
+    "kai": lambda s, d: first_fit_cheapest_slice(s, d, "current"),
+    "kai_balanced": lambda s, d: first_fit_cheapest_slice(s, d, "all-balanced"),
+    "first_fit": whole_gpu_first_fit,
+    "spread": spread,
+}
+LABELS = {"kai": "KAI/Kueue-like, current MIG layouts", "kai_balanced": "KAI/Kueue-like, NVIDIA all-balanced",
+          "first_fit": "whole-GPU first fit", "spread": "k8s-like spread"}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -32,15 +54,55 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * (len(xs) - 1) + 0.5))] if xs else float("nan")
 
 
+def baselines(row: dict[str, Any], snapshot: Any, demands: Any) -> None:
+    for name, fn in BASELINES.items():
+        t0 = time.perf_counter()
+        result = fn(snapshot, demands)
+        row[name], row[f"{name}_placed"], row[f"{name}_ms"] = (result.cost_per_hour, result.placed,
+                                                              (time.perf_counter() - t0) * 1000)
+
+
+def comparison(rows: list[dict[str, Any]], base: str) -> dict[str, Any]:
+    """The heuristic against one baseline: $/h saved where both placed the same replicas, and the
+    replicas only the heuristic placed (and any only the baseline placed)."""
+    equal = [r for r in rows if r[f"{base}_placed"] == r["heuristic_placed"] and r[base] > 0]
+    savings = [100 * (1 - r["heuristic"] / r[base]) for r in equal]
+    total = sum(r[base] for r in equal)
+    return {
+        "equal_instances": len(equal),
+        "saving_median_pct": statistics.median(savings) if savings else None,
+        "saving_total_pct": 100 * (1 - sum(r["heuristic"] for r in equal) / total) if total else None,
+        "only_gpupool_replicas": sum(max(0, r["heuristic_placed"] - r[f"{base}_placed"]) for r in rows),
+        "only_gpupool_instances": sum(1 for r in rows if r["heuristic_placed"] > r[f"{base}_placed"]),
+        "only_baseline_replicas": sum(max(0, r[f"{base}_placed"] - r["heuristic_placed"]) for r in rows),
+    }
+
+
+def gaps(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    comparable = [r for r in rows if r["exact_status"] == "optimal" and r["same_unplaced"]]
+    g = [r["gap_pct"] for r in comparable]
+    worst = sorted(comparable, key=lambda r: -r["gap_pct"])[:5]
+    return {
+        "instances": len(rows), "comparable": len(comparable),
+        "median_pct": statistics.median(g) if g else None, "p90_pct": pct(g, 0.9), "worst_pct": max(g, default=None),
+        "optimal_share": sum(1 for x in g if x < 1e-6) / len(g) if g else None,
+        "fewer_than_exact": [r["instance"] for r in rows if r["heuristic_placed"] < r["exact_placed"]],
+        "exact_not_optimal": sum(1 for r in rows if r["exact_status"] != "optimal"),
+        "worst": [{"instance": r["instance"], "gap_pct": r["gap_pct"]} for r in worst],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--instances", type=int, default=240)
+    ap.add_argument("--per-family", type=int, default=48)
     ap.add_argument("--time-limit", type=float, default=20.0)
     ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--large-nodes", type=int, default=5000, help="0: no fleet-scale instance")
+    ap.add_argument("--large-replicas", type=int, default=10000)
     args = ap.parse_args()
     rows = []
-    for seed in range(args.first_seed, args.first_seed + args.instances):
-        inst = instance(seed)
+    for inst in suite(args.per_family, args.first_seed):
+        family = inst.name.rsplit("-", 1)[-1] if not inst.name.endswith("pending-mig") else "pending-mig"
         t0 = time.perf_counter()
         plan = solve(inst.snapshot, inst.demands)
         heur_s = time.perf_counter() - t0
@@ -51,101 +113,95 @@ def main() -> int:
         exact = solve_exact(inst.snapshot, inst.demands, time_limit=args.time_limit)
         exact_s = time.perf_counter() - t0
         wanted = sum(d.replicas for d in inst.demands)
-        placed = len(plan.assignments)
-        exact_placed = wanted - sum(exact.unplaced.values())
-        heur_unplaced = {u.demand: u.count for u in plan.unplaced}
-        same = heur_unplaced == dict(exact.unplaced)
-        ff = whole_gpu_first_fit(inst.snapshot, inst.demands)
-        sp = spread(inst.snapshot, inst.demands)
-        rows.append({
-            "instance": inst.name, "mix": inst.mix, "nodes": len(inst.snapshot.nodes),
-            "gpus": inst.snapshot.gpu_count, "models": len(inst.demands), "replicas": wanted,
-            "heuristic": plan.cost_per_hour, "heuristic_placed": placed, "heuristic_ms": heur_s * 1000,
-            "exact": exact.cost_per_hour, "exact_bound": exact.lower_bound, "exact_status": exact.status,
-            "exact_placed": exact_placed, "exact_ms": exact_s * 1000, "same_unplaced": same,
-            "first_fit": ff.cost_per_hour, "first_fit_placed": ff.placed,
-            "spread": sp.cost_per_hour, "spread_placed": sp.placed,
-        })
-        print(f"{inst.name:28s} heur {plan.cost_per_hour:8.2f} ({placed}/{wanted})  exact {exact.cost_per_hour:8.2f}"
-              f" ({exact_placed}, {exact.status})  ff {ff.cost_per_hour:8.2f} ({ff.placed})", flush=True)
+        row: dict[str, Any] = {
+            "instance": inst.name, "family": family if family in FAMILIES else "base", "mix": inst.mix,
+            "nodes": len(inst.snapshot.nodes), "gpus": inst.snapshot.gpu_count, "models": len(inst.demands),
+            "replicas": wanted, "heuristic": plan.cost_per_hour, "heuristic_placed": len(plan.assignments),
+            "heuristic_ms": heur_s * 1000, "exact": exact.cost_per_hour, "exact_bound": exact.lower_bound,
+            "exact_status": exact.status, "exact_placed": wanted - sum(exact.unplaced.values()),
+            "exact_ms": exact_s * 1000,
+            "same_unplaced": {u.demand: u.count for u in plan.unplaced} == dict(exact.unplaced),
+        }
+        row["gap_pct"] = 100 * (plan.cost_per_hour - exact.cost_per_hour) / exact.cost_per_hour \
+            if exact.cost_per_hour > 0 else 0.0
+        baselines(row, inst.snapshot, inst.demands)
+        rows.append(row)
+        print(f"{inst.name:36s} heur {plan.cost_per_hour:8.2f} ({row['heuristic_placed']}/{wanted})  exact "
+              f"{exact.cost_per_hour:8.2f} ({row['exact_placed']}, {exact.status})  kai {row['kai']:8.2f} "
+              f"({row['kai_placed']})", flush=True)
 
-    comparable = [r for r in rows if r["exact_status"] == "optimal" and r["same_unplaced"]]
-    gaps = [100 * (r["heuristic"] - r["exact"]) / r["exact"] if r["exact"] > 0 else 0.0 for r in comparable]
-    fewer = [r for r in rows if r["heuristic_placed"] < r["exact_placed"]]
+    fleet: dict[str, Any] | None = None
+    if args.large_nodes:
+        inst = with_family(large(7, args.large_nodes, args.large_replicas), "all", random.Random(7))
+        t0, c0 = time.perf_counter(), time.process_time()
+        plan = solve(inst.snapshot, inst.demands)
+        fleet = {"instance": inst.name, "nodes": len(inst.snapshot.nodes), "gpus": inst.snapshot.gpu_count,
+                 "models": len(inst.demands), "replicas": sum(d.replicas for d in inst.demands),
+                 "heuristic": plan.cost_per_hour, "heuristic_placed": len(plan.assignments),
+                 "heuristic_s": time.perf_counter() - t0, "heuristic_cpu_s": time.process_time() - c0}
+        bad = problems(inst.snapshot, inst.demands, plan)
+        if bad:
+            raise SystemExit(f"{inst.name}: invalid plan: {bad[:3]}")
+        baselines(fleet, inst.snapshot, inst.demands)
+        print(f"{inst.name}: heur {plan.cost_per_hour:.2f} ({len(plan.assignments)}) in {fleet['heuristic_s']:.1f} s,"
+              f" kai {fleet['kai']:.2f} ({fleet['kai_placed']})", flush=True)
 
-    def saving(mix: str | None, base: str) -> list[float]:
-        out = []
-        for r in rows:
-            same = r[f"{base}_placed"] == r["replicas"] == r["heuristic_placed"]
-            if (mix is None or r["mix"] == mix) and same and r[base] > 0:
-                out.append(100 * (1 - r["heuristic"] / r[base]))
-        return out
-
-    def total_saving(mix: str | None, base: str) -> float:
-        sel = [r for r in rows if (mix is None or r["mix"] == mix)
-               and r[f"{base}_placed"] == r["replicas"] == r["heuristic_placed"]]
-        b = sum(r[base] for r in sel)
-        return 100 * (1 - sum(r["heuristic"] for r in sel) / b) if b else float("nan")
-
-    summary = {
-        "instances": len(rows),
-        "gap_comparable_instances": len(comparable),
-        "gap_median_pct": statistics.median(gaps) if gaps else None,
-        "gap_p90_pct": pct(gaps, 0.9),
-        "gap_max_pct": max(gaps) if gaps else None,
-        "gap_zero_share": sum(1 for g in gaps if g < 1e-6) / len(gaps) if gaps else None,
-        "exact_not_optimal": sum(1 for r in rows if r["exact_status"] != "optimal"),
-        "heuristic_placed_fewer_than_exact": len(fewer),
-        "heuristic_ms_median": statistics.median(r["heuristic_ms"] for r in rows),
-        "exact_ms_median": statistics.median(r["exact_ms"] for r in rows),
-    }
-    for mix in (None, "small", "mixed", "llm"):
-        label = mix or "all"
-        for base in ("first_fit", "spread"):
-            s = saving(mix, base)
-            summary[f"saving_vs_{base}_{label}_median_pct"] = statistics.median(s) if s else None
-            summary[f"saving_vs_{base}_{label}_total_pct"] = total_saving(mix, base)
-    worst = sorted(zip(gaps, (r["instance"] for r in comparable), strict=True), reverse=True)[:5]
-    summary["worst_instances"] = [{"instance": name, "gap_pct": g} for g, name in worst]
-    summary["fewer_than_exact_instances"] = [r["instance"] for r in fewer]
+    summary: dict[str, Any] = {"suite": gaps(rows)}
+    for family in FAMILIES:
+        summary[family] = gaps([r for r in rows if r["family"] == family])
+    vs = {base: comparison(rows, base) for base in BASELINES}
+    times = {"heuristic_ms_median": statistics.median(r["heuristic_ms"] for r in rows),
+             "heuristic_ms_p90": pct([r["heuristic_ms"] for r in rows], 0.9),
+             "exact_ms_median": statistics.median(r["exact_ms"] for r in rows)}
+    a = summary["suite"]
     md = [
-        f"{len(rows)} seeded instances (mixes small/mixed/llm, 2-9 GPU nodes of 4-8 GPUs, CPU nodes, spot, "
-        "existing MIG layouts, foreign pods). Exact = HiGHS MILP "
-        f"(time limit {args.time_limit:g} s per instance). Both hold a model's min-off-spot promise as "
-        "`verify.problems` checks it (a model with at least that many replicas placed has that many off "
-        "spot).",
+        f"{len(rows)} seeded instances, {args.per_family} per family ({', '.join(FAMILIES)}; see "
+        "`benchmarks/placement/instances.py`). Exact = HiGHS MILP (time limit "
+        f"{args.time_limit:g} s per instance). Both hold a model's min-off-spot promise and every taint as "
+        "`verify.problems` checks them.",
         "",
-        "| measure | value |",
-        "|---|---|",
-        f"| instances where the gap is measurable (MILP optimal, same replicas of each model placed) "
-        f"| {len(comparable)} |",
-        f"| gap to optimum: median | {summary['gap_median_pct']:.2f} % |",
-        f"| gap to optimum: p90 | {summary['gap_p90_pct']:.2f} % |",
-        f"| gap to optimum: worst | {summary['gap_max_pct']:.2f} % |",
-        f"| heuristic exactly optimal | {100 * (summary['gap_zero_share'] or 0):.0f} % of instances |",
-        f"| instances where the heuristic placed fewer replicas than the MILP | {len(fewer)} |",
-        f"| MILP not proven optimal in the time limit | {summary['exact_not_optimal']} |",
-        f"| heuristic time per instance, median | {summary['heuristic_ms_median']:.1f} ms |",
-        f"| MILP time per instance, median | {summary['exact_ms_median']:.1f} ms |",
-        "",
-        "Largest gaps: " + ", ".join(f"{name} {g:.2f} %" for g, name in worst) + ". Instances where the "
-        "heuristic placed fewer replicas than the MILP: " + (", ".join(r["instance"] for r in fewer) or "none")
-        + ".",
-        "",
-        "Saving of the heuristic's $/h against the baselines (instances where all three placed every replica):",
-        "",
-        "| mix | vs whole-GPU first-fit (median / total) | vs k8s-like spread (median / total) |",
-        "|---|---|---|",
+        "| family | instances with a measurable gap | median | p90 | worst | exactly optimal | fewer replicas than "
+        "the MILP |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for mix in (None, "small", "mixed", "llm"):
-        label = mix or "all"
-        md.append(
-            f"| {label} | {summary[f'saving_vs_first_fit_{label}_median_pct'] or float('nan'):.1f} % / "
-            f"{summary[f'saving_vs_first_fit_{label}_total_pct']:.1f} % | "
-            f"{summary[f'saving_vs_spread_{label}_median_pct'] or float('nan'):.1f} % / "
-            f"{summary[f'saving_vs_spread_{label}_total_pct']:.1f} % |"
-        )
-    path = write("placement-quality", {"summary": summary, "instances": rows}, "\n".join(md))
+    for family in ("suite", *FAMILIES):
+        s = summary[family]
+        if not s["comparable"]:
+            continue
+        label = "whole suite" if family == "suite" else family
+        md.append(f"| {label} | {s['comparable']} of {s['instances']} | {s['median_pct']:.2f} % "
+                  f"| {s['p90_pct']:.2f} % | {s['worst_pct']:.2f} % | {100 * s['optimal_share']:.0f} % "
+                  f"| {len(s['fewer_than_exact'])} |")
+    md += [
+        "",
+        "Largest gaps: " + ", ".join(f"{w['instance']} {w['gap_pct']:.2f} %" for w in a["worst"]) + ". Fewer "
+        "replicas than the MILP: " + (", ".join(a["fewer_than_exact"]) or "none") + f". MILP not proven optimal: "
+        f"{a['exact_not_optimal']}. Heuristic time per instance: median {times['heuristic_ms_median']:.0f} ms, p90 "
+        f"{times['heuristic_ms_p90']:.0f} ms (MILP median {times['exact_ms_median']:.0f} ms).",
+        "",
+        "Against what users run today, same instances ($/h saved where both placed the same replicas; replicas "
+        "only one of them placed):",
+        "",
+        "| baseline | instances with equal replicas | $/h saved: median | total | replicas only gpupool placed "
+        "(instances) | replicas only the baseline placed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for base, c in vs.items():
+        med = f"{c['saving_median_pct']:.1f} %" if c["saving_median_pct"] is not None else "-"
+        tot = f"{c['saving_total_pct']:.1f} %" if c["saving_total_pct"] is not None else "-"
+        md.append(f"| {LABELS[base]} | {c['equal_instances']} | {med} | {tot} | {c['only_gpupool_replicas']} "
+                  f"({c['only_gpupool_instances']}) | {c['only_baseline_replicas']} |")
+    if fleet is not None:
+        md += [
+            "",
+            f"Fleet scale ({fleet['instance']} with every family's features: {fleet['nodes']} nodes, {fleet['gpus']} "
+            f"GPUs, {fleet['models']} models, {fleet['replicas']} replicas; no MILP at this size): gpupool places "
+            f"{fleet['heuristic_placed']} for ${fleet['heuristic']:.2f}/h in {fleet['heuristic_cpu_s']:.1f} s of CPU; "
+            + "; ".join(f"{LABELS[b]} {fleet[f'{b}_placed']} for ${fleet[b]:.2f}/h" for b in BASELINES) + ".",
+        ]
+    md += ["", f"Machine load average when recorded: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}."]
+    path = write("placement-quality", {"summary": summary, "baselines": vs, "times": times, "fleet": fleet,
+                                       "instances": rows}, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {path}")
     return 0

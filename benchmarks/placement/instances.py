@@ -9,10 +9,17 @@ Mixes:
 Clusters mix A100/H100/H200/B200 nodes (4 or 8 GPUs), some spot, some with existing MIG layouts,
 some with foreign pods already holding GPUs, plus CPU nodes. Capacity is sized from the demand
 so most instances are feasible, some tight.
+
+Families (:data:`FAMILIES`) add what real clusters have on top of the same seeded instance:
+``tainted`` (NVIDIA's ``nvidia.com/gpu`` taint, ``dedicated`` NoSchedule taints some models
+tolerate, PreferNoSchedule taints, tainted CPU nodes), ``pending-mig`` (GPUs a pending MIG change
+takes away), ``cordoned`` (cordoned and NotReady nodes, some holding other pods), and ``all`` (every
+one of them at once). :func:`large` is the fleet-scale instance (5,000 nodes of mixed products).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -20,9 +27,11 @@ from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.cost import DEFAULT_GPU_PRICES, PriceTier
 from gpupool_operator.core.demand import Accelerator, Demand, ShapeKind
 from gpupool_operator.core.inventory import Gpu, Holding, MigStrategy, Node, Snapshot
+from gpupool_operator.core.taints import Taint, Toleration
 
 PRODUCTS = ("A100-40GB", "A100-80GB", "H100-80GB", "H200-141GB", "B200-180GB")
 MIXES = ("small", "mixed", "llm")
+FAMILIES = ("base", "tainted", "pending-mig", "cordoned", "all")
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,7 @@ def _node(rng: random.Random, name: str, key: str, gpus: int, spot: bool, mig_sh
     )
 
 
-def instance(seed: int, mix: str | None = None, size: str | None = None) -> Instance:
+def instance(seed: int, mix: str | None = None, size: str | None = None, family: str = "base") -> Instance:
     rng = random.Random(seed)
     mix = mix or rng.choice(MIXES)
     size = size or rng.choice(["small", "small", "medium"])
@@ -103,7 +112,59 @@ def instance(seed: int, mix: str | None = None, size: str | None = None) -> Inst
         nodes.append(_node(rng, f"g{i:02d}", key, rng.choice([4, 8]), rng.random() < 0.2, mig_share, foreign))
     for i in range(rng.randint(0, 2)):
         nodes.append(Node(name=f"c{i}", cpu_millis=rng.choice([16000, 32000, 64000]), memory_mib=256 * 1024))
-    return Instance(f"seed{seed}-{mix}-{size}", mix, Snapshot(tuple(nodes)), demands)
+    inst = Instance(f"seed{seed}-{mix}-{size}", mix, Snapshot(tuple(nodes)), demands)
+    return with_family(inst, family, random.Random(seed * 7919 + FAMILIES.index(family)))
+
+
+_GPU_TAINT = Taint("nvidia.com/gpu", "NoSchedule", "present")
+_SOFT = Taint("gpupool.io/prefer-not", "PreferNoSchedule", "batch")
+
+
+def with_family(inst: Instance, family: str, rng: random.Random) -> Instance:
+    """``inst`` with the features of ``family`` drawn by ``rng`` (``base``: unchanged)."""
+    if family == "base":
+        return inst
+    parts = ("tainted", "pending-mig", "cordoned") if family == "all" else (family,)
+    nodes = list(inst.snapshot.nodes)
+    demands = list(inst.demands)
+    if "tainted" in parts:
+        teams = ("research", "search")
+        for i, n in enumerate(nodes):
+            taints: list[Taint] = []
+            if n.gpus and rng.random() < 0.6:
+                taints.append(_GPU_TAINT)
+            if rng.random() < 0.25:
+                taints.append(Taint("dedicated", "NoSchedule", rng.choice(teams)))
+            if rng.random() < 0.2:
+                taints.append(_SOFT)
+            nodes[i] = dataclasses.replace(n, taints=tuple(sorted(set(taints))))
+        for j, d in enumerate(demands):
+            if rng.random() < 0.4:
+                team = rng.choice(teams)
+                demands[j] = dataclasses.replace(d, tolerations=(Toleration("dedicated", "Equal", team, "NoSchedule"),))
+    if "pending-mig" in parts:
+        for i, n in enumerate(nodes):
+            if n.gpus and rng.random() < 0.4:
+                gpus = tuple(dataclasses.replace(g, unusable="a pending MIG change re-lays it")
+                             if rng.random() < 0.5 else g for g in n.gpus)
+                nodes[i] = dataclasses.replace(n, gpus=gpus)
+    if "cordoned" in parts:
+        for i, n in enumerate(nodes):
+            if rng.random() < 0.2:
+                taint = rng.choice([Taint("node.kubernetes.io/unschedulable", "NoSchedule"),
+                                    Taint("node.kubernetes.io/not-ready", "NoExecute")])
+                nodes[i] = dataclasses.replace(n, schedulable=False, taints=tuple(sorted({*n.taints, taint})))
+    return Instance(f"{inst.name}-{family}", inst.mix, dataclasses.replace(inst.snapshot, nodes=tuple(nodes)),
+                    demands)
+
+
+def suite(per_family: int, first_seed: int = 1) -> list[Instance]:
+    """The broad suite: ``per_family`` seeded instances of every family (different seeds per family)."""
+    out = []
+    for k, family in enumerate(FAMILIES):
+        start = first_seed + k * per_family
+        out += [instance(seed, family=family) for seed in range(start, start + per_family)]
+    return out
 
 
 def large(seed: int, nodes: int = 5000, replicas: int = 10000) -> Instance:

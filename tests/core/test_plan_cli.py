@@ -310,3 +310,22 @@ def test_a_gpupoolconfig_beside_the_pools_sets_mig_policy_and_slice_pricing(
             compute = int(p["profile"].split("g.")[0])
             gpu_price = {"A100-80GB": 3.43, "H100-80GB": 6.88}[p["product"]]
             assert p["costPerHour"] == pytest.approx(gpu_price * compute / 7, abs=1e-3)
+
+
+def test_files_that_cannot_rewind_are_read(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """``--nodes <(kubectl get nodes -o yaml)``: a pipe, read whole (YAML and JSON alike)."""
+    import os
+    import threading
+
+    for text in (files[0].read_text(), json.dumps(yaml.safe_load(files[0].read_text()))):
+        read, write = os.pipe()
+
+        def feed(fd: int = write, data: str = text) -> None:
+            with os.fdopen(fd, "w") as out:
+                out.write(data)
+
+        threading.Thread(target=feed, daemon=True).start()
+        rc, out, err = run(capsys, "--nodes", f"/dev/fd/{read}", "--pools", str(files[1]), "-o", "json")
+        os.close(read)
+        assert rc == 0, err
+        assert len(json.loads(out)["placements"]) == 3

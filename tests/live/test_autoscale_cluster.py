@@ -67,8 +67,7 @@ def test_surge_scale_up_restart_silent_replica_and_scale_down(
             thaw()
         # reporting again, idle: back to minReplicas after the window, the GPU replica first
         scene.wait(lambda s: s.desired == 1, TIMEOUT, "the scale-down decision")
-        scene.wait(lambda s: s.pods == 1, TIMEOUT, "the pool back at one replica")
-        assert scene.samples[-1].gpu_pods == 0, "the GPU replica went first"
+        scene.wait(lambda s: s.pods == 1 and s.gpu_pods == 0, TIMEOUT, "the pool back at one replica, on a CPU node")
         assert scene.events("ScaledDown"), "a ScaledDown Event"
     finally:
         if scene.load is not None:

@@ -193,7 +193,11 @@ def test_a_surge_scales_up_onto_a_new_shape_a_restart_keeps_the_windows_and_idle
             assert f"{MODEL}: " in scaling_cond["message"], scaling_cond
             assert entry.last_decision.startswith("scale up")
             before = model.state
-            scaled_to = desired(scaler)
+            # what the last tick asked for (and placement carried out) when the operator dies
+            scaled_to = len(cluster.live())
+            last = cluster.scaling()
+            assert last is not None
+            assert last.models[0].desired_replicas == scaled_to
 
             # the operator restarts mid-burst: a new process continues from status.scaling
             loop, scaler = cluster.operator()
@@ -236,11 +240,14 @@ def test_a_surge_scales_up_onto_a_new_shape_a_restart_keeps_the_windows_and_idle
             frozen.proc.send_signal(signal.SIGCONT)
         # reporting again and idle: the pool scales back down after the window
         await until(cluster, loop, scaler, None, lambda: desired(scaler) == 1, "the scale-down")
-        await until(cluster, loop, scaler, None, lambda: len(cluster.live()) == 1, "the replicas stopped")
+        # one replica, on the cheap tier (if the GPUs outlived the CPU replica, the policy moves
+        # to the cheaper mix: make before break)
+        await until(cluster, loop, scaler, None, lambda: len(cluster.live()) == 1 and shapes(cluster) == {"cpu-0000"},
+                    "one replica left, on the CPU node")
+        await scaler.scraper.close()
         down = cluster.events("ScaledDown")
         assert down
         print("events:", [e["message"] for e in [*cluster.events("ScaledUp"), *down]])
-        assert shapes(cluster) == {"cpu-0000"}, "the dearer GPU capacity went first"
 
     asyncio.run(scenario())
 
@@ -282,6 +289,15 @@ def test_only_the_leader_scales_and_a_clock_step_changes_nothing(worker_factory:
         assert REGISTRY.get_sample_value("gpupool_scaling_reporting_replicas",
                                          {"namespace": NS, "pool": POOL, "model": MODEL}) == 1
         assert (REGISTRY.get_sample_value("gpupool_scaling_scrapes_total", {"outcome": "ok"}) or 0) >= 8
+        # the pool deleted: its model, overrides and series go
+        cluster.store.delete(Kind.POOL, cluster.store.get(Kind.POOL, f"{NS}/{POOL}") or {})
+        await loop.cycle()
+        await leader.tick()
+        await leader.scraper.close()
+        assert DEMAND not in leader.models
+        assert DEMAND not in leader.overrides
+        assert REGISTRY.get_sample_value("gpupool_scaling_desired_replicas",
+                                         {"namespace": NS, "pool": POOL, "model": MODEL}) is None
 
     asyncio.run(scenario())
 

@@ -239,6 +239,54 @@ def test_the_worker_serves_from_a_container_on_a_real_node(cluster: LocalCluster
                         check=False)
 
 
+def test_kubelet_and_containerd_killed_and_restarted_the_pod_runs_on_once(
+    cluster: LocalCluster, real: dict[str, Any]
+) -> None:
+    nodes = real["nodes"]
+    _apply(cluster, _pod("real-sleeper", "real-cpu-0", nodes.host.tag, command=["sh", "-c", "sleep 600"]))
+    try:
+        assert _wait("the sleeper to run", lambda: _phase(cluster, "real-sleeper") == "Running")
+        uid = _pod_json(cluster, "real-sleeper")["metadata"]["uid"]
+        before = nodes.crictl("real-cpu-0", "ps", "-q", "--label", "io.kubernetes.pod.name=real-sleeper").stdout.split()
+        assert len(before) == 1
+        nodes.restart("real-cpu-0", "containerd")  # the container's shim outlives containerd
+        nodes.restart("real-cpu-0", "kubelet")
+        assert _wait("the sleeper Running after the restarts", lambda: _phase(cluster, "real-sleeper") == "Running")
+        pod = _pod_json(cluster, "real-sleeper")
+        assert pod["metadata"]["uid"] == uid
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+        after = nodes.crictl("real-cpu-0", "ps", "-q", "--label", "io.kubernetes.pod.name=real-sleeper").stdout.split()
+        assert after == before  # the same container: nothing duplicated
+        sandboxes = nodes.crictl("real-cpu-0", "pods", "-q", "--label", "io.kubernetes.pod.name=real-sleeper",
+                                 "--state", "ready").stdout.split()
+        assert len(sandboxes) == 1
+    finally:
+        cluster.kubectl("delete", "pod", "real-sleeper", "-n", NAMESPACE, "--wait=true", "--timeout=60s",
+                        check=False)
+
+
+def test_a_wrong_image_and_a_crashing_worker_show_the_kubelets_reason(
+    cluster: LocalCluster, real: dict[str, Any]
+) -> None:
+    nodes = real["nodes"]
+    _apply(cluster, _pod("real-noimage", "real-cpu-0", "gpupool.local/no-such-image:1"))
+    _apply(cluster, _pod("real-crash", "real-cpu-0", nodes.host.tag, args=["serve", "--no-such-flag"]))
+    try:
+        def waiting(name: str) -> str:
+            statuses = _pod_json(cluster, name).get("status", {}).get("containerStatuses") or [{}]
+            state = statuses[0].get("state", {})
+            last = statuses[0].get("lastState", {}).get("terminated", {})
+            return str(state.get("waiting", {}).get("reason", "")) + (f"/exit {last['exitCode']}" if last else "")
+
+        assert _wait("ErrImageNeverPull", lambda: "ErrImageNeverPull" in waiting("real-noimage"))
+        assert _wait("CrashLoopBackOff", lambda: "CrashLoopBackOff/exit 2" in waiting("real-crash"), 120)
+        assert "unrecognized arguments" in cluster.kubectl("logs", "real-crash", "-n", NAMESPACE, "--previous",
+                                                           check=False).stdout
+    finally:
+        for name in ("real-noimage", "real-crash"):
+            cluster.kubectl("delete", "pod", name, "-n", NAMESPACE, "--wait=true", "--timeout=60s", check=False)
+
+
 def test_zz_teardown_restores_the_host(cluster: LocalCluster, real: dict[str, Any]) -> None:
     nodes = real["nodes"]
     pids = [p for n in nodes.state.nodes.values() for p in n.pids.values()]

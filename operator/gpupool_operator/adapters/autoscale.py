@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ from gpupool_operator.adapters.autoscale_record import (
     Memory,
     Records,
     export,
+    forget,
     read_record,
 )
 from gpupool_operator.adapters.events import EventRecorder, involved_pool
@@ -68,12 +70,17 @@ from gpupool_operator.core.demand import Demand, Shape, ShapeKind
 from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.scaling import (
     DEFAULT_PARAMS,
+    Decision,
     ParamError,
     PolicyParams,
     ShapeOffer,
     Signals,
+    Targets,
+    capacity_within,
+    count_covering,
     decide,
     offers_for,
+    placed,
     targets_for,
 )
 
@@ -295,12 +302,19 @@ class Autoscaler:
         for reading in readings.values():
             SCRAPES.labels(outcome="ok" if reading.sample is not None else "failed").inc()
         now = self.clock()
+        restored = False
         for key in seen.pools:
             if key not in self.loaded:
                 self.loaded.add(key)
                 for demand, (memory, want) in read_record(self.store, key, now, self.wall()).items():
-                    self.models[demand], self.overrides[demand] = memory, want
-                self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
+                    self.models[demand], self.overrides[demand], restored = memory, want, True
+        live = {d.key for d in seen.demands}
+        for gone in [k for k in self.models if k not in live]:  # pools or models deleted
+            del self.models[gone]
+            self.overrides.pop(gone, None)
+            forget(gone)
+        if restored:
+            self.loop.observer.policy = ScaledReplicas(self.store, dict(self.overrides))
         offers = await self._offers(seen)
         changed = False
         decided: dict[str, str] = {}
@@ -398,7 +412,9 @@ class Autoscaler:
             targets = _with_budget(targets, max(0.0, targets.budget_usd_per_hour - others))
         if not offers:
             return None
-        d = decide(m.state, signals, targets, _with_own_room(offers, signals), now, self.params)
+        offers = _with_own_room(offers, signals)
+        d = _as_placed(decide(m.state, signals, targets, offers, now, self.params), offers, signals, targets,
+                       self.params)
         spent[model] = d.usd_per_hour
         before = signals.ready + signals.pending
         if d.total != before:
@@ -442,10 +458,34 @@ def _unbudgeted(d: Demand) -> Demand:
     return dataclasses.replace(d, budget=None)
 
 
-def _with_budget(targets: Any, budget: float) -> Any:
+def _with_budget(targets: Targets, budget: float) -> Targets:
     import dataclasses
 
     return dataclasses.replace(targets, budget_usd_per_hour=budget)
+
+
+def _as_placed(d: Decision, offers: Sequence[ShapeOffer], signals: Signals, targets: Targets,
+               params: PolicyParams) -> Decision:
+    """The decision as placement will carry it out: placement gets the count, fills it by price
+    per replica (``core.scaling.fill``), so a scale-up grows until that mix serves what the
+    policy's own mix would have (within maxReplicas and the budget); the reason says so."""
+    current = signals.counts()
+    if d.total <= sum(current.values()):
+        return d
+    queue_mode = all(o.throughput is None for o in offers)
+    caps = {o.key: 1.0 if queue_mode else capacity_within(o, targets.max_batch_size, targets.objective_s,
+                                                         params.fixed_fraction(o.shape.kind))[0] for o in offers}
+    want = count_covering(offers, caps, current, d.total, d.capacity, targets.max_replicas,
+                          targets.budget_usd_per_hour)
+    mix = placed(offers, current, want)
+    price = {o.key: o.usd_per_hour for o in offers}
+    note = ""
+    if mix != d.replicas:
+        shapes = ", ".join(f"{n} {k}" for k, n in mix.items())
+        note = (f"; placement fills by price per replica: {want} replicas ({shapes}) serving "
+                f"{sum(n * caps.get(k, 0.0) for k, n in mix.items()):.3g} req/s")
+    return dataclasses.replace(d, replicas=mix, reason=d.reason + note,
+                               usd_per_hour=sum(n * price.get(k, 0.0) for k, n in mix.items()))
 
 
 def _with_own_room(offers: Sequence[ShapeOffer], signals: Signals) -> list[ShapeOffer]:

@@ -10,6 +10,7 @@ measured on the wall clock (clamped at zero: a wall clock stepped back reads as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,8 @@ from gpupool_operator.adapters.workerstats import ModelLoad
 from gpupool_operator.api import API_VERSION, ModelScaling, PoolScaling
 from gpupool_operator.core.scaling import Decision, ScalingState, Signals
 
-__all__ = ["DECISIONS", "SCRAPES", "TICK_SECONDS", "Memory", "Records", "export", "model_status", "read_record"]
+__all__ = ["DECISIONS", "SCRAPES", "TICK_SECONDS", "Memory", "Records", "export", "forget", "model_status",
+           "read_record"]
 
 log = logging.getLogger("gpupool.autoscale")
 
@@ -139,6 +141,17 @@ class Records:
             if err.status != 404:
                 log.warning("status.scaling of %s/%s not written: %s", namespace, name, err)
             return None
+
+
+_GAUGES = (DESIRED, REPORTING, QUEUE, ARRIVALS, P99, USD_PER_HOUR, USD_PER_MILLION, AGE, PANIC)
+
+
+def forget(demand: str) -> None:
+    """Drop a deleted model's series."""
+    ns, pool, model = names.split_demand_key(demand)
+    for gauge in _GAUGES:
+        with contextlib.suppress(KeyError):
+            gauge.remove(ns, pool, model)
 
 
 def export(models: Mapping[str, Memory]) -> None:

@@ -44,7 +44,7 @@ from gpupool_operator.core.incremental import Planning
 from gpupool_operator.core.plan import ActionKind as K
 from gpupool_operator.core.plan import Plan
 from gpupool_operator.core.relayout import MigRules
-from gpupool_operator.core.solver import Options
+from gpupool_operator.core.solver import Options, options_from_config
 
 __all__ = ["CycleReport", "PlacementLoop"]
 
@@ -191,7 +191,15 @@ class PlacementLoop:
                          disabled=policy.policy is MigLayoutPolicy.DISABLED,
                          allowed=tuple(policy.allowed_layouts) if policy.policy is MigLayoutPolicy.ALLOW_LIST else None)
         terminating = {r.key for r in seen.replicas if r.deleting}
-        # (hook: once the solver takes the MIG policy as an option, pass it here and plan incrementally always)
+        # The GPUPoolConfig's placement settings (migSlicePricing, mig.policy and its allow-list) are
+        # solver options; a change to them re-solves from scratch.
+        options, unusable = options_from_config(seen.config, Options(move_penalty=self.settings.move_penalty))
+        if options != self.planning.options:
+            if unusable:
+                log.warning("mig.allowedLayouts: %s name no layout the catalog knows; they are never set",
+                            ", ".join(unusable))
+            self.planning.options = options
+            self.planning.reset()
         plan, mode = await self.kube.run(
             self.planning.plan, seen.placement_key, seen.snapshot, seen.bases, seen.demands,
             seen.avoid, policy.policy is MigLayoutPolicy.ANY, terminating, time.monotonic())

@@ -140,7 +140,8 @@ def worker_engine(model: ModelSpec, *, on_cpu: bool) -> str:
 
 
 def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_label: str,
-                gpu_price: float, settings: WorkerSettings) -> list[dict[str, str]]:
+                gpu_price: float, settings: WorkerSettings,
+                inferences_per_second: float | None = None) -> list[dict[str, str]]:
     shape = a.shape
     share = 1.0
     price = gpu_price * max(shape.gpus, 1)
@@ -173,6 +174,9 @@ def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_la
         "GPUPOOL_DRAIN_SECONDS": str(settings.drain_s),
         "GPUPOOL_STOP_GRACE_SECONDS": str(settings.stop_grace_s),
     }
+    if inferences_per_second is not None:
+        # the shape's throughput profile: an emulated accelerator's batch times follow it
+        env["GPUPOOL_INFERENCES_PER_SECOND"] = f"{inferences_per_second:.6g}"
     if shape.kind is ShapeKind.CPU:
         # torch sizes its thread pool by the node's cores, not the pod's CPU limit: on a 64-core
         # node a 2-core replica would run 64 threads into its CFS quota
@@ -210,8 +214,13 @@ def replica_pod(
     gpu_price: float,
     gated: bool,
     settings: WorkerSettings,
+    inferences_per_second: float | None = None,
+    emulated: bool = False,
 ) -> dict[str, Any]:
-    """The Pod manifest that runs one placed replica on exactly its planned node and shape."""
+    """The Pod manifest that runs one placed replica on exactly its planned node and shape.
+
+    ``inferences_per_second``: the pool's throughput profile for the shape (``GPUPOOL_INFERENCES_PER_SECOND``);
+    ``emulated``: the node's GPUs are emulated (the pod is annotated ``gpupool.io/engine: emulated``)."""
     a = assignment
     shape = a.shape
     namespace, pool_name = pool.metadata.namespace or "default", pool.metadata.name or ""
@@ -220,6 +229,8 @@ def replica_pod(
         names.ANN_NODE: a.node,
         names.ANN_USD_PER_HOUR: f"{a.cost:.6f}",
     }
+    if emulated and shape.kind is not ShapeKind.CPU:
+        annotations[names.ANN_ENGINE] = "emulated"
     tolerations = _model_tolerations(model)
     if shape.kind is ShapeKind.CPU:
         limits = {"cpu": f"{shape.cpu_millis}m", "memory": f"{max(shape.memory_mib, 1)}Mi"}
@@ -241,7 +252,7 @@ def replica_pod(
         "name": "worker",
         "image": settings.image,
         "args": ["serve"],
-        "env": _worker_env(pool, model, a, product_label, gpu_price, settings),
+        "env": _worker_env(pool, model, a, product_label, gpu_price, settings, inferences_per_second),
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},

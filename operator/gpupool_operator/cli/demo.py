@@ -212,6 +212,40 @@ def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> None
             time.sleep(1.0)
 
 
+def _serve_traffic(cluster: Any, requests: int = 40, wait_s: float = 45) -> None:
+    """Requests through every pool's endpoints on real nodes, then wait (bounded) for the pools'
+    $ per million inferences, which the operator computes from the workers' own metrics."""
+    from gpupool_operator.local import endpoints
+
+    api = cluster.api_client()
+    rows: list[tuple[str, ...]] = [("POOL", "MODEL", "ENDPOINT", "NODE", "REQUESTS", "P50 ms", "RESULT")]
+    served: set[str] = set()
+    for pool in _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]:
+        name = pool["metadata"]["name"]
+        eps = endpoints.endpoints(api, DEMO_NAMESPACE, name)
+        if not eps:
+            rows.append((name, "-", "-", "-", "0", "-", "no replica on a real node (KWOK replicas serve nothing)"))
+        for ep in eps:
+            try:
+                took = sorted(endpoints.send(ep.address, ep.model, requests))
+                rows.append((name, ep.model, ep.address, ep.node, str(len(took)),
+                             f"{took[len(took) // 2] * 1000:.1f}", "ok"))
+                served.add(name)
+            except Exception as err:  # shown, never fatal: the table says what failed
+                rows.append((name, ep.model, ep.address, ep.node, "0", "-", " ".join(str(err).split())[:80]))
+    print("Requests through each pool's endpoints (EndpointSlices; no kube-proxy here):")
+    print(_table(rows))
+    deadline = time.monotonic() + wait_s
+    while served and time.monotonic() < deadline:
+        pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
+        if all((p.get("status") or {}).get("usdPerMillionInferences") for p in pools
+               if p["metadata"]["name"] in served):
+            return
+        time.sleep(2)
+    if served:
+        _say(f"no $/1M reported within {wait_s:.0f}s (the operator reads worker metrics every GPUPOOL_STATS_SECONDS)")
+
+
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -251,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
                  "emulated NVIDIA device plugin)")
             start_spec_nodes(real, spec, progress=_say)
             os.environ["GPUPOOL_WORKER_IMAGE"] = real.host.tag  # the local worker image (local.images)
+            os.environ.setdefault("GPUPOOL_STATS_SECONDS", "5")  # $/1M soon after the demo's traffic
         from gpupool_operator.local.migmanager import MigManager
 
         # NVIDIA's MIG manager, emulated: without it a replica gated on a MIG change waits forever
@@ -262,6 +297,8 @@ def run(args: argparse.Namespace) -> int:
         _say(f"applying {len(docs)} example InferencePools to namespace {DEMO_NAMESPACE}")
         cluster.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", "-", input=yaml.safe_dump_all(docs))
         _watch(cluster, operator, args.timeout)
+        if real is not None:
+            _serve_traffic(cluster)
         print(_report(cluster))
         return 0
     except (ClusterError, RuntimeError) as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import sys
@@ -145,7 +146,9 @@ def _documents(path: Path) -> Iterator[Any]:
     the same labels thousands of times), anchors, aliases and merge keys; the members of a top-level
     ``items`` sequence are yielded as they complete, so peak memory is one object, not the file's
     node graph (PyYAML's loaders, even the C one, build the whole graph first and are 4x slower)."""
-    with _open(path) as f:
+    with _open(path) as raw:
+        # a pipe (``--nodes <(kubectl get nodes -o yaml)``, /dev/stdin) cannot rewind: read it whole
+        f: BinaryIO = raw if raw.seekable() else io.BytesIO(raw.read())
         head = f.read(512).lstrip()
         f.seek(0)
         try:

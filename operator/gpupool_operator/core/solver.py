@@ -36,7 +36,16 @@ from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
 from gpupool_operator.core.repair import Repair
-from gpupool_operator.core.solverbase import LARGE_REPLICAS, PORTFOLIO, Options, Rep, Variant, options_from_config
+from gpupool_operator.core.solverbase import (
+    LARGE_REPLICAS,
+    PORTFOLIO,
+    Options,
+    Rep,
+    Variant,
+    options_from_config,
+    restart_options,
+    restart_variants,
+)
 from gpupool_operator.core.state import GpuState, MigPolicy, State
 from gpupool_operator.core.taints import TaintEffect, untolerated
 
@@ -129,10 +138,15 @@ def _solve(snapshot: Snapshot, demands: Sequence[Demand], options: Options | Non
 
 def _portfolio(snapshot: Snapshot, demands: Sequence[Demand], opts: Options) -> tuple[Plan, _Solver]:
     variants = PORTFOLIO[: max(1, opts.portfolio_size or 1)] if opts.portfolio else PORTFOLIO[:1]
+    first_restart = len(variants)  # the reshuffles after it run with lighter repairs
+    if opts.portfolio:
+        variants += restart_variants(opts.restarts or 0)
+    lighter = restart_options(opts)
     best: tuple[int, float, int] | None = None
     chosen: tuple[Plan, _Solver] | None = None
     for n, variant in enumerate(variants):
-        solver = _Solver(snapshot, demands, opts, variant=variant)
+        light = n >= first_restart and variant.order.startswith("shuffle-")
+        solver = _Solver(snapshot, demands, lighter if light else opts, variant=variant)
         plan = solver.run()
         key = (-len(plan.assignments), round(plan.cost_per_hour + opts.move_penalty * _moves(plan), 6), n)
         if best is None or key < best:
@@ -578,6 +592,7 @@ class _Solver(Repair):
         tainted: dict[str, int] = {}
         for product in sorted({c.shape.product for c in cands if c.shape.product}):
             free = total = best_node = 0
+            held_back: dict[str, int] = {}
             for node in self.state.nodes:
                 if not node.gpus or node.gpus[0].product != product:
                     continue
@@ -589,12 +604,17 @@ class _Solver(Repair):
                     continue
                 total += len(node.gpus)
                 free += len(node.free)
+                for g in node.spec.gpus:
+                    if g.unusable:
+                        held_back[g.unusable] = held_back.get(g.unusable, 0) + 1
                 best_node = max(best_node, len(node.free))
                 if node.spec.price_tier is PriceTier.SPOT:
                     spot_free += len(node.free)
                 else:
                     usable_free += len(node.free)
             text = f"{product}: {free} of {total} GPUs free"
+            if held_back:
+                text += " (" + ", ".join(f"{n} unusable: {why}" for why, n in sorted(held_back.items())) + ")"
             if d.tensor_parallel > 1:
                 text += f", at most {best_node} free on one node (tensor parallel needs {d.tensor_parallel})"
             parts.append(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,8 @@ from gpupool_operator.core.taints import admission
 if TYPE_CHECKING:
     from gpupool_operator.api.config import GPUPoolConfig
 
-__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "SolverBase", "Variant", "options_from_config"]
+__all__ = ["LARGE_REPLICAS", "PORTFOLIO", "Options", "SolverBase", "Variant", "options_from_config", "restart_options",
+           "restart_variants"]
 
 EPS = 1e-9
 EJECT_HOSTS = 64  # GPUs examined per ejection attempt (bounds the repair work on large clusters)
@@ -68,6 +70,11 @@ class Options:
     #: Rounds of "place what is still unplaced, then repair" after the first (a fixpoint, bounded):
     #: a move that frees capacity can let a replica in that found no room before.
     fixpoint_rounds: int = 3
+    #: Extra portfolio members beyond :data:`PORTFOLIO`: most-constrained-first orderings and
+    #: deterministic reshuffles of the model order (each a full greedy + repair run; the best plan
+    #: wins). ``None``: :data:`RESTARTS_SMALL` up to :data:`SMALL_REPLICAS` replicas, none above
+    #: (there one plan already takes a second or more).
+    restarts: int | None = None
 
     def resolved(self, replicas: int) -> Options:
         """These options with every ``None`` replaced by its size-dependent default."""
@@ -78,6 +85,8 @@ class Options:
             lns_attempts=self.lns_attempts if self.lns_attempts is not None else (10 if large else 300),
             close_attempts=self.close_attempts if self.close_attempts is not None else (120 if large else 10**9),
             pair_attempts=self.pair_attempts if self.pair_attempts is not None else (0 if large else 300),
+            restarts=self.restarts if self.restarts is not None else (
+                RESTARTS_SMALL if replicas <= SMALL_REPLICAS else 0),
         )
 
 
@@ -118,13 +127,19 @@ def options_from_config(
 
 #: Above this many replicas per cycle, :class:`Options` defaults trade a little cost for speed.
 LARGE_REPLICAS = 2000
+#: Up to this many replicas a plan runs :data:`RESTARTS_SMALL` extra orderings (tens of ms each).
+SMALL_REPLICAS = 300
+RESTARTS_SMALL = 26
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
     """One member of the solver portfolio: processing order and how a new GPU's price is spread."""
 
-    order: str = "two-phase"  # "two-phase" (GPU-bound models first) or "price" (one FFD pass)
+    #: "two-phase" (GPU-bound models first, largest first), "price" (one FFD pass), "constrained"
+    #: (fewest reachable GPUs first, then largest) or "shuffle-<n>" (two-phase, the models within each
+    #: phase in a fixed pseudo-random order: a hash of n and the model's key, no randomness)
+    order: str = "two-phase"
     amortize: str = "share"  # "share" (neutral slice share) or "self" (this model's replicas)
 
 
@@ -132,6 +147,21 @@ class Variant:
 #: most replicas wins.
 PORTFOLIO = (Variant("two-phase", "share"), Variant("two-phase", "self"), Variant("price", "share"),
              Variant("price", "self"))
+
+
+def restart_options(options: Options) -> Options:
+    """The options of a restart: the same, with a tenth of the ruin-and-recreate attempts."""
+    return dataclasses.replace(options, lns_attempts=(options.lns_attempts or 0) // 10,
+                               pair_attempts=(options.pair_attempts or 0) // 10)
+
+
+def restart_variants(n: int) -> tuple[Variant, ...]:
+    """The ``n`` extra portfolio members (:attr:`Options.restarts`): the two most-constrained-first
+    orderings, then reshuffles (a new GPU's price spread by slice share), which run with a tenth
+    of the ruin-and-recreate budget (:func:`restart_options`)."""
+    out = [Variant("constrained", "share"), Variant("constrained", "self")]
+    out += [Variant(f"shuffle-{k}", "share") for k in range(max(0, n - 2))]
+    return tuple(out[:n])
 
 
 @dataclass(slots=True, eq=False)  # identity semantics: two replicas may look alike
@@ -215,7 +245,7 @@ class SolverBase:
             if off < d.min_off_spot:
                 return False
         return True
-    def _size_key(self, i: int) -> tuple[bool, float, int, str]:
+    def _size_key(self, i: int) -> tuple[bool, float, float, int, str]:
         """First-fit-decreasing order in two phases.
 
         Models whose cheapest home is a GPU (or a slice) go first, largest amortised footprint
@@ -230,11 +260,19 @@ class SolverBase:
                for p in [self._static_price(i, c)] if p is not None]
         gpu_cost = min(gpu) if gpu else float("inf")
         cpu_cost = min(cpu) if cpu else float("inf")
-        flexible = cpu_cost < gpu_cost and self.variant.order == "two-phase"
+        flexible = cpu_cost < gpu_cost and self.variant.order in ("two-phase", "constrained")
         size = gpu_cost if gpu else cpu_cost
-        if self.variant.order != "two-phase":
+        if self.variant.order == "price":
             size = min(gpu_cost, cpu_cost)
-        return (flexible, -(size if size != float("inf") else 0.0), -d.tensor_parallel, d.key)
+        if self.variant.order.startswith("shuffle-"):
+            digest = hashlib.blake2b(f"{self.variant.order}/{d.key}".encode(), digest_size=6).digest()
+            return (flexible, float(int.from_bytes(digest, "big")), 0.0, 0, d.key)
+        if self.variant.order == "constrained":
+            # Fewest places to go first (taints, spot, products narrow them), then the largest.
+            reach = sum(g.size for p in {c.shape.product for c in self.cands[i] if c.shape.product}
+                        for g in self._groups(i, p, mig_only=False))
+            return (flexible, float(reach), -(size if size != float("inf") else 0.0), -d.tensor_parallel, d.key)
+        return (flexible, 0.0, -(size if size != float("inf") else 0.0), -d.tensor_parallel, d.key)
     def _static_price(self, i: int, cand: Candidate) -> float | None:
         shape = cand.shape
         if shape.kind is ShapeKind.CPU:

@@ -74,3 +74,37 @@ def wait_for(api_client: Any, namespace: str, pool: str, count: int, timeout_s: 
             return found
         time.sleep(0.5)
     raise TimeoutError(f"pool {namespace}/{pool}: {len(found)} of {count} endpoints ready after {timeout_s:.0f}s")
+
+
+def send(address: str, model: str, requests: int = 20, timeout_s: float = 30) -> list[float]:
+    """Send ``requests`` KServe v2 requests to one endpoint, inputs built from the model's own
+    metadata (text for BYTES, zeros otherwise, batch 1); returns each request's seconds.
+
+    Uses tritonclient (a development dependency): the demo's and the tests' load, not the product's.
+    """
+    import time
+
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(address)
+    try:
+        meta = client.get_model_metadata(model, as_json=True)
+        inputs = []
+        for spec in meta.get("inputs", []):
+            shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]] or [1]
+            tensor = triton.InferInput(spec["name"], shape, spec["datatype"])
+            if spec["datatype"] == "BYTES":
+                data = np.full(shape, b"what does one inference cost?", dtype=object)
+            else:
+                data = np.zeros(shape, dtype=triton.triton_to_np_dtype(spec["datatype"]))
+            tensor.set_data_from_numpy(data)
+            inputs.append(tensor)
+        took: list[float] = []
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            client.infer(model, inputs, client_timeout=timeout_s)
+            took.append(time.perf_counter() - t0)
+        return took
+    finally:
+        client.close()

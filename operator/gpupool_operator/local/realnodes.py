@@ -166,6 +166,8 @@ class NodeState:
     index: int
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)  # how each component was started
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def bridge(self) -> str:
@@ -248,6 +250,13 @@ class RealNodes:
         """The node's sockets: under /run, because a unix socket path has at most 107 bytes and
         the cluster directory may be deep (pytest's tmp_path)."""
         return self.cluster_run_dir / f"n{self.state.nodes[name].index}"
+
+    def _other_clusters(self) -> list[str]:
+        """Other local clusters whose real nodes still hold sockets under /run/gpupool."""
+        if not RUN_ROOT.is_dir():
+            return []
+        return [d.name for d in RUN_ROOT.iterdir()
+                if d.is_dir() and d != self.cluster_run_dir and any(d.glob("n*/*.sock"))]
 
     @property
     def cluster_run_dir(self) -> Path:
@@ -387,7 +396,30 @@ class RealNodes:
                                     env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **(env or {})},
                                     start_new_session=True)
         node.pids[what] = proc.pid
+        node.commands[what] = list(argv)
+        node.envs[what] = dict(env or {})
         self._save()
+
+    def restart(self, name: str, what: str, timeout_s: float = 60) -> None:
+        """Kill one component of a node (SIGKILL, as a crash) and start it again as it was started;
+        wait until it answers (the kubelet: the node Ready again)."""
+        node = self.state.nodes[name]
+        pid = node.pids.get(what)
+        if pid is not None and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            end = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < end:
+                time.sleep(0.05)
+        self._spawn(node, what, node.commands[what], node.envs.get(what))
+        deadline = time.monotonic() + timeout_s
+        if what == "kubelet":
+            self._wait(node, "kubelet", lambda: self._healthz(node), deadline)
+            self._wait_ready(node, deadline)
+        elif what == "containerd":
+            b = self.binaries
+            self._wait(node, "containerd", lambda: _run(str(b.ctr), "--address", str(self.socket(name)), "version",
+                                                        check=False, timeout=5).returncode == 0, deadline)
 
     def log_tail(self, name: str, what: str, lines: int = 25) -> str:
         try:
@@ -787,6 +819,17 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def _restore_host(self) -> None:
         before = self.state.host_before
         if not before:
+            return
+        others = self._other_clusters()
+        if others:
+            # Host paths and sysctls are shared by every local cluster's real nodes: restoring them
+            # now would pull /run/gpupool and the CNI state from under the others' containerd and
+            # device plugins, so they stay as they are (a cluster started alone restores them).
+            print(f"[gpupool local] real nodes of {len(others)} other local cluster(s) still run "
+                  f"({', '.join(sorted(others))} under {RUN_ROOT}): host paths and sysctls stay as they are "
+                  "for them", file=sys.stderr)
+            self.state.host_before = {}
+            self._save()
             return
         for name, value in before.get("sysctls", {}).items():
             path = _sysctl_path(name)

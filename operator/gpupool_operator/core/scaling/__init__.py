@@ -12,11 +12,13 @@ Used the same way by the operator's scaling loop, by ``gpupool simulate`` and by
 
 Modules: ``params`` (the policy's documented defaults), ``targets`` (what the pool asks, from the
 API), ``signals`` (one sample of load and replicas, with its age), ``offers`` (shapes, cost, room
-and the batch-time model), ``compose`` (cheapest mix of shapes for a capacity), ``state`` (the
+and the batch-time model), ``compose`` (cheapest mix of shapes for a capacity), ``fill`` (what
+placement makes of a replica count, for the operator), ``state`` (the
 JSON-able memory between decisions), ``policy`` (:func:`decide`).
 """
 
 from gpupool_operator.core.scaling.compose import Cover, Option, cheapest_cover
+from gpupool_operator.core.scaling.fill import count_covering, placed
 from gpupool_operator.core.scaling.offers import (
     ShapeOffer,
     batch_seconds,
@@ -49,9 +51,11 @@ __all__ = [
     "batch_within",
     "capacity_within",
     "cheapest_cover",
+    "count_covering",
     "decide",
     "gpu_share",
     "offers_for",
+    "placed",
     "shape_demand",
     "shape_demands",
     "targets_for",
