@@ -131,10 +131,11 @@ def _labels(pool: InferencePool, model: ModelSpec) -> dict[str, str]:
 def worker_engine(model: ModelSpec, *, on_cpu: bool) -> str:
     """The worker's ``GPUPOOL_ENGINE`` for a model's engine options: ``torchCompile`` wins, then
     ``tritonKernels`` (``auto``: the worker uses its Triton kernels where the GPU runs them and
-    falls back by itself), else plain eager PyTorch. On a CPU the Triton kernels never apply."""
+    falls back by itself), else plain eager PyTorch. On a CPU ``auto`` too: the worker runs ONNX
+    Runtime where the model exports to it (faster than eager torch on CPUs) and eager otherwise."""
     if model.engine.torch_compile:
         return "compile"
-    if model.engine.triton_kernels and not on_cpu:
+    if on_cpu or model.engine.triton_kernels:
         return "auto"
     return "eager"
 
