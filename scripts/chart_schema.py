@@ -16,6 +16,7 @@ object closed (``additionalProperties: false``), so a misspelt key fails too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from gpupool_operator.api.config import GPU_POOL_CONFIG_CRD, GPUPoolConfig  # noqa: E402
 from gpupool_operator.api.crdgen import structural_schema  # noqa: E402
+from gpupool_operator.core.scaling.params import PolicyParams  # noqa: E402
 
 SCHEMA_PATH = ROOT / "charts" / "gpupool" / "values.schema.json"
 
@@ -108,6 +110,23 @@ def config_schema() -> dict[str, Any]:
     return dict(schema)
 
 
+def _seconds(description: str) -> dict[str, Any]:
+    return {"type": "number", "description": description, "exclusiveMinimum": 0}
+
+
+def policy_params_schema() -> dict[str, Any]:
+    """``operator.autoscale.params``: the scaling policy's fields (``PolicyParams``), each typed."""
+    kinds = {"float": "number", "int": "integer", "bool": "boolean"}
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(PolicyParams):
+        kind = kinds.get(str(f.type))
+        if kind is None:
+            continue  # not settable from a number or a boolean
+        props[f.name] = {"type": kind, "description": f"PolicyParams.{f.name} (default {f.default!r})."}
+    return _obj("Scaling policy parameters (GPUPOOL_SCALING_PARAMS, JSON): PolicyParams fields by their "
+                "Python names; the operator validates the values and names a bad one.", props)
+
+
 def values_schema() -> dict[str, Any]:
     image = _obj("The operator's container image.", {
         "repository": _s("Image repository, e.g. ghcr.io/gpupool/operator.", minLength=1),
@@ -125,6 +144,14 @@ def values_schema() -> dict[str, Any]:
         "migTimeoutSeconds": _i("A MIG re-layout not applied by then is abandoned.", 1, 86400),
         "migFailureCooldownSeconds": _i("A node whose MIG re-layout failed stays out of MIG plans this long.", 0,
                                         604800),
+        "autoscale": _obj("The live-scaling loop (GPUPOOL_AUTOSCALE, GPUPOOL_SCALING_*).", {
+            "enabled": _b("Run the scaling loop; false: every model runs minReplicas (GPUPOOL_AUTOSCALE)."),
+            "tickSeconds": _seconds("Seconds between decisions (GPUPOOL_SCALING_TICK_SECONDS)."),
+            "scrapeTimeoutSeconds": _seconds("Per-replica metrics request timeout (GPUPOOL_SCRAPE_TIMEOUT_SECONDS)."),
+            "stateSeconds": _seconds("status.scaling is written at least this often, and on every change "
+                                     "(GPUPOOL_SCALING_STATE_SECONDS)."),
+            "params": policy_params_schema(),
+        }),
         "verbose": _b("Log every cycle and watch event."),
         "health": _listener("probe (/healthz, /readyz)", 8081),
         "metrics": _listener("Prometheus /metrics", 8080),

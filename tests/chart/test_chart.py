@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 import gpupool_operator
+from gpupool_operator.adapters.autoscale import AutoscaleSettings, autoscale_settings
 from gpupool_operator.adapters.health import parse_address
 from gpupool_operator.adapters.settings import settings_from_env
 from gpupool_operator.api import GPUPoolConfig, default_config
@@ -291,3 +292,23 @@ def test_chart_crds_are_byte_copies_of_the_generated_ones() -> None:
     assert generated == copied
     for name in generated:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
+
+
+def test_live_scaling_settings_are_values(helm: Path, rendered: list[dict[str, Any]]) -> None:
+    (container,) = _one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    default = autoscale_settings(_env(container))
+    assert default == AutoscaleSettings()  # the chart's defaults are the operator's
+    docs = _render(helm, "--set", "operator.autoscale.enabled=false",
+                   "--set-json", "operator.autoscale.tickSeconds=0.5",
+                   "--set", "operator.autoscale.scrapeTimeoutSeconds=3", "--set", "operator.autoscale.stateSeconds=30",
+                   "--set-json", 'operator.autoscale.params={"stable_window_s": 20, "pending_topup": false}')
+    (container,) = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    got = autoscale_settings(_env(container))
+    assert not got.enabled
+    assert (got.tick_s, got.scrape_timeout_s, got.persist_s) == (0.5, 3.0, 30.0)
+    assert got.params.stable_window_s == 20.0
+    assert got.params.pending_topup is False
+    proc = _run(helm, "template", "gp", str(CHART), "-n", "gpupool-system",
+                "--set-json", 'operator.autoscale.params={"stable_windw_s": 20}')
+    assert proc.returncode != 0
+    assert "stable_windw_s" in proc.stderr

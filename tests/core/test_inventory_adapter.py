@@ -143,7 +143,7 @@ def test_pods_become_holdings() -> None:
     obj = a100("all-balanced", {})
     pods = [
         {"metadata": {"name": "mine-0", "namespace": "ns",
-                      "labels": {"gpupool.io/inference-pool": "p", "gpupool.io/model": "m"}},
+                      "labels": {"gpupool.io/inferencepool": "p", "gpupool.io/model": "m"}},
          "spec": {"nodeName": "a", "containers": [{"resources": {"limits": {"nvidia.com/mig-3g.40gb": "1"},
                                                                  "requests": {"cpu": "2", "memory": "4Gi"}}}]},
          "status": {"phase": "Running"}},

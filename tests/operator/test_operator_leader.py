@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fake_api import FakeLeases
 
-from gpupool_operator.adapters.kube import Kube, KubeError, NotLeader, load_client
+from gpupool_operator.adapters.kube import Kube, KubeError, NotLeader, load_client, path_for
 from gpupool_operator.adapters.leader import LeaderElector
 
 
@@ -148,3 +148,24 @@ def test_a_lost_race_is_not_leadership(api: Any) -> None:
     api.request = stale_get
     assert not c.try_acquire()  # c read the expired Lease too, but b's update won: 409
     assert b.is_leader
+
+
+def test_renewal_and_release_keep_the_leases_labels_and_annotations(api: Any) -> None:
+    """The chart makes the Lease (Helm's labels and release annotations): the operator's PUTs keep
+    them, so ``helm upgrade`` and ``helm uninstall`` still know it as the release's."""
+    clock = Clock()
+    (a,) = _electors(api, clock, "a")
+    helm_meta = {"labels": {"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": "gp"},
+                 "annotations": {"meta.helm.sh/release-name": "gp", "meta.helm.sh/release-namespace": "default"}}
+    api.create(path_for("coordination.k8s.io/v1", "leases", namespace="default"),
+               {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": a.name, "namespace": "default", **copy.deepcopy(helm_meta)}, "spec": {}})
+    assert a.try_acquire()  # takes the chart's empty Lease
+    clock.now += 3
+    assert a.try_acquire()  # renews it
+    for step in ("renewed", "released"):
+        lease = api.request("GET", a.path)
+        assert lease["metadata"]["labels"] == helm_meta["labels"], step
+        assert lease["metadata"]["annotations"] == helm_meta["annotations"], step
+        a.release()
+    assert api.request("GET", a.path)["spec"].get("holderIdentity") is None

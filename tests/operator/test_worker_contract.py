@@ -55,7 +55,8 @@ def test_engine_options_choose_the_workers_engine() -> None:
     assert (gpu.engine, gpu.device, gpu.cuda_graphs) == ("compile", "auto", True)
     assert gpu.max_queue_delay_us == 5_000  # the API's default maxQueueDelay, 5ms
     cpu = _worker_settings(pool, "small", Shape(ShapeKind.CPU, cpu_millis=2500, memory_mib=1024), "cpu-0")
-    assert (cpu.engine, cpu.device, cpu.precision, cpu.accelerator) == ("eager", "cpu", "fp32", "cpu")
+    # on a CPU the worker chooses: ONNX Runtime where the model exports to it, else eager torch
+    assert (cpu.engine, cpu.device, cpu.precision, cpu.accelerator) == ("auto", "cpu", "fp32", "cpu")
     assert cpu.torch_threads == 2  # whole cores of the pod's CPU limit, not the node's
     assert gpu.torch_threads == 0  # GPU replicas: the host side is light, PyTorch's default
 

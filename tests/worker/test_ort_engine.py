@@ -95,3 +95,14 @@ def test_cpu_engine_and_precision_choices() -> None:
         resolve("onnx", "fp32", device_type="cuda", capability=(9, 0), triton_ok=True, triton_reason="", onnx_ok=True)
     assert cpu_threads(3) == 3
     assert cpu_threads() >= 1
+
+
+def test_an_unwritable_cache_exports_in_memory_and_refuses_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a read-only root filesystem: the graph is exported on each start instead, int8 (which needs
+    # files to quantize and compare) is refused saying why
+    monkeypatch.setenv("GPUPOOL_ONNX_CACHE", "/dev/null/onnx")
+    model = OrtSentenceModel("minilm", "1", _weights(), precision=Precision.FP32, max_batch_size=8, threads=1)
+    assert model.graph_path is None
+    assert model.execute(texts(("still served",))).outputs["embedding"].shape == (1, 384)
+    with pytest.raises(SourceError, match="cannot be written here"):
+        OrtSentenceModel("minilm", "1", _weights(), precision=Precision.INT8, max_batch_size=8, threads=1)

@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _drain() -> int:
-    """Signal the worker to begin its drain (SIGUSR1), then wait it out. Exits 0 even when no worker
+    """Signal the worker to begin its drain (SIGUSR1; its pid from GPUPOOL_PID_FILE, else PID 1 when
+    that is a gpupool worker, as in its container), then wait it out. Exits 0 even when no worker
     is found (the wait alone still lets the endpoints update before SIGTERM)."""
     import signal
     import time
@@ -111,7 +112,13 @@ def _drain() -> int:
         print(f"gpupool-worker drain: {exc}", file=sys.stderr)
         return 2
     try:
-        pid = int(Path(settings.pid_file).read_text().strip())
+        try:
+            pid = int(Path(settings.pid_file).read_text().strip())
+        except OSError:
+            # no pid file (a read-only root filesystem): in a container the worker is PID 1
+            if b"gpupool" not in Path("/proc/1/cmdline").read_bytes():
+                raise
+            pid = 1
         os.kill(pid, signal.SIGUSR1)
         print(f"gpupool-worker drain: worker {pid} reports not-ready, serving for {settings.drain_seconds:g} s",
               file=sys.stderr)

@@ -30,8 +30,11 @@ from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.adapters.workloads import WorkerSettings, model_service, replica_pod
 from gpupool_operator.core.backoff import Refusal
 from gpupool_operator.core.decide import Decision
+from gpupool_operator.core.demand import Products, shape_throughput
+from gpupool_operator.core.inventory import Snapshot
 from gpupool_operator.core.migparted import layouts_json
-from gpupool_operator.core.plan import Action, ActionKind
+from gpupool_operator.core.plan import Action, ActionKind, Assignment
+from gpupool_operator.core.solver import products_of
 
 __all__ = ["Actuator", "Outcome", "refusal_of"]
 
@@ -84,6 +87,7 @@ class Actuator:
         self.mig = mig
         self.worker = worker
         self.concurrency = concurrency
+        self._products: tuple[Snapshot, Products] | None = None  # the last snapshot's, for throughput look-ups
 
     async def apply(self, decision: Decision, seen: Observation) -> Outcome:
         out = Outcome()
@@ -149,6 +153,15 @@ class Actuator:
         out.stopped.append(a.pod)
         self._pool_event(a, seen, a.event, a.reason, a.warning)
 
+    def _throughput(self, seen: Observation, assignment: Assignment) -> float | None:
+        """The pool's throughput profile for the planned shape (``None`` when it declares none)."""
+        demand = next((d for d in seen.demands if d.key == assignment.demand), None)
+        if demand is None:
+            return None
+        if self._products is None or self._products[0] is not seen.snapshot:
+            self._products = (seen.snapshot, products_of(seen.snapshot))
+        return shape_throughput(demand, assignment.shape, self._products[1])
+
     async def _start(self, a: Action, seen: Observation, out: Outcome) -> None:
         entry = seen.pools.get(a.pool)
         assignment = a.assignment
@@ -157,8 +170,10 @@ class Actuator:
         node = seen.nodes.get(a.node, {})
         product = (node.get("metadata", {}).get("labels") or {}).get("nvidia.com/gpu.product", "")
         price = next((n.gpu_price for n in (seen.bases.get(a.node),) if n is not None), 0.0)
+        emulated = (node.get("metadata", {}).get("labels") or {}).get(names.LABEL_EMULATED) == "true"
         manifest = replica_pod(entry.pool, entry.uid, entry.pool.spec.model(a.model), assignment, a.replica,
-                               product, price, a.gated, self.worker)
+                               product, price, a.gated, self.worker,
+                               inferences_per_second=self._throughput(seen, assignment), emulated=emulated)
         namespace = manifest["metadata"]["namespace"]
         created = await self._call(self.kube.create, path_for("v1", "pods", namespace=namespace), manifest)
         if created is None:  # the name exists: ours unseen (plan afresh), or squatted by someone else

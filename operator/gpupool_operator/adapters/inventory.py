@@ -50,8 +50,6 @@ __all__ = [
     "GPU",
     "MIG_LAYOUT_ANNOTATION",
     "MIG_PREFIX",
-    "MODEL_LABEL",
-    "POOL_LABEL",
     "PRICE_ANNOTATION",
     "PRICE_TIER_LABEL",
     "InvalidField",
@@ -71,9 +69,8 @@ __all__ = [
 MIG_LAYOUT_ANNOTATION = "gpupool.io/mig-layout"
 PRICE_TIER_LABEL = "gpupool.io/price-tier"
 PRICE_ANNOTATION = "gpupool.io/price-per-gpu-hour"
-#: Labels on our replica pods: the InferencePool and model they serve.
-POOL_LABEL = "gpupool.io/inference-pool"
-MODEL_LABEL = "gpupool.io/model"
+#: The labels naming a pod's InferencePool and model are the operator's own (``names.LABEL_POOL``,
+#: ``names.LABEL_MODEL``): one spelling, defined once.
 #: Optional annotation on our pods: the GPU indices they run on (JSON list, or the operator's
 #: comma-separated ``0,1``), when known. The operator's replicas are also recognised by their
 #: ``gpupool.io/demand`` annotation (see adapters/names.py).
@@ -503,8 +500,9 @@ class PodClaim:
 
 def pod_claim(pod: Obj) -> PodClaim:
     """A pod's claim. The owner is the ``gpupool.io/demand`` of the operator's replicas, else the
-    ``gpupool.io/inference-pool`` and ``gpupool.io/model`` labels; indices and the MIG instance come
-    from the annotations the operator writes (``gpupool.io/gpus``, ``gpupool.io/mig-instance``)."""
+    ``gpupool.io/inferencepool`` and ``gpupool.io/model`` labels (``names.LABEL_POOL`` and
+    ``names.LABEL_MODEL``, the ones the operator writes); indices and the MIG instance come from the
+    annotations the operator writes (``gpupool.io/gpus``, ``gpupool.io/mig-instance``)."""
     meta = pod["metadata"]
     ns = str(meta.get("namespace") or "default")
     labels = meta.get("labels") or {}
@@ -513,8 +511,8 @@ def pod_claim(pod: Obj) -> PodClaim:
     demand = annotations.get(names.ANN_DEMAND)
     if labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY and demand:  # the operator's replicas
         owner = str(demand)
-    elif POOL_LABEL in labels and MODEL_LABEL in labels:
-        owner = f"{ns}/{labels[POOL_LABEL]}/{labels[MODEL_LABEL]}"
+    elif names.LABEL_POOL in labels and names.LABEL_MODEL in labels:
+        owner = f"{ns}/{labels[names.LABEL_POOL]}/{labels[names.LABEL_MODEL]}"
     req = pod_requests(pod)
     mig_res = next((k[len(MIG_PREFIX):] for k in sorted(req) if k.startswith(MIG_PREFIX) and int(req[k]) > 0), None)
     instance = None

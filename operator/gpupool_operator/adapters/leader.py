@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import socket
@@ -130,7 +131,13 @@ class LeaderElector:
             },
         }
         if current is not None:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            meta = current.get("metadata") or {}
+            body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+            # a PUT replaces the object: keep what others put there (Helm's labels and release
+            # annotations, so `helm upgrade` and `helm uninstall` still own the chart's Lease)
+            for key in ("labels", "annotations", "ownerReferences"):
+                if meta.get(key):
+                    body["metadata"][key] = copy.deepcopy(meta[key])
         return body
 
     def try_acquire(self) -> bool:

@@ -7,10 +7,12 @@ MIG manager, the scheduler and ``kubectl`` read them. Object names are derived i
 
 from __future__ import annotations
 
+from gpupool_operator.core.labels import EMULATED_LABEL as LABEL_EMULATED
 from gpupool_operator.core.naming import label_value, pod_name, service_name
 
 __all__ = [
     "ANN_DEMAND",
+    "ANN_ENGINE",
     "ANN_GPUS",
     "ANN_MIG_CONFIG_PREVIOUS",
     "ANN_MIG_FAILED",
@@ -22,6 +24,7 @@ __all__ = [
     "ANN_NODE",
     "ANN_USD_PER_HOUR",
     "FIELD_MANAGER",
+    "LABEL_EMULATED",
     "LABEL_MANAGED_BY",
     "LABEL_MIG_CONFIG",
     "LABEL_MIG_CONFIG_STATE",
@@ -55,6 +58,10 @@ ANN_MIG_INSTANCE = "gpupool.io/mig-instance"
 """On a replica pod: ``<gpu>:<profile>:<start slot>`` of the MIG instance it holds."""
 ANN_USD_PER_HOUR = "gpupool.io/usd-per-hour"
 """On a replica pod: what its share of the hardware costs per hour."""
+ANN_ENGINE = "gpupool.io/engine"
+"""On a replica pod: ``emulated`` when its node's GPUs are emulated (the node's ``LABEL_EMULATED``),
+so its batch times follow the shape's throughput profile, not a real device. Absent elsewhere: a
+real node's pods say what they run in their worker's ``gpupool_engine_emulated`` metric and log."""
 
 LABEL_MIG_CONFIG = "nvidia.com/mig.config"
 LABEL_MIG_CONFIG_STATE = "nvidia.com/mig.config.state"

@@ -5,8 +5,9 @@
   server's reason), written only when something it is computed from changed;
 * the GPUPoolConfig's ``Accepted`` condition (a refused configuration says why; the last
   accepted one stays in force);
-* Events: the cycle's (grouped), pods copying the operator's labels, new node inventory warnings
-  (allocatable disagreeing with the labels, for one);
+* Events: the cycle's (grouped), pods copying the operator's labels, new node inventory warnings,
+  and a ``CapacityConflict`` Warning on a node each time what its allocatable disagrees with in its
+  labels changes (``Node.capacity_conflicts``; allocatable wins);
 * metrics: desired and ready replicas per pool and model.
 """
 
@@ -55,6 +56,7 @@ class Reporter:
         self.concurrency = concurrency
         self._inputs: dict[str, Any] = {}  # pool -> what its last written status was computed from
         self._warned: set[str] = set()  # pods and node warnings already told
+        self._conflicts: dict[str, tuple[str, ...]] = {}  # node -> the capacity conflicts last told
         self._gauges: set[tuple[str, str, str]] = set()
 
     async def report(self, seen: Observation, plan: Plan, created: Mapping[tuple[str, int], str],
@@ -192,6 +194,24 @@ class Reporter:
                 if key not in self._warned and obj is not None:
                     self._warned.add(key)
                     self.events.record(involved_node(obj), True, "NodeInventory", warning)
+        self._warn_conflicts(seen)
+
+    def _warn_conflicts(self, seen: Observation) -> None:
+        """One Warning ``CapacityConflict`` on a node whenever its set of capacity conflicts
+        (allocatable disagreeing with the labels; allocatable wins) changes to a non-empty one:
+        not every cycle, and again when a cleared conflict comes back."""
+        told: dict[str, tuple[str, ...]] = {}
+        for node in seen.snapshot.nodes:
+            obj = seen.nodes.get(node.name)
+            conflicts = tuple(node.capacity_conflicts)
+            if not conflicts or obj is None:
+                continue
+            told[node.name] = conflicts
+            if self._conflicts.get(node.name) != conflicts:
+                self.events.record(involved_node(obj), True, "CapacityConflict",
+                                   "allocatable disagrees with the node's labels (allocatable wins): "
+                                   + "; ".join(conflicts))
+        self._conflicts = told
 
     def _metrics(self, seen: Observation, plan: Plan) -> None:
         ready: dict[str, int] = {}

@@ -8,8 +8,9 @@ adds only what the operator knows that a generic reader of nodes does not: which
 replicas (:mod:`~gpupool_operator.adapters.ownership`: an ownerReference to a live pool in the
 pod's namespace, never labels) and which GPU and MIG instance each holds (annotations it wrote on
 the pod), the layout it asked NVIDIA's MIG manager for on a node still reconfiguring
-(``gpupool.io/mig-layout-target``: the replicas gated on it count as placed there, so the next
-cycle does not plan them again), nodes whose last re-layout failed (left out of MIG placement for
+(``gpupool.io/mig-layout-target``; what allocatable withholds and what a pending change re-lays
+stay marked: the replicas gated on it count as placed there, so the next cycle does not plan them
+again), nodes whose last re-layout failed (left out of MIG placement for
 a cool-down, then used again whatever the MIG manager's state says), nodes being deleted or not
 reporting Ready, and Karpenter's capacity type as the price tier when the node has no
 ``gpupool.io/price-tier`` label. Prices (node overrides included) come from the GPUPoolConfig.
@@ -25,7 +26,7 @@ from gpupool_operator.adapters import inventory, names
 from gpupool_operator.adapters.ownership import PoolIndex, owner_uid
 from gpupool_operator.core import catalog
 from gpupool_operator.core.cost import Prices, PriceTier
-from gpupool_operator.core.inventory import Gpu, Node, Snapshot
+from gpupool_operator.core.inventory import Node, Snapshot
 
 __all__ = ["PodView", "SnapshotBuilder", "build_snapshot", "failed_at", "pod_view", "version_token"]
 
@@ -120,8 +121,10 @@ def _base_node(obj: Obj, prices: Prices, recently_failed: bool) -> Node:
     warnings = list(node.warnings)
     if target and node.product is not None and gpus:
         laid_out = inventory.layouts_from_annotation(catalog.by_key(node.product), len(gpus), target, warnings)
-        if laid_out is not None:
-            gpus = tuple(Gpu(g.index, laid_out[g.index]) for g in gpus)
+        if laid_out is not None:  # the markings stay: allocatable still wins, a pending change still re-lays
+            gpus = tuple(replace(g, layout=laid_out[g.index],
+                                 withheld=tuple(i for i in g.withheld if i in (laid_out[g.index] or ())))
+                         for g in gpus)
     return replace(
         node,
         gpus=gpus,

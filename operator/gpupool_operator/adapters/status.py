@@ -30,6 +30,7 @@ from gpupool_operator.api import (
 from gpupool_operator.core.backoff import Refusal
 from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment, Plan, Unplaced
+from gpupool_operator.core.reasons import UnplacedCode
 
 __all__ = ["pool_status", "status_differs", "unplaced_reason"]
 
@@ -41,17 +42,21 @@ def _money(value: float) -> Decimal:
 
 
 def unplaced_reason(u: Unplaced) -> ConditionReason:
-    """BudgetExceeded when the pool's budget held replicas back; Unplaceable when no hardware in
-    the cluster could ever hold the model; else InsufficientCapacity.
+    """The condition reason for unplaced replicas: the solver's ``Unplaced.code``
+    (:class:`~gpupool_operator.core.reasons.UnplacedCode`), never read from the message text.
+    No hardware in the cluster meeting the model's needs, or no code at all, reads Unplaceable."""
+    return _BY_CODE.get(u.code, ConditionReason.UNPLACEABLE)
 
-    (Hook: when the solver gives unplaced replicas a structured kind, read it here instead.)
-    """
-    text = u.reason
-    if "budget.maxUsdPerHour" in text:
-        return ConditionReason.BUDGET_EXCEEDED
-    if text.startswith("no free capacity"):
-        return ConditionReason.INSUFFICIENT_CAPACITY
-    return ConditionReason.UNPLACEABLE
+
+_BY_CODE: Mapping[str, ConditionReason] = {
+    UnplacedCode.NO_NODES: ConditionReason.NO_NODES,
+    UnplacedCode.NO_ACCEPTED_SHAPE: ConditionReason.UNPLACEABLE,
+    UnplacedCode.INSUFFICIENT_CAPACITY: ConditionReason.INSUFFICIENT_CAPACITY,
+    UnplacedCode.TAINTED: ConditionReason.NODES_TAINTED,
+    UnplacedCode.SPOT_ONLY: ConditionReason.SPOT_ONLY_CAPACITY,
+    UnplacedCode.BUDGET_EXCEEDED: ConditionReason.BUDGET_EXCEEDED,
+    UnplacedCode.MIG_RELAYOUT_FORBIDDEN: ConditionReason.MIG_RELAYOUT_FORBIDDEN,
+}
 
 
 def _resource(a: Assignment) -> tuple[str, int]:

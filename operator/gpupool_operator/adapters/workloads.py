@@ -131,16 +131,18 @@ def _labels(pool: InferencePool, model: ModelSpec) -> dict[str, str]:
 def worker_engine(model: ModelSpec, *, on_cpu: bool) -> str:
     """The worker's ``GPUPOOL_ENGINE`` for a model's engine options: ``torchCompile`` wins, then
     ``tritonKernels`` (``auto``: the worker uses its Triton kernels where the GPU runs them and
-    falls back by itself), else plain eager PyTorch. On a CPU the Triton kernels never apply."""
+    falls back by itself), else plain eager PyTorch. On a CPU ``auto`` too: the worker runs ONNX
+    Runtime where the model exports to it (faster than eager torch on CPUs) and eager otherwise."""
     if model.engine.torch_compile:
         return "compile"
-    if model.engine.triton_kernels and not on_cpu:
+    if on_cpu or model.engine.triton_kernels:
         return "auto"
     return "eager"
 
 
 def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_label: str,
-                gpu_price: float, settings: WorkerSettings) -> list[dict[str, str]]:
+                gpu_price: float, settings: WorkerSettings,
+                inferences_per_second: float | None = None) -> list[dict[str, str]]:
     shape = a.shape
     share = 1.0
     price = gpu_price * max(shape.gpus, 1)
@@ -173,6 +175,9 @@ def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_la
         "GPUPOOL_DRAIN_SECONDS": str(settings.drain_s),
         "GPUPOOL_STOP_GRACE_SECONDS": str(settings.stop_grace_s),
     }
+    if inferences_per_second is not None:
+        # the shape's throughput profile: an emulated accelerator's batch times follow it
+        env["GPUPOOL_INFERENCES_PER_SECOND"] = f"{inferences_per_second:.6g}"
     if shape.kind is ShapeKind.CPU:
         # torch sizes its thread pool by the node's cores, not the pod's CPU limit: on a 64-core
         # node a 2-core replica would run 64 threads into its CFS quota
@@ -210,8 +215,13 @@ def replica_pod(
     gpu_price: float,
     gated: bool,
     settings: WorkerSettings,
+    inferences_per_second: float | None = None,
+    emulated: bool = False,
 ) -> dict[str, Any]:
-    """The Pod manifest that runs one placed replica on exactly its planned node and shape."""
+    """The Pod manifest that runs one placed replica on exactly its planned node and shape.
+
+    ``inferences_per_second``: the pool's throughput profile for the shape (``GPUPOOL_INFERENCES_PER_SECOND``);
+    ``emulated``: the node's GPUs are emulated (the pod is annotated ``gpupool.io/engine: emulated``)."""
     a = assignment
     shape = a.shape
     namespace, pool_name = pool.metadata.namespace or "default", pool.metadata.name or ""
@@ -220,6 +230,8 @@ def replica_pod(
         names.ANN_NODE: a.node,
         names.ANN_USD_PER_HOUR: f"{a.cost:.6f}",
     }
+    if emulated and shape.kind is not ShapeKind.CPU:
+        annotations[names.ANN_ENGINE] = "emulated"
     tolerations = _model_tolerations(model)
     if shape.kind is ShapeKind.CPU:
         limits = {"cpu": f"{shape.cpu_millis}m", "memory": f"{max(shape.memory_mib, 1)}Mi"}
@@ -241,7 +253,7 @@ def replica_pod(
         "name": "worker",
         "image": settings.image,
         "args": ["serve"],
-        "env": _worker_env(pool, model, a, product_label, gpu_price, settings),
+        "env": _worker_env(pool, model, a, product_label, gpu_price, settings, inferences_per_second),
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},

@@ -210,6 +210,13 @@ def candidates(demand: Demand, products: Products) -> tuple[tuple[Candidate, ...
     return tuple(found[s] for s in sorted(found)), tuple(dict.fromkeys(rejected))
 
 
+def shape_throughput(demand: Demand, shape: Shape, products: Products) -> float | None:
+    """The inferences/s the demand's hardware options declare for ``shape`` (the profile the
+    placement engine planned with: the first option that accepts the shape), else ``None``."""
+    found, _ = candidates(demand, products)
+    return next((c.throughput for c in found if c.shape == shape), None)
+
+
 def _mig_candidates(
     demand: Demand, acc: Accelerator, product: GpuProduct, found: dict[Shape, Candidate], rejected: list[str],
     products: Products,

@@ -26,6 +26,7 @@ from gpupool_operator.core.mig import Placement, placement_counts
 from gpupool_operator.core.migparted import config_name
 from gpupool_operator.core.observed import ForeignPod, MigNode, PerGpu, Replica, changed_gpus, per_gpu
 from gpupool_operator.core.plan import Assignment, LayoutChange, Plan, Unplaced
+from gpupool_operator.core.reasons import UnplacedCode
 
 __all__ = [
     "IN_PROGRESS",
@@ -129,7 +130,8 @@ def restrict(plan: Plan, nodes: Mapping[str, MigNode], foreign: Sequence[Foreign
             reasons.setdefault(a.demand, why[a.node])
         else:
             kept.append(a)
-    unplaced = list(plan.unplaced) + [Unplaced(d, n, f"no free capacity without a MIG re-layout: {reasons[d]}")
+    unplaced = list(plan.unplaced) + [Unplaced(d, n, f"no free capacity without a MIG re-layout: {reasons[d]}",
+                                               code=UnplacedCode.INSUFFICIENT_CAPACITY)
                                       for d, n in sorted(lost.items())]
     remaining = tuple(c for c in plan.layout_changes if (c.node, c.gpu) not in cut)
     return dataclasses.replace(plan, assignments=tuple(kept), layout_changes=remaining,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpupool_operator.core import catalog, mig
+from gpupool_operator.core.labels import EMULATED_LABEL
 
 #: Device-plugin resource names.
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -102,7 +103,7 @@ class Hardware:
             "nvidia.com/gpu.replicas": "1",
             "nvidia.com/mig.capable": "true" if spec.mig_capable else "false",
             "nvidia.com/mps.capable": "false",
-            "gpupool.io/emulated": "true",
+            EMULATED_LABEL: "true",
         }
         if spec.mig_capable:
             labels["nvidia.com/mig.strategy"] = self.strategy if self.strategy != "none" else "mixed"

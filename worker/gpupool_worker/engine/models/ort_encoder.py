@@ -128,12 +128,11 @@ def _weights_key(weights: Path, max_tokens: int, normalize: bool) -> str:
     return h.hexdigest()[:24]
 
 
-def _constants_to_initializers(path: Path) -> None:
+def _constants_to_initializers(model: Any) -> None:
     """Turn the graph's large Constant nodes (the tracer writes the encoder's weights as constants)
     into initializers, where ONNX Runtime's quantizer and weight pre-packing look for weights."""
     import onnx
 
-    model = onnx.load(str(path))
     graph = model.graph
     keep = []
     for node in graph.node:
@@ -147,7 +146,6 @@ def _constants_to_initializers(path: Path) -> None:
             keep.append(node)
     del graph.node[:]
     graph.node.extend(keep)
-    onnx.save(model, str(path))
 
 
 class _Wrapped(torch.nn.Module):
@@ -182,8 +180,9 @@ class OrtSentenceModel(SentenceEmbeddingModel):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._options = options
         graph = self._graph(weights, normalize)
-        self.graph_path = graph
-        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.graph_path = graph if isinstance(graph, Path) else None
+        self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
+                                            providers=["CPUExecutionProvider"])
         self.int8_cosine: float | None = None
         if precision is Precision.INT8:
             self.session, self.int8_cosine = self._quantized(graph)
@@ -191,36 +190,60 @@ class OrtSentenceModel(SentenceEmbeddingModel):
         del self.encoder  # the torch weights were only needed to export (and, for int8, to compare)
 
     # -- loading ------------------------------------------------------------------------------
-    def _graph(self, weights: Path, normalize: bool) -> Path:
+    def _graph(self, weights: Path, normalize: bool) -> Path | bytes:
+        """The graph file (shipped, or exported into the cache), or, where the cache cannot be
+        written (a read-only root filesystem without GPUPOOL_ONNX_CACHE on a volume), the exported
+        graph's bytes."""
         shipped = weights / "model.onnx"
         if shipped.is_file():
             return shipped
         path = _cache_dir() / f"encoder-{_weights_key(weights, self.max_tokens, normalize)}.onnx"
-        if not path.is_file():
+        if path.is_file():
+            return path
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            sample = self.tokenize({INPUT: np.array([b"export the encoder", b"to onnx, once"], dtype=object)})
-            args = tuple(torch.from_numpy(sample.arrays[k]) for k in _NAMES)
             partial = path.with_suffix(f".{os.getpid()}.partial")
-            dynamic = {k: {0: "batch", 1: "tokens"} for k in _NAMES}
-            # the TorchScript-based exporter (deprecated in favour of torch.export's) traces the
-            # encoder, a plain callable over constant weights, in seconds and with no extra package
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(_Wrapped(self.encoder.forward), args, str(partial), input_names=list(_NAMES),
-                                  output_names=[OUTPUT], dynamic_axes={**dynamic, OUTPUT: {0: "batch"}},
-                                  opset_version=17, dynamo=False)
-            _constants_to_initializers(partial)
-            partial.replace(path)  # atomic: a concurrent worker sees the whole graph or none
-            log.info("model %s: exported the encoder to %s", self.name, path)
+            partial.write_bytes(self._export())
+        except OSError as exc:
+            log.warning("model %s: cannot write the ONNX cache %s (%s): exporting in memory on every start; "
+                        "set GPUPOOL_ONNX_CACHE to a writable volume", self.name, path.parent, exc)
+            return self._export()
+        partial.replace(path)  # atomic: a concurrent worker sees the whole graph or none
+        log.info("model %s: exported the encoder to %s", self.name, path)
         return path
 
-    def _quantized(self, graph: Path) -> tuple[Any, float]:
+    def _export(self) -> bytes:
+        import io
+
+        import onnx
+
+        sample = self.tokenize({INPUT: np.array([b"export the encoder", b"to onnx, once"], dtype=object)})
+        args = tuple(torch.from_numpy(sample.arrays[k]) for k in _NAMES)
+        dynamic = {k: {0: "batch", 1: "tokens"} for k in _NAMES}
+        buffer = io.BytesIO()
+        # the TorchScript-based exporter (deprecated in favour of torch.export's) traces the
+        # encoder, a plain callable over constant weights, in seconds and with no extra package
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Wrapped(self.encoder.forward), args, buffer,  # type: ignore[arg-type]
+                              input_names=list(_NAMES),
+                              output_names=[OUTPUT], dynamic_axes={**dynamic, OUTPUT: {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        model = onnx.load_from_string(buffer.getvalue())
+        _constants_to_initializers(model)
+        return bytes(model.SerializeToString())
+
+    def _quantized(self, graph: Path | bytes) -> tuple[Any, float]:
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
         from onnxruntime.quantization import (  # type: ignore[import-untyped, unused-ignore]
             QuantType,
             quantize_dynamic,
         )
 
+        if not isinstance(graph, Path):
+            raise SourceError(Reason.PRECISION_UNSUPPORTED, (
+                f"model {self.name}: int8 is quantized and checked against fp32 in GPUPOOL_ONNX_CACHE, "
+                f"which cannot be written here; set it to a writable volume or serve fp32"))
         path = graph.with_name(graph.stem + ".int8.onnx")
         if not path.is_file():
             partial = path.with_suffix(f".{os.getpid()}.partial")

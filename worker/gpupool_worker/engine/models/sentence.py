@@ -94,12 +94,19 @@ class SentenceEmbeddingModel(Model):
 
     def texts(self, inputs: Arrays) -> list[str]:
         """The request's texts, each decoded (strictly: bad UTF-8 is refused naming the element)
-        and cut to :attr:`max_chars`."""
+        and cut to :attr:`max_chars`. Only the bytes those characters can take (4 each) are read:
+        a huge string's tail is neither decoded nor checked, since the model never sees it."""
         out = []
         limit = self.max_chars
         for i, element in enumerate(inputs[INPUT].reshape(-1)):
+            raw = bytes(element)
+            if len(raw) > 4 * limit:  # more than `limit` characters can take: read only those bytes
+                cut = 4 * limit
+                while cut > 0 and raw[cut] & 0xC0 == 0x80:  # not inside a character
+                    cut -= 1
+                raw = raw[:cut]
             try:
-                text = bytes(element).decode("utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InferenceError.invalid(
                     f"tensor '{INPUT}': element {i} is not valid UTF-8 ({exc.reason} at byte "
