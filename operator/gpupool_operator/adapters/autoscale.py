@@ -417,16 +417,21 @@ class Autoscaler:
                        self.params)
         spent[model] = d.usd_per_hour
         before = signals.ready + signals.pending
-        if d.total != before:
-            direction = "up" if d.total > before else "down"
+        # One Event per new decision: a scale-up placement has no room for yet stays one decision
+        # (not an Event every tick), and a desired count that falls back before its replicas ever
+        # started is a scale-down too.
+        asked = m.decision.total if m.decision is not None else before
+        if d.total != asked:
+            direction = "up" if d.total > asked else "down"
             DECISIONS.labels(direction=direction).inc()
             m.last_scale_at = datetime.fromtimestamp(self.wall(), UTC)
             ns, pool_name, _ = names.split_demand_key(demand)
             uid = (seen.pools.get(f"{ns}/{pool_name}") or _NoPool).uid
             # the reason reads "scale up 1 -> 3 (+2 1x A100-80GB): panic: ...": from, to, the policy's
             # shapes and why (placement then puts the replicas where there is room, cheapest first)
+            why = d.reason if d.total != before else f"desired {asked} -> {d.total} ({before} running): {d.reason}"
             self.events.record(involved_pool(ns, pool_name, uid), False, f"Scaled{direction.capitalize()}",
-                               f"{model}: {d.reason}")
+                               f"{model}: {why}")
         m.changed |= m.decision is None or m.decision.total != d.total or m.decision.panic != d.panic
         m.decision, m.state = d, d.state
         return d.reason
