@@ -62,6 +62,13 @@ build() {
     || { tail -40 "$W/build-$target.log" >&2; exit 1; }
   say "built $tag in $((SECONDS - started)) s"
 }
+# Each rebuild leaves the previous build's layers behind (untagged); the worker's are ~7 GB, so a
+# cache that keeps them all fills the disk. Short of 20 GB free, drop the untagged ones first.
+free_kb=$(df -Pk "$W" | awk 'NR==2 {print $4}')
+if [ "${free_kb:-0}" -lt $((20 * 1024 * 1024)) ]; then
+  say "less than 20 GB free under $W: pruning untagged layers of earlier builds"
+  p image prune -f >/dev/null 2>&1 || true
+fi
 build operator "localhost/gpupool-operator:$version"
 build worker "localhost/gpupool-worker:$version" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL-}"
 for image in "localhost/gpupool-operator:$version" "localhost/gpupool-worker:$version"; do
