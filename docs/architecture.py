@@ -97,7 +97,7 @@ BOXES = (
         "CPU nodes",
         (
             "gpupool-worker pods: ONNX Runtime",
-            "encoders, no torch in the image;",
+            "encoders (the CPU default);",
             "",
             "the cheaper tier that keeps serving",
             "while the GPU tier scales to zero",
