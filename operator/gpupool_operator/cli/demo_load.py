@@ -172,22 +172,13 @@ class Replayer:
 
     def _client(self, address: str, model: str) -> tuple[Any, list[Any]]:
         if address not in self._clients:
-            import numpy as np
             import tritonclient.grpc as triton
+
+            from gpupool_operator.local.endpoints import request_inputs
 
             client = triton.InferenceServerClient(address)
             meta = client.get_model_metadata(model, as_json=True, client_timeout=5)
-            inputs = []
-            for spec in meta.get("inputs", []):
-                shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]] or [1]
-                tensor = triton.InferInput(spec["name"], shape, spec["datatype"])
-                if spec["datatype"] == "BYTES":
-                    data = np.full(shape, b"def cost_per_million(inferences):", dtype=object)
-                else:
-                    data = np.zeros(shape, dtype=triton.triton_to_np_dtype(spec["datatype"]))
-                tensor.set_data_from_numpy(data)
-                inputs.append(tensor)
-            self._clients[address] = (client, inputs)
+            self._clients[address] = (client, request_inputs(meta, b"def cost_per_million(inferences):"))
         return self._clients[address]
 
     def _finish(self, result: Any, error: Any) -> None:

@@ -76,6 +76,25 @@ def wait_for(api_client: Any, namespace: str, pool: str, count: int, timeout_s: 
     raise TimeoutError(f"pool {namespace}/{pool}: {len(found)} of {count} endpoints ready after {timeout_s:.0f}s")
 
 
+def request_inputs(meta: dict[str, Any], text: bytes = b"what does one inference cost?") -> list[Any]:
+    """tritonclient inputs for one request, built from a model's own KServe v2 metadata
+    (``get_model_metadata(..., as_json=True)``): ``text`` for BYTES inputs, zeros otherwise, batch 1."""
+    import numpy as np
+    import tritonclient.grpc as triton
+
+    inputs = []
+    for spec in meta.get("inputs", []):
+        shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]] or [1]
+        tensor = triton.InferInput(spec["name"], shape, spec["datatype"])
+        if spec["datatype"] == "BYTES":
+            data = np.full(shape, text, dtype=object)
+        else:
+            data = np.zeros(shape, dtype=triton.triton_to_np_dtype(spec["datatype"]))
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    return inputs
+
+
 def send(address: str, model: str, requests: int = 20, timeout_s: float = 30) -> list[float]:
     """Send ``requests`` KServe v2 requests to one endpoint, inputs built from the model's own
     metadata (text for BYTES, zeros otherwise, batch 1); returns each request's seconds.
@@ -84,22 +103,11 @@ def send(address: str, model: str, requests: int = 20, timeout_s: float = 30) ->
     """
     import time
 
-    import numpy as np
     import tritonclient.grpc as triton
 
     client = triton.InferenceServerClient(address)
     try:
-        meta = client.get_model_metadata(model, as_json=True)
-        inputs = []
-        for spec in meta.get("inputs", []):
-            shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]] or [1]
-            tensor = triton.InferInput(spec["name"], shape, spec["datatype"])
-            if spec["datatype"] == "BYTES":
-                data = np.full(shape, b"what does one inference cost?", dtype=object)
-            else:
-                data = np.zeros(shape, dtype=triton.triton_to_np_dtype(spec["datatype"]))
-            tensor.set_data_from_numpy(data)
-            inputs.append(tensor)
+        inputs = request_inputs(client.get_model_metadata(model, as_json=True))
         took: list[float] = []
         for _ in range(requests):
             t0 = time.perf_counter()
