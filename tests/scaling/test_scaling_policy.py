@@ -269,3 +269,16 @@ def test_the_start_up_time_is_learned_from_the_last_scale_up() -> None:
     later = decide(first.state, signals(30.0, ready), targets(), gpu_offers(), 302.0)
     assert later.state.startup_s == pytest.approx(300.0)
     assert later.state.pending_since is None
+
+
+def test_a_scale_up_held_up_by_a_recent_burst_says_so() -> None:
+    # One A100 (10 req/s) at 5 req/s for a minute, then one tick of 30 req/s: the 6 s window's mean
+    # (samples at 56, 58, 60, 62: 5, 5, 5, 30) = 11.25 < 2 x 10 is no panic, and the stable window's
+    # mean (5.81) stays under 10 x 0.7, but the high-water mark of short-window demand
+    # (11.25 / 0.7 = 16.1 req/s) asks for a second A100:
+    # the reason names that mark, not only the stable demand, which alone would not scale.
+    steps = [(2.0 * i, signals(5.0, {"a100": 1})) for i in range(1, 31)] + [(62.0, signals(30.0, {"a100": 1}))]
+    d = run(ScalingState(), steps)[-1]
+    assert not d.panic
+    assert d.replicas == {"a100": 2}
+    assert "high-water mark 16.1 req/s" in d.reason, d.reason
