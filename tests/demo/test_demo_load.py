@@ -96,3 +96,17 @@ def test_the_summary_has_the_pools_scale_events_since_the_load_started_in_order(
 def test_a_summary_without_scaling_says_so() -> None:
     s = summarize([], "quickstart", 0.0, sent=0, served=0, failed=0, epoch=_epoch)
     assert s.lines()[1:] == ["  no ScaledUp Event", "  no ScaledDown Event"]
+
+
+def test_a_request_carries_the_asked_rows_in_its_batch_dimension_only() -> None:
+    from gpupool_operator.local.endpoints import request_inputs
+
+    meta = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": ["-1"]},
+                       {"name": "pixels", "datatype": "FP32", "shape": ["-1", "3", "-1"]},
+                       {"name": "fixed", "datatype": "INT64", "shape": ["4"]}]}
+    text, pixels, fixed = request_inputs(meta, b"def f():", rows=16)
+    assert text.shape() == [16]
+    assert pixels.shape() == [16, 3, 1]
+    assert fixed.shape() == [4]
+    (one,) = request_inputs({"inputs": meta["inputs"][:1]})
+    assert one.shape() == [1]
