@@ -187,7 +187,7 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
 
     # 5. damp
     target = max(rates / util, held, cur_cap) if pending else max(stable / util, state.high_water_now(now, half_life))
-    if not pending and target > stable / util + EPS and target > cur_cap + EPS:
+    if not pending and not panic and target > stable / util + EPS and target > cur_cap + EPS:
         unit = "replica-equivalents of queue" if book.queue_mode else "req/s"
         notes.append(f"recent bursts' high-water mark {target:.3g} {unit}")
     if panic and not pending:
