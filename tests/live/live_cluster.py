@@ -222,9 +222,19 @@ class Scenario:
         last = self.samples[-1] if self.samples else None
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last sample: {last}")
 
-    def queue_probe(self, worker: Worker) -> float:
+    def metrics_url(self, pod: dict[str, Any]) -> str:
+        """Where the operator reads a replica's metrics: its host worker on KWOK, the pod itself on
+        real nodes (address and port from the pod and its annotations)."""
+        if not self.real:
+            return self.workers[int(pod["metadata"]["labels"]["gpupool.io/replica"])].metrics_url
+        ann = pod["metadata"].get("annotations") or {}
+        return (f"http://{pod['status']['podIP']}:{ann['gpupool.io/metrics-port']}"
+                f"{ann.get('gpupool.io/metrics-path', '/metrics')}")
+
+    def queue_probe(self, worker: Worker | str) -> float:
         """The worker's own queue, read directly (the same endpoint the operator reads)."""
-        with urllib.request.urlopen(worker.metrics_url, timeout=2) as rsp:
+        url = worker if isinstance(worker, str) else worker.metrics_url
+        with urllib.request.urlopen(url, timeout=2) as rsp:
             for line in rsp.read().decode().splitlines():
                 if line.startswith("gpupool_worker_queue_depth{") and f'model="{MODEL}"' in line:
                     return float(line.rsplit(" ", 1)[1])
@@ -233,6 +243,27 @@ class Scenario:
     def events(self, reason: str) -> list[dict[str, Any]]:
         items = get_json(self.cluster, "events", "-n", self.namespace)["items"]
         return [e for e in items if e.get("reason") == reason]
+
+
+def start_real_nodes(cluster: LocalCluster, nodes: Any, root: Path) -> Any:
+    """The real-node variant's cluster, on ``nodes`` (a ``RealNodes``, which the caller tears down
+    whatever happens): a real CPU node (this machine's cores) and a real A100 node with emulated
+    GPUs (one with 3g.40gb + 2x 1g.10gb, one whole), the CRDs, the default GPUPoolConfig and
+    NVIDIA's MIG manager (emulated), which is returned (the caller stops it)."""
+    from gpupool_operator.local.gpus import Hardware
+    from gpupool_operator.local.migmanager import MigManager
+
+    nodes.add("cpu-real-0", {"gpupool.io/pool": "cpu"})
+    hw = Hardware.create("a100-real-0", "A100-80GB", [{"3g.40gb": 1, "1g.10gb": 2}, None])
+    nodes.add("a100-real-0", {"gpupool.io/pool": "a100", "nvidia.com/mig.config": "custom-per-gpu",
+                              "nvidia.com/mig.config.state": "success"},
+              hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
+    cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
+                    "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
+    cluster.kubectl("create", "namespace", "gpupool-system", check=False)
+    cluster.kubectl("apply", "-f", str(root / "examples" / "pools" / "gpupoolconfig-default.yaml"))
+    return MigManager(cluster.api_client(), "gpupool-system", delay_s=1.0, real_nodes=nodes.mig_targets).start()
 
 
 def freeze(worker: Worker) -> Callable[[], None]:

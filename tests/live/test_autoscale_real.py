@@ -27,11 +27,9 @@ import pytest
 
 from gpupool_operator.local import realnodes, toolchain
 from gpupool_operator.local.cluster import LocalCluster, running
-from gpupool_operator.local.gpus import Hardware
-from gpupool_operator.local.migmanager import MigManager
 
-from .conftest import OPERATOR_NAMESPACE, ROOT
-from .live_cluster import Scenario, silence, surge_restart_silence_and_idle
+from .conftest import ROOT
+from .live_cluster import Scenario, silence, start_real_nodes, surge_restart_silence_and_idle
 
 pytestmark = [pytest.mark.real_nodes, pytest.mark.cluster, pytest.mark.timeout(1500)]
 
@@ -47,21 +45,9 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     before = realnodes.host_snapshot()
     with running(tmp_path_factory.mktemp("live-real")) as cluster:
         nodes = realnodes.RealNodes(cluster, toolchain.ensure_node_binaries())
-        manager: MigManager | None = None
+        manager: Any = None
         try:
-            nodes.add("cpu-real-0", {"gpupool.io/pool": "cpu"})
-            hw = Hardware.create("a100-real-0", "A100-80GB", [{"3g.40gb": 1, "1g.10gb": 2}, None])
-            nodes.add("a100-real-0", {"gpupool.io/pool": "a100", "nvidia.com/mig.config": "custom-per-gpu",
-                                      "nvidia.com/mig.config.state": "success"},
-                      hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                            "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
-            cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE)
-            cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
-            # NVIDIA's MIG manager, emulated (the existing slices fit; it answers any re-layout asked)
-            manager = MigManager(cluster.api_client(), OPERATOR_NAMESPACE, delay_s=1.0,
-                                 real_nodes=nodes.mig_targets).start()
+            manager = start_real_nodes(cluster, nodes, ROOT)
             yield {"cluster": cluster, "nodes": nodes, "manager": manager}
         finally:
             if manager is not None:
