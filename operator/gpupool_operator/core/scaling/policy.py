@@ -187,8 +187,8 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
 
     # 5. damp
     target = max(rates / util, held, cur_cap) if pending else max(stable / util, state.high_water_now(now, half_life))
+    unit = "replica-equivalents of queue" if book.queue_mode else "req/s"
     if not pending and not panic and target > stable / util + EPS and target > cur_cap + EPS:
-        unit = "replica-equivalents of queue" if book.queue_mode else "req/s"
         notes.append(f"recent bursts' high-water mark {target:.3g} {unit}")
     if panic and not pending:
         target = max(target, short / util, cur_cap)
@@ -198,7 +198,7 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
     if target < cur_cap - EPS:
         kept = min(cur_cap, max(target, state.window_max()))
         if kept > target + EPS:
-            notes.append(f"scale-down window {targets.scale_down_window_s:g} s holds {kept:.3g} req/s")
+            notes.append(f"scale-down window {targets.scale_down_window_s:g} s holds {kept:.3g} {unit}")
         target = kept
         if state.started_at is not None and now - state.started_at < params.stable_window_s:
             notes.append("warming up: no scale-down in the first stable window")
