@@ -234,6 +234,7 @@ def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Ca
     start = time.monotonic() if start is None else start
     deadline = time.monotonic() + timeout_s
     last = ""
+    told: set[str] = set()
     live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
     with live if live is not None else contextlib.nullcontext():
         while True:
@@ -246,6 +247,12 @@ def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Ca
                 if line != last:
                     _say(line)
                     last = line
+                for event in view.events:  # a scale decision as it happens, once (the terminal view has a table)
+                    uid = str((event.get("metadata") or {}).get("uid", ""))
+                    if event.get("reason") in SCALE_REASONS and uid not in told:
+                        told.add(uid)
+                        _say(f"{event['reason']} {(event.get('involvedObject') or {}).get('name', '')}: "
+                             f"{event.get('message', '')}")
             if done(view):
                 return view
             if operator.error is not None:
@@ -253,6 +260,10 @@ def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Ca
             if time.monotonic() > deadline:
                 return view
             time.sleep(1.0)
+
+
+#: Events the demo's log (no terminal) prints as they happen
+SCALE_REASONS = ("ScaledUp", "ScaledDown")
 
 
 def _serving(view: Any) -> bool:
