@@ -110,3 +110,20 @@ def test_a_request_carries_the_asked_rows_in_its_batch_dimension_only() -> None:
     assert fixed.shape() == [4]
     (one,) = request_inputs({"inputs": meta["inputs"][:1]})
     assert one.shape() == [1]
+
+
+def test_the_demo_changes_only_its_load_targets_cores_and_window_and_says_so() -> None:
+    from pathlib import Path
+
+    from gpupool_operator.cli.demo import DEMO_CPU_CORES, _pool_docs, _tune_for_load
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "pools"
+    docs = _pool_docs(examples)
+    before = {d["metadata"]["name"]: repr(d) for d in docs}
+    said = _tune_for_load(docs, cores=DEMO_CPU_CORES)
+    assert said == "quickstart's CPU replicas ask for 1 core(s); scales down after 30s of low load (cluster default 5m)"
+    (quick,) = [d for d in docs if d["metadata"]["name"] == "quickstart"]
+    assert quick["spec"]["models"][0]["hardware"][0]["cpu"]["cores"] == 1
+    assert quick["spec"]["scaling"]["scaleDownStabilizationWindow"] == "30s"
+    assert all(repr(d) == before[d["metadata"]["name"]] for d in docs if d is not quick)  # the others as written
+    assert _tune_for_load(docs, pool="no-such-pool") is None
