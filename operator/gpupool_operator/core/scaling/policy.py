@@ -270,8 +270,11 @@ def _reshape_up(book: _Book, current: Mapping[str, int], counts: dict[str, int],
     count), trade the smallest running replicas for the larger ones of the cheapest mix that can."""
     best = cheapest_cover(book.anything(), target, floor, limit)
     if book.of(best.counts)[0] <= book.of(counts)[0] + EPS:
-        notes.append("capacity short: no shape has room for more" if sum(counts.values()) < limit
-                     else f"limited to {limit} replicas this decision")
+        if not any(c > 0 for c in book.capacity.values()):  # not room: nothing it may add would serve
+            notes.append("no shape can serve within the objective (" + "; ".join(book.excluded) + ")")
+        else:
+            notes.append("capacity short: no shape has room for more" if sum(counts.values()) < limit
+                         else f"limited to {limit} replicas this decision")
         return counts
     out = add_counts({k: min(n, current.get(k, 0)) for k, n in best.counts.items()},
                      {k: max(0, n - current.get(k, 0)) for k, n in best.counts.items()})
