@@ -33,7 +33,7 @@ from operator_helpers import OperatorProcess, apply, get_json
 
 from gpupool_operator.local.cluster import LocalCluster
 
-from .conftest import MODEL, Load, Worker
+from .conftest import MODEL, Load, Worker, wait_established
 
 POOL = "live"
 #: Short policy windows so a test sees the whole cycle in a couple of minutes.
@@ -259,15 +259,7 @@ def start_real_nodes(cluster: LocalCluster, nodes: Any, root: Path) -> Any:
                               "nvidia.com/mig.config.state": "success"},
               hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
     cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
-    deadline = time.monotonic() + 90
-    while True:  # `kubectl wait` fails outright on a CRD whose status has no conditions yet
-        waited = cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                                 "crd/gpupoolconfigs.gpupool.io", "--timeout=30s", check=False)
-        if waited.returncode == 0:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the CRDs not Established after 90 s: {waited.stderr.strip()}")
-        time.sleep(1)
+    wait_established(cluster)
     cluster.kubectl("create", "namespace", "gpupool-system", check=False)
     cluster.kubectl("apply", "-f", str(root / "examples" / "pools" / "gpupoolconfig-default.yaml"))
     return MigManager(cluster.api_client(), "gpupool-system", delay_s=1.0, real_nodes=nodes.mig_targets).start()
