@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpupool_operator.adapters import names
 from gpupool_operator.local import gpus, images, toolchain
 from gpupool_operator.local.cluster import ClusterError, LocalCluster, _alive, _free_ports
 from gpupool_operator.local.pki import kubeconfig_for, node_client_cert
@@ -945,8 +946,8 @@ def start_spec_nodes(nodes: RealNodes, spec: ClusterSpec, progress: Callable[[st
                 layouts: list[dict[str, int] | None] = [lay or None for lay in pool.gpu_layouts()]
                 hardware = gpus.Hardware.create(name, pool.product.key, layouts, strategy)
                 if pool.product.mig_capable:  # what the GPU Operator's MIG manager last applied
-                    labels.update({"nvidia.com/mig.config": _mig_config_name(pool.gpu_layouts()),
-                                   "nvidia.com/mig.config.state": "success",
+                    labels.update({names.LABEL_MIG_CONFIG: _mig_config_name(pool.gpu_layouts()),
+                                   names.LABEL_MIG_CONFIG_STATE: "success",
                                    "nvidia.com/gpu.deploy.mig-manager": "true"})
             taints = [f"{t.key}={t.value}:{t.effect}" for t in pool.taints]
             t0 = time.monotonic()
