@@ -44,6 +44,12 @@ from gpupool_operator.local.pki import kubeconfig_for, node_client_cert
 from gpupool_operator.local.spec import ClusterSpec
 
 RUN_ROOT = Path("/run/gpupool")
+#: Which local clusters hold real nodes on this host, and the host as it was before the first one
+#: started (what the last one to go restores). Guarded by an flock on HOST_LOCK.
+HOST_LEDGER = RUN_ROOT / "host.json"
+#: flock'ed (a directory: locking it leaves nothing behind) while a cluster joins or leaves the
+#: host, or picks a node's bridge index.
+HOST_LOCK = Path("/run")
 #: What the kubelet and the bridge plugin change on the host (restored at teardown).
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward")
 #: Host paths a node may create although all of its own files live under its directory.
@@ -61,8 +67,11 @@ HOST_PATHS = (
     str(RUN_ROOT),
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Bridge ``gpbr<N>`` with subnet 10.200.<N>.0/24: N is unique on the host (every local cluster
+#: picks it under HOST_LOCK from what the host's links and addresses leave free).
 BRIDGE_PREFIX = "gpbr"
 SUBNET_BASE = "10.200"
+MAX_INDEX = 249
 #: A rule comment that names the project, so a leftover rule is recognisable.
 RULE_COMMENT = "gpupool-local-node"
 NODE_SYSTEM_BINDING = "gpupool:system:nodes"
@@ -161,10 +170,76 @@ def host_snapshot() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def host_lock(timeout_s: float = 120.0) -> Iterator[None]:
+    """Host-wide mutual exclusion between local clusters' real-node set-up and teardown (bounded)."""
+    import fcntl
+
+    fd = os.open(HOST_LOCK, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RealNodeError(f"another local cluster held the real-node host lock ({HOST_LOCK}) "
+                                        f"for over {timeout_s:.0f}s") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_ledger() -> dict[str, Any]:
+    """The host ledger: ``{"before": {sysctls, paths}, "clusters": {id: directory}}`` (empty: none)."""
+    try:
+        raw = json.loads(HOST_LEDGER.read_text())
+        return raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_ledger(ledger: Mapping[str, Any]) -> None:
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    tmp = HOST_LEDGER.with_name(f".host.json.{os.getpid()}")
+    tmp.write_text(json.dumps(ledger, indent=2))
+    tmp.replace(HOST_LEDGER)
+
+
+def _holds_real_nodes(cluster_dir: Path) -> bool:
+    """Whether a cluster's real-node state still records nodes (running or not torn down yet: a
+    crashed cluster keeps its claim on the host until its teardown runs)."""
+    try:
+        return bool(json.loads((cluster_dir / "real-nodes" / "state.json").read_text()).get("nodes"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _free_index() -> int:
+    """The lowest bridge index no link or address on the host uses (call under ``host_lock``)."""
+    used: set[int] = set()
+    for line in _run("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+        if name.startswith(BRIDGE_PREFIX) and name[len(BRIDGE_PREFIX):].isdigit():
+            used.add(int(name[len(BRIDGE_PREFIX):]))
+    prefix = SUBNET_BASE + "."
+    for word in _run("ip", "-o", "-4", "addr", "show", check=False).stdout.split():
+        if word.startswith(prefix):
+            with contextlib.suppress(ValueError, IndexError):
+                used.add(int(word[len(prefix):].split(".")[0]))
+    for i in range(1, MAX_INDEX + 1):
+        if i not in used:
+            return i
+    raise RealNodeError(f"no free bridge index: {MAX_INDEX} {BRIDGE_PREFIX}<N> bridges or 10.200.<N> addresses exist")
+
+
 @dataclass
 class NodeState:
     name: str
-    index: int
+    index: int  # host-wide: the bridge and the /24 (two clusters may both have a node ``cpu-real-0``)
+    cluster: str = ""  # the cluster's id (RealNodes.cluster_id): in every other host-side name
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)  # how each component was started
@@ -184,7 +259,9 @@ class NodeState:
 
     @property
     def cgroup_root(self) -> str:
-        return f"/gpupool-{self.name}"
+        """Per cluster and node: a kubelet treats every pod cgroup under its root as its own and
+        kills the ones it does not know, so two clusters' nodes of the same name must not share it."""
+        return f"/gpupool-{self.cluster}-{self.name}" if self.cluster else f"/gpupool-{self.name}"
 
 
 @dataclass
@@ -252,16 +329,28 @@ class RealNodes:
         the cluster directory may be deep (pytest's tmp_path)."""
         return self.cluster_run_dir / f"n{self.state.nodes[name].index}"
 
-    def _other_clusters(self) -> list[str]:
-        """Other local clusters whose real nodes still hold sockets under /run/gpupool."""
-        if not RUN_ROOT.is_dir():
-            return []
-        return [d.name for d in RUN_ROOT.iterdir()
-                if d.is_dir() and d != self.cluster_run_dir and any(d.glob("n*/*.sock"))]
+    @property
+    def cluster_id(self) -> str:
+        """Short and stable for the cluster's directory: it names the cluster's host-side things
+        (its /run directory, its nodes' cgroups) apart from any other local cluster's."""
+        return hashlib.sha256(str(self.cluster.directory).encode()).hexdigest()[:8]
 
     @property
     def cluster_run_dir(self) -> Path:
-        return RUN_ROOT / hashlib.sha256(str(self.cluster.directory).encode()).hexdigest()[:8]
+        return RUN_ROOT / self.cluster_id
+
+    def _join_host(self) -> None:
+        """Record this cluster in the host ledger (under ``host_lock``); the first cluster records
+        the host as it is, before any real node changed it."""
+        ledger = read_ledger()
+        if not ledger.get("before"):
+            snap = host_snapshot()
+            ledger["before"] = {"sysctls": snap["sysctls"], "paths": snap["paths"]}
+        ledger.setdefault("clusters", {})[self.cluster_id] = str(self.cluster.directory)
+        if not self.state.host_before:
+            self.state.host_before = ledger["before"]
+            self._save()
+        _write_ledger(ledger)
 
     def socket(self, name: str) -> Path:
         return self.run_dir(name) / "containerd.sock"
@@ -312,17 +401,17 @@ class RealNodes:
         if self._binaries is None:
             self._binaries = toolchain.ensure_node_binaries(kubelet=False)
         b = self._binaries
-        if not self.state.host_before:
-            snap = host_snapshot()
-            self.state.host_before = {"sysctls": snap["sysctls"], "paths": snap["paths"]}
+        with host_lock():
+            self._join_host()
+            node = NodeState(name=name, index=_free_index(), cluster=self.cluster_id)
+            self.state.nodes[name] = node
             self._save()
-        used = {n.index for n in self.state.nodes.values()}
-        index = next(i for i in range(1, 250) if i not in used)
-        node = NodeState(name=name, index=index)
-        self.state.nodes[name] = node
-        self._save()
+            try:
+                self._network(node)  # the bridge is the index's claim: created under the lock
+            except BaseException:
+                self._teardown_node(node)
+                raise
         try:
-            self._network(node)
             self._cgroups(node)
             self._start_containerd(node, b)
             self._import_images(node, b)
@@ -349,7 +438,8 @@ class RealNodes:
     def _network(self, node: NodeState) -> None:
         br = node.bridge
         if _run("ip", "link", "show", br, check=False).returncode == 0:
-            _run("ip", "link", "del", br)
+            # never deleted here: it may be another local cluster's (the index was free a moment ago)
+            raise RealNodeError(f"bridge {br} already exists on this host")
         _run("ip", "link", "add", br, "type", "bridge")
         _run("ip", "addr", "add", f"{node.gateway}/24", "dev", br)
         _run("ip", "link", "set", br, "up")
@@ -731,7 +821,7 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def shim_pids(self, name: str | None = None) -> list[int]:
         """containerd shims of one node, or of every node of this cluster (found by the node's
         socket path in their command line)."""
-        needle = str(self.socket(name) if name in self.state.nodes else self.cluster_run_dir).encode()
+        needle = (str(self.socket(name)) if name in self.state.nodes else f"{self.cluster_run_dir}/").encode()
         out = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -818,20 +908,34 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
                 _run("umount", "-l", m, check=False)
 
     def _restore_host(self) -> None:
-        before = self.state.host_before
-        if not before:
-            return
-        others = self._other_clusters()
-        if others:
-            # Host paths and sysctls are shared by every local cluster's real nodes: restoring them
-            # now would pull /run/gpupool and the CNI state from under the others' containerd and
-            # device plugins, so they stay as they are (a cluster started alone restores them).
-            print(f"[gpupool local] real nodes of {len(others)} other local cluster(s) still run "
-                  f"({', '.join(sorted(others))} under {RUN_ROOT}): host paths and sysctls stay as they are "
-                  "for them", file=sys.stderr)
+        """Leave the host ledger; the last local cluster with real nodes puts the host back as the
+        first one found it (sysctls, host paths). While another cluster's real nodes are recorded,
+        what they share stays as it is for them."""
+        with host_lock():
+            ledger = read_ledger()
+            clusters: dict[str, str] = ledger.get("clusters", {})
+            if self.cluster_id not in clusters and not self.state.host_before:
+                return  # never joined (or already left): nothing of the host is this cluster's to restore
+            clusters.pop(self.cluster_id, None)
+            others = {cid: d for cid, d in clusters.items() if _holds_real_nodes(Path(d))}
+            before = ledger.get("before") or self.state.host_before
+            if others:
+                ledger["clusters"] = others
+                _write_ledger(ledger)
+                print(f"[gpupool local] real nodes of {len(others)} other local cluster(s) still run "
+                      f"({', '.join(sorted(others.values()))}): host paths and sysctls stay as they are "
+                      "for them; the last one restores them", file=sys.stderr)
+            else:
+                self._put_back(before)
+                with contextlib.suppress(FileNotFoundError):
+                    HOST_LEDGER.unlink()
+                with contextlib.suppress(OSError):
+                    if not before.get("paths", {}).get(str(RUN_ROOT), True):
+                        RUN_ROOT.rmdir()
             self.state.host_before = {}
             self._save()
-            return
+
+    def _put_back(self, before: Mapping[str, Any]) -> None:
         for name, value in before.get("sysctls", {}).items():
             path = _sysctl_path(name)
             with contextlib.suppress(OSError):
@@ -847,8 +951,6 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
                 path.unlink()
             else:
                 shutil.rmtree(path, ignore_errors=True)
-        self.state.host_before = {}
-        self._save()
 
     # -- using them ------------------------------------------------------------------------
     def names(self) -> list[str]:

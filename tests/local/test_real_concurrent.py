@@ -1,0 +1,137 @@
+"""Two local clusters with real kubelet nodes on one host at once (CI beside the demo, or two test
+sessions): each gets its own bridge and /24, cgroups, containerd and kubelet state and ports, even
+with the same node name in both; tearing one down leaves the other's pods running untouched, and
+the last one to go puts the host back as it was before the first one started.
+
+Needs root and the node binaries (``gpupool local build --nodes``); skipped with what is missing
+named otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpupool_operator.local import realnodes, toolchain
+from gpupool_operator.local.cluster import LocalCluster
+
+pytestmark = [pytest.mark.real_nodes, pytest.mark.cluster]
+
+NODE = "cpu-real-0"  # the same name in both clusters, as two runs of one cluster spec have
+POD = "web"
+
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, why: Callable[[], str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f":\n{why()}" if why else ""))
+
+
+def _web_pod(nodes: realnodes.RealNodes, tag: str) -> dict[str, Any]:
+    """A pod that answers HTTP with its cluster's tag (the worker image's mounted Python)."""
+    script = f"mkdir -p /tmp/www && echo {tag} > /tmp/www/id && exec {nodes.host.venv}/bin/python -m http.server " \
+             "8080 --bind 0.0.0.0 --directory /tmp/www"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": "default"},
+            "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "web", "image": nodes.host.tag, "imagePullPolicy": "Never", "command": ["sh", "-c", script],
+                "readinessProbe": {"httpGet": {"path": "/id", "port": 8080}, "periodSeconds": 1}}]}}
+
+
+def _pod(cluster: LocalCluster) -> dict[str, Any]:
+    proc = cluster.kubectl("get", "pod", POD, "-n", "default", "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def _ready_ip(cluster: LocalCluster) -> str:
+    pod = _pod(cluster)
+    conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+    return str(pod["status"].get("podIP", "")) if conds.get("Ready") == "True" else ""
+
+
+def _answer(ip: str) -> str:
+    with urllib.request.urlopen(f"http://{ip}:8080/id", timeout=5) as rsp:
+        return str(rsp.read().decode().strip())
+
+
+def _sandboxes(nodes: realnodes.RealNodes) -> list[str]:
+    return sorted(nodes.crictl(NODE, "pods", "-q", "--label", f"io.kubernetes.pod.name={POD}").stdout.split())
+
+
+def test_two_clusters_run_real_nodes_at_once_and_tear_down_apart(tmp_path: Path) -> None:
+    missing = realnodes.prerequisites()
+    if missing:
+        pytest.skip("real nodes cannot run here: missing " + "; ".join(missing))
+    binaries = toolchain.ensure_node_binaries()
+    before = realnodes.host_snapshot()
+    clusters = {tag: LocalCluster(tmp_path / tag) for tag in ("one", "two")}
+    nodes: dict[str, realnodes.RealNodes] = {}
+    try:
+        with ThreadPoolExecutor(2) as pool:  # both control planes, then both nodes, at the same time
+            list(pool.map(lambda c: c.start(), clusters.values()))
+            nodes = {tag: realnodes.RealNodes(c, binaries) for tag, c in clusters.items()}
+            list(pool.map(lambda n: n.add(NODE), nodes.values()))
+        one, two = nodes["one"].state.nodes[NODE], nodes["two"].state.nodes[NODE]
+        # every host-side name of a node differs between the clusters, although the node's name does not
+        assert one.bridge != two.bridge
+        assert one.subnet != two.subnet
+        assert one.cgroup_root != two.cgroup_root
+        assert nodes["one"].cluster_run_dir != nodes["two"].cluster_run_dir
+        assert set(one.ports.values()).isdisjoint(two.ports.values())
+        assert set(realnodes.read_ledger()["clusters"]) == {nodes["one"].cluster_id, nodes["two"].cluster_id}
+        during = realnodes.host_snapshot()
+
+        for tag, cluster in clusters.items():
+            cluster.kubectl("apply", "-f", "-", input=json.dumps(_web_pod(nodes[tag], tag)))
+        ips: dict[str, str] = {}
+        for tag, c in clusters.items():
+            ips[tag] = _wait(f"the pod of cluster {tag} to be Ready", lambda c=c: _ready_ip(c), 120,  # type: ignore[misc]
+                             why=lambda c=c: str(c.kubectl("describe", "pod", POD, "-n", "default").stdout[-2000:]))  # type: ignore[misc]
+        assert {tag: _answer(ip) for tag, ip in ips.items()} == {"one": "one", "two": "two"}
+        assert ips["one"].startswith(f"{realnodes.SUBNET_BASE}.{one.index}.")
+        assert ips["two"].startswith(f"{realnodes.SUBNET_BASE}.{two.index}.")
+        kept = _pod(clusters["two"])
+        kept_sandboxes = _sandboxes(nodes["two"])
+        assert len(kept_sandboxes) == 1
+
+        # cluster one goes; cluster two's node, pod, sandbox, bridge, rule and cgroups stay as they were
+        nodes["one"].teardown()
+        clusters["one"].stop()
+        host = realnodes.host_snapshot()
+        assert one.bridge not in host["bridges"]
+        assert two.bridge in host["bridges"]
+        assert not any(one.bridge in r for r in host["forward_rules"])
+        assert any(two.bridge in r for r in host["forward_rules"])
+        assert not any(one.cgroup_root in c for c in host["cgroups"])
+        assert any(c.endswith(two.cgroup_root) for c in host["cgroups"])
+        assert set(realnodes.read_ledger()["clusters"]) == {nodes["two"].cluster_id}
+        # what both shared (sysctls, host paths) stays as it was while cluster two runs
+        assert (host["sysctls"], host["paths"]) == (during["sysctls"], during["paths"])
+        time.sleep(15)  # longer than the kubelet's sync period: a kubelet that lost its pod would have acted
+        assert _ready_ip(clusters["two"]) == ips["two"]
+        assert _answer(ips["two"]) == "two"
+        pod = _pod(clusters["two"])
+        assert pod["metadata"]["uid"] == kept["metadata"]["uid"]
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+        assert _sandboxes(nodes["two"]) == kept_sandboxes
+        events = clusters["two"].kubectl("get", "events", "-n", "default", "-o", "json").stdout
+        assert not [e for e in json.loads(events)["items"] if e.get("reason") in ("SandboxChanged", "Killing")]
+    finally:
+        for tag in ("one", "two"):
+            if tag in nodes:
+                nodes[tag].teardown()
+            clusters[tag].stop()
+    # the last cluster out restored what the first one found
+    assert realnodes.host_snapshot() == before
+    assert not realnodes.HOST_LEDGER.exists()
+    assert not any(n.shim_pids() for n in nodes.values())
