@@ -9,10 +9,11 @@ named otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,23 @@ pytestmark = [pytest.mark.real_nodes, pytest.mark.cluster]
 
 NODE = "cpu-real-0"  # the same name in both clusters, as two runs of one cluster spec have
 POD = "web"
+#: sysctls the kubelet sets at start (to the first value); the test starts from the second, so
+#: "restored" is not vacuous on a host that already carries the kubelet's values
+KUBELET_SYSCTLS = {"kernel.panic": ("10", "0"), "kernel.panic_on_oops": ("1", "0")}
+
+
+@contextlib.contextmanager
+def _sysctls_unlike_the_kubelets() -> Iterator[None]:
+    paths = {name: Path("/proc/sys") / name.replace(".", "/") for name in KUBELET_SYSCTLS}
+    saved = {name: path.read_text().strip() for name, path in paths.items()}
+    try:
+        for name, (kubelet, other) in KUBELET_SYSCTLS.items():
+            if saved[name] == kubelet:
+                paths[name].write_text(other)
+        yield
+    finally:
+        for name, value in saved.items():
+            paths[name].write_text(value)
 
 
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, why: Callable[[], str] | None = None) -> Any:
@@ -73,6 +91,11 @@ def test_two_clusters_run_real_nodes_at_once_and_tear_down_apart(tmp_path: Path)
     if missing:
         pytest.skip("real nodes cannot run here: missing " + "; ".join(missing))
     binaries = toolchain.ensure_node_binaries()
+    with _sysctls_unlike_the_kubelets():
+        _two_clusters(tmp_path, binaries)
+
+
+def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
     before = realnodes.host_snapshot()
     clusters = {tag: LocalCluster(tmp_path / tag) for tag in ("one", "two")}
     nodes: dict[str, realnodes.RealNodes] = {}
@@ -90,6 +113,7 @@ def test_two_clusters_run_real_nodes_at_once_and_tear_down_apart(tmp_path: Path)
         assert set(one.ports.values()).isdisjoint(two.ports.values())
         assert set(realnodes.read_ledger()["clusters"]) == {nodes["one"].cluster_id, nodes["two"].cluster_id}
         during = realnodes.host_snapshot()
+        assert {n: during["sysctls"][n] for n in KUBELET_SYSCTLS} == {n: v[0] for n, v in KUBELET_SYSCTLS.items()}
 
         for tag, cluster in clusters.items():
             cluster.kubectl("apply", "-f", "-", input=json.dumps(_web_pod(nodes[tag], tag)))
