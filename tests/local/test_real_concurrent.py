@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gpupool_operator.local import realnodes, toolchain
-from gpupool_operator.local.cluster import LocalCluster
+from gpupool_operator.local.cluster import LocalCluster, _alive
 
 pytestmark = [pytest.mark.real_nodes, pytest.mark.cluster]
 
@@ -99,6 +99,7 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
     before = realnodes.host_snapshot()
     clusters = {tag: LocalCluster(tmp_path / tag) for tag in ("one", "two")}
     nodes: dict[str, realnodes.RealNodes] = {}
+    pids: dict[str, list[int]] = {}
     try:
         with ThreadPoolExecutor(2) as pool:  # both control planes, then both nodes, at the same time
             list(pool.map(lambda c: c.start(), clusters.values()))
@@ -124,6 +125,9 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
         assert {tag: _answer(ip) for tag, ip in ips.items()} == {"one": "one", "two": "two"}
         assert ips["one"].startswith(f"{realnodes.SUBNET_BASE}.{one.index}.")
         assert ips["two"].startswith(f"{realnodes.SUBNET_BASE}.{two.index}.")
+        pids = {tag: [*clusters[tag].state.pids.values(),
+                      *(pid for node in n.state.nodes.values() for pid in node.pids.values())]
+                for tag, n in nodes.items()}
         kept = _pod(clusters["two"])
         kept_sandboxes = _sandboxes(nodes["two"])
         assert len(kept_sandboxes) == 1
@@ -150,6 +154,9 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
         assert _sandboxes(nodes["two"]) == kept_sandboxes
         events = clusters["two"].kubectl("get", "events", "-n", "default", "-o", "json").stdout
         assert not [e for e in json.loads(events)["items"] if e.get("reason") in ("SandboxChanged", "Killing")]
+        assert not nodes["one"].state.nodes
+        assert not [pid for pid in pids["one"] if _alive(pid)]  # cluster one's processes gone, by PID
+        assert all(_alive(pid) for pid in pids["two"])  # cluster two's all still there
     finally:
         for tag in ("one", "two"):
             if tag in nodes:
@@ -159,3 +166,4 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
     assert realnodes.host_snapshot() == before
     assert not realnodes.HOST_LEDGER.exists()
     assert not any(n.shim_pids() for n in nodes.values())
+    assert not [pid for tag in pids for pid in pids[tag] if _alive(pid)]  # everything both started is gone

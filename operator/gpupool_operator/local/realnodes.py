@@ -72,6 +72,12 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 BRIDGE_PREFIX = "gpbr"
 SUBNET_BASE = "10.200"
 MAX_INDEX = 249
+#: A node's loopback ports (containerd's stream server, the kubelet's healthz) are
+#: PORT_BASE + 3 * N + k: apart from every other local cluster's nodes by construction, and below
+#: the kernel's ephemeral range, so no port chosen at random elsewhere takes them in the meantime
+#: (one that is taken anyway is replaced by a free one). The kubelet's own port is on its bridge IP.
+PORT_BASE = 11000
+NODE_PORTS = ("stream", "kubelet", "healthz")
 #: A rule comment that names the project, so a leftover rule is recognisable.
 RULE_COMMENT = "gpupool-local-node"
 NODE_SYSTEM_BINDING = "gpupool:system:nodes"
@@ -215,6 +221,21 @@ def _holds_real_nodes(cluster_dir: Path) -> bool:
         return bool(json.loads((cluster_dir / "real-nodes" / "state.json").read_text()).get("nodes"))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _node_ports(index: int) -> dict[str, int]:
+    import socket
+
+    out: dict[str, int] = {}
+    for k, what in enumerate(NODE_PORTS):
+        port = PORT_BASE + len(NODE_PORTS) * index + k
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                port = _free_ports(1)[0]
+        out[what] = port
+    return out
 
 
 def _free_index() -> int:
@@ -596,7 +617,7 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         return _run(str(self.binaries.ctr), "--address", str(self.socket(node.name)), *args, timeout=timeout)
 
     def _start_containerd(self, node: NodeState, b: toolchain.NodeBinaries) -> None:
-        node.ports.update(dict(zip(("stream", "kubelet", "healthz"), _free_ports(3), strict=True)))
+        node.ports.update(_node_ports(node.index))
         nd = self.node_dir(node.name)
         (nd / "containerd").mkdir(parents=True, exist_ok=True)
         self.run_dir(node.name).mkdir(parents=True, exist_ok=True)
