@@ -472,7 +472,7 @@ class RealNodes:
         conf_dir.mkdir(parents=True, exist_ok=True)
         conflist = {
             "cniVersion": "1.0.0",
-            "name": f"gpupool-{node.name}",
+            "name": f"gpupool-{node.cluster}-{node.name}",  # libcni caches results by network name
             "plugins": [
                 {
                     "type": "bridge",
