@@ -104,3 +104,22 @@ def test_a_cluster_whose_directory_is_gone_no_longer_holds_the_host(host: dict[s
     _leave(last)
     assert host["panic"].read_text().strip() == "0"
     assert not host["run"].exists()
+
+
+def test_the_last_cluster_out_removes_only_what_real_nodes_left_in_a_host_path(host: dict[str, Path]) -> None:
+    import socket
+
+    last = _cluster(host, "last")
+    _join(last, "cpu-real-0")
+    shared = host["shared"]  # created meanwhile, as containerd's CNI use creates /var/lib/cni
+    (shared / "results").mkdir(parents=True)
+    (shared / "results" / f"gpupool-{last.cluster_id}-cpu-real-0-abc-eth0").write_text("{}")  # CNI result cache
+    (shared / "logs").mkdir()
+    (shared / "logs" / "web_default_web-abc.log").symlink_to(last.directory / "cpu-real-0" / "pod-logs" / "x.log")
+    with socket.socket(socket.AF_UNIX) as sock:  # a shim's socket, its shim gone
+        sock.bind(str(shared / "s"))
+    (shared / "networks").mkdir()
+    (shared / "networks" / "podman").write_text("another program's state")
+    _leave(last)
+    assert sorted(str(p.relative_to(shared)) for p in shared.rglob("*")) == ["networks", "networks/podman"]
+    assert host["panic"].read_text().strip() == "0"

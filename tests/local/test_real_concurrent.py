@@ -114,7 +114,11 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
         assert set(one.ports.values()).isdisjoint(two.ports.values())
         assert set(realnodes.read_ledger()["clusters"]) == {nodes["one"].cluster_id, nodes["two"].cluster_id}
         during = realnodes.host_snapshot()
+        # what "restored" below is checked against is really changed meanwhile (not a vacuous check)
         assert {n: during["sysctls"][n] for n in KUBELET_SYSCTLS} == {n: v[0] for n, v in KUBELET_SYSCTLS.items()}
+        assert {one.bridge, two.bridge} <= set(during["bridges"])
+        assert len(during["mounts"]) > len(before["mounts"])  # each kubelet's root dir, bound shared
+        assert during["paths"][str(realnodes.RUN_ROOT)]
 
         for tag, cluster in clusters.items():
             cluster.kubectl("apply", "-f", "-", input=json.dumps(_web_pod(nodes[tag], tag)))

@@ -947,12 +947,9 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
                       f"({', '.join(sorted(others.values()))}): host paths and sysctls stay as they are "
                       "for them; the last one restores them", file=sys.stderr)
             else:
-                self._put_back(before)
                 with contextlib.suppress(FileNotFoundError):
                     HOST_LEDGER.unlink()
-                with contextlib.suppress(OSError):
-                    if not before.get("paths", {}).get(str(RUN_ROOT), True):
-                        RUN_ROOT.rmdir()
+                self._put_back(before)  # RUN_ROOT with the rest, when it did not exist before
             self.state.host_before = {}
             self._save()
 
@@ -962,16 +959,14 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
             with contextlib.suppress(OSError):
                 if path.read_text().strip() != value:
                     path.write_text(value)
+        left: list[str] = []
         for p, existed in before.get("paths", {}).items():
             path = Path(p)
-            if existed or not (path.exists() or path.is_symlink()):
-                continue
-            if str(path) in _mounts() or any(m.startswith(str(path) + "/") for m in _mounts()):
-                self._unmount_under(path)
-            if path.is_symlink():
-                path.unlink()
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+            if not existed and (path.exists() or path.is_symlink()):
+                left += _remove_ours(path, everything=path == RUN_ROOT)
+        if left:
+            print(f"[gpupool local] left on the host, not made by local real nodes: {', '.join(left[:10])}"
+                  + (f" and {len(left) - 10} more" if len(left) > 10 else ""), file=sys.stderr)
 
     # -- using them ------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -1011,6 +1006,70 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         self.state.pids["mig-manager"] = proc.pid
         self._save()
         return proc.pid
+
+
+def _ours(path: Path) -> bool:
+    """Whether an entry under a host path the real nodes created is theirs to remove: named for
+    gpupool (the CNI result cache), a link into a node's directory or dangling (the kubelet's
+    /var/log/containers links), a socket nobody listens on any more (containerd shims'), or a
+    regular file or link of containerd's/the kubelet's that no one else writes there."""
+    if "gpupool" in path.name:
+        return True
+    if path.is_symlink():
+        target = os.readlink(path)
+        return not path.exists() or "real-nodes" in target
+    return _socket_state(path) == "stale"
+
+
+def _socket_state(path: Path) -> str:
+    """``stale`` (a unix socket no one listens on), ``live``, or ``""`` (not a socket)."""
+    import socket
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return ""
+    except OSError:
+        return ""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return "stale"
+        except OSError:
+            return "live"
+        return "live"
+
+
+def _remove_ours(path: Path, everything: bool = False) -> list[str]:
+    """Remove a host path the real nodes created, as far as it holds only what they made: another
+    program (podman's CNI state, say) may have put its own there meanwhile, which stays, as do the
+    directories holding it and anything mounted (returned, so teardown can say so). With
+    ``everything``, all but mounts and live sockets is theirs (gpupool's own /run directory; a live
+    socket there is a node of a cluster the ledger does not know, started by an older gpupool)."""
+    mounted = {m for m in _mounts() if m == str(path) or m.startswith(str(path) + "/")}
+    if path.is_symlink() or not path.is_dir():
+        if _ours(path):
+            path.unlink()
+            return []
+        return [str(path)]
+    left: list[str] = []
+    for entry in sorted(path.rglob("*"), key=lambda e: -len(e.parts)):
+        if str(entry) in mounted:
+            left.append(str(entry))
+        elif entry.is_dir() and not entry.is_symlink():
+            with contextlib.suppress(OSError):
+                entry.rmdir()  # only once empty
+        elif (everything and _socket_state(entry) != "live") or _ours(entry):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        else:
+            left.append(str(entry))
+    if str(path) not in mounted:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    return left
 
 
 def _rss_mib(pid: int) -> float:
