@@ -150,27 +150,34 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def torch_free_worker(repository: Path, minilm_onnx: Path, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[WorkerProcess]:
+def _serve_without_torch(log_dir: Path, builtin_root: Path, args: list[str], env: dict[str, str]) -> WorkerProcess:
+    """``gpupool-worker serve`` as start_worker runs it, through the blocker and without the
+    weights package."""
     import os
 
-    log_dir = tmp_path_factory.mktemp("torch-free-logs")
-    cache = tmp_path_factory.mktemp("empty-onnx-cache")  # nothing exported earlier to fall back on
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "GPUPOOL_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "GPUPOOL_ONNX_CACHE": str(cache), "GPUPOOL_BUILTIN_DIR": str(minilm_onnx)}
-    env.pop("TRITON_INTERPRET", None)
+    full_env = {**os.environ, "PYTHONPATH": PYTHONPATH, "GPUPOOL_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "GPUPOOL_BUILTIN_DIR": str(builtin_root), "GPUPOOL_DRAIN_SECONDS": "0", **env}
+    full_env.pop("TRITON_INTERPRET", None)
     cmd = [sys.executable, str(NO_TORCH), "--no-weights-package", "-m", "gpupool_worker", "serve",
-           "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--builtin", "minilm",
-           "--model-repository", str(repository)]
-    log_path = log_dir / "torch-free.log"
+           "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", *args]
+    log_path = log_dir / f"torch-free-{len(list(log_dir.iterdir()))}.log"
     with log_path.open("w") as log_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log_file, text=True)
+        proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=log_file, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "listening on port" in line, log_path.read_text()
-    served = WorkerProcess(proc, int(line.rsplit(" ", 1)[1]), 0, log_path, env)
+    served = WorkerProcess(proc, int(line.rsplit(" ", 1)[1]), 0, log_path, full_env)
     wait_until_ready(served)
+    return served
+
+
+@pytest.fixture(scope="module")
+def torch_free_worker(repository: Path, minilm_onnx: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[WorkerProcess]:
+    cache = tmp_path_factory.mktemp("empty-onnx-cache")  # nothing exported earlier to fall back on
+    served = _serve_without_torch(tmp_path_factory.mktemp("torch-free-logs"), minilm_onnx,
+                                  ["--builtin", "minilm", "--model-repository", str(repository)],
+                                  {"GPUPOOL_ONNX_CACHE": str(cache)})
     yield served
     assert served.terminate() == 0, served.log()[-3000:]
 
@@ -230,3 +237,17 @@ def test_torch_only_features_are_refused_saying_so(torch_free_worker: WorkerProc
     # a graph of token states from a model that does not mean-pool is refused, not served wrong
     assert index["hub_cls"]["state"] == "UNAVAILABLE"
     assert "mean-pools only" in index["hub_cls"]["reason"]
+
+
+def test_a_pools_builtin_source_is_served_without_torch(minilm_onnx: Path, tmp_path: Path) -> None:
+    """What the operator's CPU replica of examples/pools/quickstart-minilm-cpu.yaml asks for."""
+    served = _serve_without_torch(tmp_path, minilm_onnx, [], {
+        "GPUPOOL_MODEL_URI": "builtin://all-minilm-l6-v2", "GPUPOOL_MODEL_FORMAT": "Builtin",
+        "GPUPOOL_MODEL_NAME": "quickstart", "GPUPOOL_ENGINE": "auto", "GPUPOOL_ONNX_CACHE": str(tmp_path / "onnx")})
+    try:
+        got = _embed(served, "quickstart", SENTENCES[:2])
+        assert got.shape == (2, 384)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        assert "quickstart: onnx, fp32" in served.log()
+    finally:
+        assert served.terminate() == 0, served.log()[-3000:]
