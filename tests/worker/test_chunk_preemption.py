@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,13 @@ def texts(*items: str) -> dict[str, np.ndarray]:
     return {"text": np.array([t.encode() for t in items], dtype=object)}
 
 
-def make(model: SteppedMiniLM, **policy: int) -> DynamicBatcher:
+def make(model: SteppedMiniLM, clock: Callable[[], int] | None = None, **policy: int) -> DynamicBatcher:
     model.batches.clear()
     model.permits = threading.Semaphore(0)
     model.entered = threading.Semaphore(0)
     batcher = DynamicBatcher(model, BatchPolicy(max_batch_size=64, inline_below_us=0, **policy),
-                             ModelStatistics(model.name, "1", COST), WorkerMetrics(COST))
+                             ModelStatistics(model.name, "1", COST), WorkerMetrics(COST),
+                             **({"clock": clock} if clock else {}))
     batcher.start()
     return batcher
 
@@ -139,6 +141,22 @@ async def test_a_huge_request_that_starts_behind_others_is_cut_fine_from_its_fir
     # first chunk under competition: the preempt budget (2 rows of 256); then alone: 4 rows
     assert [r for r, width in minilm.batches if width == 256] == [2, 4]
     assert result.chunks == 2
+    await batcher.stop()
+
+
+@pytest.mark.parametrize(("gap_s", "first_chunk_rows"), [(0.5, 2), (2.0, 4)])
+async def test_a_request_served_just_before_a_huge_one_counts_as_competition(
+        minilm: SteppedMiniLM, gap_s: float, first_chunk_rows: int) -> None:
+    now = [0]
+    batcher = make(minilm, clock=lambda: now[0], request_token_budget=4 * 256, preempt_token_budget=2 * 256)
+    minilm.permits.release(100)
+    await asyncio.wait_for(batcher.infer(texts(SHORT)), 120)  # answered: nothing waits or runs now
+    now[0] += int(gap_s * 1e9)
+    await asyncio.wait_for(batcher.infer(texts(*[LONG] * 6)), 120)
+    # within a second of another request the first chunk is cut fine; a second later, full size
+    chunks = [r for r, width in minilm.batches if width == 256]
+    assert chunks[0] == first_chunk_rows
+    assert sum(chunks) == 6
     await batcher.stop()
 
 

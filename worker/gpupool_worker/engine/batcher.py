@@ -16,10 +16,10 @@ two, at least 16 tokens): short sentences are not padded to the length of long o
 more than ``request_token_budget`` padded tokens is split into chunks that queue one after the
 other: each chunk goes to the back of the queue, so small requests that arrived meanwhile run
 between a huge request's chunks, and nobody waits for all of it. While other requests compete (one
-arrived since the previous chunk was queued, or one is waiting or executing), the next chunk is cut
-finer, to ``preempt_token_budget`` padded tokens (default: one row as long as the model takes), so
-a small request waits for at most about one row's work, not for a whole chunk; alone, a huge
-request runs in full-size chunks.
+arrived since the previous chunk was queued, or within a second before the request's first chunk,
+or one is waiting or executing), the next chunk is cut finer, to ``preempt_token_budget`` padded
+tokens (default: one row as long as the model takes), so a small request waits for about one row's
+work, not for a whole chunk; alone, a huge request runs in full-size chunks.
 
 Requests whose non-batch shapes differ cannot share a batch and wait for the next one. A request
 that was cancelled (client gone, deadline passed) is dropped before execution and costs nothing.
@@ -170,6 +170,7 @@ class DynamicBatcher:
         self._executing = 0
         self._active = 0  # accepted infer() calls not yet answered (a chunked one between chunks too)
         self._submitted = 0  # entries ever queued: a chunked request sees whether others came meanwhile
+        self._last_submit_ns: int | None = None  # when the latest entry was queued
         fine = policy.preempt_token_budget or model.max_tokens or policy.request_token_budget
         self._preempt_tokens = min(fine, policy.request_token_budget)
         self.chunk_budgets: collections.deque[int] = collections.deque(maxlen=64)  # the latest chunks' budgets
@@ -266,6 +267,7 @@ class DynamicBatcher:
                  deadline_ns: int | None, width: int = 0) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._submitted += 1
+        self._last_submit_ns = now
         self._queue.append(_Pending(inputs, rows, signature, future, now, deadline_ns, width,
                                     length_bucket(width) if width else 0))
         self._arrived.set()
@@ -291,7 +293,9 @@ class DynamicBatcher:
         # chunks are consecutive rows, each trimmed to its own longest row
         parts: list[BatchResult] = []
         start = 0
-        seen = self._submitted
+        # others competed just before it came: its first chunk is cut fine too
+        recent = self._last_submit_ns is not None and self._clock() - self._last_submit_ns < _RECENT_NS
+        seen = self._submitted - 1 if recent else self._submitted
         while start < tokens.rows:
             budget = (self._preempt_tokens if self._submitted != seen or self._queue or self._executing
                       else self._policy.request_token_budget)
@@ -527,6 +531,9 @@ class DynamicBatcher:
         m.cost_usd += batch_usd
 
 
+# a request queued this recently before a huge one counts as competing with its first chunk (small
+# requests come and go between a huge one's chunks; at the first there is no "meanwhile" to look at)
+_RECENT_NS = 1_000_000_000
 _PROBE_WITHIN = 4  # try the loop when the thread measure is under this many times the limit ...
 _PROBE_EVERY = 64  # ... at most once per this many batches on the model thread
 
