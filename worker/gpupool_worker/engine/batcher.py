@@ -94,6 +94,9 @@ class BatchResult:
     busy_ns: int
     cost_usd: float
     chunks: int = 1
+    # the model's cost per inference with idle time charged (last 60 s) when the batch finished:
+    # one figure per batch, not one per request
+    idle_charged_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -317,7 +320,7 @@ class DynamicBatcher:
             outputs={k: np.concatenate([p.outputs[k] for p in parts], axis=0) for k in names},
             batch_rows=max(p.batch_rows for p in parts), queue_ns=sum(p.queue_ns for p in parts),
             busy_ns=sum(p.busy_ns for p in parts), cost_usd=sum(p.cost_usd for p in parts),
-            chunks=len(parts))
+            chunks=len(parts), idle_charged_usd=parts[-1].idle_charged_usd)
 
     def _run_now(self, inputs: Arrays, rows: int, now: int, deadline_ns: int | None) -> BatchResult:
         """One request, alone, on the event loop (no queue entry, no future: nothing waits)."""
@@ -336,7 +339,8 @@ class DynamicBatcher:
         self._ran_on_loop(execution.busy_ns)
         batch_usd = self._account(execution, rows, 1)
         return BatchResult(outputs=execution.outputs, batch_rows=rows, queue_ns=0,
-                           busy_ns=execution.busy_ns, cost_usd=batch_usd)
+                           busy_ns=execution.busy_ns, cost_usd=batch_usd,
+                           idle_charged_usd=self._stats.figures().idle_charged_window)
 
     # -- the loop ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -486,6 +490,7 @@ class DynamicBatcher:
 
     def _complete(self, live: list[_Pending], execution: Execution, rows: int, now: int) -> None:
         batch_usd = self._account(execution, rows, len(live))
+        idle_charged = self._stats.figures().idle_charged_window
         offset = 0
         for item in live:
             outputs = (
@@ -497,7 +502,7 @@ class DynamicBatcher:
                 item.future.set_result(BatchResult(
                     outputs=outputs, batch_rows=rows, queue_ns=now - item.enqueued_ns,
                     busy_ns=execution.busy_ns * item.rows // rows,
-                    cost_usd=batch_usd * item.rows / rows))
+                    cost_usd=batch_usd * item.rows / rows, idle_charged_usd=idle_charged))
 
     def _run_inline(self) -> bool:
         """Whether the next batch runs on the event loop: yes while batches measured there stay
