@@ -160,6 +160,18 @@ async def test_a_request_served_just_before_a_huge_one_counts_as_competition(
     await batcher.stop()
 
 
+async def test_huge_requests_back_to_back_keep_full_chunks(minilm: SteppedMiniLM) -> None:
+    now = [0]
+    batcher = make(minilm, clock=lambda: now[0], request_token_budget=4 * 256, preempt_token_budget=2 * 256)
+    minilm.permits.release(100)
+    for _ in range(2):  # the second comes right after the first: its chunks are no competition
+        await asyncio.wait_for(batcher.infer(texts(*[LONG] * 6)), 120)
+        now[0] += 10_000_000
+    assert [r for r, width in minilm.batches if width == 256] == [4, 2, 4, 2]
+    assert list(batcher.chunk_budgets) == [1024] * 4
+    await batcher.stop()
+
+
 def test_the_preempt_budget_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="preempt_token_budget"):
         BatchPolicy(preempt_token_budget=-1)

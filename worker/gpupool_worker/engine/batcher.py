@@ -173,7 +173,7 @@ class DynamicBatcher:
         self._executing = 0
         self._active = 0  # accepted infer() calls not yet answered (a chunked one between chunks too)
         self._submitted = 0  # entries ever queued: a chunked request sees whether others came meanwhile
-        self._last_submit_ns: int | None = None  # when the latest entry was queued
+        self._last_submit_ns: int | None = None  # when the latest whole (unchunked) request was queued
         fine = policy.preempt_token_budget or model.max_tokens or policy.request_token_budget
         self._preempt_tokens = min(fine, policy.request_token_budget)
         self.chunk_budgets: collections.deque[int] = collections.deque(maxlen=64)  # the latest chunks' budgets
@@ -267,10 +267,11 @@ class DynamicBatcher:
         return await self._enqueue(inputs, rows, signature, now, deadline_ns, width)
 
     def _enqueue(self, inputs: Arrays | TokenBatch, rows: int, signature: tuple[Any, ...], now: int,
-                 deadline_ns: int | None, width: int = 0) -> asyncio.Future[BatchResult]:
+                 deadline_ns: int | None, width: int = 0, *, chunk: bool = False) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._submitted += 1
-        self._last_submit_ns = now
+        if not chunk:
+            self._last_submit_ns = now
         self._queue.append(_Pending(inputs, rows, signature, future, now, deadline_ns, width,
                                     length_bucket(width) if width else 0))
         self._arrived.set()
@@ -296,7 +297,8 @@ class DynamicBatcher:
         # chunks are consecutive rows, each trimmed to its own longest row
         parts: list[BatchResult] = []
         start = 0
-        # others competed just before it came: its first chunk is cut fine too
+        # a whole request came just before it: its first chunk is cut fine too (the chunks of an
+        # earlier huge request do not count, so huge requests back to back keep full chunks)
         recent = self._last_submit_ns is not None and self._clock() - self._last_submit_ns < _RECENT_NS
         seen = self._submitted - 1 if recent else self._submitted
         while start < tokens.rows:
@@ -311,7 +313,8 @@ class DynamicBatcher:
                     break
                 width, stop = wider, stop + 1
             chunk = tokens.take(start, stop)
-            result = self._enqueue(chunk, chunk.rows, signature, self._clock(), deadline_ns, max(chunk.width, 1))
+            result = self._enqueue(chunk, chunk.rows, signature, self._clock(), deadline_ns, max(chunk.width, 1),
+                                   chunk=True)
             seen = self._submitted  # this chunk's own entry is not competition
             parts.append(await result)
             start = stop
