@@ -97,7 +97,7 @@ BOXES = (
         "CPU nodes",
         (
             "gpupool-worker pods: ONNX Runtime",
-            "encoders (the CPU default);",
+            "encoders, no torch in the image;",
             "",
             "the cheaper tier that keeps serving",
             "while the GPU tier scales to zero",

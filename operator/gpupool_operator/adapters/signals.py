@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpupool_operator.adapters.runtimes import QueueSignal
-from gpupool_operator.adapters.workerstats import ModelLoad, WorkerSample, load_between
+from gpupool_operator.adapters.workerstats import PRICE, SHARE, ModelLoad, WorkerSample, load_between
 from gpupool_operator.core.scaling import ShapeReplicas, Signals
 
 __all__ = ["BadMetrics", "Reading", "Scraper", "SignalBook", "Target", "model_signals", "parse_reading"]
@@ -104,9 +104,13 @@ def parse_reading(text: str, signal: QueueSignal, model: str, at: float) -> Work
     wanted = {name: field_ for field_, names in series.items() for name in names}
     values: dict[str, float] = {}
     latency: list[tuple[float, float]] = []
+    device: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
             for s in family.samples:
+                if signal.runtime == "gpupool" and s.name in (PRICE, SHARE):  # what the replica costs
+                    device[s.name] = float(s.value)
+                    continue
                 latency_bucket = signal.runtime == "gpupool" and s.name == _LATENCY
                 if s.name not in wanted and not latency_bucket:
                     continue
@@ -128,7 +132,10 @@ def parse_reading(text: str, signal: QueueSignal, model: str, at: float) -> Work
     if "queue_depth" not in values:
         raise BadMetrics(f"no {signal.metric} for model {model}")
     per_model = {k: {model: v} for k, v in values.items()}
-    return WorkerSample(at=at, latency={model: tuple(sorted(latency))} if latency else {}, **per_model)
+    price = device.get(PRICE)
+    return WorkerSample(at=at, latency={model: tuple(sorted(latency))} if latency else {}, **per_model,
+                        price_per_hour_usd=price if price is not None and math.isfinite(price) and price >= 0 else None,
+                        device_share=device.get(SHARE, 1.0) if 0 < device.get(SHARE, 1.0) <= 1 else 1.0)
 
 
 @dataclass

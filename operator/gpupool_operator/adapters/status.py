@@ -86,7 +86,8 @@ def pool_status(
     ``index`` (assignments by demand) saves a scan of the whole plan per model on big clusters;
     ``refused``: the API server refused a write for the pool (Degraded with its reason, whatever
     else holds); ``loads``: per demand, what its Ready replicas' workers served
-    (:class:`~gpupool_operator.adapters.workerstats.ModelLoad`): the only source of $/1M.
+    (:class:`~gpupool_operator.adapters.workerstats.ModelLoad`): the only source of $/1M, with idle time
+    charged (replica-seconds x price / inferences), not busy time only.
     """
     namespace, name = pool.metadata.namespace or "default", pool.metadata.name or ""
     models: list[ModelStatus] = []

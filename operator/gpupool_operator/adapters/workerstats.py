@@ -3,8 +3,12 @@
 Each replica pod serves Prometheus metrics (``gpupool_worker_*``, port ``metrics``). A
 :class:`WorkerSample` is one scrape of one worker, general enough for every consumer: per model,
 queue depth and in-flight requests (gauges), arrivals, completions, inferences, cost and busy
-seconds (counters) and the request-latency histogram (p99 between two samples). Two samples of
-the same pod give a :class:`ModelLoad`: rates, dollars per million inferences *served*, p99.
+seconds (counters), the request-latency histogram (p99 between two samples), and what the
+replica costs (``gpupool_worker_price_per_hour_usd`` x ``gpupool_worker_device_share``, the price
+the operator gave it). Two samples of the same pod give a :class:`ModelLoad`: rates, p99 and
+dollars per million inferences served, charged for every second the replica was up (replica-seconds
+x price / inferences, shared among a pod's models by busy time: what serving costs, idle time
+included, and what status shows) and busy-only (the device time of the batches priced, a floor).
 Nothing is ever estimated: a model no worker answered for (a KWOK pod serves nothing) has no
 load, and its status shows no $/1M.
 
@@ -46,6 +50,8 @@ class WorkerSample:
     cost_usd: PerModel = field(default_factory=dict)
     busy_seconds: PerModel = field(default_factory=dict)
     latency: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # (le, cumulative)
+    price_per_hour_usd: float | None = None  # the whole device's; None: the worker did not say
+    device_share: float = 1.0
 
     def arrivals(self, model: str) -> float:
         """Requests received so far: answered plus in flight."""
@@ -64,10 +70,11 @@ class ModelLoad:
     arrivals_per_second: float
     completions_per_second: float
     inferences_per_second: float
-    usd_per_million_inferences: float | None  # None: nothing served in the window
+    usd_per_million_inferences: float | None  # idle time charged; None: nothing served in the window
     p99_seconds: float | None
     replicas: int  # replicas the figures come from
     age_s: float  # age of the oldest sample used
+    usd_per_million_inferences_busy: float | None = None  # busy time only (the batches' device time)
 
 
 _COUNTERS = {
@@ -77,12 +84,15 @@ _COUNTERS = {
     "gpupool_worker_requests_total": "completions",
 }
 _GAUGES = {"gpupool_worker_queue_depth": "queue_depth", "gpupool_worker_inflight_requests": "inflight"}
+PRICE = "gpupool_worker_price_per_hour_usd"
+SHARE = "gpupool_worker_device_share"
 
 
 def parse_exposition(text: str, at: float) -> WorkerSample:
     """A worker's ``/metrics`` text as a sample (unknown metrics are ignored)."""
     values: dict[str, dict[str, float]] = {v: {} for v in (*_COUNTERS.values(), *_GAUGES.values())}
     latency: dict[str, list[tuple[float, float]]] = {}
+    device: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             model = s.labels.get("model", "")
@@ -91,7 +101,10 @@ def parse_exposition(text: str, at: float) -> WorkerSample:
                 values[target][model] = values[target].get(model, 0.0) + float(s.value)
             elif s.name == "gpupool_worker_request_duration_seconds_bucket":
                 latency.setdefault(model, []).append((float(s.labels["le"]), float(s.value)))
-    return WorkerSample(at=at, latency={m: tuple(sorted(b)) for m, b in latency.items()}, **values)
+            elif s.name in (PRICE, SHARE):
+                device[s.name] = float(s.value)
+    return WorkerSample(at=at, latency={m: tuple(sorted(b)) for m, b in latency.items()},
+                        price_per_hour_usd=device.get(PRICE), device_share=device.get(SHARE, 1.0), **values)
 
 
 def _p99(before: Sequence[tuple[float, float]], after: Sequence[tuple[float, float]]) -> float | None:
@@ -106,9 +119,23 @@ def _p99(before: Sequence[tuple[float, float]], after: Sequence[tuple[float, flo
     return None if le == float("inf") else le
 
 
+def _idle_charged_usd(before: WorkerSample, after: WorkerSample, model: str) -> float:
+    """What ``model``'s share of one replica cost between two samples, idle time included: the
+    replica's price x share x seconds, split among its models by busy time (evenly where none was
+    busy). Without a price from the worker, its busy-only cost (nothing better is known)."""
+    if after.price_per_hour_usd is None:
+        return max(0.0, after.cost_usd.get(model, 0.0) - before.cost_usd.get(model, 0.0))
+    replica = after.price_per_hour_usd * after.device_share * max(0.0, after.at - before.at) / 3600.0
+    models = set(after.inferences) | set(after.busy_seconds) | {model}
+    busy = {m: max(0.0, after.busy_seconds.get(m, 0.0) - before.busy_seconds.get(m, 0.0)) for m in models}
+    total = sum(busy.values())
+    return replica * (busy[model] / total if total > 0 else 1.0 / len(models))
+
+
 def load_between(before: Iterable[WorkerSample], after: Iterable[WorkerSample], model: str) -> ModelLoad:
     """A model's load over replicas sampled twice (pairs in order; counters restart with a pod:
-    deltas clamp at 0)."""
+    deltas clamp at 0). $ per million inferences: idle time charged (``usd_per_million_inferences``)
+    and busy-only (``usd_per_million_inferences_busy``)."""
     b, a = list(before), list(after)
     pairs = list(zip(b, a, strict=False))
 
@@ -118,6 +145,7 @@ def load_between(before: Iterable[WorkerSample], after: Iterable[WorkerSample], 
 
     seconds = max((max(s.at for s in a) - min(s.at for s in b)) if a and b else 0.0, 1e-9)
     infer, cost = delta("inferences"), delta("cost_usd")
+    charged = sum(_idle_charged_usd(y, x, model) for y, x in pairs)
     arrivals = sum(max(0.0, x.arrivals(model) - y.arrivals(model)) for y, x in pairs)
     p99s = [p for y, x in pairs if (p := _p99(y.latency.get(model, ()), x.latency.get(model, ()))) is not None]
     now = max((s.at for s in a), default=0.0)
@@ -127,7 +155,8 @@ def load_between(before: Iterable[WorkerSample], after: Iterable[WorkerSample], 
         arrivals_per_second=arrivals / seconds,
         completions_per_second=delta("completions") / seconds,
         inferences_per_second=infer / seconds,
-        usd_per_million_inferences=cost / infer * 1e6 if infer > 0 else None,
+        usd_per_million_inferences=charged / infer * 1e6 if infer > 0 else None,
+        usd_per_million_inferences_busy=cost / infer * 1e6 if infer > 0 else None,
         p99_seconds=max(p99s) if p99s else None,
         replicas=len(pairs),
         age_s=max((s.age(now) for s in b), default=0.0),

@@ -1,4 +1,4 @@
-"""The one thread that runs torch work on the host: model loading, warm-up and every batch.
+"""The one thread that runs model work on the host: model loading, warm-up and every batch.
 
 Why one thread: torch's CPU operators parallelise with OpenMP, and OpenMP keeps a team of worker
 threads *per calling thread*. libgomp counts every team's threads, and once there are more than
@@ -17,23 +17,41 @@ device anyway: running their batches one after another on one thread is what the
 from __future__ import annotations
 
 import concurrent.futures
+import os
 
-import torch
+from gpupool_worker.engine.device import torch_available
 
 __all__ = ["ComputeThread"]
 
 
+def _set_torch_threads(threads: int) -> None:
+    if torch_available():
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 class ComputeThread:
-    """A single-thread executor whose thread runs torch with ``threads`` intra-op threads."""
+    """A single-thread executor whose thread runs torch with ``threads`` intra-op threads.
+
+    Without torch (a CPU-only worker on ONNX Runtime) it is the same single thread; ONNX Runtime
+    sizes its own thread pool per session (engine.models.ort_encoder)."""
 
     def __init__(self, threads: int = 0, *, name: str = "gpupool-compute") -> None:
-        self.threads = threads if threads > 0 else torch.get_num_threads()
+        if threads > 0:
+            self.threads = threads
+        elif torch_available():
+            import torch
+
+            self.threads = torch.get_num_threads()
+        else:
+            self.threads = len(os.sched_getaffinity(0))
         self.executor = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=name, initializer=torch.set_num_threads, initargs=(self.threads,))
+            1, thread_name_prefix=name, initializer=_set_torch_threads, initargs=(self.threads,))
 
     def keep_caller_single_threaded(self) -> None:
         """One intra-op thread for the calling (event-loop) thread: no second OpenMP team."""
-        torch.set_num_threads(1)
+        _set_torch_threads(1)
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch only where a torch engine asks for its dtype: a CPU-only worker has none
+    import torch
 
 __all__ = ["EngineKind", "Precision", "Resolved", "resolve"]
 
@@ -28,6 +30,8 @@ class Precision(enum.Enum):
     INT8 = "int8"  # weight-only INT8; activations fp16 on a GPU, fp32 on a CPU
 
     def activation_dtype(self, device_type: str) -> torch.dtype:
+        import torch
+
         if self is Precision.FP16:
             return torch.float16
         if self is Precision.BF16:

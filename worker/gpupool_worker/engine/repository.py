@@ -33,18 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import ValidationError
 
+from gpupool_worker.engine.device import TORCH_FREE_HINT, Device, DeviceLike, TorchMissingError, torch_available
 from gpupool_worker.engine.emulated import EmulatedDevice, EmulatedModel
 from gpupool_worker.engine.kernels import triton_support
 from gpupool_worker.engine.model import Model
 from gpupool_worker.engine.models.model_json import ModelConfig, TensorConfig
 from gpupool_worker.engine.models.pool_model import PoolModel
-from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
 from gpupool_worker.engine.precision import EngineKind, resolve
 from gpupool_worker.sources import Reason, SourceError, fetch
+from gpupool_worker.sources.builtin import builtin_dir
 
 __all__ = ["ModelConfig", "ModelEntry", "ModelRepository", "ModelState", "RepositoryCollector", "RuntimeDefaults",
            "TensorConfig"]
@@ -63,7 +63,8 @@ class ModelState(enum.Enum):
 class RuntimeDefaults:
     """Worker-wide defaults a model's ``model.json`` may override."""
 
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: DeviceLike = field(default_factory=Device)
+    """A torch.device or engine.device.Device (a worker without torch has only the latter)."""
     engine: str = "auto"
     precision: str = "auto"
     compile_backend: str = "inductor"
@@ -98,11 +99,7 @@ class ModelEntry:
 
 def _resolve_weights(spec: str, model_dir: Path) -> Path:
     if spec.startswith("package:"):
-        module = importlib.import_module(spec.removeprefix("package:"))
-        getter = getattr(module, "get_model_path", None)
-        if getter is not None:
-            return Path(getter())
-        return Path(module.__file__ or "").parent / "model"
+        return builtin_dir(spec.removeprefix("package:"))
     path = Path(spec)
     return path if path.is_absolute() else model_dir / path
 
@@ -114,13 +111,14 @@ def _has_onnxruntime() -> bool:
 def load_model(name: str, directory: Path, config: ModelConfig, defaults: RuntimeDefaults) -> Model:
     """Build a model from its directory and config (slow: reads weights, may compile and warm up)."""
     if defaults.emulated is not None:  # the real model on the CPU for its metadata, then emulated
-        real = load_model(name, directory, config.model_copy(update={"engine": "eager", "precision": "fp32"}),
-                          RuntimeDefaults(device=torch.device("cpu"), warmup=False))
+        engine = "eager" if torch_available() else "auto"  # without torch: ONNX Runtime, where it applies
+        real = load_model(name, directory, config.model_copy(update={"engine": engine, "precision": "fp32"}),
+                          RuntimeDefaults(device=Device("cpu"), warmup=False))
         return EmulatedModel(real, defaults.emulated)
     device = defaults.device
     if config.kind == "sentence-embedding":
         ok, why = triton_support(device)
-        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        capability = _capability(device)
         from gpupool_worker.engine.models.ort_encoder import cpu_bf16_support
 
         try:
@@ -133,6 +131,9 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
             raise SourceError(what, f"model {name}: {exc}") from None
         log.info("model %s: %s, %s (%s)", name, chosen.engine.value, chosen.precision.value,
                  chosen.reason)
+        if chosen.engine is not EngineKind.ONNX and not torch_available():
+            raise SourceError(Reason.ENGINE_UNSUPPORTED, f"model {name}: engine {chosen.engine.value} at "
+                              f"{chosen.precision.value} ({chosen.reason}) needs torch, and {TORCH_FREE_HINT}")
         weights = _resolve_weights(config.weights, directory)
         if chosen.engine is EngineKind.ONNX:
             from gpupool_worker.engine.models.ort_encoder import OrtSentenceModel
@@ -144,6 +145,8 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
             if defaults.warmup:
                 model.warmup()
             return model
+        from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
+
         model = SentenceEmbeddingModel(
             name, config.version, weights,
             engine=chosen.engine, precision=chosen.precision, device=device,
@@ -220,11 +223,15 @@ class ModelRepository:
             except SourceError as exc:
                 log.error("model %s is unavailable: %s", entry.name, exc)
                 entry.fail(exc.reason, exc.message)
-            except torch.cuda.OutOfMemoryError as exc:
-                log.error("model %s does not fit: %s", entry.name, _one_line(exc))
-                entry.fail(Reason.WEIGHTS_TOO_LARGE, f"model {entry.name} does not fit in this replica's "
-                           f"accelerator memory: {_one_line(exc)}")
+            except TorchMissingError as exc:
+                log.error("model %s is unavailable: %s", entry.name, exc)
+                entry.fail(Reason.ENGINE_UNSUPPORTED, f"model {entry.name}: {_one_line(exc)}")
             except Exception as exc:
+                if _is_cuda_oom(exc):
+                    log.error("model %s does not fit: %s", entry.name, _one_line(exc))
+                    entry.fail(Reason.WEIGHTS_TOO_LARGE, f"model {entry.name} does not fit in this replica's "
+                               f"accelerator memory: {_one_line(exc)}")
+                    continue
                 log.exception("model %s failed to load", entry.name)
                 entry.fail(Reason.LOAD_FAILED, f"failed to load: {_one_line(exc)}")
 
@@ -259,7 +266,10 @@ class ModelRepository:
             return source.device_memory, "this replica's slice (GPUPOOL_DEVICE_MEMORY)"
         device = self.defaults.device
         if device.type == "cuda":
-            return int(torch.cuda.get_device_properties(device).total_memory), f"GPU {device}"
+            import torch
+
+            total = torch.cuda.get_device_properties(torch.device(str(device))).total_memory
+            return int(total), f"GPU {device}"
         cgroup = Path("/sys/fs/cgroup/memory.max")
         try:
             text = cgroup.read_text().strip()
@@ -274,6 +284,20 @@ class ModelRepository:
     def get(self, name: str) -> ModelEntry | None:
         with self._lock:
             return self._entries.get(name)
+
+
+def _capability(device: DeviceLike) -> tuple[int, int] | None:
+    if device.type != "cuda":
+        return None
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(torch.device(str(device)))
+    return int(major), int(minor)
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, recognised without importing torch (a worker may have none)."""
+    return any(c.__name__ == "OutOfMemoryError" and c.__module__.startswith("torch") for c in type(exc).__mro__)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
@@ -37,6 +36,7 @@ from gpupool_worker.config import WorkerSettings
 from gpupool_worker.engine.compute import ComputeThread
 from gpupool_worker.engine.costing import CostModel
 from gpupool_worker.engine.dataplane import DataPlane
+from gpupool_worker.engine.device import device_name, resolve_device
 from gpupool_worker.engine.emulated import EmulatedCollector, EmulatedDevice
 from gpupool_worker.engine.metrics import WorkerMetrics
 from gpupool_worker.engine.models.pool_model import PoolModel
@@ -49,22 +49,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
-def resolve_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"GPUPOOL_DEVICE={setting} but no CUDA device is visible")
-    return device
-
-
 def build_plane(settings: WorkerSettings) -> DataPlane:
     """The data plane for ``settings``: repository scanned (not yet loaded), cost and metrics set."""
     device = resolve_device(settings.device)
     compute = ComputeThread(settings.torch_threads)  # loads and runs every model (engine.compute)
     compute.keep_caller_single_threaded()
-    accelerator = settings.accelerator or (
-        torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
+    accelerator = settings.accelerator or device_name(device)
     cost = CostModel(settings.price_per_hour, settings.device_share, accelerator, settings.mig_profile)
     emulated = EmulatedDevice.from_env() if device.type == "cpu" else None  # local cluster: engine.emulated
     if emulated is not None:

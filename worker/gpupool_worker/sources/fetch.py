@@ -67,19 +67,13 @@ def check_fits(total: int | None, request: FetchRequest, what: str) -> None:
 
 
 def _builtin(uri: SourceURI) -> Path:
-    import importlib
+    from gpupool_worker.sources.builtin import builtin_dir
 
     module_name = BUILTINS.get(uri.location)
     if module_name is None:
         raise SourceError(Reason.NOT_FOUND, f"{uri.display}: no built-in model {uri.location!r}; "
                           f"built-ins: {', '.join(sorted(k for k in BUILTINS if k != 'minilm'))}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise SourceError(Reason.NOT_FOUND, f"{uri.display}: the package {module_name} is not installed in "
-                          "this worker image (pip install 'gpupool[models]')") from None
-    getter = getattr(module, "get_model_path", None)
-    return Path(getter()) if getter is not None else Path(module.__file__ or "").parent / "model"
+    return builtin_dir(module_name, uri.display)
 
 
 def _local(uri: SourceURI, request: FetchRequest, started: float) -> Fetched:

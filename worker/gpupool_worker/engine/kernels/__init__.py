@@ -9,17 +9,21 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import torch
+from gpupool_worker.engine.device import DeviceLike, torch_available
 
 __all__ = ["triton_support"]
 
 
-def triton_support(device: torch.device) -> tuple[bool, str]:
+def triton_support(device: DeviceLike) -> tuple[bool, str]:
     """Whether the Triton kernels can run on ``device`` (and the reason when they cannot)."""
+    if not torch_available():
+        return False, "torch is not installed (the Triton kernels are a torch engine)"
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed"
     if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(torch.device(str(device)))
         if major < 7:
             return False, f"compute capability {major}.{minor} < 7.0"
         return True, f"CUDA compute capability {major}.{minor}"

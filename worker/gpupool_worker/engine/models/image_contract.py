@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from gpupool_worker.sources.errors import Reason, SourceError
 
@@ -91,7 +90,10 @@ class ImageContract:
         return self.resize if isinstance(self.resize, tuple) else None
 
     def apply(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """UINT8 NHWC RGB -> float32 NCHW, per the contract."""
+        """UINT8 NHWC RGB -> float32 NCHW, per the contract (torch's antialiased resize: a worker
+        without torch refuses image models at load, engine.models.onnx_model)."""
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
         h, w = self._resized(x.shape[2], x.shape[3])
         if (h, w) != (x.shape[2], x.shape[3]):

@@ -6,13 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
+from gpupool_worker.engine.device import DeviceLike, require_torch
 from gpupool_worker.engine.model import Model
 from gpupool_worker.engine.models.model_json import ModelConfig, TensorConfig
 from gpupool_worker.engine.models.precisions import choose_precision
-from gpupool_worker.engine.models.program_io import CastProgramModel, exported_signature
-from gpupool_worker.engine.models.tensor_program import TensorProgramModel, torchscript_allowed
 from gpupool_worker.engine.types import ModelMetadata, TensorSpec
 from gpupool_worker.sources.errors import Reason, SourceError
 
@@ -40,6 +37,8 @@ def _program_metadata(name: str, path: Path, config: ModelConfig) -> ModelMetada
     batched = config.max_batch_size > 0
     what = f"model {name}"
     if config.kind == "torch-export":
+        from gpupool_worker.engine.models.program_io import exported_signature
+
         inputs, outputs = exported_signature(path, what)
         if config.inputs or config.outputs:  # declared: must agree with the program, names may be chosen
             d_in, d_out = _specs(config.inputs, False, "input"), _specs(config.outputs, False, "output")
@@ -70,8 +69,14 @@ def _program_metadata(name: str, path: Path, config: ModelConfig) -> ModelMetada
                          outputs=outputs, max_batch_size=config.max_batch_size)
 
 
-def _program(name: str, directory: Path, config: ModelConfig, precision: str, device: torch.device,
+def _program(name: str, directory: Path, config: ModelConfig, precision: str, device: DeviceLike,
              engine: str) -> Model:
+    import torch
+
+    from gpupool_worker.engine.models.program_io import CastProgramModel
+    from gpupool_worker.engine.models.tensor_program import TensorProgramModel, torchscript_allowed
+
+    device = torch.device(str(device))
     path = directory / (config.file or ("model.pt" if config.kind == "torchscript" else "model.pt2"))
     metadata = _program_metadata(name, path, config)
     compile_program = engine == "compile"
@@ -91,7 +96,7 @@ def _program(name: str, directory: Path, config: ModelConfig, precision: str, de
     return CastProgramModel(metadata, program, device=device, precision=precision, compile_program=compile_program)
 
 
-def load_other(name: str, directory: Path, config: ModelConfig, *, device: torch.device, engine: str,
+def load_other(name: str, directory: Path, config: ModelConfig, *, device: DeviceLike, engine: str,
                precision: str) -> Model:
     """A transformers, onnx, torchscript or torch-export model (not yet warmed up)."""
     allowed = _ENGINES[config.kind]
@@ -99,7 +104,13 @@ def load_other(name: str, directory: Path, config: ModelConfig, *, device: torch
         raise SourceError(Reason.ENGINE_UNSUPPORTED, f"model {name}: engine {engine} does not apply to a "
                           f"{config.kind} model (it runs with: {', '.join(allowed)}); the compile and triton "
                           "engines are for gpupool's BERT encoder and torch.export programs")
-    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    if config.kind != "onnx":  # transformers and tensor programs run on torch
+        require_torch(f"model {name}: a {config.kind} model")
+    capability = None
+    if device.type == "cuda":
+        torch = require_torch(f"model {name} on {device}")
+        major, minor = torch.cuda.get_device_capability(torch.device(str(device)))
+        capability = (int(major), int(minor))
     choice = choose_precision(_PRECISION_ENGINE[config.kind], precision, device_type=device.type,
                               capability=capability)
     log.info("model %s: %s at %s (%s)", name, config.kind, choice.precision, choice.how)
@@ -108,9 +119,11 @@ def load_other(name: str, directory: Path, config: ModelConfig, *, device: torch
         from gpupool_worker.engine.models.st_config import read_folder
 
         assert config.task is not None
+        import torch
+
         return TransformerTextModel(name, config.version, directory, task=config.task,
                                     facts=read_folder(directory, f"model {name}"), precision=choice.precision,
-                                    device=device, max_batch_size=config.max_batch_size,
+                                    device=torch.device(str(device)), max_batch_size=config.max_batch_size,
                                     max_sequence_length=config.max_sequence_length)
     if config.kind == "onnx":
         from gpupool_worker.engine.models.onnx_model import OnnxModel

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from gpupool_worker.engine.datatypes import DataType
+from gpupool_worker.engine.device import DeviceLike, require_torch
 from gpupool_worker.engine.model import Arrays, Model
 from gpupool_worker.engine.models.image_contract import ImageContract
 from gpupool_worker.engine.types import ModelMetadata, TensorSpec
@@ -88,7 +88,7 @@ def _spec(arg: Any, batched: bool) -> TensorSpec:
 
 
 class OnnxModel(Model):
-    def __init__(self, name: str, version: str, path: Path, *, task: str, precision: str, device: torch.device,
+    def __init__(self, name: str, version: str, path: Path, *, task: str, precision: str, device: DeviceLike,
                  max_batch_size: int, threads: int = 0) -> None:
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 
@@ -103,7 +103,9 @@ class OnnxModel(Model):
                                   f"{', '.join(available)}); install onnxruntime-gpu or give the model a CPU option")
             providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        from gpupool_worker.engine.models.ort_encoder import cpu_threads
+
+        options.intra_op_num_threads = cpu_threads(threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -118,6 +120,7 @@ class OnnxModel(Model):
         self.contract: ImageContract | None = None
         self.labels: tuple[str, ...] = ()
         if task == "image-classification":
+            require_torch(f"{what}: image classification's preprocessing (resize, crop)")
             inputs, outputs = self._image_task(path.parent, what)
         else:
             inputs, outputs = self.graph_inputs, self.graph_outputs

@@ -1,51 +1,60 @@
 """Sentence embeddings on ONNX Runtime: the CPU engine for BERT-family encoders (``engine: onnx``,
-what ``auto`` picks on a CPU).
+what ``auto`` picks on a CPU). It needs no torch: a worker installed with ``gpupool[worker-cpu]``
+(the default, CPU-only worker image) serves encoders this way and nothing else imports torch.
 
-The encoder (the same :class:`~gpupool_worker.engine.models.encoder.Encoder` the torch engines
-run, pooling and normalization included) is exported once to ONNX and cached on disk, keyed by the
-weights and the exporter's inputs (``GPUPOOL_ONNX_CACHE``, default ``$TMPDIR/gpupool-onnx``); a
-model directory that already holds ``model.onnx`` beside its weights is used as is. ONNX Runtime
-runs it with every graph optimization on (``ORT_ENABLE_ALL``: attention, GELU and LayerNorm
-fusions), one inter-op thread and as many intra-op threads as the worker's CPU allowance
-(``GPUPOOL_TORCH_THREADS``, else the container's CPU limit, else the CPUs this process may use).
+The graph, first found wins: ``model.onnx`` or ``onnx/model.onnx`` beside the tokenizer (a folder
+written by :mod:`.onnx_export`, or a Hugging Face repository's ONNX export, as many
+sentence-transformers repositories ship), else one exported earlier into the cache
+(``GPUPOOL_ONNX_CACHE``, default ``$TMPDIR/gpupool-onnx``, keyed by the weights and the exporter's
+version), else exported now from the torch weights (:func:`.onnx_export.export_encoder`, the same
+:class:`~gpupool_worker.engine.models.encoder.Encoder` the torch engines run, mean pooling
+included), which needs torch: without it the model is refused saying so. A graph whose output is
+already pooled (``[batch, hidden]``) is taken as is; one that returns token states
+(``[batch, tokens, hidden]``, ``last_hidden_state``) is mean-pooled over the attention mask here, as
+sentence-transformers does (other poolings are refused). L2 normalization (``normalize``) is applied
+here too. ONNX Runtime runs the graph with every graph optimization on (``ORT_ENABLE_ALL``:
+attention, GELU and LayerNorm fusions), one inter-op thread and as many intra-op threads as the
+worker's CPU allowance (``GPUPOOL_TORCH_THREADS``, else the container's CPU limit, else the CPUs
+this process may use).
 
 Precisions: fp32 as exported; int8 through ONNX Runtime's dynamic quantization, accepted only when
 its embeddings stay within cosine 0.99 of fp32 on a calibration set (:func:`check_accuracy`),
 else refused with the figure; anything else is refused with the reason (bf16 is the torch engine's,
 on CPUs with AMX or AVX512-BF16: :func:`cpu_bf16_support`).
 
-Tokenization, truncation and token batching are the torch model's (this class extends it): only
+Tokenization, truncation and token batching are the torch model's (:mod:`.tokens`): only
 ``prepare``/``forward``/``finish`` differ.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
+from gpupool_worker.engine.device import TORCH_FREE_HINT, Device, torch_available
 from gpupool_worker.engine.model import Arrays
-from gpupool_worker.engine.models.sentence import INPUT, OUTPUT, SentenceEmbeddingModel
+from gpupool_worker.engine.models.tokens import INPUT, OUTPUT, TOKEN_ARRAYS, TextEncoder, embedding_metadata
 from gpupool_worker.engine.precision import EngineKind, Precision
 from gpupool_worker.sources.errors import Reason, SourceError
 
-__all__ = ["CALIBRATION", "MIN_INT8_COSINE", "OrtSentenceModel", "check_accuracy", "cpu_bf16_support",
-           "cpu_threads"]
+__all__ = ["CALIBRATION", "EXPORT_VERSION", "MIN_INT8_COSINE", "SHIPPED_GRAPHS", "OrtSentenceModel",
+           "check_accuracy", "cpu_bf16_support", "cpu_threads"]
 
 log = logging.getLogger(__name__)
 
 MIN_INT8_COSINE = 0.99
-_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-_EXPORT_VERSION = "2"  # bump when the export changes, to leave old cached graphs behind
+EXPORT_VERSION = "3"  # bump when the export changes, to leave old cached graphs behind
+SHIPPED_GRAPHS = ("model.onnx", "onnx/model.onnx")
+_POOLED_NAMES = ("embedding", "sentence_embedding", "pooler_output_mean")
 
 # Sentences of several lengths and topics: what the int8 guard measures on.
 CALIBRATION = (
@@ -119,8 +128,11 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GPUPOOL_ONNX_CACHE") or Path(tempfile.gettempdir()) / "gpupool-onnx")
 
 
-def _weights_key(weights: Path, max_tokens: int, normalize: bool) -> str:
-    h = hashlib.sha256(f"{_EXPORT_VERSION}:{max_tokens}:{normalize}:{torch.__version__}".encode())
+def _weights_key(weights: Path) -> str:
+    """The export cache's key: the exporter's version and the weights' files (size and mtime).
+    Torch's version is not in it, so a worker without torch finds a graph a torch worker exported
+    into a shared cache."""
+    h = hashlib.sha256(f"{EXPORT_VERSION}".encode())
     for name in ("config.json", "model.safetensors"):
         path = weights / name
         stat = path.stat()
@@ -128,37 +140,21 @@ def _weights_key(weights: Path, max_tokens: int, normalize: bool) -> str:
     return h.hexdigest()[:24]
 
 
-def _constants_to_initializers(model: Any) -> None:
-    """Turn the graph's large Constant nodes (the tracer writes the encoder's weights as constants)
-    into initializers, where ONNX Runtime's quantizer and weight pre-packing look for weights."""
-    import onnx
-
-    graph = model.graph
-    keep = []
-    for node in graph.node:
-        value = next((a for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
-        if value is not None and value.t is not None and int(np.prod(value.t.dims or [1])) >= 64:
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(value.t)
-            tensor.name = node.output[0]
-            graph.initializer.append(tensor)
-        else:
-            keep.append(node)
-    del graph.node[:]
-    graph.node.extend(keep)
+def _file_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:24]
 
 
-class _Wrapped(torch.nn.Module):
-    def __init__(self, forward: Any) -> None:
-        super().__init__()
-        self._f = forward
+def _max_positions(weights: Path) -> int:
+    config = weights / "config.json"
+    if config.is_file():
+        value = json.loads(config.read_text()).get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return 512
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor) -> torch.Tensor:
-        return self._f(input_ids, attention_mask, token_type_ids)  # type: ignore[no-any-return]
 
-
-class OrtSentenceModel(SentenceEmbeddingModel):
+class OrtSentenceModel(TextEncoder):
     def __init__(self, name: str, version: str, weights: Path, *, precision: Precision, max_batch_size: int,
                  max_sequence_length: int = 256, normalize: bool = True, threads: int = 0) -> None:
         if precision not in (Precision.FP32, Precision.INT8):
@@ -166,12 +162,13 @@ class OrtSentenceModel(SentenceEmbeddingModel):
             raise SourceError(Reason.PRECISION_UNSUPPORTED, (
                 f"model {name}: engine onnx runs fp32 or int8, not {precision.value} ({why}); for bf16 on a "
                 f"CPU with AMX or AVX512-BF16 use engine eager"))
-        super().__init__(name, version, weights, engine=EngineKind.EAGER, precision=Precision.FP32,
-                         device=torch.device("cpu"), max_batch_size=max_batch_size,
-                         max_sequence_length=max_sequence_length, normalize=normalize, cuda_graphs=False)
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 
+        self._name = name
+        self._load_tokenizer(weights, min(max_sequence_length, _max_positions(weights)))
+        self.engine, self.precision, self.device = EngineKind.ONNX, precision, Device("cpu")
         self.ort_precision = precision
+        self.normalize = normalize
         self.threads = cpu_threads(threads)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -179,59 +176,86 @@ class OrtSentenceModel(SentenceEmbeddingModel):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._options = options
-        graph = self._graph(weights, normalize)
+        graph = self._graph(weights)
         self.graph_path = graph if isinstance(graph, Path) else None
         self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
                                             providers=["CPUExecutionProvider"])
+        hidden = self._read_graph(weights)
+        super().__init__(embedding_metadata(name, version, hidden, max_batch_size))
         self.int8_cosine: float | None = None
         if precision is Precision.INT8:
             self.session, self.int8_cosine = self._quantized(graph)
         self.engine_name = "onnx"
-        del self.encoder  # the torch weights were only needed to export (and, for int8, to compare)
 
     # -- loading ------------------------------------------------------------------------------
-    def _graph(self, weights: Path, normalize: bool) -> Path | bytes:
+    def _graph(self, weights: Path) -> Path | bytes:
         """The graph file (shipped, or exported into the cache), or, where the cache cannot be
         written (a read-only root filesystem without GPUPOOL_ONNX_CACHE on a volume), the exported
         graph's bytes."""
-        shipped = weights / "model.onnx"
-        if shipped.is_file():
-            return shipped
-        path = _cache_dir() / f"encoder-{_weights_key(weights, self.max_tokens, normalize)}.onnx"
+        for shipped in SHIPPED_GRAPHS:
+            if (weights / shipped).is_file():
+                return weights / shipped
+        if not (weights / "model.safetensors").is_file():
+            raise SourceError(Reason.FORMAT_MISMATCH, (
+                f"model {self._name}: no ONNX graph ({' or '.join(SHIPPED_GRAPHS)}) and no model.safetensors to "
+                f"export one from in {weights}"))
+        path = _cache_dir() / f"encoder-{_weights_key(weights)}.onnx"
         if path.is_file():
             return path
+        if not torch_available():
+            raise SourceError(Reason.ENGINE_UNSUPPORTED, (
+                f"model {self._name}: no ONNX graph in {weights} ({' or '.join(SHIPPED_GRAPHS)}) nor in the export "
+                f"cache {path.parent}, and exporting one from model.safetensors needs torch, while "
+                f"{TORCH_FREE_HINT}: ship the graph (python -m gpupool_worker.engine.models.onnx_export "
+                f"WEIGHTS OUT, on a machine with torch)"))
+        from gpupool_worker.engine.models.onnx_export import export_encoder
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.partial")
-            partial.write_bytes(self._export())
+            partial.write_bytes(export_encoder(weights))
         except OSError as exc:
             log.warning("model %s: cannot write the ONNX cache %s (%s): exporting in memory on every start; "
-                        "set GPUPOOL_ONNX_CACHE to a writable volume", self.name, path.parent, exc)
-            return self._export()
+                        "set GPUPOOL_ONNX_CACHE to a writable volume", self._name, path.parent, exc)
+            return export_encoder(weights)
         partial.replace(path)  # atomic: a concurrent worker sees the whole graph or none
-        log.info("model %s: exported the encoder to %s", self.name, path)
+        log.info("model %s: exported the encoder to %s", self._name, path)
         return path
 
-    def _export(self) -> bytes:
-        import io
+    def _read_graph(self, weights: Path) -> int:
+        """Which output is the embedding, whether it still needs pooling, and its width."""
+        names = [i.name for i in self.session.get_inputs()]
+        unknown = [n for n in names if n not in TOKEN_ARRAYS]
+        if unknown:
+            raise SourceError(Reason.FORMAT_MISMATCH, f"model {self._name}: the ONNX graph takes {unknown}, "
+                              f"not only {list(TOKEN_ARRAYS)}: it is not a BERT-style text encoder")
+        self.graph_inputs = tuple(names)
+        outputs = self.session.get_outputs()
+        chosen = next((o for o in outputs if o.name in _POOLED_NAMES), None) or \
+            next((o for o in outputs if o.name == "last_hidden_state"), outputs[0])
+        self.output_index = outputs.index(chosen)
+        rank = len(chosen.shape)
+        if rank not in (2, 3):
+            raise SourceError(Reason.FORMAT_MISMATCH, f"model {self._name}: the graph's output {chosen.name} has "
+                              f"shape {chosen.shape}, neither [batch, hidden] nor [batch, tokens, hidden]")
+        self.pool_tokens = rank == 3
+        if self.pool_tokens and (weights / "modules.json").is_file():
+            from gpupool_worker.engine.models.st_config import read_folder
 
-        import onnx
-
-        sample = self.tokenize({INPUT: np.array([b"export the encoder", b"to onnx, once"], dtype=object)})
-        args = tuple(torch.from_numpy(sample.arrays[k]) for k in _NAMES)
-        dynamic = {k: {0: "batch", 1: "tokens"} for k in _NAMES}
-        buffer = io.BytesIO()
-        # the TorchScript-based exporter (deprecated in favour of torch.export's) traces the
-        # encoder, a plain callable over constant weights, in seconds and with no extra package
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Wrapped(self.encoder.forward), args, buffer,  # type: ignore[arg-type]
-                              input_names=list(_NAMES),
-                              output_names=[OUTPUT], dynamic_axes={**dynamic, OUTPUT: {0: "batch"}},
-                              opset_version=17, dynamo=False)
-        model = onnx.load_from_string(buffer.getvalue())
-        _constants_to_initializers(model)
-        return bytes(model.SerializeToString())
+            st = read_folder(weights, f"model {self._name}").sentence
+            if st is not None and (st.pooling != ("mean",) or st.dense):
+                raise SourceError(Reason.FORMAT_MISMATCH, (
+                    f"model {self._name}: the graph returns token states and the model pools with "
+                    f"{list(st.pooling)}{' and dense layers' if st.dense else ''}; the ONNX engine mean-pools "
+                    f"only: serve it with engine eager (torch)"))
+        width = chosen.shape[-1]
+        if isinstance(width, int) and width > 0:
+            return width
+        config = weights / "config.json"
+        if config.is_file() and isinstance(json.loads(config.read_text()).get("hidden_size"), int):
+            return int(json.loads(config.read_text())["hidden_size"])
+        probe = self._run(self.prepare({INPUT: np.array([b"width"], dtype=object)}))
+        return int(np.shape(probe)[-1])
 
     def _quantized(self, graph: Path | bytes) -> tuple[Any, float]:
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
@@ -242,33 +266,56 @@ class OrtSentenceModel(SentenceEmbeddingModel):
 
         if not isinstance(graph, Path):
             raise SourceError(Reason.PRECISION_UNSUPPORTED, (
-                f"model {self.name}: int8 is quantized and checked against fp32 in GPUPOOL_ONNX_CACHE, "
+                f"model {self._name}: int8 is quantized and checked against fp32 in GPUPOOL_ONNX_CACHE, "
                 f"which cannot be written here; set it to a writable volume or serve fp32"))
-        path = graph.with_name(graph.stem + ".int8.onnx")
+        # quantized into the cache (a shipped graph may sit on a read-only filesystem)
+        path = _cache_dir() / f"encoder-{_file_key(graph)}.int8.onnx"
         if not path.is_file():
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            quantize_dynamic(str(graph), str(partial), weight_type=QuantType.QInt8)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(f".{os.getpid()}.partial")
+                quantize_dynamic(str(graph), str(partial), weight_type=QuantType.QInt8)
+            except OSError:
+                raise SourceError(Reason.PRECISION_UNSUPPORTED, (
+                    f"model {self._name}: int8 is quantized and checked against fp32 in GPUPOOL_ONNX_CACHE "
+                    f"({path.parent}), which cannot be written here; set it to a writable volume or serve "
+                    f"fp32")) from None
             partial.replace(path)
         quantized = ort.InferenceSession(str(path), self._options, providers=["CPUExecutionProvider"])
-        sample = self.tokenize({INPUT: np.array([t.encode() for t in CALIBRATION], dtype=object)}).arrays
-        feed = {k: sample[k] for k in _NAMES}
-        reference = self.session.run(None, feed)[0]
-        worst = check_accuracy(reference, quantized.run(None, feed)[0], what=f"model {self.name}")
+        feed = self.prepare({INPUT: np.array([t.encode() for t in CALIBRATION], dtype=object)})
+        reference = self._finish_raw(self._run(feed), feed)
+        candidate = self._finish_raw(self._run(feed, quantized), feed)
+        worst = check_accuracy(reference, candidate, what=f"model {self._name}")
         log.info("model %s: int8 accepted, cosine to fp32 >= %.4f on %d calibration sentences",
-                 self.name, worst, len(CALIBRATION))
+                 self._name, worst, len(CALIBRATION))
         return quantized, worst
 
     # -- execution ------------------------------------------------------------------------------
-    def prepare(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:  # type: ignore[override]
+    def prepare(self, inputs: Arrays) -> dict[str, npt.NDArray[Any]]:
         if INPUT in inputs:
             inputs = self.tokenize(inputs).arrays
-        return {k: np.ascontiguousarray(inputs[k]) for k in _NAMES}
+        return {k: np.ascontiguousarray(inputs[k]) for k in self.graph_inputs} | \
+            ({"attention_mask": np.ascontiguousarray(inputs["attention_mask"])} if self.pool_tokens else {})
+
+    def _run(self, feed: dict[str, npt.NDArray[Any]], session: Any = None) -> Any:
+        graph_feed = {k: feed[k] for k in self.graph_inputs}
+        return (session or self.session).run(None, graph_feed)[self.output_index]
 
     def forward(self, prepared: Any) -> Any:
-        return self.session.run(None, prepared)[0]
+        return self._run(prepared), prepared.get("attention_mask")
+
+    def _finish_raw(self, out: Any, feed: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.float32]:
+        return self.finish((out, feed.get("attention_mask")))[OUTPUT]
 
     def finish(self, raw: Any) -> dict[str, npt.NDArray[Any]]:
-        return {OUTPUT: np.asarray(raw, dtype=np.float32)}
+        out, mask = raw
+        x = np.asarray(out, dtype=np.float32)
+        if self.pool_tokens:  # mean over the real tokens, as sentence-transformers pools
+            m = np.asarray(mask, dtype=np.float32)[..., None]
+            x = (x * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+        if self.normalize:
+            x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+        return {OUTPUT: np.ascontiguousarray(x, dtype=np.float32)}
 
     def warmup(self) -> None:
         sample = np.array([b"warm up the encoder", b"a second, longer sentence to warm up with"], dtype=object)

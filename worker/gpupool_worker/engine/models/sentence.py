@@ -1,9 +1,8 @@
 """Sentence embeddings as a served model: UTF-8 text (BYTES) in, one embedding per text out.
 
 Tokenization (WordPiece, from the model's ``tokenizer.json``) happens before a request is queued,
-off the compute thread (:meth:`SentenceEmbeddingModel.tokenize`, called by the batcher); each text
-is first cut to the characters its first ``max_sequence_length`` tokens can come from (see
-:func:`char_bound`), so a megabyte string costs what its usable prefix costs. Batches are padded
+off the compute thread, and cuts each text first to what its tokens can use (:mod:`.tokens`, shared
+with the torch-free ONNX Runtime engine). Batches are padded
 to their longest row. Called directly with text (``execute({"text": ...})``), ``prepare``
 tokenizes itself.
 
@@ -21,57 +20,35 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from tokenizers import Tokenizer
 
-from gpupool_worker.engine.datatypes import DataType
-from gpupool_worker.engine.errors import InferenceError
+from gpupool_worker.engine.device import DeviceLike
 from gpupool_worker.engine.graphs import GraphBuckets, GraphedForward
-from gpupool_worker.engine.model import Arrays, Model, TokenBatch
+from gpupool_worker.engine.model import Arrays
 from gpupool_worker.engine.models.encoder import Encoder, build_ops, compiled
+from gpupool_worker.engine.models.tokens import INPUT, OUTPUT, TOKEN_ARRAYS, TextEncoder, char_bound, embedding_metadata
 from gpupool_worker.engine.precision import EngineKind, Precision
 from gpupool_worker.engine.selection import PathDispatch, pick_paths
-from gpupool_worker.engine.types import ModelMetadata, TensorSpec
 
-__all__ = ["SentenceEmbeddingModel", "char_bound"]
+__all__ = ["INPUT", "OUTPUT", "SentenceEmbeddingModel", "char_bound"]
 
-INPUT = "text"
-OUTPUT = "embedding"
-_TOKEN_ARRAYS = ("input_ids", "attention_mask", "token_type_ids")
+_TOKEN_ARRAYS = TOKEN_ARRAYS
 
 
-def char_bound(max_tokens: int, max_chars_per_word: int) -> int:
-    """How many characters of a text its first ``max_tokens`` WordPiece tokens can come from.
-
-    BERT's pre-tokenizer splits on whitespace and punctuation; every word gives at least one
-    token and WordPiece reads at most ``max_chars_per_word`` characters of a word (a longer word
-    is one ``[UNK]``). So a prefix of ``max_tokens`` words of that length, each with a separator,
-    holds every token the model will use: cutting there changes nothing, except for texts with
-    words (or runs of whitespace) longer than ``max_chars_per_word``, where the cut may land
-    earlier than the tokenizer's truncation would.
-    """
-    return max_tokens * (max_chars_per_word + 1)
-
-
-class SentenceEmbeddingModel(Model):
+class SentenceEmbeddingModel(TextEncoder):
     def __init__(
         self, name: str, version: str, weights: Path, *, engine: EngineKind, precision: Precision,
-        device: torch.device, max_batch_size: int, max_sequence_length: int = 256,
+        device: DeviceLike, max_batch_size: int, max_sequence_length: int = 256,
         normalize: bool = True, compile_backend: str = "inductor", cuda_graphs: bool = True,
         graph_buckets: GraphBuckets | None = None,
     ) -> None:
+        device = torch.device(str(device))
         encoder = Encoder.from_directory(weights, ops=build_ops(engine), precision=precision,
                                          device=device, normalize=normalize)
-        super().__init__(ModelMetadata(
-            name=name, versions=(version,), platform="gpupool_sentence_embedding",
-            inputs=(TensorSpec(INPUT, DataType.BYTES, (-1,)),),
-            outputs=(TensorSpec(OUTPUT, DataType.FP32, (-1, encoder.config.hidden_size)),),
-            max_batch_size=max_batch_size,
-        ))
+        super().__init__(embedding_metadata(name, version, encoder.config.hidden_size, max_batch_size))
         self.encoder = encoder
         self.engine = engine
         self.precision = precision
         self.device = device
-        self.max_tokens = min(max_sequence_length, encoder.config.max_position)
         self.graphs: GraphedForward | None = None
         self.dispatch: PathDispatch | None = None  # triton on CUDA: the faster path per batch size
         self._cuda_graphs, self._graph_buckets = cuda_graphs, graph_buckets
@@ -83,45 +60,7 @@ class SentenceEmbeddingModel(Model):
             self._forward = self.graphs
         else:
             self._forward = encoder.forward
-        self.tokenizer = Tokenizer.from_file(str(weights / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=self.max_tokens)
-        pad_id = self.tokenizer.token_to_id("[PAD]")
-        self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
-        word_limit = getattr(self.tokenizer.model, "max_input_chars_per_word", None)
-        self.max_chars = char_bound(self.max_tokens, int(word_limit or 100))
-
-    tokenizes = True
-
-    def texts(self, inputs: Arrays) -> list[str]:
-        """The request's texts, each decoded (strictly: bad UTF-8 is refused naming the element)
-        and cut to :attr:`max_chars`. Only the bytes those characters can take (4 each) are read:
-        a huge string's tail is neither decoded nor checked, since the model never sees it."""
-        out = []
-        limit = self.max_chars
-        for i, element in enumerate(inputs[INPUT].reshape(-1)):
-            raw = bytes(element)
-            if len(raw) > 4 * limit:  # more than `limit` characters can take: read only those bytes
-                cut = 4 * limit
-                while cut > 0 and raw[cut] & 0xC0 == 0x80:  # not inside a character
-                    cut -= 1
-                raw = raw[:cut]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InferenceError.invalid(
-                    f"tensor '{INPUT}': element {i} is not valid UTF-8 ({exc.reason} at byte "
-                    f"{exc.start})") from None
-            out.append(text[:limit] if len(text) > limit else text)
-        return out
-
-    def tokenize(self, inputs: Arrays) -> TokenBatch:
-        encodings = self.tokenizer.encode_batch(self.texts(inputs))
-        arrays = {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
-        return TokenBatch(arrays, arrays["attention_mask"].sum(axis=1))
+        self._load_tokenizer(weights, min(max_sequence_length, encoder.config.max_position))
 
     def prepare(self, inputs: Arrays) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if INPUT in inputs:  # called with text (warm-up, benchmarks): tokenize here
