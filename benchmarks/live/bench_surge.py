@@ -2,13 +2,19 @@
 control plane, from timestamps (load start, queue seen, decision, pod created, pod Ready) and the
 scale-down after the window.
 
-Run: ``PYTHONPATH=operator:worker:proto python benchmarks/live/bench_surge.py [--repeat 3]`` (under
-``flock /tmp/gpupool-bench.lock`` on shared machines). It boots a fresh control plane with the
+Run: ``PYTHONPATH=operator:worker:proto python benchmarks/live/bench_surge.py [--repeat 3] [--real-nodes]``
+(under ``flock /tmp/gpupool-bench.lock`` on shared machines, and ``flock /tmp/gpupool-realnodes.lock``
+with ``--real-nodes``). It boots a fresh control plane with the
 small-hetero KWOK nodes, starts the operator as its own process and four real workers on this host
 (the scenario of tests/live/live_cluster.py: on KWOK the replicas' metrics come from those workers
 through GPUPOOL_SCRAPE_OVERRIDE, and the load goes only to the workers of Ready replicas), then per
 repeat: starts 32 concurrent tritonclient streams, waits for the pool at maxReplicas, stops the
 load and waits for it to return to one replica.
+
+With ``--real-nodes`` (root, node binaries built) the cluster is real kubelet nodes instead
+(tests/live/test_autoscale_real.py's: a real CPU node and emulated MIG slices on a real A100 node):
+the replicas are the worker in containers, read and loaded at their pods, so "pod Ready" includes a
+real container start and model load. Results go to ``live-surge-real``.
 
 Timestamps are this process's wall clock: the load start and the queue probe are taken here (the
 probe reads the worker's metrics directly every 0.1 s); decision, pod created and pod Ready are
@@ -32,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator"), str(ROOT / "tests"), str(ROOT / "tests" / "operator")]
 
 from live.conftest import Load, repository, start_worker  # noqa: E402
-from live.live_cluster import MAX_REPLICAS, PARAMS, Scenario  # noqa: E402
+from live.live_cluster import MAX_REPLICAS, PARAMS, Scenario, start_real_nodes  # noqa: E402
 
 from benchmarks._results import write  # noqa: E402
 from gpupool_operator.local import toolchain  # noqa: E402
@@ -46,11 +52,12 @@ def surge(scene: Scenario, repeat: int) -> dict[str, Any]:
     time.sleep(3)
     probe_at: list[float] = []
     stop = threading.Event()
+    first = scene.metrics_url(scene.pods()[0])
 
     def probe() -> None:
         while not stop.is_set():
             try:
-                if scene.queue_probe(scene.workers[0]) >= 1:
+                if scene.queue_probe(first) >= 1:
                     probe_at.append(time.time())
                     return
             except OSError:
@@ -64,7 +71,7 @@ def surge(scene: Scenario, repeat: int) -> dict[str, Any]:
     decision = scene.wait(lambda s: s.at > start and (s.desired or 0) > 1, 120, "a scale-up decision")
     created = scene.wait(lambda s: s.at > start and s.pods > 1, 120, "a new pod")
     ready = scene.wait(lambda s: s.at > start and s.ready > 1, 120, "a new pod Ready")
-    full = scene.wait(lambda s: s.at > start and s.ready == MAX_REPLICAS, 120, "maxReplicas Ready")
+    full = scene.wait(lambda s: s.at > start and s.ready == scene.max_replicas, 180, "maxReplicas Ready")
     stop.set()
     time.sleep(5)  # hold the load a moment at maxReplicas
     at_stop = scene.samples[-1]
@@ -89,6 +96,8 @@ def surge(scene: Scenario, repeat: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--real-nodes", action="store_true",
+                        help="real kubelet nodes (root, node binaries) instead of KWOK nodes and host workers")
     args = parser.parse_args()
     binaries = toolchain.ensure_binaries()
     runs: list[dict[str, Any]] = []
@@ -97,17 +106,29 @@ def main() -> None:
         cluster.start()
         workers = []
         op = None
+        real: Any = None
+        manager: Any = None
+        env: dict[str, str] = {}
         try:
-            register_nodes(cluster.api_client(), build_nodes(load(ROOT / "examples" / "clusters" /
-                                                                  "small-hetero.yaml")), progress=None)
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io", "--timeout=60s")
-            cluster.kubectl("create", "namespace", "gpupool-system")
+            if args.real_nodes:
+                from gpupool_operator.local import realnodes
+
+                real = realnodes.RealNodes(cluster, toolchain.ensure_node_binaries())
+                manager = start_real_nodes(cluster, real, ROOT)
+                env = {"GPUPOOL_WORKER_IMAGE": real.host.tag}
+            else:
+                register_nodes(cluster.api_client(), build_nodes(load(ROOT / "examples" / "clusters" /
+                                                                      "small-hetero.yaml")), progress=None)
+                cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+                cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
+                                "--timeout=60s")
+                cluster.kubectl("create", "namespace", "gpupool-system")
+                cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
+                repo = repository(Path(tmp) / "models")
+                workers = [start_worker(repo, Path(tmp)) for _ in range(MAX_REPLICAS)]
             cluster.kubectl("create", "namespace", "bench")
-            cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
-            repo = repository(Path(tmp) / "models")
-            workers = [start_worker(repo, Path(tmp)) for _ in range(MAX_REPLICAS)]
-            scene = Scenario(cluster, "bench", workers, Path(tmp))
+            scene = Scenario(cluster, "bench", workers, Path(tmp), env=env)
+            assert scene.real == args.real_nodes, "real nodes only, or KWOK nodes only"
             op = scene.operator("bench-op")
             scene.apply()
             scene.record()
@@ -120,6 +141,10 @@ def main() -> None:
                 op.kill(15)
             for w in workers:
                 w.stop()
+            if manager is not None:
+                manager.stop()
+            if real is not None:
+                real.teardown()
             cluster.stop()
 
     def stat(key: str) -> dict[str, float]:
@@ -130,22 +155,31 @@ def main() -> None:
             "first_removal_after_load_stop_s", "one_replica_after_load_stop_s"]
     summary = {k: stat(k) for k in keys}
     rows = "\n".join(f"| {k} | {summary[k].get('median')} | {summary[k].get('max')} |" for k in keys)
+    if args.real_nodes:
+        name = "live-surge-real"
+        where = ("real kubelet nodes (a real 2-core CPU node, emulated MIG 1g.10gb slices on a real A100 node): "
+                 "the replicas are the worker in containers, their metrics read and their gRPC ports loaded at "
+                 "the pods.")
+        order = "here the CPU replica first, then two MIG slices"
+    else:
+        name = "live-surge"
+        where = "KWOK nodes with the replicas' metrics read from real workers on this host (GPUPOOL_SCRAPE_OVERRIDE)."
+        order = "here three CPU replicas, then a GPU"
     md = (f"Queue surge (32 concurrent tritonclient streams against one idle replica) to scaling decision "
           f"and new replicas, {len(runs)} repeats; seconds from load start (scale-down: from load stop). "
-          f"Policy windows: {PARAMS}; 2 s tick; KWOK nodes with the replicas' metrics read from real "
-          f"workers on this host (GPUPOOL_SCRAPE_OVERRIDE). Goal: decision within 5 s.\n\n"
+          f"Policy windows: {PARAMS}; 2 s tick; {where} Goal: decision within 5 s.\n\n"
           f"| step | median s | max s |\n|---|---|---|\n{rows}\n\n"
           f"queue_seen_s is this process's own probe of the first worker's queue (every 0.1 s, from a "
           f"thread sharing the interpreter with the load generator, so it lags under load); the "
           f"decision often comes first, from the panic on arrival rates, before any probe sees a queue. "
           f"The policy asks for its mix of shapes, but placement receives only the replica count and puts "
-          f"replicas where they are cheapest per replica (here three CPU replicas, then a GPU), "
+          f"replicas where they are cheapest per replica ({order}), "
           f"which may serve less than the policy's mix (see the first decision below).\n\n"
           f"Scale-down: the policy holds for its stable window (6 s here, 60 s by default) after the last "
           f"panic tick and the pool's scaleDownStabilizationWindow (4 s here), at most halving per "
           f"decision.\n\nFirst decision seen in status (first run): "
           f"`{runs[0]['first_decision_seen'] if runs else ''}`\n")
-    write("live-surge", {"runs": runs, "summary": summary, "params": PARAMS, "tick_s": 2.0}, md)
+    write(name, {"real_nodes": args.real_nodes, "runs": runs, "summary": summary, "params": PARAMS, "tick_s": 2.0}, md)
     print(md)
 
 

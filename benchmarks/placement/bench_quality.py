@@ -36,7 +36,7 @@ from instances import FAMILIES, large, suite, with_family  # noqa: E402
 from benchmarks._results import write  # noqa: E402
 from gpupool_operator.core.baselines import first_fit_cheapest_slice, spread, whole_gpu_first_fit  # noqa: E402
 from gpupool_operator.core.exact import solve_exact  # noqa: E402
-from gpupool_operator.core.solver import solve  # noqa: E402
+from gpupool_operator.core.solver import Options, solve  # noqa: E402
 from gpupool_operator.core.verify import problems  # noqa: E402
 
 BASELINES = {
@@ -103,9 +103,12 @@ def main() -> int:
     rows = []
     for inst in suite(args.per_family, args.first_seed):
         family = inst.name.rsplit("-", 1)[-1] if not inst.name.endswith("pending-mig") else "pending-mig"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plan = solve(inst.snapshot, inst.demands)
-        heur_s = time.perf_counter() - t0
+        heur_s, heur_cpu = time.perf_counter() - t0, time.process_time() - c0
+        c0 = time.process_time()  # the same without kicks (core/kick.py), for what they cost and bring
+        unkicked = solve(inst.snapshot, inst.demands, Options(kicks=0))
+        unkicked_cpu = time.process_time() - c0
         bad = problems(inst.snapshot, inst.demands, plan)
         if bad:
             raise SystemExit(f"{inst.name}: invalid plan: {bad[:3]}")
@@ -117,12 +120,17 @@ def main() -> int:
             "instance": inst.name, "family": family if family in FAMILIES else "base", "mix": inst.mix,
             "nodes": len(inst.snapshot.nodes), "gpus": inst.snapshot.gpu_count, "models": len(inst.demands),
             "replicas": wanted, "heuristic": plan.cost_per_hour, "heuristic_placed": len(plan.assignments),
-            "heuristic_ms": heur_s * 1000, "exact": exact.cost_per_hour, "exact_bound": exact.lower_bound,
+            "heuristic_ms": heur_s * 1000, "heuristic_cpu_ms": heur_cpu * 1000,
+            "no_kicks": unkicked.cost_per_hour, "no_kicks_placed": len(unkicked.assignments),
+            "no_kicks_cpu_ms": unkicked_cpu * 1000,
+            "exact": exact.cost_per_hour, "exact_bound": exact.lower_bound,
             "exact_status": exact.status, "exact_placed": wanted - sum(exact.unplaced.values()),
             "exact_ms": exact_s * 1000,
             "same_unplaced": {u.demand: u.count for u in plan.unplaced} == dict(exact.unplaced),
         }
         row["gap_pct"] = 100 * (plan.cost_per_hour - exact.cost_per_hour) / exact.cost_per_hour \
+            if exact.cost_per_hour > 0 else 0.0
+        row["no_kicks_gap_pct"] = 100 * (unkicked.cost_per_hour - exact.cost_per_hour) / exact.cost_per_hour \
             if exact.cost_per_hour > 0 else 0.0
         baselines(row, inst.snapshot, inst.demands)
         rows.append(row)
@@ -152,7 +160,20 @@ def main() -> int:
     vs = {base: comparison(rows, base) for base in BASELINES}
     times = {"heuristic_ms_median": statistics.median(r["heuristic_ms"] for r in rows),
              "heuristic_ms_p90": pct([r["heuristic_ms"] for r in rows], 0.9),
-             "exact_ms_median": statistics.median(r["exact_ms"] for r in rows)}
+             "exact_ms_median": statistics.median(r["exact_ms"] for r in rows),
+             "heuristic_cpu_ms_median": statistics.median(r["heuristic_cpu_ms"] for r in rows),
+             "no_kicks_cpu_ms_median": statistics.median(r["no_kicks_cpu_ms"] for r in rows),
+             "heuristic_cpu_s_total": sum(r["heuristic_cpu_ms"] for r in rows) / 1000,
+             "no_kicks_cpu_s_total": sum(r["no_kicks_cpu_ms"] for r in rows) / 1000}
+    comparable = [r for r in rows if r["exact_status"] == "optimal" and r["same_unplaced"]
+                  and r["no_kicks_placed"] == r["heuristic_placed"]]
+    kicked_better = [r for r in rows if r["heuristic_placed"] > r["no_kicks_placed"] or (
+        r["heuristic_placed"] == r["no_kicks_placed"] and r["heuristic"] < r["no_kicks"] - 1e-6)]
+    kicked_worse = [r for r in rows if r["heuristic_placed"] < r["no_kicks_placed"] or (
+        r["heuristic_placed"] == r["no_kicks_placed"] and r["heuristic"] > r["no_kicks"] + 1e-6)]
+    kicks = {"better": [r["instance"] for r in kicked_better], "worse": [r["instance"] for r in kicked_worse],
+             "no_kicks_worst_pct": max((r["no_kicks_gap_pct"] for r in comparable), default=None),
+             "no_kicks_p90_pct": pct([r["no_kicks_gap_pct"] for r in comparable], 0.9)}
     a = summary["suite"]
     md = [
         f"{len(rows)} seeded instances, {args.per_family} per family ({', '.join(FAMILIES)}; see "
@@ -179,6 +200,15 @@ def main() -> int:
         f"{a['exact_not_optimal']}. Heuristic time per instance: median {times['heuristic_ms_median']:.0f} ms, p90 "
         f"{times['heuristic_ms_p90']:.0f} ms (MILP median {times['exact_ms_median']:.0f} ms).",
         "",
+        f"Kicks (`core/kick.py`), the same plans without them on the same instances: worst gap "
+        f"{kicks['no_kicks_worst_pct']:.2f} % without, p90 {kicks['no_kicks_p90_pct']:.2f} %; kicks made "
+        f"{len(kicks['better'])} plans better ({', '.join(kicks['better'][:6]) or 'none'}"
+        f"{' ...' if len(kicks['better']) > 6 else ''}) and {len(kicks['worse'])} worse. CPU time per instance: "
+        f"median {times['heuristic_cpu_ms_median']:.0f} ms with kicks, {times['no_kicks_cpu_ms_median']:.0f} ms "
+        f"without ({times['heuristic_cpu_ms_median'] / times['no_kicks_cpu_ms_median']:.2f}x); the whole suite "
+        f"{times['heuristic_cpu_s_total']:.1f} s against {times['no_kicks_cpu_s_total']:.1f} s "
+        f"({times['heuristic_cpu_s_total'] / times['no_kicks_cpu_s_total']:.2f}x).",
+        "",
         "Against what users run today, same instances ($/h saved where both placed the same replicas; replicas "
         "only one of them placed):",
         "",
@@ -200,8 +230,8 @@ def main() -> int:
             + "; ".join(f"{LABELS[b]} {fleet[f'{b}_placed']} for ${fleet[b]:.2f}/h" for b in BASELINES) + ".",
         ]
     md += ["", f"Machine load average when recorded: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}."]
-    path = write("placement-quality", {"summary": summary, "baselines": vs, "times": times, "fleet": fleet,
-                                       "instances": rows}, "\n".join(md))
+    path = write("placement-quality", {"summary": summary, "baselines": vs, "times": times, "kicks": kicks,
+                                       "fleet": fleet, "instances": rows}, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {path}")
     return 0

@@ -335,7 +335,8 @@ def test_config_without_spec_gets_defaults() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("512Mi", 512 * 2**20), ("40Gi", 40 * 2**30), ("1.5Ti", 3 * 2**39), ("80G", 80 * 10**9), ("1000", 1000),
-     ("0.5Gi", 2**29), ("1k", 1000)],
+     ("0.5Gi", 2**29), ("1k", 1000), ("0.5", 1), ("0.001Ki", 2), ("8388607Ti", 8388607 * 2**40),
+     ("8388608Ti", 2**63 - 1), ("999999999.999T", 999999999999 * 10**9)],  # rounded up; binary SI capped
 )
 def test_parse_quantity(text: str, expected: int) -> None:
     assert parse_quantity(text) == expected

@@ -96,3 +96,34 @@ def test_the_summary_has_the_pools_scale_events_since_the_load_started_in_order(
 def test_a_summary_without_scaling_says_so() -> None:
     s = summarize([], "quickstart", 0.0, sent=0, served=0, failed=0, epoch=_epoch)
     assert s.lines()[1:] == ["  no ScaledUp Event", "  no ScaledDown Event"]
+
+
+def test_a_request_carries_the_asked_rows_in_its_batch_dimension_only() -> None:
+    from gpupool_operator.local.endpoints import request_inputs
+
+    meta = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": ["-1"]},
+                       {"name": "pixels", "datatype": "FP32", "shape": ["-1", "3", "-1"]},
+                       {"name": "fixed", "datatype": "INT64", "shape": ["4"]}]}
+    text, pixels, fixed = request_inputs(meta, b"def f():", rows=16)
+    assert text.shape() == [16]
+    assert pixels.shape() == [16, 3, 1]
+    assert fixed.shape() == [4]
+    (one,) = request_inputs({"inputs": meta["inputs"][:1]})
+    assert one.shape() == [1]
+
+
+def test_the_demo_changes_only_its_load_targets_cores_and_window_and_says_so() -> None:
+    from pathlib import Path
+
+    from gpupool_operator.cli.demo import DEMO_CPU_CORES, _pool_docs, _tune_for_load
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "pools"
+    docs = _pool_docs(examples)
+    before = {d["metadata"]["name"]: repr(d) for d in docs}
+    said = _tune_for_load(docs, cores=DEMO_CPU_CORES)
+    assert said == "quickstart's CPU replicas ask for 1 core(s); scales down after 30s of low load (cluster default 5m)"
+    (quick,) = [d for d in docs if d["metadata"]["name"] == "quickstart"]
+    assert quick["spec"]["models"][0]["hardware"][0]["cpu"]["cores"] == 1
+    assert quick["spec"]["scaling"]["scaleDownStabilizationWindow"] == "30s"
+    assert all(repr(d) == before[d["metadata"]["name"]] for d in docs if d is not quick)  # the others as written
+    assert _tune_for_load(docs, pool="no-such-pool") is None

@@ -9,15 +9,18 @@ What is not: the nodes are KWOK's, so a replica pod runs nothing. The operator i
 documented ``GPUPOOL_SCRAPE_OVERRIDE`` setting to read replica ``i``'s metrics from host worker
 ``i``, and the load generator sends requests only to the workers whose replica pods are Ready (the
 routing the model's Service would do). A KWOK pod is never what serves or what is measured.
-On a cluster whose nodes are all real kubelets (issue 15) the override is left unset: the
-operator reads the pods themselves and the load goes to the pods' own gRPC ports
-(``real_nodes``); that path has not run here yet (no such cluster existed when it was written).
+On a cluster whose nodes are all real kubelets the override is left unset: the operator reads
+the pods themselves (their metrics ports, from the pods' annotations) and the load goes to the
+pods' own gRPC ports; there the replicas are the real worker in containers, on a real CPU node and
+on emulated MIG slices of a real A100 node (``real_pool_body``; tests/live/test_autoscale_real.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -30,7 +33,7 @@ from operator_helpers import OperatorProcess, apply, get_json
 
 from gpupool_operator.local.cluster import LocalCluster
 
-from .conftest import MODEL, Load, Worker
+from .conftest import MODEL, Load, Worker, wait_established
 
 POOL = "live"
 #: Short policy windows so a test sees the whole cycle in a couple of minutes.
@@ -56,6 +59,37 @@ def pool_body(namespace: str) -> dict[str, Any]:
                 "hardware": [
                     {"type": "CPU", "cpu": {"cores": 48}, "inferencesPerSecond": "2"},
                     {"type": "GPU", "gpu": {"product": "A100-80GB"}, "inferencesPerSecond": "5"},
+                ],
+            }],
+        },
+    }
+
+
+#: The real-node variant: one CPU replica fills the 2-core real CPU node, so added replicas go on
+#: the real A100 node's two emulated 1g.10gb slices (a new shape).
+REAL_MAX_REPLICAS = 3
+
+
+def real_pool_body(namespace: str) -> dict[str, Any]:
+    """The same scenario for real kubelet nodes: the built-in MiniLM (no download), a 2-core CPU
+    tier (the real CPU node has this machine's 2 cores: one replica fills it, and it is the
+    cheapest shape, so it holds the first replica) and MIG 1g.10gb slices, whose emulated engine
+    serves what the pool declares (5/s, batches of 8). The CPU tier's declared 2/s is below what
+    the real worker does under the load generator, so under load the pool stays at maxReplicas;
+    idle, it goes back to the one CPU replica."""
+    return {
+        "apiVersion": "gpupool.io/v1alpha1", "kind": "InferencePool",
+        "metadata": {"name": POOL, "namespace": namespace},
+        "spec": {
+            "scaling": {"scaleDownStabilizationWindow": "4s"},
+            "models": [{
+                "name": MODEL,
+                "source": {"uri": "builtin://all-minilm-l6-v2", "format": "Builtin"},
+                "engine": {"precision": "fp32", "tritonKernels": False, "maxBatchSize": 8},
+                "acceleratorMemory": "1Gi", "minReplicas": 1, "maxReplicas": REAL_MAX_REPLICAS,
+                "hardware": [
+                    {"type": "CPU", "cpu": {"cores": 2, "memory": "1Gi"}, "inferencesPerSecond": "2"},
+                    {"type": "MIG", "mig": {"profile": "1g.10gb"}, "inferencesPerSecond": "5"},
                 ],
             }],
         },
@@ -92,9 +126,15 @@ class Scenario:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     real: bool = False
+    #: more operator settings (real nodes: the worker image)
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.real = real_nodes(self.cluster)
+
+    @property
+    def max_replicas(self) -> int:
+        return REAL_MAX_REPLICAS if self.real else MAX_REPLICAS
 
     @property
     def demand(self) -> str:
@@ -102,13 +142,14 @@ class Scenario:
 
     def operator(self, name: str) -> OperatorProcess:
         env = {"GPUPOOL_SCALING_PARAMS": json.dumps(PARAMS), "GPUPOOL_SCALING_STATE_SECONDS": "2",
-               "GPUPOOL_RESYNC_SECONDS": "10", "GPUPOOL_NAMESPACE": "gpupool-system"}
+               "GPUPOOL_RESYNC_SECONDS": "10", "GPUPOOL_NAMESPACE": "gpupool-system", **self.env}
         if not self.real:
             env["GPUPOOL_SCRAPE_OVERRIDE"] = json.dumps({self.demand: [w.metrics_url for w in self.workers]})
         return OperatorProcess(str(self.cluster.kubeconfig), self.log_dir / f"{name}.log", name, env)
 
     def apply(self) -> None:
-        apply(self.cluster, pool_body(self.namespace), self.namespace)
+        body = real_pool_body if self.real else pool_body
+        apply(self.cluster, body(self.namespace), self.namespace)
 
     # -- what the cluster shows -------------------------------------------------------------
     def pods(self) -> list[dict[str, Any]]:
@@ -181,9 +222,19 @@ class Scenario:
         last = self.samples[-1] if self.samples else None
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last sample: {last}")
 
-    def queue_probe(self, worker: Worker) -> float:
+    def metrics_url(self, pod: dict[str, Any]) -> str:
+        """Where the operator reads a replica's metrics: its host worker on KWOK, the pod itself on
+        real nodes (address and port from the pod and its annotations)."""
+        if not self.real:
+            return self.workers[int(pod["metadata"]["labels"]["gpupool.io/replica"])].metrics_url
+        ann = pod["metadata"].get("annotations") or {}
+        return (f"http://{pod['status']['podIP']}:{ann['gpupool.io/metrics-port']}"
+                f"{ann.get('gpupool.io/metrics-path', '/metrics')}")
+
+    def queue_probe(self, worker: Worker | str) -> float:
         """The worker's own queue, read directly (the same endpoint the operator reads)."""
-        with urllib.request.urlopen(worker.metrics_url, timeout=2) as rsp:
+        url = worker if isinstance(worker, str) else worker.metrics_url
+        with urllib.request.urlopen(url, timeout=2) as rsp:
             for line in rsp.read().decode().splitlines():
                 if line.startswith("gpupool_worker_queue_depth{") and f'model="{MODEL}"' in line:
                     return float(line.rsplit(" ", 1)[1])
@@ -194,7 +245,91 @@ class Scenario:
         return [e for e in items if e.get("reason") == reason]
 
 
+def start_real_nodes(cluster: LocalCluster, nodes: Any, root: Path) -> Any:
+    """The real-node variant's cluster, on ``nodes`` (a ``RealNodes``, which the caller tears down
+    whatever happens): a real CPU node (this machine's cores) and a real A100 node with emulated
+    GPUs (one with 3g.40gb + 2x 1g.10gb, one whole), the CRDs, the default GPUPoolConfig and
+    NVIDIA's MIG manager (emulated), which is returned (the caller stops it)."""
+    from gpupool_operator.local.gpus import Hardware
+    from gpupool_operator.local.migmanager import MigManager
+
+    nodes.add("cpu-real-0", {"gpupool.io/pool": "cpu"})
+    hw = Hardware.create("a100-real-0", "A100-80GB", [{"3g.40gb": 1, "1g.10gb": 2}, None])
+    nodes.add("a100-real-0", {"gpupool.io/pool": "a100", "nvidia.com/mig.config": "custom-per-gpu",
+                              "nvidia.com/mig.config.state": "success"},
+              hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
+    cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
+    wait_established(cluster)
+    cluster.kubectl("create", "namespace", "gpupool-system", check=False)
+    cluster.kubectl("apply", "-f", str(root / "examples" / "pools" / "gpupoolconfig-default.yaml"))
+    return MigManager(cluster.api_client(), "gpupool-system", delay_s=1.0, real_nodes=nodes.mig_targets).start()
+
+
 def freeze(worker: Worker) -> Callable[[], None]:
     """SIGSTOP a worker (its metrics stop answering); returns the thaw."""
     worker.proc.send_signal(signal.SIGSTOP)
     return lambda: worker.proc.send_signal(signal.SIGCONT)
+
+
+def silence(pod: dict[str, Any]) -> Callable[[], None]:
+    """A replica pod on a real node stops reporting: the host drops what it sends to the pod's
+    metrics port (the operator scrapes from this host), while the pod keeps serving gRPC and stays
+    Ready (its readiness probe is gRPC). Returns the undo."""
+    ip = pod["status"]["podIP"]
+    port = pod["metadata"]["annotations"]["gpupool.io/metrics-port"]
+    rule = ["OUTPUT", "-d", ip, "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run(["iptables", "-w", "-I", *rule], check=True, capture_output=True, timeout=30)
+
+    def undo() -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            subprocess.run(["iptables", "-w", "-D", *rule], check=False, capture_output=True, timeout=30)
+
+    return undo
+
+
+def surge_restart_silence_and_idle(scene: Scenario, operators: list[OperatorProcess], timeout_s: float,
+                                   stop_reporting: Callable[[], Callable[[], None]]) -> None:
+    """The end-to-end scenario on a pool already applied and recorded: a surge scales it to
+    maxReplicas with a replica on a new shape (a GPU or MIG slice once the CPU tier is full); the
+    operator is SIGKILLed mid-burst and the next leader keeps every replica and the window; a
+    replica that stops reporting (``stop_reporting()``, which returns the undo) holds the count;
+    idle, it goes back to one replica on the CPU tier, with ScaledUp and ScaledDown Events.
+    ``operators`` holds the running operator; the next one is appended (the caller stops them)."""
+    top = scene.max_replicas
+    scene.wait(lambda s: s.ready == 1, timeout_s, "the first replica Ready")
+    scene.wait(lambda s: s.desired == 1, timeout_s, "the scaling loop measuring the idle replica")
+    assert scene.samples[-1].gpu_pods == 0, "the first replica is on the CPU tier (cheapest)"
+
+    scene.load = Load(scene.routes(scene.pods()), concurrency=32).start()
+    up = scene.wait(lambda s: (s.desired or 0) > 1, timeout_s, "a scale-up decision")
+    assert up.decision.startswith("scale up 1 -> "), up.decision
+    scene.wait(lambda s: s.pods == top and s.ready == top, timeout_s, f"{top} replicas Ready")
+    scene.wait(lambda s: s.gpu_pods >= 1, timeout_s, "a replica on a GPU (the CPU nodes are full)")
+    assert scene.events("ScaledUp"), "a ScaledUp Event"
+
+    # the operator dies mid-burst; a new one takes the Lease and continues from status.scaling
+    operators[-1].kill(signal.SIGKILL)
+    killed = time.time()
+    operators.append(scene.operator("live-op-2"))
+    scene.wait(lambda s: s.at > killed + 12 and s.decision != "", timeout_s, "the new leader deciding")
+    after = [s for s in scene.samples if s.at > killed]
+    assert min(s.pods for s in after) == top, "the restart dropped replicas"
+    assert "warming up" not in scene.samples[-1].decision, scene.samples[-1].decision
+    scene.load.stop()
+    assert scene.load.answered > 0
+    assert not scene.load.errors, scene.load.errors
+
+    # a replica that stops reporting holds the count
+    undo = stop_reporting()
+    try:
+        silent = time.time()
+        scene.wait(lambda s: "reported" in s.decision, timeout_s, "the policy noticing the silent replica")
+        time.sleep(14)  # over twice the stable window, idle: it would scale down if it trusted the silence
+        held = [s for s in scene.samples if s.at > silent + 1]
+        assert all(s.pods == top for s in held), [s.pods for s in held]
+    finally:
+        undo()
+    # reporting again, idle: back to minReplicas after the window, the GPU replica first
+    scene.wait(lambda s: s.desired == 1, timeout_s, "the scale-down decision")
+    scene.wait(lambda s: s.pods == 1 and s.gpu_pods == 0, timeout_s, "the pool back at one replica, on a CPU node")
+    assert scene.events("ScaledDown"), "a ScaledDown Event"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from operator_builders import PoolBuilder
-from operator_helpers import apply, condition, live_pods, pool, wait_until
+from operator_helpers import apply, condition, get_json, live_pods, pool, wait_until
 
 from gpupool_operator.adapters.demands import MinReplicas
 from gpupool_operator.adapters.kube import Kube, load_client
@@ -54,3 +54,10 @@ def test_a_pool_with_a_budget_gets_only_what_fits(control_plane: LocalCluster, n
         assert "2 replica(s) unplaced" in cond["message"], cond
         assert "budget.maxUsdPerHour" in cond["message"], cond
         assert "$0.10/h" in cond["message"], cond
+    # The pool's Event says the same reason as its conditions (the solver's code), not a generic one.
+    events = [e for e in get_json(control_plane, "events", "-n", namespace)["items"]
+              if e["involvedObject"].get("kind") == "InferencePool" and e["involvedObject"]["name"] == "capped"]
+    unplaced = [e for e in events if "replica(s) unplaced" in e["message"]]
+    assert unplaced, events
+    assert {(e["reason"], e["type"]) for e in unplaced} == {("BudgetExceeded", "Warning")}, unplaced
+    assert "budget.maxUsdPerHour" in unplaced[0]["message"]

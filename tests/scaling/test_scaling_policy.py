@@ -269,3 +269,33 @@ def test_the_start_up_time_is_learned_from_the_last_scale_up() -> None:
     later = decide(first.state, signals(30.0, ready), targets(), gpu_offers(), 302.0)
     assert later.state.startup_s == pytest.approx(300.0)
     assert later.state.pending_since is None
+
+
+def test_a_scale_up_held_up_by_a_recent_burst_says_so() -> None:
+    # One A100 (10 req/s) at 5 req/s for a minute, then one tick of 30 req/s: the 6 s window's mean
+    # (samples at 56, 58, 60, 62: 5, 5, 5, 30) = 11.25 < 2 x 10 is no panic, and the stable window's
+    # mean (5.81) stays under 10 x 0.7, but the high-water mark of short-window demand
+    # (11.25 / 0.7 = 16.1 req/s) asks for a second A100:
+    # the reason names that mark, not only the stable demand, which alone would not scale.
+    steps = [(2.0 * i, signals(5.0, {"a100": 1})) for i in range(1, 31)] + [(62.0, signals(30.0, {"a100": 1}))]
+    d = run(ScalingState(), steps)[-1]
+    assert not d.panic
+    assert d.replicas == {"a100": 2}
+    assert "high-water mark 16.1 req/s" in d.reason, d.reason
+
+
+def test_a_model_no_shape_of_which_meets_its_objective_says_so_instead_of_blaming_room() -> None:
+    # vision-and-embeddings' MiniLM as examples/pools/small-models-mig.yaml declares it: 2400/s on a
+    # 1g.10gb slice at maxBatchSize 256 is 107 ms a full batch, 54 ms for one row (half of it
+    # fixed): twice that misses the 25 ms objective, so the slice absorbs no load and nothing is
+    # added however deep the queue; the reason names the objective, not a lack of room.
+    mig = offer("A100-80GB MIG 1g.10gb", MIG1G, 2400.0, 0.49, room=8)
+    t = targets(max_replicas=8, max_batch_size=256, objective_s=0.025)
+    state = ScalingState()
+    for now in (2.0, 4.0, 6.0):
+        d = decide(state, signals(3000.0, {mig.key: 1}, queue=500.0), t, [mig], now)
+        state = d.state
+    assert d.replicas == {mig.key: 1}
+    assert "no shape can serve within the objective" in d.reason, d.reason
+    assert "cannot meet the 25 ms objective under load (one request takes 54 ms" in d.reason, d.reason
+    assert "room" not in d.reason, d.reason

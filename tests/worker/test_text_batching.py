@@ -145,7 +145,8 @@ async def test_batches_hold_one_length_bucket_within_the_token_budget(minilm: Ga
 
 
 async def test_a_huge_request_is_split_and_small_requests_run_between_its_chunks(minilm: GatedMiniLM) -> None:
-    batcher = make(minilm, request_token_budget=2 * 256)
+    # chunks at the request budget even while the small one competes (test_chunk_preemption: finer)
+    batcher = make(minilm, request_token_budget=2 * 256, preempt_token_budget=2 * 256)
     minilm.gate.clear()
     rows = [LONG] * 7
     huge = asyncio.create_task(batcher.infer(texts(*rows)))

@@ -67,7 +67,7 @@ from gpupool_operator.adapters.signals import Scraper, SignalBook, Target, model
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.api import InferencePool
 from gpupool_operator.core.demand import Demand, Shape, ShapeKind
-from gpupool_operator.core.inventory import Snapshot
+from gpupool_operator.core.inventory import Holding, Snapshot
 from gpupool_operator.core.scaling import (
     DEFAULT_PARAMS,
     Decision,
@@ -84,7 +84,8 @@ from gpupool_operator.core.scaling import (
     targets_for,
 )
 
-__all__ = ["AutoscaleSettings", "Autoscaler", "ScaledReplicas", "autoscale_settings", "pod_shape"]
+__all__ = ["AutoscaleSettings", "Autoscaler", "ScaledReplicas", "autoscale_settings", "kept_on_hold", "pod_shape",
+           "room_snapshot"]
 
 log = logging.getLogger("gpupool.autoscale")
 
@@ -375,7 +376,7 @@ class Autoscaler:
                 if pool is None or pool.pool is None:
                     continue
                 spec = pool.pool.spec.model(d.key.rsplit("/", 1)[1])
-                out[d.key] = offers_for(_unbudgeted(d), seen.snapshot, spec.max_replicas)[0]
+                out[d.key] = offers_for(_unbudgeted(d), room_snapshot(seen.snapshot, d.key), spec.max_replicas)[0]
             return out
 
         result = await self.kube.run(compute) if wanted else {}
@@ -412,9 +413,9 @@ class Autoscaler:
             targets = _with_budget(targets, max(0.0, targets.budget_usd_per_hour - others))
         if not offers:
             return None
-        offers = _with_own_room(offers, signals)
         d = _as_placed(decide(m.state, signals, targets, offers, now, self.params), offers, signals, targets,
                        self.params)
+        d = kept_on_hold(d, m.decision, targets.max_replicas)
         spent[model] = d.usd_per_hour
         before = signals.ready + signals.pending
         # One Event per new decision: a scale-up placement has no room for yet stays one decision
@@ -469,6 +470,18 @@ def _with_budget(targets: Targets, budget: float) -> Targets:
     return dataclasses.replace(targets, budget_usd_per_hour=budget)
 
 
+def kept_on_hold(d: Decision, last: Decision | None, max_replicas: int) -> Decision:
+    """A hold (missing, partial or stale data, a clock step, a scale-up still pending) keeps the
+    replicas last asked for: the policy holds what runs and starts, so a scale-up placement has no
+    room for yet (no pod, so not pending) would otherwise fall back to what runs, a scale-down no
+    decision made, and come back at the next decision: desired replicas flapping, with an Event
+    each way. Never above ``max_replicas`` (the spec may have lowered it)."""
+    if not d.held or last is None or d.total >= last.total or last.total > max_replicas:
+        return d
+    return dataclasses.replace(d, replicas=dict(last.replicas), usd_per_hour=last.usd_per_hour,
+                               reason=f"{d.reason}; keeping the {last.total} replicas asked")
+
+
 def _as_placed(d: Decision, offers: Sequence[ShapeOffer], signals: Signals, targets: Targets,
                params: PolicyParams) -> Decision:
     """The decision as placement will carry it out: placement gets the count, fills it by price
@@ -493,10 +506,16 @@ def _as_placed(d: Decision, offers: Sequence[ShapeOffer], signals: Signals, targ
                                usd_per_hour=sum(n * price.get(k, 0.0) for k, n in mix.items()))
 
 
-def _with_own_room(offers: Sequence[ShapeOffer], signals: Signals) -> list[ShapeOffer]:
-    """Offers whose room counts the model's own replicas of that shape (the snapshot has them
-    holding their capacity, and the policy subtracts them again)."""
-    import dataclasses
+def room_snapshot(snapshot: Snapshot, demand: str) -> Snapshot:
+    """``snapshot`` as one model's room is measured in: every other model's replicas hold their
+    capacity as anyone else's pods do, while the model's own replicas are placement's to keep or
+    move. ``offers_for`` solves for one shape of the model alone, and a solve frees the replicas of
+    models it is not given, so on the plain snapshot a shape's room counted every other pool's
+    capacity as free, and the model's own replicas twice (the demo's quickstart saw room for three
+    1-core replicas on its 2-core node)."""
+    def held(h: Holding) -> Holding:
+        return h if h.owner is None or h.owner == demand else dataclasses.replace(h, owner=None)
 
-    counts = signals.counts()
-    return [dataclasses.replace(o, room=o.room + counts.get(o.key, 0)) for o in offers]
+    nodes = tuple(dataclasses.replace(n, holdings=tuple(held(h) for h in n.holdings))
+                  if any(h.owner not in (None, demand) for h in n.holdings) else n for n in snapshot.nodes)
+    return dataclasses.replace(snapshot, nodes=nodes)

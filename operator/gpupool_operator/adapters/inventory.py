@@ -70,11 +70,8 @@ MIG_LAYOUT_ANNOTATION = "gpupool.io/mig-layout"
 PRICE_TIER_LABEL = "gpupool.io/price-tier"
 PRICE_ANNOTATION = "gpupool.io/price-per-gpu-hour"
 #: The labels naming a pod's InferencePool and model are the operator's own (``names.LABEL_POOL``,
-#: ``names.LABEL_MODEL``): one spelling, defined once.
-#: Optional annotation on our pods: the GPU indices they run on (JSON list, or the operator's
-#: comma-separated ``0,1``), when known. The operator's replicas are also recognised by their
-#: ``gpupool.io/demand`` annotation (see adapters/names.py).
-GPUS_ANNOTATION = "gpupool.io/gpus"
+#: ``names.LABEL_MODEL``), and so is the annotation with the GPU indices a pod runs on
+#: (``names.ANN_GPUS``: the operator's comma-separated ``0,1``, or a JSON list): one spelling, defined once.
 
 GPU = "nvidia.com/gpu"
 MIG_PREFIX = MIG_RESOURCE_PREFIX
@@ -580,7 +577,7 @@ def _holdings(pods: Iterable[Obj], product: catalog.GpuProduct | None, gpus: tup
 
 
 def _annotated_gpus(meta: Obj) -> list[int]:
-    raw = (meta.get("annotations") or {}).get(GPUS_ANNOTATION)
+    raw = (meta.get("annotations") or {}).get(names.ANN_GPUS)
     if not raw:
         return []
     try:

@@ -26,7 +26,7 @@ from gpupool_operator.adapters.demands import ParsedPool
 from gpupool_operator.adapters.events import EventRecorder, involved_node, involved_pod, involved_pool
 from gpupool_operator.adapters.kube import Kube, KubeError, path_for
 from gpupool_operator.adapters.observe import Observation
-from gpupool_operator.adapters.status import pool_status, status_differs
+from gpupool_operator.adapters.status import pool_status, status_differs, unplaced_reason
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.api import (
     API_VERSION,
@@ -132,7 +132,9 @@ class Reporter:
             if previous is None or [m.message for m in previous.models] != [m.message for m in status.models]:
                 for u in plan.unplaced:
                     if u.demand.startswith(key + "/"):
-                        self.events.record(involved_pool(entry.namespace, entry.name, entry.uid), True, "Unplaceable",
+                        # the reason the conditions carry: the solver's code (BudgetExceeded, NodesTainted, ...)
+                        self.events.record(involved_pool(entry.namespace, entry.name, entry.uid), True,
+                                           str(unplaced_reason(u)),
                                            f"{u.demand.rsplit('/', 1)[1]}: {u.count} replica(s) unplaced: {u.reason}")
             out.append((entry, status))
         return out

@@ -570,7 +570,10 @@ class ScalingBehavior(ApiModel):
     """How long load must stay low before replicas are removed (cluster default 5m)."""
     scale_to_zero: bool = False
     """Allow models with minReplicas 0 to drop to zero replicas, freeing their GPUs when idle. The
-    first request after that waits for a cold start."""
+    first request after that waits for a cold start. Not done by the operator yet: with no
+    activator to hold a request at zero, nothing would see the next one, so the live scaling loop
+    keeps at least one replica of a model it scales, and a model with minReplicas 0 runs none
+    until its minReplicas is raised (``gpupool simulate`` models the full behaviour)."""
     scale_to_zero_after: Duration | None = None
     """Idle time before the last replica of such a model is removed (cluster default 15m)."""
 

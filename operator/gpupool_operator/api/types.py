@@ -83,6 +83,7 @@ _MEMORY_SUFFIXES: dict[str, int] = {
     "Ti": 2**40,
 }
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+_QUANTITY_MAX = 2**63 - 1  # what the API server turns a larger binary-SI quantity into
 _DURATION_RE = re.compile(DURATION_PATTERN)
 _DURATION_PART_RE = re.compile(r"([0-9]+)(ms|h|m|s)")
 _DURATION_UNITS: dict[str, Fraction] = {
@@ -96,8 +97,13 @@ _SIX_PLACES = Decimal("0.000001")
 
 
 def parse_quantity(quantity: str) -> int:
-    """Bytes in a memory quantity such as ``"40Gi"``, rounded up to a whole byte.
+    """Bytes in a memory quantity such as ``"40Gi"``, as Kubernetes' ``resource.Quantity`` reads it:
+    rounded up to a whole byte (``Quantity.Value()``); with a binary suffix (Ki Mi Gi Ti) at most
+    2^63 - 1, about 8 EiB (``ParseQuantity`` caps binary-SI amounts there; decimal ones it keeps).
 
+    Only the CRD's ``QUANTITY_PATTERN`` (positive, at most three decimals, k M G T Ki Mi Gi Ti) is
+    accepted, where exact rational arithmetic is all it takes; the api may not import the Kubernetes
+    client. ``tests/api/test_quantity_apiserver.py`` holds it to the API server's canonical forms.
     A purely computational function with no side-effects; raises ``ValueError`` on a malformed value.
     """
     if not _QUANTITY_RE.match(quantity):
@@ -105,7 +111,8 @@ def parse_quantity(quantity: str) -> int:
     number = quantity.rstrip("KMGTik")
     suffix = quantity[len(number):]
     value = Fraction(number) * _MEMORY_SUFFIXES[suffix]
-    return -(-value.numerator // value.denominator)
+    whole = -(-value.numerator // value.denominator)
+    return min(whole, _QUANTITY_MAX) if suffix.endswith("i") else whole
 
 
 def parse_duration(duration: str) -> float:

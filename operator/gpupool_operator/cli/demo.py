@@ -58,6 +58,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--load-rate", type=float, default=12.0,
                         help="requests per second the whole trace is compressed to; its busiest slice, replayed, "
                              "runs faster (default: %(default)s)")
+    parser.add_argument("--rows-per-request", type=int, default=8,
+                        help="texts each request embeds (an embedding client's batch; default: %(default)s, so the "
+                             "trace's bursts outrun one 1-core replica)")
     parser.add_argument("--trace", type=Path, default=None,
                         help="request trace CSV (default: ../shared/traces/azure-llm-2023-code.csv, or a bursty "
                              "generator when it is absent)")
@@ -105,8 +108,15 @@ def _install(cluster: Any) -> None:
 
     crds = [text for rel, text in crdgen.render().items() if rel.startswith("crds/")]
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input="\n".join(crds))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                    "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
+    deadline = time.monotonic() + 90
+    while True:  # `kubectl wait` fails outright (not waits) while a new CRD's status has no conditions
+        waited = cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
+                                 "crd/gpupoolconfigs.gpupool.io", "--timeout=30s", check=False)
+        if waited.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the CRDs are not Established after 90 s: {waited.stderr.strip()}")
+        time.sleep(1)
     for ns in (OPERATOR_NAMESPACE, DEMO_NAMESPACE):
         cluster.kubectl("create", "namespace", ns, check=False)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(default_config().to_wire()))
@@ -231,6 +241,7 @@ def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Ca
     start = time.monotonic() if start is None else start
     deadline = time.monotonic() + timeout_s
     last = ""
+    told: set[str] = set()
     live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
     with live if live is not None else contextlib.nullcontext():
         while True:
@@ -243,6 +254,12 @@ def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Ca
                 if line != last:
                     _say(line)
                     last = line
+                for event in view.events:  # a scale decision as it happens, once (the terminal view has a table)
+                    uid = str((event.get("metadata") or {}).get("uid", ""))
+                    if event.get("reason") in SCALE_REASONS and uid not in told:
+                        told.add(uid)
+                        _say(f"{event['reason']} {(event.get('involvedObject') or {}).get('name', '')}: "
+                             f"{event.get('message', '')}")
             if done(view):
                 return view
             if operator.error is not None:
@@ -250,6 +267,10 @@ def _live(cluster: Any, operator: _InProcessOperator, timeout_s: float, done: Ca
             if time.monotonic() > deadline:
                 return view
             time.sleep(1.0)
+
+
+#: Events the demo's log (no terminal) prints as they happen
+SCALE_REASONS = ("ScaledUp", "ScaledDown")
 
 
 def _serving(view: Any) -> bool:
@@ -297,6 +318,10 @@ def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> floa
     return took
 
 
+#: The CPU cores the demo's load target asks per replica on real nodes (quickstart asks 2, all this
+#: 2-core machine's real CPU node has: a scale-up would never find room).
+DEMO_CPU_CORES = 1
+
 #: The demo's scaling windows (set only for the demo, so a burst and its end show within minutes;
 #: the operator's defaults are Knative's: a 60 s stable window, 600 s pending timeout).
 DEMO_SCALING = {"stable_window_s": 20, "panic_window_s": 4, "panic_decay_half_life_s": 10, "hold_startups": 1,
@@ -337,10 +362,12 @@ def _load_phase(cluster: Any, operator: _InProcessOperator, args: argparse.Names
     rate = args.load_rate
     plan = demo_load.schedule(trace, rate, args.load_seconds, max_requests=int(rate * args.load_seconds * 2))
     source = plan.attribution or f"requests: {plan.source} (generated)"
+    rows = max(1, int(getattr(args, "rows_per_request", 1)))
     _say(f"load: {len(plan.offsets)} requests over {plan.seconds:.0f}s (busiest slice of {plan.source} from "
-         f"{plan.trace_start_s:.0f}s, time x{1 / plan.speedup:.2f}) -> pool {target}'s ready endpoints")
+         f"{plan.trace_start_s:.0f}s, time x{1 / plan.speedup:.2f}), {rows} texts each -> pool {target}'s ready "
+         "endpoints")
     _say(f"demo-only scaling windows: GPUPOOL_SCALING_PARAMS={os.environ.get('GPUPOOL_SCALING_PARAMS')}")
-    replayer = demo_load.Replayer(plan, lambda: endpoints.endpoints(api, DEMO_NAMESPACE, target)).start()
+    replayer = demo_load.Replayer(plan, lambda: endpoints.endpoints(api, DEMO_NAMESPACE, target), rows=rows).start()
     started = replayer.started
     start_mono = time.monotonic()
 
@@ -357,18 +384,30 @@ def _load_phase(cluster: Any, operator: _InProcessOperator, args: argparse.Names
         pool: Mapping[str, Any] = next((p for p in view.pools if p["metadata"]["name"] == target), {})
         return int((pool.get("status") or {}).get("desiredReplicas", 0))
 
-    seen = {"first": -1, "max": 0, "back_at": -1.0}
+    seen = {"first": -1, "max": 0, "back_at": -1.0, "ready0": -1, "ready_up_at": -1.0}
+
+    def ready(view: Any) -> int:
+        pool: Mapping[str, Any] = next((p for p in view.pools if p["metadata"]["name"] == target), {})
+        return int((pool.get("status") or {}).get("readyReplicas", 0))
 
     def done(view: Any) -> bool:
         s = summary(view)
         now = desired(view)
         if seen["first"] < 0:
             seen["first"] = now
+            seen["ready0"] = ready(view)
+        if seen["ready_up_at"] < 0 and ready(view) > seen["ready0"]:
+            seen["ready_up_at"] = time.time() - started  # a replica the scale-up added is Ready
         seen["max"] = max(seen["max"], now)
         if seen["max"] > seen["first"] and now <= seen["first"] and seen["back_at"] < 0:
             seen["back_at"] = time.time() - started  # desired replicas back down (an Event or not)
-        down_after_up = bool(s.scale_downs) and (not s.scale_ups or s.scale_downs[-1][0] > s.scale_ups[-1][0])
-        return replayer.done.is_set() and (down_after_up or seen["back_at"] >= 0)
+        if not replayer.done.is_set():
+            return False
+        if seen["max"] <= seen["first"]:
+            return True  # nothing scaled up: no scale-down to wait for
+        # back to the replicas before the load, and its ScaledDown Event (a scale-down part way,
+        # 3 -> 2 while the load still ran, is not the end)
+        return seen["back_at"] >= 0 and bool(s.scale_downs) and s.scale_downs[-1][0] >= seen["back_at"] - 5
 
     try:
         view = _live(cluster, operator, plan.seconds + 150.0, done, notes, start=start_mono)
@@ -384,6 +423,11 @@ def _load_phase(cluster: Any, operator: _InProcessOperator, args: argparse.Names
              "(from the workers' own metrics)",
              f"  desired replicas: {seen['first']} before the load, at most {seen['max']}, "
              + (f"back to {seen['first']} at +{seen['back_at']:.1f} s" if seen["back_at"] >= 0 else "not back down"),
+             "  ready replicas: " + (f"{seen['ready0']} before the load, an added one Ready at "
+                                     f"+{seen['ready_up_at']:.1f} s" if seen["ready_up_at"] >= 0
+                                     else f"{seen['ready0']} before the load, none added became Ready"),
+             "  requests answered per replica: " + ", ".join(
+                 f"{address} {n}" for address, n in sorted(replayer.served_by.items())),
              f"  {source}"]
     return lines
 
@@ -517,7 +561,7 @@ def run(args: argparse.Namespace) -> int:
         operator = _InProcessOperator(cluster.kubeconfig)
         operator.start()
         if real is not None and args.load_seconds > 0:
-            tuned = _tune_for_load(docs)
+            tuned = _tune_for_load(docs, cores=DEMO_CPU_CORES)
             if tuned:
                 _say(f"demo only: {tuned}")
         _say(f"applying {len(docs)} example InferencePools to namespace {DEMO_NAMESPACE}")

@@ -134,15 +134,19 @@ def summarize(events: Sequence[Mapping[str, Any]], pool: str, load_started: floa
 class Replayer:
     """Sends ``plan``'s requests on time to the endpoints ``resolve()`` returns (re-read every
     2 s, so new replicas get traffic as they become ready), at most ``max_in_flight`` at once
-    (a request due when that many are outstanding is dropped and counted, never queued here)."""
+    (a request due when that many are outstanding is dropped and counted, never queued here);
+    each request carries ``rows`` inputs (an embedding client's batch of texts)."""
 
     def __init__(self, plan: Schedule, resolve: Callable[[], Sequence[Any]], max_in_flight: int = 64,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, rows: int = 1) -> None:
         self.plan = plan
+        self.rows = rows
         self.resolve = resolve
         self.max_in_flight = max_in_flight
         self.timeout_s = timeout_s
         self.sent = self.served = self.failed = self.dropped = 0
+        #: requests answered per endpoint address (a replica that joined mid-load shows its share)
+        self.served_by: dict[str, int] = {}
         self.in_flight = 0
         self.started = 0.0
         self.done = threading.Event()
@@ -178,14 +182,16 @@ class Replayer:
 
             client = triton.InferenceServerClient(address)
             meta = client.get_model_metadata(model, as_json=True, client_timeout=5)
-            self._clients[address] = (client, request_inputs(meta, b"def cost_per_million(inferences):"))
+            self._clients[address] = (client, request_inputs(meta, b"def cost_per_million(inferences):",
+                                                                  self.rows))
         return self._clients[address]
 
-    def _finish(self, result: Any, error: Any) -> None:
+    def _finish(self, result: Any, error: Any, address: str = "") -> None:
         with self._lock:
             self.in_flight -= 1
             if error is None:
                 self.served += 1
+                self.served_by[address] = self.served_by.get(address, 0) + 1
             else:
                 self.failed += 1
 
@@ -214,7 +220,9 @@ class Replayer:
                 k += 1
                 try:
                     client, inputs = self._client(ep.address, ep.model)
-                    client.async_infer(ep.model, inputs, self._finish, client_timeout=self.timeout_s)
+                    client.async_infer(ep.model, inputs,
+                                       lambda result, error, at=ep.address: self._finish(result, error, at),
+                                       client_timeout=self.timeout_s)
                 except Exception:  # an endpoint that went away: counted, the next request goes on
                     self._clients.pop(ep.address, None)
                     self._finish(None, "unreachable")

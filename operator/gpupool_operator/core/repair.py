@@ -39,6 +39,20 @@ __all__ = ["Repair"]
 
 
 class Repair(Greedy):
+    def _improve(self, budget: list[int], pairs: list[int]) -> bool:
+        """The cost moves in rounds until a round changes nothing (two rounds, four when the close
+        pass is unbounded); ``budget`` and ``pairs`` count down the ruin-and-recreate attempts."""
+        improved = False
+        for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
+            changed = self._close_pass()
+            changed |= self._downgrade_pass()
+            changed |= self._lns_pass(budget)
+            changed |= self._demand_lns(pairs)
+            changed |= self._pull_pass()
+            improved |= changed
+            if not changed:
+                break
+        return improved
     def _count_repair(self) -> None:
         """Place more replicas: take out one big replica (tensor parallel or whole GPU) and keep
         the change if the unplaced models, smallest first, and then that replica again, place more

@@ -21,7 +21,10 @@ A purely computational, deterministic function of (snapshot, demands, options). 
 
 :func:`solve` runs a small portfolio of variants (processing order, amortisation) and a whole-GPU
 fallback, and returns the plan placing the most replicas at the lowest cost. Above
-:data:`LARGE_REPLICAS` replicas it runs one variant with bounded repairs to stay fast.
+:data:`LARGE_REPLICAS` replicas it runs one variant with bounded repairs to stay fast. Up to
+:data:`~gpupool_operator.core.solverbase.SMALL_REPLICAS` replicas the winning variant's working
+state (copied before its finish) is kicked (:mod:`~gpupool_operator.core.kick`): one or two GPUs
+emptied and forbidden, their replicas re-placed, the repairs run again, kept only if cheaper.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from gpupool_operator.core import allowlist, catalog, mig
 from gpupool_operator.core.cost import PriceTier
 from gpupool_operator.core.demand import Candidate, Demand, Products, Shape, ShapeKind, candidates
 from gpupool_operator.core.inventory import Holding, Snapshot
+from gpupool_operator.core.kick import Kick
 from gpupool_operator.core.plan import Assignment, Eviction, LayoutChange, Plan, Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
-from gpupool_operator.core.repair import Repair
 from gpupool_operator.core.solverbase import (
     LARGE_REPLICAS,
     PORTFOLIO,
@@ -144,14 +147,27 @@ def _portfolio(snapshot: Snapshot, demands: Sequence[Demand], opts: Options) -> 
     lighter = restart_options(opts)
     best: tuple[int, float, int] | None = None
     chosen: tuple[Plan, _Solver] | None = None
+    unfinished: _Solver | None = None  # the winner's working state before its finish, for the kicks
+    kicks = (opts.kicks or 0) if opts.improve else 0
     for n, variant in enumerate(variants):
         light = n >= first_restart and variant.order.startswith("shuffle-")
         solver = _Solver(snapshot, demands, lighter if light else opts, variant=variant)
-        plan = solver.run()
+        solver.search()
+        # The finish only takes replicas out (budget, off spot), so a plan can beat the best only
+        # if its standing before the finish does: only then is that state worth a copy.
+        standing = solver.standing()
+        copy = solver.copy() if kicks and (best is None or (*standing, n) < best) else None
+        plan = solver.finish()
         key = (-len(plan.assignments), round(plan.cost_per_hour + opts.move_penalty * _moves(plan), 6), n)
         if best is None or key < best:
-            best, chosen = key, (plan, solver)
+            best, chosen, unfinished = key, (plan, solver), copy
     assert chosen is not None
+    assert best is not None
+    if kicks and unfinished is not None and unfinished.kick_pass(kicks):
+        plan = unfinished.finish()
+        key = (-len(plan.assignments), round(plan.cost_per_hour + opts.move_penalty * _moves(plan), 6), -1)
+        if key < best:
+            best, chosen = key, (plan, unfinished)
     ours_running = any(h.owner is not None for n in snapshot.nodes for h in n.holdings)
     top = chosen[0]
     if opts.portfolio and not ours_running and top.assignments and not _whole_cannot_win(top, snapshot, demands):
@@ -192,7 +208,7 @@ def _moves(plan: Plan) -> int:
     return sum(1 for e in plan.evictions if e.reason.startswith("moved"))
 
 
-class _Solver(Repair):
+class _Solver(Kick):
     def __init__(
         self, snapshot: Snapshot, demands: Sequence[Demand], options: Options, whole_only: bool = False,
         variant: Variant | None = None,
@@ -232,6 +248,11 @@ class _Solver(Repair):
         self.products = products
         self.state: State
     def run(self) -> Plan:
+        self.search()
+        return self.finish()
+
+    def search(self) -> None:
+        """Everything up to the finish: keep, place, repair to a bounded fixpoint."""
         keep = self._choose_kept()
         self.state = State.from_snapshot(self.snapshot, keep=set(keep), policy=self.options.mig_policy)
         self._materialise_kept(keep)
@@ -251,16 +272,12 @@ class _Solver(Repair):
             if self.options.improve and self.unplaced:
                 self._count_repair()
             if self.options.improve:
-                for _ in range(4 if (self.options.close_attempts or 0) > 10**6 else 2):
-                    changed = self._close_pass()
-                    changed |= self._downgrade_pass()
-                    changed |= self._lns_pass(budget)
-                    changed |= self._demand_lns(pairs)
-                    changed |= self._pull_pass()
-                    if not changed:
-                        break
+                self._improve(budget, pairs)
             if not self.unplaced:
                 break
+
+    def finish(self) -> Plan:
+        """Budgets, the off-spot promise, MIG layouts with start slots: the plan (ends the search)."""
         return self._finish()
 
     def _place_unplaced(self) -> bool:

@@ -75,6 +75,12 @@ class Options:
     #: wins). ``None``: :data:`RESTARTS_SMALL` up to :data:`SMALL_REPLICAS` replicas, none above
     #: (there one plan already takes a second or more).
     restarts: int | None = None
+    #: Kicks tried on the portfolio's winner (iterated local search): empty one or two GPUs,
+    #: forbid them, re-place their replicas elsewhere, repair again from there, and keep the
+    #: result only when it ends cheaper. Reaches plans every strictly improving move misses (one
+    #: dearer step, then savings). ``None``: :data:`KICKS_SMALL` up to :data:`SMALL_REPLICAS`
+    #: replicas, none above.
+    kicks: int | None = None
 
     def resolved(self, replicas: int) -> Options:
         """These options with every ``None`` replaced by its size-dependent default."""
@@ -87,6 +93,7 @@ class Options:
             pair_attempts=self.pair_attempts if self.pair_attempts is not None else (0 if large else 300),
             restarts=self.restarts if self.restarts is not None else (
                 RESTARTS_SMALL if replicas <= SMALL_REPLICAS else 0),
+            kicks=self.kicks if self.kicks is not None else (KICKS_SMALL if replicas <= SMALL_REPLICAS else 0),
         )
 
 
@@ -130,6 +137,8 @@ LARGE_REPLICAS = 2000
 #: Up to this many replicas a plan runs :data:`RESTARTS_SMALL` extra orderings (tens of ms each).
 SMALL_REPLICAS = 300
 RESTARTS_SMALL = 26
+#: Kicks (:attr:`Options.kicks`) tried on the winning plan up to :data:`SMALL_REPLICAS` replicas.
+KICKS_SMALL = 8
 
 
 @dataclass(frozen=True, slots=True)

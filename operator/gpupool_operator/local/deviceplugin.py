@@ -30,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from gpupool_operator.adapters import names
 from gpupool_operator.local.gpus import Device, Hardware
 from gpupool_proto import deviceplugin_v1beta1_pb2 as pb
 from gpupool_proto import deviceplugin_v1beta1_pb2_grpc as pb_grpc
@@ -40,7 +41,7 @@ API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
 DEPLOY_LABEL = "nvidia.com/gpu.deploy.device-plugin"
 PAUSED = "paused-for-mig-change"
-MIG_LAYOUT_ANNOTATION = "gpupool.io/mig-layout"
+MIG_LAYOUT_ANNOTATION = names.ANN_MIG_LAYOUT
 
 
 def status_file(hardware_file: Path) -> Path:

@@ -76,15 +76,16 @@ def wait_for(api_client: Any, namespace: str, pool: str, count: int, timeout_s: 
     raise TimeoutError(f"pool {namespace}/{pool}: {len(found)} of {count} endpoints ready after {timeout_s:.0f}s")
 
 
-def request_inputs(meta: dict[str, Any], text: bytes = b"what does one inference cost?") -> list[Any]:
+def request_inputs(meta: dict[str, Any], text: bytes = b"what does one inference cost?", rows: int = 1) -> list[Any]:
     """tritonclient inputs for one request, built from a model's own KServe v2 metadata
-    (``get_model_metadata(..., as_json=True)``): ``text`` for BYTES inputs, zeros otherwise, batch 1."""
+    (``get_model_metadata(..., as_json=True)``): ``text`` for BYTES inputs, zeros otherwise;
+    ``rows`` rows in a variable first (batch) dimension, 1 in any other variable one."""
     import numpy as np
     import tritonclient.grpc as triton
 
     inputs = []
     for spec in meta.get("inputs", []):
-        shape = [1 if int(d) < 0 else int(d) for d in spec["shape"]] or [1]
+        shape = [(rows if i == 0 else 1) if int(d) < 0 else int(d) for i, d in enumerate(spec["shape"])] or [1]
         tensor = triton.InferInput(spec["name"], shape, spec["datatype"])
         if spec["datatype"] == "BYTES":
             data = np.full(shape, text, dtype=object)

@@ -111,7 +111,7 @@ class Hardware:
             for g in self.gpus:
                 totals.update(p for p, _ in g.mig or ())
             for prof in spec.mig_profiles:
-                prefix = "nvidia.com/mig-" + prof.name.replace("+", ".")
+                prefix = prof.resource_name
                 n = totals.get(prof.name, 0)
                 for suffix, value in (("count", n), ("memory", prof.memory_mib),
                                       ("multiprocessors", prof.multiprocessors),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -91,11 +92,14 @@ def docker_archive(out: Path, tag: str, files: Iterable[tuple[str, dict[str, obj
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{layer_digest}/layer.tar"]}]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out, "w") as tar:
+    # written beside and renamed into place: another local cluster may be importing ``out`` now
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with tarfile.open(tmp, "w") as tar:
         _add(tar, f"{layer_digest}/", directory=True, mode=0o755)
         _add(tar, f"{layer_digest}/layer.tar", data=layer_bytes)
         _add(tar, config_name, data=config_bytes)
         _add(tar, "manifest.json", data=json.dumps(manifest).encode())
+    tmp.replace(out)
     return out
 
 

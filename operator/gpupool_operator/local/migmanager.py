@@ -34,15 +34,16 @@ from typing import Any
 import grpc
 import yaml
 
+from gpupool_operator.adapters import names
 from gpupool_operator.api.types import mig_resource_name
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.local.deviceplugin import DEPLOY_LABEL, PAUSED
 from gpupool_operator.local.gpus import Gpu, Hardware
 
-CONFIG_LABEL = "nvidia.com/mig.config"
-STATE_LABEL = "nvidia.com/mig.config.state"
+CONFIG_LABEL = names.LABEL_MIG_CONFIG
+STATE_LABEL = names.LABEL_MIG_CONFIG_STATE
 #: The operator's marker that it asked for the config a node came up with (so it is applied).
-REQUEST_ANNOTATION = "gpupool.io/mig-request"
+REQUEST_ANNOTATION = names.ANN_MIG_REQUEST
 CONFIG_KEY = "config.yaml"
 #: The field manager of its writes, so a node's managedFields show who wrote the state label.
 FIELD_MANAGER = "nvidia-mig-manager"
@@ -218,7 +219,7 @@ class MigManager:
         for layout in layouts:
             totals.update(layout)
         allocatable = dict(node.status.allocatable or {})
-        for key in [k for k in allocatable if k.startswith("nvidia.com/mig-")]:
+        for key in [k for k in allocatable if k.startswith(catalog.MIG_RESOURCE_PREFIX)]:
             allocatable[key] = "0"
         allocatable["nvidia.com/gpu"] = str(sum(1 for x in layouts if not x))
         for profile, n in totals.items():
@@ -228,7 +229,7 @@ class MigManager:
         core.patch_node_status(name, {"status": {"allocatable": allocatable, "capacity": capacity}},
                                field_manager=FIELD_MANAGER)
         count_labels: dict[str, str | None] = {
-            k: None for k in labels if k.startswith("nvidia.com/mig-") and k.endswith(".count")
+            k: None for k in labels if k.startswith(catalog.MIG_RESOURCE_PREFIX) and k.endswith(".count")
         }
         for profile, n in totals.items():
             count_labels[mig_resource_name(profile) + ".count"] = str(n)

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from gpupool_operator.adapters import names
 from gpupool_operator.local.cluster import KWOK_NODE_ANNOTATION
 from gpupool_operator.local.spec import ClusterSpec, MigStrategy, PoolSpec
 
 GPU = "nvidia.com/gpu"
-MIG_LAYOUT_ANNOTATION = "gpupool.io/mig-layout"
+MIG_LAYOUT_ANNOTATION = names.ANN_MIG_LAYOUT
 POOL_LABEL = "gpupool.io/pool"
 PRICE_TIER_LABEL = "gpupool.io/price-tier"
 PRICE_ANNOTATION = "gpupool.io/price-per-gpu-hour"
@@ -69,8 +70,8 @@ def gpu_labels(pool: PoolSpec) -> dict[str, str]:
     if product.mig_capable:
         labels["nvidia.com/mig.strategy"] = strategy.value if strategy is not MigStrategy.NONE else "mixed"
         labels["nvidia.com/gpu.deploy.mig-manager"] = "true"
-        labels["nvidia.com/mig.config"] = _mig_config_name(layouts)
-        labels["nvidia.com/mig.config.state"] = "success"
+        labels[names.LABEL_MIG_CONFIG] = _mig_config_name(layouts)
+        labels[names.LABEL_MIG_CONFIG_STATE] = "success"
     totals: Counter[str] = Counter()
     for layout in layouts:
         totals.update({k: v for k, v in layout.items() if v})
@@ -83,7 +84,7 @@ def gpu_labels(pool: PoolSpec) -> dict[str, str]:
     elif strategy is MigStrategy.MIXED:
         for name, count in sorted(totals.items()):
             prof = product.profile(name)
-            prefix = "nvidia.com/mig-" + name.replace("+", ".")
+            prefix = prof.resource_name
             labels[f"{prefix}.count"] = str(count)
             labels[f"{prefix}.memory"] = str(prof.memory_mib)
             labels[f"{prefix}.multiprocessors"] = str(prof.multiprocessors)

@@ -37,12 +37,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpupool_operator.adapters import names
 from gpupool_operator.local import gpus, images, toolchain
 from gpupool_operator.local.cluster import ClusterError, LocalCluster, _alive, _free_ports
 from gpupool_operator.local.pki import kubeconfig_for, node_client_cert
 from gpupool_operator.local.spec import ClusterSpec
 
 RUN_ROOT = Path("/run/gpupool")
+#: Which local clusters hold real nodes on this host, and the host as it was before the first one
+#: started (what the last one to go restores). Guarded by an flock on HOST_LOCK.
+HOST_LEDGER = RUN_ROOT / "host.json"
+#: flock'ed (a directory: locking it leaves nothing behind) while a cluster joins or leaves the
+#: host, or picks a node's bridge index.
+HOST_LOCK = Path("/run")
 #: What the kubelet and the bridge plugin change on the host (restored at teardown).
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward")
 #: Host paths a node may create although all of its own files live under its directory.
@@ -60,8 +67,17 @@ HOST_PATHS = (
     str(RUN_ROOT),
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Bridge ``gpbr<N>`` with subnet 10.200.<N>.0/24: N is unique on the host (every local cluster
+#: picks it under HOST_LOCK from what the host's links and addresses leave free).
 BRIDGE_PREFIX = "gpbr"
 SUBNET_BASE = "10.200"
+MAX_INDEX = 249
+#: A node's loopback ports (containerd's stream server, the kubelet's healthz) are
+#: PORT_BASE + 3 * N + k: apart from every other local cluster's nodes by construction, and below
+#: the kernel's ephemeral range, so no port chosen at random elsewhere takes them in the meantime
+#: (one that is taken anyway is replaced by a free one). The kubelet's own port is on its bridge IP.
+PORT_BASE = 11000
+NODE_PORTS = ("stream", "kubelet", "healthz")
 #: A rule comment that names the project, so a leftover rule is recognisable.
 RULE_COMMENT = "gpupool-local-node"
 NODE_SYSTEM_BINDING = "gpupool:system:nodes"
@@ -160,10 +176,91 @@ def host_snapshot() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def host_lock(timeout_s: float = 120.0) -> Iterator[None]:
+    """Host-wide mutual exclusion between local clusters' real-node set-up and teardown (bounded)."""
+    import fcntl
+
+    fd = os.open(HOST_LOCK, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RealNodeError(f"another local cluster held the real-node host lock ({HOST_LOCK}) "
+                                        f"for over {timeout_s:.0f}s") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def read_ledger() -> dict[str, Any]:
+    """The host ledger: ``{"before": {sysctls, paths}, "clusters": {id: directory}}`` (empty: none)."""
+    try:
+        raw = json.loads(HOST_LEDGER.read_text())
+        return raw if isinstance(raw, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_ledger(ledger: Mapping[str, Any]) -> None:
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    tmp = HOST_LEDGER.with_name(f".host.json.{os.getpid()}")
+    tmp.write_text(json.dumps(ledger, indent=2))
+    tmp.replace(HOST_LEDGER)
+
+
+def _holds_real_nodes(cluster_dir: Path) -> bool:
+    """Whether a cluster's real-node state still records nodes (running or not torn down yet: a
+    crashed cluster keeps its claim on the host until its teardown runs)."""
+    try:
+        return bool(json.loads((cluster_dir / "real-nodes" / "state.json").read_text()).get("nodes"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _node_ports(index: int) -> dict[str, int]:
+    import socket
+
+    out: dict[str, int] = {}
+    for k, what in enumerate(NODE_PORTS):
+        port = PORT_BASE + len(NODE_PORTS) * index + k
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                port = _free_ports(1)[0]
+        out[what] = port
+    return out
+
+
+def _free_index() -> int:
+    """The lowest bridge index no link or address on the host uses (call under ``host_lock``)."""
+    used: set[int] = set()
+    for line in _run("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+        if name.startswith(BRIDGE_PREFIX) and name[len(BRIDGE_PREFIX):].isdigit():
+            used.add(int(name[len(BRIDGE_PREFIX):]))
+    prefix = SUBNET_BASE + "."
+    for word in _run("ip", "-o", "-4", "addr", "show", check=False).stdout.split():
+        if word.startswith(prefix):
+            with contextlib.suppress(ValueError, IndexError):
+                used.add(int(word[len(prefix):].split(".")[0]))
+    for i in range(1, MAX_INDEX + 1):
+        if i not in used:
+            return i
+    raise RealNodeError(f"no free bridge index: {MAX_INDEX} {BRIDGE_PREFIX}<N> bridges or 10.200.<N> addresses exist")
+
+
 @dataclass
 class NodeState:
     name: str
-    index: int
+    index: int  # host-wide: the bridge and the /24 (two clusters may both have a node ``cpu-real-0``)
+    cluster: str = ""  # the cluster's id (RealNodes.cluster_id): in every other host-side name
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)  # how each component was started
@@ -183,7 +280,9 @@ class NodeState:
 
     @property
     def cgroup_root(self) -> str:
-        return f"/gpupool-{self.name}"
+        """Per cluster and node: a kubelet treats every pod cgroup under its root as its own and
+        kills the ones it does not know, so two clusters' nodes of the same name must not share it."""
+        return f"/gpupool-{self.cluster}-{self.name}" if self.cluster else f"/gpupool-{self.name}"
 
 
 @dataclass
@@ -251,16 +350,28 @@ class RealNodes:
         the cluster directory may be deep (pytest's tmp_path)."""
         return self.cluster_run_dir / f"n{self.state.nodes[name].index}"
 
-    def _other_clusters(self) -> list[str]:
-        """Other local clusters whose real nodes still hold sockets under /run/gpupool."""
-        if not RUN_ROOT.is_dir():
-            return []
-        return [d.name for d in RUN_ROOT.iterdir()
-                if d.is_dir() and d != self.cluster_run_dir and any(d.glob("n*/*.sock"))]
+    @property
+    def cluster_id(self) -> str:
+        """Short and stable for the cluster's directory: it names the cluster's host-side things
+        (its /run directory, its nodes' cgroups) apart from any other local cluster's."""
+        return hashlib.sha256(str(self.cluster.directory).encode()).hexdigest()[:8]
 
     @property
     def cluster_run_dir(self) -> Path:
-        return RUN_ROOT / hashlib.sha256(str(self.cluster.directory).encode()).hexdigest()[:8]
+        return RUN_ROOT / self.cluster_id
+
+    def _join_host(self) -> None:
+        """Record this cluster in the host ledger (under ``host_lock``); the first cluster records
+        the host as it is, before any real node changed it."""
+        ledger = read_ledger()
+        if not ledger.get("before"):
+            snap = host_snapshot()
+            ledger["before"] = {"sysctls": snap["sysctls"], "paths": snap["paths"]}
+        ledger.setdefault("clusters", {})[self.cluster_id] = str(self.cluster.directory)
+        if not self.state.host_before:
+            self.state.host_before = ledger["before"]
+            self._save()
+        _write_ledger(ledger)
 
     def socket(self, name: str) -> Path:
         return self.run_dir(name) / "containerd.sock"
@@ -311,17 +422,17 @@ class RealNodes:
         if self._binaries is None:
             self._binaries = toolchain.ensure_node_binaries(kubelet=False)
         b = self._binaries
-        if not self.state.host_before:
-            snap = host_snapshot()
-            self.state.host_before = {"sysctls": snap["sysctls"], "paths": snap["paths"]}
+        with host_lock():
+            self._join_host()
+            node = NodeState(name=name, index=_free_index(), cluster=self.cluster_id)
+            self.state.nodes[name] = node
             self._save()
-        used = {n.index for n in self.state.nodes.values()}
-        index = next(i for i in range(1, 250) if i not in used)
-        node = NodeState(name=name, index=index)
-        self.state.nodes[name] = node
-        self._save()
+            try:
+                self._network(node)  # the bridge is the index's claim: created under the lock
+            except BaseException:
+                self._teardown_node(node)
+                raise
         try:
-            self._network(node)
             self._cgroups(node)
             self._start_containerd(node, b)
             self._import_images(node, b)
@@ -348,7 +459,8 @@ class RealNodes:
     def _network(self, node: NodeState) -> None:
         br = node.bridge
         if _run("ip", "link", "show", br, check=False).returncode == 0:
-            _run("ip", "link", "del", br)
+            # never deleted here: it may be another local cluster's (the index was free a moment ago)
+            raise RealNodeError(f"bridge {br} already exists on this host")
         _run("ip", "link", "add", br, "type", "bridge")
         _run("ip", "addr", "add", f"{node.gateway}/24", "dev", br)
         _run("ip", "link", "set", br, "up")
@@ -360,7 +472,7 @@ class RealNodes:
         conf_dir.mkdir(parents=True, exist_ok=True)
         conflist = {
             "cniVersion": "1.0.0",
-            "name": f"gpupool-{node.name}",
+            "name": f"gpupool-{node.cluster}-{node.name}",  # libcni caches results by network name
             "plugins": [
                 {
                     "type": "bridge",
@@ -505,7 +617,7 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         return _run(str(self.binaries.ctr), "--address", str(self.socket(node.name)), *args, timeout=timeout)
 
     def _start_containerd(self, node: NodeState, b: toolchain.NodeBinaries) -> None:
-        node.ports.update(dict(zip(("stream", "kubelet", "healthz"), _free_ports(3), strict=True)))
+        node.ports.update(_node_ports(node.index))
         nd = self.node_dir(node.name)
         (nd / "containerd").mkdir(parents=True, exist_ok=True)
         self.run_dir(node.name).mkdir(parents=True, exist_ok=True)
@@ -730,7 +842,7 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
     def shim_pids(self, name: str | None = None) -> list[int]:
         """containerd shims of one node, or of every node of this cluster (found by the node's
         socket path in their command line)."""
-        needle = str(self.socket(name) if name in self.state.nodes else self.cluster_run_dir).encode()
+        needle = (str(self.socket(name)) if name in self.state.nodes else f"{self.cluster_run_dir}/").encode()
         out = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -817,37 +929,44 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
                 _run("umount", "-l", m, check=False)
 
     def _restore_host(self) -> None:
-        before = self.state.host_before
-        if not before:
-            return
-        others = self._other_clusters()
-        if others:
-            # Host paths and sysctls are shared by every local cluster's real nodes: restoring them
-            # now would pull /run/gpupool and the CNI state from under the others' containerd and
-            # device plugins, so they stay as they are (a cluster started alone restores them).
-            print(f"[gpupool local] real nodes of {len(others)} other local cluster(s) still run "
-                  f"({', '.join(sorted(others))} under {RUN_ROOT}): host paths and sysctls stay as they are "
-                  "for them", file=sys.stderr)
+        """Leave the host ledger; the last local cluster with real nodes puts the host back as the
+        first one found it (sysctls, host paths). While another cluster's real nodes are recorded,
+        what they share stays as it is for them."""
+        with host_lock():
+            ledger = read_ledger()
+            clusters: dict[str, str] = ledger.get("clusters", {})
+            if self.cluster_id not in clusters and not self.state.host_before:
+                return  # never joined (or already left): nothing of the host is this cluster's to restore
+            clusters.pop(self.cluster_id, None)
+            others = {cid: d for cid, d in clusters.items() if _holds_real_nodes(Path(d))}
+            before = ledger.get("before") or self.state.host_before
+            if others:
+                ledger["clusters"] = others
+                _write_ledger(ledger)
+                print(f"[gpupool local] real nodes of {len(others)} other local cluster(s) still run "
+                      f"({', '.join(sorted(others.values()))}): host paths and sysctls stay as they are "
+                      "for them; the last one restores them", file=sys.stderr)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    HOST_LEDGER.unlink()
+                self._put_back(before)  # RUN_ROOT with the rest, when it did not exist before
             self.state.host_before = {}
             self._save()
-            return
+
+    def _put_back(self, before: Mapping[str, Any]) -> None:
         for name, value in before.get("sysctls", {}).items():
             path = _sysctl_path(name)
             with contextlib.suppress(OSError):
                 if path.read_text().strip() != value:
                     path.write_text(value)
+        left: list[str] = []
         for p, existed in before.get("paths", {}).items():
             path = Path(p)
-            if existed or not (path.exists() or path.is_symlink()):
-                continue
-            if str(path) in _mounts() or any(m.startswith(str(path) + "/") for m in _mounts()):
-                self._unmount_under(path)
-            if path.is_symlink():
-                path.unlink()
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-        self.state.host_before = {}
-        self._save()
+            if not existed and (path.exists() or path.is_symlink()):
+                left += _remove_ours(path, everything=path == RUN_ROOT)
+        if left:
+            print(f"[gpupool local] left on the host, not made by local real nodes: {', '.join(left[:10])}"
+                  + (f" and {len(left) - 10} more" if len(left) > 10 else ""), file=sys.stderr)
 
     # -- using them ------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -887,6 +1006,70 @@ disabled_plugins = {json.dumps(list(DISABLED_PLUGINS))}
         self.state.pids["mig-manager"] = proc.pid
         self._save()
         return proc.pid
+
+
+def _ours(path: Path) -> bool:
+    """Whether an entry under a host path the real nodes created is theirs to remove: named for
+    gpupool (the CNI result cache), a link into a node's directory or dangling (the kubelet's
+    /var/log/containers links), a socket nobody listens on any more (containerd shims'), or a
+    regular file or link of containerd's/the kubelet's that no one else writes there."""
+    if "gpupool" in path.name:
+        return True
+    if path.is_symlink():
+        target = os.readlink(path)
+        return not path.exists() or "real-nodes" in target
+    return _socket_state(path) == "stale"
+
+
+def _socket_state(path: Path) -> str:
+    """``stale`` (a unix socket no one listens on), ``live``, or ``""`` (not a socket)."""
+    import socket
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            return ""
+    except OSError:
+        return ""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return "stale"
+        except OSError:
+            return "live"
+        return "live"
+
+
+def _remove_ours(path: Path, everything: bool = False) -> list[str]:
+    """Remove a host path the real nodes created, as far as it holds only what they made: another
+    program (podman's CNI state, say) may have put its own there meanwhile, which stays, as do the
+    directories holding it and anything mounted (returned, so teardown can say so). With
+    ``everything``, all but mounts and live sockets is theirs (gpupool's own /run directory; a live
+    socket there is a node of a cluster the ledger does not know, started by an older gpupool)."""
+    mounted = {m for m in _mounts() if m == str(path) or m.startswith(str(path) + "/")}
+    if path.is_symlink() or not path.is_dir():
+        if _ours(path):
+            path.unlink()
+            return []
+        return [str(path)]
+    left: list[str] = []
+    for entry in sorted(path.rglob("*"), key=lambda e: -len(e.parts)):
+        if str(entry) in mounted:
+            left.append(str(entry))
+        elif entry.is_dir() and not entry.is_symlink():
+            with contextlib.suppress(OSError):
+                entry.rmdir()  # only once empty
+        elif (everything and _socket_state(entry) != "live") or _ours(entry):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        else:
+            left.append(str(entry))
+    if str(path) not in mounted:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    return left
 
 
 def _rss_mib(pid: int) -> float:
@@ -945,8 +1128,8 @@ def start_spec_nodes(nodes: RealNodes, spec: ClusterSpec, progress: Callable[[st
                 layouts: list[dict[str, int] | None] = [lay or None for lay in pool.gpu_layouts()]
                 hardware = gpus.Hardware.create(name, pool.product.key, layouts, strategy)
                 if pool.product.mig_capable:  # what the GPU Operator's MIG manager last applied
-                    labels.update({"nvidia.com/mig.config": _mig_config_name(pool.gpu_layouts()),
-                                   "nvidia.com/mig.config.state": "success",
+                    labels.update({names.LABEL_MIG_CONFIG: _mig_config_name(pool.gpu_layouts()),
+                                   names.LABEL_MIG_CONFIG_STATE: "success",
                                    "nvidia.com/gpu.deploy.mig-manager": "true"})
             taints = [f"{t.key}={t.value}:{t.effect}" for t in pool.taints]
             t0 = time.monotonic()

@@ -15,7 +15,11 @@ lengths, so a batch takes requests of one *length bucket* (longest row rounded u
 two, at least 16 tokens): short sentences are not padded to the length of long ones. A request of
 more than ``request_token_budget`` padded tokens is split into chunks that queue one after the
 other: each chunk goes to the back of the queue, so small requests that arrived meanwhile run
-between a huge request's chunks, and nobody waits for all of it.
+between a huge request's chunks, and nobody waits for all of it. While other requests compete (one
+arrived since the previous chunk was queued, or within a second before the request's first chunk,
+or one is waiting or executing), the next chunk is cut finer, to ``preempt_token_budget`` padded
+tokens (default: one row as long as the model takes), so a small request waits for about one row's
+work, not for a whole chunk; alone, a huge request runs in full-size chunks.
 
 Requests whose non-batch shapes differ cannot share a batch and wait for the next one. A request
 that was cancelled (client gone, deadline passed) is dropped before execution and costs nothing.
@@ -63,6 +67,9 @@ class BatchPolicy:
     # it is split into chunks that interleave with other requests.
     batch_token_budget: int = 8_192
     request_token_budget: int = 1_024
+    # the chunk size while other requests compete with a chunked one (0: the model's longest row,
+    # ``Model.max_tokens``); never more than ``request_token_budget``
+    preempt_token_budget: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 0:
@@ -75,6 +82,8 @@ class BatchPolicy:
             raise ValueError("inline_below_us must be >= 0")
         if self.batch_token_budget < 1 or self.request_token_budget < 1:
             raise ValueError("batch_token_budget and request_token_budget must be >= 1")
+        if self.preempt_token_budget < 0:
+            raise ValueError("preempt_token_budget must be >= 0 (0: the model's longest row)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,9 @@ class BatchResult:
     busy_ns: int
     cost_usd: float
     chunks: int = 1
+    # the model's cost per inference with idle time charged (last 60 s) when the batch finished:
+    # one figure per batch, not one per request
+    idle_charged_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -160,6 +172,11 @@ class DynamicBatcher:
         self._accepting = True
         self._executing = 0
         self._active = 0  # accepted infer() calls not yet answered (a chunked one between chunks too)
+        self._submitted = 0  # entries ever queued: a chunked request sees whether others came meanwhile
+        self._last_submit_ns: int | None = None  # when the latest whole (unchunked) request was queued
+        fine = policy.preempt_token_budget or model.max_tokens or policy.request_token_budget
+        self._preempt_tokens = min(fine, policy.request_token_budget)
+        self.chunk_budgets: collections.deque[int] = collections.deque(maxlen=64)  # the latest chunks' budgets
         self._label = model.name
         # moving averages of batch execution time on the event loop and on the model thread: the
         # thread's includes the hand-offs and waits for the GIL, so it says little about how long
@@ -247,11 +264,18 @@ class DynamicBatcher:
 
     async def _submit(self, inputs: Arrays | TokenBatch, rows: int, signature: tuple[Any, ...], now: int,
                       deadline_ns: int | None, width: int = 0) -> BatchResult:
+        return await self._enqueue(inputs, rows, signature, now, deadline_ns, width)
+
+    def _enqueue(self, inputs: Arrays | TokenBatch, rows: int, signature: tuple[Any, ...], now: int,
+                 deadline_ns: int | None, width: int = 0, *, chunk: bool = False) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._submitted += 1
+        if not chunk:
+            self._last_submit_ns = now
         self._queue.append(_Pending(inputs, rows, signature, future, now, deadline_ns, width,
                                     length_bucket(width) if width else 0))
         self._arrived.set()
-        return await future
+        return future
 
     async def _tokenize(self, inputs: Arrays) -> TokenBatch:
         if _payload_bytes(inputs) <= _INLINE_TOKENIZE_BYTES:
@@ -261,9 +285,10 @@ class DynamicBatcher:
 
     async def _infer_tokens(self, tokens: TokenBatch, deadline_ns: int | None) -> BatchResult:
         """Queue a tokenized request, split into chunks of at most ``request_token_budget``
-        padded tokens when it is larger; each chunk queues once the one before it is done. Not
-        refused once accepted, even when the batcher begins to stop meanwhile (:meth:`stop` waits
-        for it)."""
+        padded tokens when it is larger; each chunk queues once the one before it is done, and is
+        cut to ``preempt_token_budget`` while other requests compete (see the module docstring).
+        Not refused once accepted, even when the batcher begins to stop meanwhile (:meth:`stop`
+        waits for it)."""
         signature = ("tokens", *sorted(tokens.arrays))
         if tokens.rows <= 1 or tokens.rows * tokens.width <= self._policy.request_token_budget:
             return await self._submit(tokens, tokens.rows, signature, self._clock(), deadline_ns,
@@ -272,24 +297,33 @@ class DynamicBatcher:
         # chunks are consecutive rows, each trimmed to its own longest row
         parts: list[BatchResult] = []
         start = 0
+        # a whole request came just before it: its first chunk is cut fine too (the chunks of an
+        # earlier huge request do not count, so huge requests back to back keep full chunks)
+        recent = self._last_submit_ns is not None and self._clock() - self._last_submit_ns < _RECENT_NS
+        seen = self._submitted - 1 if recent else self._submitted
         while start < tokens.rows:
+            budget = (self._preempt_tokens if self._submitted != seen or self._queue or self._executing
+                      else self._policy.request_token_budget)
+            self.chunk_budgets.append(budget)
             stop = start + 1
             width = int(tokens.lengths[start])
             while stop < tokens.rows and stop - start < self._limit:
                 wider = max(width, int(tokens.lengths[stop]))
-                if (stop + 1 - start) * wider > self._policy.request_token_budget:
+                if (stop + 1 - start) * wider > budget:
                     break
                 width, stop = wider, stop + 1
             chunk = tokens.take(start, stop)
-            parts.append(await self._submit(chunk, chunk.rows, signature, self._clock(), deadline_ns,
-                                            max(chunk.width, 1)))
+            result = self._enqueue(chunk, chunk.rows, signature, self._clock(), deadline_ns, max(chunk.width, 1),
+                                   chunk=True)
+            seen = self._submitted  # this chunk's own entry is not competition
+            parts.append(await result)
             start = stop
         names = parts[0].outputs.keys()
         return BatchResult(
             outputs={k: np.concatenate([p.outputs[k] for p in parts], axis=0) for k in names},
             batch_rows=max(p.batch_rows for p in parts), queue_ns=sum(p.queue_ns for p in parts),
             busy_ns=sum(p.busy_ns for p in parts), cost_usd=sum(p.cost_usd for p in parts),
-            chunks=len(parts))
+            chunks=len(parts), idle_charged_usd=parts[-1].idle_charged_usd)
 
     def _run_now(self, inputs: Arrays, rows: int, now: int, deadline_ns: int | None) -> BatchResult:
         """One request, alone, on the event loop (no queue entry, no future: nothing waits)."""
@@ -308,7 +342,8 @@ class DynamicBatcher:
         self._ran_on_loop(execution.busy_ns)
         batch_usd = self._account(execution, rows, 1)
         return BatchResult(outputs=execution.outputs, batch_rows=rows, queue_ns=0,
-                           busy_ns=execution.busy_ns, cost_usd=batch_usd)
+                           busy_ns=execution.busy_ns, cost_usd=batch_usd,
+                           idle_charged_usd=self._stats.figures().idle_charged_window)
 
     # -- the loop ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -458,6 +493,7 @@ class DynamicBatcher:
 
     def _complete(self, live: list[_Pending], execution: Execution, rows: int, now: int) -> None:
         batch_usd = self._account(execution, rows, len(live))
+        idle_charged = self._stats.figures().idle_charged_window
         offset = 0
         for item in live:
             outputs = (
@@ -469,7 +505,7 @@ class DynamicBatcher:
                 item.future.set_result(BatchResult(
                     outputs=outputs, batch_rows=rows, queue_ns=now - item.enqueued_ns,
                     busy_ns=execution.busy_ns * item.rows // rows,
-                    cost_usd=batch_usd * item.rows / rows))
+                    cost_usd=batch_usd * item.rows / rows, idle_charged_usd=idle_charged))
 
     def _run_inline(self) -> bool:
         """Whether the next batch runs on the event loop: yes while batches measured there stay
@@ -503,6 +539,9 @@ class DynamicBatcher:
         m.cost_usd += batch_usd
 
 
+# a request queued this recently before a huge one counts as competing with its first chunk (small
+# requests come and go between a huge one's chunks; at the first there is no "meanwhile" to look at)
+_RECENT_NS = 1_000_000_000
 _PROBE_WITHIN = 4  # try the loop when the thread measure is under this many times the limit ...
 _PROBE_EVERY = 64  # ... at most once per this many batches on the model thread
 

@@ -201,7 +201,7 @@ class DataPlane:
                     "cost_usd": result.cost_usd,
                     # what an inference of this model costs with the replica's idle time charged
                     # (last 60 s): the figure to budget with
-                    "cost_per_inference_idle_charged_usd": serving.stats.figures().idle_charged_window,
+                    "cost_per_inference_idle_charged_usd": result.idle_charged_usd,
                     # the same in 1e-12 USD, for clients whose proto has no double_param (kserve)
                     "cost_picousd": round(result.cost_usd * 1e12),
                     "busy_ns": result.busy_ns,

@@ -9,9 +9,10 @@ traceback in the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -39,6 +40,9 @@ STATUS_OF: dict[ErrorKind, grpc.StatusCode] = {
 }
 
 Reply = TypeVar("Reply")
+
+# ModelInfer requests larger than this are parsed and converted off the event loop
+OFF_LOOP_BYTES = 1 << 20
 
 
 async def _guard(context: grpc.aio.ServicerContext[Any, Any], what: str,
@@ -90,10 +94,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest,
                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.ModelInferResponse:
+        return await self._model_infer(request, context, off_loop=False)
+
+    async def model_infer_bytes(self, raw: bytes,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> pb.ModelInferResponse:
+        """ModelInfer from the request's bytes: a large one (over ``OFF_LOOP_BYTES``) is parsed and
+        converted on a thread, where splitting megabytes of BYTES elements gives the event loop
+        (and every small request on it) turns, instead of holding it for tens of milliseconds."""
+        off_loop = len(raw) > OFF_LOOP_BYTES
+        try:
+            request = (await asyncio.to_thread(pb.ModelInferRequest.FromString, raw) if off_loop
+                       else pb.ModelInferRequest.FromString(raw))
+        except Exception as exc:  # google.protobuf.message.DecodeError: nothing else parsing raises
+            await _malformed(context, "ModelInfer", pb.ModelInferRequest.DESCRIPTOR.full_name, exc)
+        return await self._model_infer(request, context, off_loop=off_loop)
+
+    async def _model_infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any],
+                           *, off_loop: bool) -> pb.ModelInferResponse:
         # _guard's handling written out: the hottest call skips building a closure per request
         try:
             try:
-                engine_request = converters.infer_request_from_pb(request)
+                engine_request = (await asyncio.to_thread(converters.infer_request_from_pb, request) if off_loop
+                                  else converters.infer_request_from_pb(request))
             except InferenceError as err:  # refused before the data plane saw it: count it there
                 self._plane.count_failure(request.model_name, err.kind)
                 raise
@@ -130,12 +152,18 @@ def _parsing(method: Callable[[Any, Any], Awaitable[Any]], request_type: Any, na
         try:
             request = request_type.FromString(raw)
         except Exception as exc:  # google.protobuf.message.DecodeError: nothing else parsing raises
-            errors.warning(f"{name}:malformed", "%s: a request that is not a valid %s (%s)", name, full_name, exc)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"{name}: the request is not a valid {full_name} message: {exc}")
+            await _malformed(context, name, full_name, exc)
         return await method(request, context)
 
     return handler
+
+
+async def _malformed(context: grpc.aio.ServicerContext[Any, Any], name: str, full_name: str,
+                     exc: Exception) -> NoReturn:
+    errors.warning(f"{name}:malformed", "%s: a request that is not a valid %s (%s)", name, full_name, exc)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"{name}: the request is not a valid {full_name} message: {exc}")
+    raise AssertionError("unreachable: context.abort raises")
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
@@ -146,8 +174,10 @@ def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
     for method in service.methods:
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
+        parse = (servicer.model_infer_bytes if method.name == "ModelInfer"
+                 else _parsing(getattr(servicer, method.name), request_type, method.name))
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _parsing(getattr(servicer, method.name), request_type, method.name),
+            parse,
             request_deserializer=None, response_serializer=response_type.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

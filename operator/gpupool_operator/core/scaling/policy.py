@@ -187,6 +187,9 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
 
     # 5. damp
     target = max(rates / util, held, cur_cap) if pending else max(stable / util, state.high_water_now(now, half_life))
+    unit = "replica-equivalents of queue" if book.queue_mode else "req/s"
+    if not pending and not panic and target > stable / util + EPS and target > cur_cap + EPS:
+        notes.append(f"recent bursts' high-water mark {target:.3g} {unit}")
     if panic and not pending:
         target = max(target, short / util, cur_cap)
     if cur_cap > 0 and abs(target - cur_cap) <= params.tolerance * cur_cap:
@@ -195,7 +198,7 @@ def decide(state: ScalingState, signals: Signals | None, targets: Targets, offer
     if target < cur_cap - EPS:
         kept = min(cur_cap, max(target, state.window_max()))
         if kept > target + EPS:
-            notes.append(f"scale-down window {targets.scale_down_window_s:g} s holds {kept:.3g} req/s")
+            notes.append(f"scale-down window {targets.scale_down_window_s:g} s holds {kept:.3g} {unit}")
         target = kept
         if state.started_at is not None and now - state.started_at < params.stable_window_s:
             notes.append("warming up: no scale-down in the first stable window")
@@ -267,8 +270,11 @@ def _reshape_up(book: _Book, current: Mapping[str, int], counts: dict[str, int],
     count), trade the smallest running replicas for the larger ones of the cheapest mix that can."""
     best = cheapest_cover(book.anything(), target, floor, limit)
     if book.of(best.counts)[0] <= book.of(counts)[0] + EPS:
-        notes.append("capacity short: no shape has room for more" if sum(counts.values()) < limit
-                     else f"limited to {limit} replicas this decision")
+        if not any(c > 0 for c in book.capacity.values()):  # not room: nothing it may add would serve
+            notes.append("no shape can serve within the objective (" + "; ".join(book.excluded) + ")")
+        else:
+            notes.append("capacity short: no shape has room for more" if sum(counts.values()) < limit
+                         else f"limited to {limit} replicas this decision")
         return counts
     out = add_counts({k: min(n, current.get(k, 0)) for k, n in best.counts.items()},
                      {k: max(0, n - current.get(k, 0)) for k, n in best.counts.items()})
