@@ -123,3 +123,12 @@ def test_the_last_cluster_out_removes_only_what_real_nodes_left_in_a_host_path(h
     _leave(last)
     assert sorted(str(p.relative_to(shared)) for p in shared.rglob("*")) == ["networks", "networks/podman"]
     assert host["panic"].read_text().strip() == "0"
+
+
+def test_a_cluster_directory_too_deep_for_the_kubelets_sockets_is_refused_before_anything_starts(
+        tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / "cluster"
+    nodes = realnodes.RealNodes(LocalCluster(deep), host=None)
+    with pytest.raises(realnodes.RealNodeError, match=r"too deep for node cpu-real-0.*at most 107"):
+        nodes.add("cpu-real-0")
+    assert not nodes.directory.exists()  # nothing prepared, no node state written

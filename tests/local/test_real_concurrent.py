@@ -86,13 +86,14 @@ def _sandboxes(nodes: realnodes.RealNodes) -> list[str]:
     return sorted(nodes.crictl(NODE, "pods", "-q", "--label", f"io.kubernetes.pod.name={POD}").stdout.split())
 
 
-def test_two_clusters_run_real_nodes_at_once_and_tear_down_apart(tmp_path: Path) -> None:
+def test_two_clusters_run_real_nodes_at_once_and_tear_down_apart(tmp_path_factory: pytest.TempPathFactory) -> None:
     missing = realnodes.prerequisites()
     if missing:
         pytest.skip("real nodes cannot run here: missing " + "; ".join(missing))
     binaries = toolchain.ensure_node_binaries()
+    # a short directory: this test's own name as tmp_path puts the kubelet's sockets past 107 bytes
     with _sysctls_unlike_the_kubelets():
-        _two_clusters(tmp_path, binaries)
+        _two_clusters(tmp_path_factory.mktemp("two"), binaries)
 
 
 def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:

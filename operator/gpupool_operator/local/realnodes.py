@@ -44,6 +44,8 @@ from gpupool_operator.local.pki import kubeconfig_for, node_client_cert
 from gpupool_operator.local.spec import ClusterSpec
 
 RUN_ROOT = Path("/run/gpupool")
+UNIX_PATH_MAX = 107
+"""Bytes a unix socket path may take (sun_path is 108 with its NUL)."""
 #: Which local clusters hold real nodes on this host, and the host as it was before the first one
 #: started (what the last one to go restores). Guarded by an flock on HOST_LOCK.
 HOST_LEDGER = RUN_ROOT / "host.json"
@@ -392,6 +394,15 @@ class RealNodes:
         existing = self.state.nodes.get(name)
         if existing and existing.pids.get("kubelet") and all(_alive(p) for p in existing.pids.values()):
             return existing
+        # the kubelet binds its pod-resources socket in its root dir (a temporary name, 10 digits);
+        # past the kernel's 107 bytes it exits with "bind: invalid argument" deep in its log
+        longest = len(str(self.node_dir(name) / "kubelet" / "pod-resources" / "0123456789").encode())
+        if longest > UNIX_PATH_MAX:
+            raise RealNodeError(
+                f"the cluster directory {self.directory} is too deep for node {name}: the kubelet's "
+                f"pod-resources socket would be {longest} bytes long, a unix socket path takes at "
+                f"most {UNIX_PATH_MAX}; use a cluster directory at least {longest - UNIX_PATH_MAX} "
+                "bytes shorter")
         node = self.prepare_runtime(name)
         try:
             self._bind_node_role()
