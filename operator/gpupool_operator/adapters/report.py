@@ -109,6 +109,8 @@ class Reporter:
             stored = (self.store.get(Kind.POOL, key) or {}).get("status")
             demands = [names.demand_key(entry.namespace, entry.name, m.name) for m in entry.pool.spec.models]
             failures = [f for d in demands for p in by_demand.get(d, ()) for f in modelload.failures_from_pod(p)]
+            # the workers' own words, from the background metrics scrape (workerstats.StatsCollector)
+            failures += [f for d in demands for f in seen.worker_failures.get(d, ()) if f not in failures]
             inputs = (entry.generation, refused.get(key), tuple(failures), tuple(
                 (d, desired.get(d), tuple((a.replica, a.node, a.shape, a.cost, a.pod) for a in index.get(d, ())),
                  tuple(unplaced.get(d, ())), tuple(sorted(live.get(d, ()))), _load_key(seen.loads.get(d)))
