@@ -167,7 +167,10 @@ def values_schema() -> dict[str, Any]:
         "podLabels": _strings("Extra labels on the operator pods."),
     })
     worker = _obj("Replica pods the operator creates (a pool's spec.replicaDefaults overrides these).", {
-        "image": _s("The gpupool worker image replica pods run, e.g. ghcr.io/gpupool/worker:0.1.0.", minLength=1),
+        "image": _s("The torch-free CPU worker image (CPU replicas of Builtin and ONNX Tensors models), e.g. "
+                    "ghcr.io/gpupool/worker:0.1.0.", minLength=1),
+        "cudaImage": _s("The torch/CUDA worker image (GPU and MIG replicas, every other model), e.g. "
+                        "ghcr.io/gpupool/worker-cuda:0.1.0; empty = image for every replica."),
         "serviceAccount": _s("ServiceAccount of replica pods, in each pool's namespace; empty = default."),
         "drainSeconds": _i("A stopping replica reports not-ready and keeps serving this long.", 0, 3600),
         "stopGraceSeconds": _i("Then it stops within this long.", 0, 3600),

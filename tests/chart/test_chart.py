@@ -128,6 +128,7 @@ def test_operator_deployment_is_hardened_and_probed(rendered: list[dict[str, Any
     assert settings.mig_namespace == "gpupool-system"
     assert settings.mig_config_map == "gpupool-mig-parted-config"
     assert settings.worker.image == "ghcr.io/gpupool/worker:0.1.0"
+    assert settings.worker.cuda_image == "ghcr.io/gpupool/worker-cuda:0.1.0"  # GPU/MIG and torch models
     assert settings.worker.defaults.pod_security_context["runAsNonRoot"] is True
     assert settings.worker.defaults.security_context["readOnlyRootFilesystem"] is True
     assert settings.worker.defaults.resources == {"requests": {"memory": "1Gi"}}
@@ -167,6 +168,17 @@ def test_mig_configmap_namespace_comes_from_values(helm: Path) -> None:
     assert all(r.get("resources") != ["configmaps"] for r in roles["gp-operator"]["rules"])
     (container,) = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert settings_from_env(_env(container)).mig_namespace == "gpu-operator"
+
+
+def test_worker_images_come_from_values(helm: Path) -> None:
+    def worker(*values: str) -> tuple[str, str]:
+        (container,) = _one(_render(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        w = settings_from_env(_env(container)).worker
+        return w.image, w.cuda_image
+
+    assert worker("--set", "worker.image=r.example/w:1", "--set", "worker.cudaImage=r.example/w-cuda:1") == (
+        "r.example/w:1", "r.example/w-cuda:1")
+    assert worker("--set", "worker.image=r.example/w:1", "--set", "worker.cudaImage=") == ("r.example/w:1", "")
 
 
 def test_namespace_creation_is_optional(helm: Path, rendered: list[dict[str, Any]]) -> None:
@@ -275,7 +287,9 @@ def test_versions_agree() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert chart["appVersion"] == project["version"] == gpupool_operator.__version__
-    assert yaml.safe_load((CHART / "values.yaml").read_text())["worker"]["image"].endswith(":" + chart["appVersion"])
+    worker = yaml.safe_load((CHART / "values.yaml").read_text())["worker"]
+    assert worker["image"].endswith(":" + chart["appVersion"])
+    assert worker["cudaImage"] == worker["image"].replace("/worker:", "/worker-cuda:")
 
 
 def test_default_config_in_the_chart_equals_the_python_price_table(rendered: list[dict[str, Any]]) -> None:

@@ -7,7 +7,8 @@ The Deployment (Helm chart) and ``gpupool operator`` set these, so kopf's own co
 |---|---|---|
 | KUBECONFIG | kubeconfig to use; in-cluster ServiceAccount when unset | |
 | GPUPOOL_NAMESPACE | namespace of the leader Lease (and of the MIG ConfigMap unless set below) | gpupool-system |
-| GPUPOOL_WORKER_IMAGE | image of the replica pods | ghcr.io/gpupool/worker:0.1.0 |
+| GPUPOOL_WORKER_IMAGE | torch-free CPU worker image (see below) | ghcr.io/gpupool/worker:0.1.0 |
+| GPUPOOL_WORKER_IMAGE_CUDA | torch/CUDA worker image; "" = GPUPOOL_WORKER_IMAGE for all | see below |
 | GPUPOOL_WORKER_SERVICE_ACCOUNT | ServiceAccount of the replica pods | (namespace default) |
 | GPUPOOL_REPLICA_DEFAULTS | JSON {"podSecurityContext", "securityContext", "resources"} for replica pods | {} |
 | GPUPOOL_DRAIN_SECONDS / GPUPOOL_STOP_GRACE_SECONDS | a stopping replica serves this long, then stops within | 5 / 10 |
@@ -20,6 +21,14 @@ The Deployment (Helm chart) and ``gpupool operator`` set these, so kopf's own co
 | GPUPOOL_UNSCHEDULABLE_SECONDS | how long kube-scheduler may refuse a replica before it is re-planned | 60 |
 | GPUPOOL_REFUSED_CAPACITY_SECONDS | how long capacity kube-scheduler refused stays out of plans | 600 |
 | GPUPOOL_STATS_SECONDS | how often Ready replicas' worker statistics are read | 15 |
+
+Worker images, per replica (``adapters.workloads.worker_image``): GPUPOOL_WORKER_IMAGE (the default
+CPU-only worker, ``gpupool[worker-cpu]`` on ONNX Runtime) runs CPU replicas of Builtin models and of
+ONNX graphs with task Tensors, and the model fetch of vllm/triton/custom runtimes;
+GPUPOOL_WORKER_IMAGE_CUDA (Dockerfile target ``worker-cuda``, with torch) runs every GPU and MIG
+replica and every other model. Its default is ghcr.io/gpupool/worker-cuda:0.1.0 only while
+GPUPOOL_WORKER_IMAGE is unset too: a GPUPOOL_WORKER_IMAGE set without GPUPOOL_WORKER_IMAGE_CUDA (or
+with it empty) is the one image for every replica, as before there were two.
 """
 
 from __future__ import annotations
@@ -86,8 +95,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> OperatorSettings:
         replica = replica_defaults(env.get("GPUPOOL_REPLICA_DEFAULTS", ""))
     except ValueError as err:
         raise SettingsError(f"GPUPOOL_REPLICA_DEFAULTS: {err}") from None
+    image = env.get("GPUPOOL_WORKER_IMAGE")
+    # a custom GPUPOOL_WORKER_IMAGE without a CUDA one keeps serving every replica (backward compatible)
+    cuda_image = env.get("GPUPOOL_WORKER_IMAGE_CUDA", defaults.cuda_image if image is None else "")
     worker = WorkerSettings(
-        image=env.get("GPUPOOL_WORKER_IMAGE", defaults.image),
+        image=defaults.image if image is None else image,
+        cuda_image=cuda_image,
         service_account=env.get("GPUPOOL_WORKER_SERVICE_ACCOUNT") or None,
         defaults=replica,
         drain_s=int(_number(env, "GPUPOOL_DRAIN_SECONDS", defaults.drain_s)),

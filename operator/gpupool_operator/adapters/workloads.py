@@ -15,6 +15,11 @@ overridden field by field by the pool's ``spec.replicaDefaults``; what the plan 
 slices, a CPU replica's cores and memory) always wins. Stopping: ``preStop`` runs
 ``gpupool-worker drain`` (the worker reports not-ready and keeps serving for the drain period),
 then SIGTERM stops it within the stop grace; ``terminationGracePeriodSeconds`` covers both.
+
+Image: the worker ships as two images, the torch-free CPU one (``gpupool[worker-cpu]``, ONNX
+Runtime) and the torch/CUDA one (Dockerfile target ``worker-cuda``). :func:`worker_image` picks per
+replica: the torch-free image where it serves the replica (:func:`torch_free_serves`), the CUDA one
+for the rest; with no CUDA image configured, the one image for all.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpupool_operator.adapters import names, runtimes
-from gpupool_operator.api import API_VERSION, InferencePool, ModelSpec, ReplicaDefaults
+from gpupool_operator.api import (
+    API_VERSION,
+    InferencePool,
+    ModelFormat,
+    ModelSpec,
+    ModelTask,
+    ReplicaDefaults,
+    RuntimeType,
+)
 from gpupool_operator.core import catalog, mig
 from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment
@@ -38,7 +51,9 @@ __all__ = [
     "replica_defaults",
     "replica_pod",
     "service_matches",
+    "torch_free_serves",
     "worker_engine",
+    "worker_image",
 ]
 
 GRPC_PORT = 8001
@@ -95,6 +110,9 @@ class WorkerSettings:
     """How replica pods run the worker (from the operator's environment / Helm values)."""
 
     image: str = "ghcr.io/gpupool/worker:0.1.0"
+    """The torch-free CPU worker (``gpupool[worker-cpu]``, ONNX Runtime)."""
+    cuda_image: str = "ghcr.io/gpupool/worker-cuda:0.1.0"
+    """The torch/CUDA worker, for replicas the torch-free one cannot serve; "" = ``image`` for all."""
     service_account: str | None = None
     defaults: ReplicaPodDefaults = field(default_factory=ReplicaPodDefaults)
     drain_s: int = 5
@@ -138,6 +156,32 @@ def worker_engine(model: ModelSpec, *, on_cpu: bool) -> str:
     if on_cpu or model.engine.triton_kernels:
         return "auto"
     return "eager"
+
+
+def torch_free_serves(model: ModelSpec, kind: ShapeKind) -> bool:
+    """Whether the torch-free worker image serves a replica of ``model`` on a ``kind`` shape.
+
+    Yes for an external runtime (vllm, triton, custom: the worker image only fetches the model) and
+    for a CPU replica of a built-in model (MiniLM, shipped as ONNX) or of an ONNX graph with task
+    Tensors, unless the pool asks for torch.compile. No for every GPU or MIG replica (CUDA is
+    torch's), for SafeTensors, TorchScript and TorchExport (loaded with torch; a shipped ONNX
+    export beside SafeTensors weights is only found after the fetch), and for ONNX with task
+    ImageClassification or Auto (the image preprocessing is torch's, and Auto may turn out to be
+    an image classifier)."""
+    if model.runtime_type is not RuntimeType.GPUPOOL:
+        return True
+    if kind is not ShapeKind.CPU or model.engine.torch_compile:
+        return False
+    fmt = model.source.format
+    return fmt is ModelFormat.BUILTIN or (fmt is ModelFormat.ONNX and model.task is ModelTask.TENSORS)
+
+
+def worker_image(model: ModelSpec, kind: ShapeKind, settings: WorkerSettings) -> str:
+    """The image a replica pod runs: ``settings.image`` where the torch-free worker serves it or no
+    CUDA image is configured, else ``settings.cuda_image``."""
+    if not settings.cuda_image or torch_free_serves(model, kind):
+        return settings.image
+    return settings.cuda_image
 
 
 def _worker_env(pool: InferencePool, model: ModelSpec, a: Assignment, product_label: str,
@@ -251,7 +295,7 @@ def replica_pod(
     labels = {**_labels(pool, model), names.LABEL_REPLICA: str(replica)}
     container: dict[str, Any] = {
         "name": "worker",
-        "image": settings.image,
+        "image": worker_image(model, shape.kind, settings),
         "args": ["serve"],
         "env": _worker_env(pool, model, a, product_label, gpu_price, settings, inferences_per_second),
         "ports": [

@@ -548,7 +548,8 @@ def run(args: argparse.Namespace) -> int:
             _say(f"starting {spec.real_node_count} real kubelet nodes (containerd, runc, CNI bridge, "
                  "emulated NVIDIA device plugin)")
             start_spec_nodes(real, spec, progress=_say)
-            os.environ["GPUPOOL_WORKER_IMAGE"] = real.host.tag  # the local worker image (local.images)
+            # the local worker image (local.images), for every replica: CPU, GPU and MIG alike
+            os.environ["GPUPOOL_WORKER_IMAGE"] = os.environ["GPUPOOL_WORKER_IMAGE_CUDA"] = real.host.tag
             os.environ.setdefault("GPUPOOL_STATS_SECONDS", "5")  # $/1M soon after the demo's traffic
             if args.load_seconds > 0:
                 # demo-only: short scaling windows so a burst and its end show within minutes

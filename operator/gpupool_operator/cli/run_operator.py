@@ -37,7 +37,11 @@ def register(sub: Any) -> None:
                         help="namespace of the leader Lease (and of the MIG ConfigMap unless "
                              "--mig-configmap-namespace says otherwise; default: %(default)s)")
     parser.add_argument("--worker-image", default=os.environ.get("GPUPOOL_WORKER_IMAGE"),
-                        help="image of the replica pods")
+                        help="the torch-free CPU worker image (default: ghcr.io/gpupool/worker:VERSION)")
+    parser.add_argument("--worker-image-cuda", default=os.environ.get("GPUPOOL_WORKER_IMAGE_CUDA"),
+                        help="the torch/CUDA worker image, for GPU and MIG replicas and models the torch-free "
+                             "one cannot serve (default: ghcr.io/gpupool/worker-cuda:VERSION, or --worker-image "
+                             "for every replica when only that is given)")
     parser.add_argument("--mig-configmap", default=os.environ.get("GPUPOOL_MIG_CONFIGMAP"),
                         help="the MIG manager's mig-parted ConfigMap (default: gpupool-mig-parted-config)")
     parser.add_argument("--mig-configmap-namespace", default=os.environ.get("GPUPOOL_MIG_CONFIGMAP_NAMESPACE"),
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(args.kubeconfig.resolve())
     os.environ["GPUPOOL_NAMESPACE"] = args.namespace
-    for flag, var in (("worker_image", "GPUPOOL_WORKER_IMAGE"), ("mig_configmap", "GPUPOOL_MIG_CONFIGMAP"),
+    for flag, var in (("worker_image", "GPUPOOL_WORKER_IMAGE"), ("worker_image_cuda", "GPUPOOL_WORKER_IMAGE_CUDA"),
+                      ("mig_configmap", "GPUPOOL_MIG_CONFIGMAP"),
                       ("mig_configmap_namespace", "GPUPOOL_MIG_CONFIGMAP_NAMESPACE"),
                       ("mig_timeout_seconds", "GPUPOOL_MIG_TIMEOUT_SECONDS"),
                       ("mig_cooldown_seconds", "GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS")):

@@ -5,7 +5,12 @@ Both sentence-embedding engines (the torch encoder, :mod:`.sentence`, and ONNX R
 (WordPiece) before a request is queued, off the compute thread (:meth:`TextEncoder.tokenize`,
 called by the batcher). Each text is first cut to the characters its first
 ``max_sequence_length`` tokens can come from (see :func:`char_bound`), so a megabyte string costs
-what its usable prefix costs.
+what its usable prefix costs. That bound must hold for any text (100 characters per token, 26 KB
+for 256 tokens), while real prose runs 4-6 characters per token: so a long text is first tried with
+a much shorter prefix cut at a space (:data:`GUESS_CHARS_PER_TOKEN`), kept only when it already
+fills every token (then its tokens are the full text's: WordPiece never looks across a space), else
+the text is tokenized again from the safe bound. A 60 x 1 MB request then tokenizes in about a
+tenth of the CPU time, with the same token ids.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ from gpupool_worker.engine.errors import InferenceError
 from gpupool_worker.engine.model import Arrays, Model, TokenBatch
 from gpupool_worker.engine.types import ModelMetadata, TensorSpec
 
-__all__ = ["INPUT", "OUTPUT", "TOKEN_ARRAYS", "TextEncoder", "char_bound", "embedding_metadata"]
+__all__ = ["GUESS_CHARS_PER_TOKEN", "INPUT", "OUTPUT", "TOKEN_ARRAYS", "TextEncoder", "char_bound",
+           "embedding_metadata", "space_cut"]
 
 INPUT = "text"
 OUTPUT = "embedding"
 TOKEN_ARRAYS = ("input_ids", "attention_mask", "token_type_ids")
+GUESS_CHARS_PER_TOKEN = 8
+"""The first try's prefix per token: about twice what English WordPiece averages, so prose fills
+every token from it; a text that does not (long words, code, base64) is tokenized again."""
 
 
 def char_bound(max_tokens: int, max_chars_per_word: int) -> int:
@@ -38,6 +47,15 @@ def char_bound(max_tokens: int, max_chars_per_word: int) -> int:
     earlier than the tokenizer's truncation would.
     """
     return max_tokens * (max_chars_per_word + 1)
+
+
+def space_cut(text: str, limit: int) -> int:
+    """Where to cut ``text`` at most ``limit`` characters in: just before the last whitespace
+    there, so no word is split; 0 when the first ``limit`` characters hold no whitespace."""
+    for i in range(min(limit, len(text) - 1), 0, -1):
+        if text[i].isspace():
+            return i
+    return 0
 
 
 def embedding_metadata(name: str, version: str, hidden_size: int, max_batch_size: int) -> ModelMetadata:
@@ -89,7 +107,18 @@ class TextEncoder(Model):
         return out
 
     def tokenize(self, inputs: Arrays) -> TokenBatch:
-        encodings = self.tokenizer.encode_batch(self.texts(inputs))
+        texts = self.texts(inputs)
+        guess = GUESS_CHARS_PER_TOKEN * self.max_tokens
+        tried = list(texts)
+        short = []
+        for i, text in enumerate(texts):
+            if len(text) > guess and (cut := space_cut(text, guess)):
+                tried[i] = text[:cut]
+                short.append(i)
+        encodings = self.tokenizer.encode_batch(tried)
+        if any(sum(encodings[i].attention_mask) < self.max_tokens for i in short):
+            # a short prefix that did not fill every token may have lost some: all from the bound
+            encodings = self.tokenizer.encode_batch(texts)
         arrays = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
