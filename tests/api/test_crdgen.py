@@ -92,6 +92,7 @@ def test_printer_columns_show_models_replicas_and_cost() -> None:
     columns = {c["name"]: c["jsonPath"] for c in pool["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Models"] == ".status.modelCount"
     assert columns["Ready"] == ".status.readyReplicas"
+    assert columns["Serving"] == ".status.servingReplicas"
     assert columns["$/h"] == ".status.usdPerHour"
     assert columns["$/1M"] == ".status.usdPerMillionInferences"
     schema = _schema(pool)

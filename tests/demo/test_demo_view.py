@@ -33,11 +33,11 @@ def _text(view: ClusterView) -> str:
 
 def test_the_view_shows_shapes_states_and_only_measured_money() -> None:
     measured = _pool("embeddings", {
-        "observedGeneration": 1, "desiredReplicas": 2, "readyReplicas": 2, "usdPerHour": "2.37",
-        "usdPerMillionInferences": "0.4121",
+        "observedGeneration": 1, "desiredReplicas": 2, "readyReplicas": 2, "servingReplicas": 1,
+        "usdPerHour": "2.37", "usdPerMillionInferences": "0.4121",
         "conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "",
                         "lastTransitionTime": "2026-12-04T18:00:00Z"}],
-        "models": [{"name": "minilm", "desiredReplicas": 2, "readyReplicas": 2, "queueDepth": 3,
+        "models": [{"name": "minilm", "desiredReplicas": 2, "readyReplicas": 2, "servingReplicas": 1, "queueDepth": 3,
                     "inferencesPerSecond": "41.5", "usdPerHour": "2.37", "usdPerMillionInferences": "0.4121",
                     "replicas": [
                         {"pod": "emb-0", "node": "a100-0", "resource": "nvidia.com/mig-1g.10gb", "usdPerHour": "0.49"},
@@ -74,4 +74,8 @@ def test_the_view_shows_shapes_states_and_only_measured_money() -> None:
     assert "and 1 CPU node(s)" in text
     assert "ScaledUp" in text
     assert "18:01:02" in text
-    assert summary_line(view) == "   42 s   0/2 pools placed   2/3 replicas ready   $4.09/h planned"
+    # READY is the kubelet's (a KWOK node's too); SERVING only the replicas on nodes that are not KWOK fakes
+    model_line = next(line for line in text.splitlines() if "  minilm " in line)
+    assert [c.strip() for c in model_line.split("│")[3:6]] == ["2/2", "1", "3"]
+    assert summary_line(view) == ("   42 s   0/2 pools placed   2/3 replicas ready (1 serving, not on KWOK fake nodes)"
+                                  "   $4.09/h planned")

@@ -131,6 +131,7 @@ def test_a_copycat_pod_elsewhere_is_never_counted_or_deleted() -> None:
             [p["metadata"]["name"] for p in ours] + ["squatter"])
         status = (store.get(Kind.POOL, "a/p") or {})["status"]
         assert status["readyReplicas"] == 2
+        assert status["servingReplicas"] == 2  # on cpu-0000, which is no KWOK fake node
         assert status["desiredReplicas"] == 2
         assert [(a.demand, a.node) for a in (loop.last_plan.assignments if loop.last_plan else ())] == plan_before
         warned = {e["involvedObject"]["name"] for e in _events(kube, "NotOwnedByPool")}

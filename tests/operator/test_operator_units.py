@@ -206,6 +206,40 @@ def test_status_counts_ready_replicas_and_cost() -> None:
     assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
 
 
+def test_ready_replicas_on_kwok_fake_nodes_are_not_counted_as_serving() -> None:
+    """A KWOK node (local/nodes.py: annotation kwok.x-k8s.io/node: fake, label type: kwok) makes its
+    pods Ready though nothing runs there: readyReplicas counts them, servingReplicas does not."""
+    from gpupool_operator.adapters.status import fake_nodes
+    from gpupool_operator.local.nodes import build_node
+    from gpupool_operator.local.spec import ClusterSpec
+
+    spec = ClusterSpec.model_validate({"name": "c", "pools": [{"name": "cpu", "count": 1, "cpu": 4}]})
+    kwok = build_node(spec, spec.pools[0], 0)
+    real = {"metadata": {"name": "real-0", "labels": {"kubernetes.io/hostname": "real-0"}, "annotations": {}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    nodes = {kwok["metadata"]["name"]: kwok, "real-0": real}
+    assert fake_nodes(nodes) == {kwok["metadata"]["name"]}
+    only_label = {"metadata": {"name": "l", "labels": {"type": "kwok"}}}
+    assert fake_nodes({"l": only_label}) == {"l"}
+    pool = _pool(PoolBuilder("p").cpu("c", cores=2, replicas=2))
+    shape = Shape(ShapeKind.CPU, cpu_millis=2000, memory_mib=1024)
+    plan = Plan(assignments=(Assignment("ns/p/c", 0, shape, kwok["metadata"]["name"], cost=0.1),
+                             Assignment("ns/p/c", 1, shape, "real-0", cost=0.1)))
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    pods = [{"metadata": {"name": "p-c-0"}, "spec": {"nodeName": kwok["metadata"]["name"]}, "status": ready},
+            {"metadata": {"name": "p-c-1"}, "spec": {"nodeName": "real-0"}, "status": ready}]
+    status = pool_status(pool, plan, {"ns/p/c": pods}, {("ns/p/c", 0): "p-c-0", ("ns/p/c", 1): "p-c-1"},
+                         {"ns/p/c": 2}, None, NOW, fake=fake_nodes(nodes))
+    assert (status.ready_replicas, status.serving_replicas) == (2, 1)
+    assert (status.models[0].ready_replicas, status.models[0].serving_replicas) == (2, 1)
+    wire = status.to_wire()
+    assert (wire["readyReplicas"], wire["servingReplicas"]) == (2, 1)
+    assert wire["models"][0]["servingReplicas"] == 1
+    only_kwok = pool_status(pool, plan, {"ns/p/c": pods[:1]}, {("ns/p/c", 0): "p-c-0"}, {"ns/p/c": 2}, None, NOW,
+                            fake=fake_nodes(nodes))
+    assert (only_kwok.ready_replicas, only_kwok.serving_replicas) == (1, 0)
+
+
 def test_a_config_without_relayouts_reports_what_needed_one() -> None:
     from gpupool_operator.core.plan import LayoutChange
     from gpupool_operator.core.relayout import MigRules, restrict

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import http.server
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
 from gpupool_operator.adapters.workerstats import load_between, parse_exposition
@@ -129,3 +136,108 @@ def test_the_pools_status_shows_the_idle_charged_price_per_million() -> None:
     assert float(status.models[0].usd_per_million_inferences) == pytest.approx(idle_charged, rel=1e-3)
     assert float(status.usd_per_million_inferences) == pytest.approx(idle_charged, rel=1e-3)
     assert load.usd_per_million_inferences_busy == pytest.approx(busy_only)
+
+
+def _failed_worker_metrics(tmp: Path) -> str:
+    """What a real gpupool worker's /metrics says when its model source is unreachable: the worker's
+    own repository (FetchFailed from a refused connection) and metrics code, nothing hand-written."""
+    from gpupool_worker.engine.models.pool_model import TASKS, PoolModel
+    from gpupool_worker.engine.repository import ModelRepository, RepositoryCollector
+
+    repo = ModelRepository(None)
+    repo.add_source(PoolModel(name="m", uri="https://127.0.0.1:9/models/m.safetensors", model_format="SafeTensors",
+                              task=TASKS["Auto"], tensors={}, cache_root=tmp / "cache", pvc_root=tmp),
+                    {"max_batch_size": 8, "max_queue_delay_us": 1000})
+    repo.load_all()
+    metrics = _worker(0.096)
+    metrics.registry.register(RepositoryCollector(repo))
+    return metrics.exposition().decode()
+
+
+class _Metrics(http.server.BaseHTTPRequestHandler):
+    text = ""
+
+    def do_GET(self) -> None:
+        body = self.text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_worker_that_cannot_fetch_its_model_sets_the_pools_model_load_failed(tmp_path: Path) -> None:
+    """The operator loop's own path: a replica pod Running and not Ready (the worker stays up and
+    says why) is scraped by the background StatsCollector over real HTTP; the next cycle's report
+    sets the pool's ModelLoadFailed with the model, the worker's reason and message, and counts no
+    load from it. The cycle itself never scrapes."""
+    import aiohttp
+    from fake_api import FakeKube
+    from operator_builders import PoolBuilder
+
+    from gpupool_operator.adapters.loop import PlacementLoop
+    from gpupool_operator.adapters.settings import OperatorSettings
+    from gpupool_operator.adapters.store import Kind, Store
+    from gpupool_operator.api import default_config
+
+    text = _failed_worker_metrics(tmp_path)
+    assert 'reason="FetchFailed"' in text
+    assert 'state="UNAVAILABLE"' in text
+    handler = type("Handler", (_Metrics,), {"text": text})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def scenario() -> None:
+        store = Store()
+        kube = FakeKube(store)
+        node = {"metadata": {"name": "cpu-0000", "labels": {}, "uid": "uid-node-0"},
+                "status": {"allocatable": {"cpu": "32", "memory": "128Gi"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}}
+        store.apply_event(Kind.NODE, "ADDED", kube._stamp(node))
+        store.apply_event(Kind.CONFIG, "ADDED", kube._stamp(default_config().to_wire()))
+        body = PoolBuilder("p", "a").cpu("m", replicas=1).obj()
+        body["metadata"].update(uid="uid-pool-0", generation=1)
+        store.apply_event(Kind.POOL, "ADDED", kube._stamp(body))
+        loop = PlacementLoop(kube, store, OperatorSettings())
+        loop._seeded = True
+        kube.feed = loop.observer.feed
+        loop.stats.port = server.server_address[1]
+        await loop.cycle()
+        kube.bind_all()
+        (pod,) = [p for p in store.all(Kind.POD) if p["metadata"]["namespace"] == "a"]
+        pod = copy.deepcopy(pod)  # the kubelet: the worker runs, not Ready, at an address
+        pod["status"] = {"phase": "Running", "podIP": "127.0.0.1", "conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]}
+        kube.feed(Kind.POD, "MODIFIED", kube._stamp(pod))
+        await loop.cycle()
+        status = (store.get(Kind.POOL, "a/p") or {})["status"]
+        assert all(c["type"] != "ModelLoadFailed" or c["status"] == "False" for c in status["conditions"])
+        assert f"a/{pod['metadata']['name']}" in loop.stats.targets  # not Ready, Running: scraped
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            for _ in range(2):  # what StatsCollector.run does in the background, every period
+                await loop.stats.sweep(session)
+        assert loop.stats.samples[f"a/{pod['metadata']['name']}"][0] is not None  # two samples: a load if Ready
+        await loop.cycle()
+        status = (store.get(Kind.POOL, "a/p") or {})["status"]
+        cond = next(c for c in status["conditions"] if c["type"] == "ModelLoadFailed")
+        assert (cond["status"], cond["reason"]) == ("True", "FetchFailed")
+        assert f"model m (replica {pod['metadata']['name']}): FetchFailed: " in cond["message"]
+        assert "https://127.0.0.1:9/models/m.safetensors" in cond["message"]
+        assert "Connection refused" in cond["message"]
+        assert status["models"][0]["readyReplicas"] == 0
+        assert "usdPerMillionInferences" not in status["models"][0]  # a not-Ready worker's sample is no load
+        seen = await loop.observe(time.time())
+        assert loop.stats.loads(seen.replicas, time.time()) == {}
+        assert [(f.model, f.reason) for f in seen.worker_failures["a/p/m"]] == [("m", "FetchFailed")]
+        warned = [o for k, o in kube.objects.items() if "/events/" in k and o.get("reason") == "ModelLoadFailed"]
+        assert warned
+        assert "FetchFailed" in warned[0]["message"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -182,7 +182,8 @@ class PlacementLoop:
         #    this cycle's view and sets the observer's replica policy; status shows its fresher loads.
         if (scaler := getattr(self, "autoscaler", None)) is not None:
             loads = scaler.observed(seen, loads)
-        return dataclasses.replace(seen, loads=loads)
+        # what the workers' last background scrape says they cannot load (never read in the cycle)
+        return dataclasses.replace(seen, loads=loads, worker_failures=self.stats.load_failures(seen.replicas, now))
 
     async def decide(self, seen: Observation) -> tuple[Decision, str]:
         """Plan (off the event loop) and turn the plan into this cycle's writes."""

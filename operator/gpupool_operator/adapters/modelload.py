@@ -10,7 +10,10 @@ Two channels, both the replica's own words (the operator never guesses):
 
 The reasons are the worker's (``CredentialsRejected``, ``ModelNotFound``, ``ChecksumMismatch``,
 ``FormatMismatch``, ``WeightsTooLarge``, ``UnknownScheme``, ...). Everything here but
-:func:`scrape_failures` is purely computational.
+:func:`scrape_failures` is purely computational. The operator reads the first channel from the
+background metrics scrape it already makes (``workerstats.StatsCollector.load_failures``, which
+also scrapes Running replicas that are not Ready), never in the reconcile; the report stage reads
+the second from the pods. :func:`scrape_failures` is a one-off, blocking reader for tests and tools.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ class Observation:
     placement_key: Any  # equal between cycles when nothing a plan depends on changed
     avoid: Any  # identifies the refused capacity kept out of plans (equal while it is the same)
     loads: Mapping[str, Any] = field(default_factory=dict)  # demand -> worker statistics (workerstats)
+    worker_failures: Mapping[str, Any] = field(default_factory=dict)  # demand -> LoadFailures its workers report
     cooling: Mapping[str, float] = field(default_factory=dict)  # node -> when its MIG cool-down ends
     wake_at: float | None = None  # when the view changes without an event (a MIG cool-down ends)
 

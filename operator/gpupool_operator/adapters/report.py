@@ -26,7 +26,7 @@ from gpupool_operator.adapters.demands import ParsedPool
 from gpupool_operator.adapters.events import EventRecorder, involved_node, involved_pod, involved_pool
 from gpupool_operator.adapters.kube import Kube, KubeError, path_for
 from gpupool_operator.adapters.observe import Observation
-from gpupool_operator.adapters.status import pool_status, status_differs, unplaced_reason
+from gpupool_operator.adapters.status import fake_nodes, pool_status, status_differs, unplaced_reason
 from gpupool_operator.adapters.store import Kind, Store
 from gpupool_operator.api import (
     API_VERSION,
@@ -89,11 +89,13 @@ class Reporter:
                   refused: Mapping[str, Refusal], now: datetime) -> list[tuple[ParsedPool, InferencePoolStatus]]:
         by_demand: dict[str, list[Obj]] = {}
         live: dict[str, list[Any]] = {}
+        fake = fake_nodes(seen.nodes)  # KWOK: Ready there is not serving (status.servingReplicas)
         pods = {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}": p for p in seen.pods}
         for r in seen.replicas:
             if not r.deleting and not r.finished and r.key in pods:
                 by_demand.setdefault(r.demand, []).append(pods[r.key])
-                live.setdefault(r.demand, []).append((r.key, r.node if r.bound else None, r.gated, r.ready))
+                live.setdefault(r.demand, []).append((r.key, r.node if r.bound else None, r.gated, r.ready,
+                                                      r.node in fake))
         index: dict[str, list[Assignment]] = {}
         for a in plan.assignments:
             index.setdefault(a.demand, []).append(a)
@@ -107,6 +109,8 @@ class Reporter:
             stored = (self.store.get(Kind.POOL, key) or {}).get("status")
             demands = [names.demand_key(entry.namespace, entry.name, m.name) for m in entry.pool.spec.models]
             failures = [f for d in demands for p in by_demand.get(d, ()) for f in modelload.failures_from_pod(p)]
+            # the workers' own words, from the background metrics scrape (workerstats.StatsCollector)
+            failures += [f for d in demands for f in seen.worker_failures.get(d, ()) if f not in failures]
             inputs = (entry.generation, refused.get(key), tuple(failures), tuple(
                 (d, desired.get(d), tuple((a.replica, a.node, a.shape, a.cost, a.pod) for a in index.get(d, ())),
                  tuple(unplaced.get(d, ())), tuple(sorted(live.get(d, ()))), _load_key(seen.loads.get(d)))
@@ -122,7 +126,8 @@ class Reporter:
             had = {c.type: c.status for c in (previous.conditions if previous else ())}.get("ModelLoadFailed")
             status = pool_status(entry.pool, plan, by_demand, {k: v for k, v in names_of.items() if v}, desired,
                                  previous, now, index=index, refused=refused.get(key), loads=seen.loads,
-                                 load_failures=failures if failures or had else None)  # adapters.modelload
+                                 load_failures=failures if failures or had else None,  # adapters.modelload
+                                 fake=fake)
             if failures and had != "True":
                 for _, reason, message in modelload.load_events(failures):
                     self.events.record(involved_pool(entry.namespace, entry.name, entry.uid), True, reason, message)

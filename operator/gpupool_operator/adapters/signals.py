@@ -135,7 +135,8 @@ def parse_reading(text: str, signal: QueueSignal, model: str, at: float) -> Work
     price = device.get(PRICE)
     return WorkerSample(at=at, latency={model: tuple(sorted(latency))} if latency else {}, **per_model,
                         price_per_hour_usd=price if price is not None and math.isfinite(price) and price >= 0 else None,
-                        device_share=device.get(SHARE, 1.0) if 0 < device.get(SHARE, 1.0) <= 1 else 1.0)
+                        device_share=device.get(SHARE, 1.0) if 0 < device.get(SHARE, 1.0) <= 1 else 1.0,
+                        unavailable={})  # load failures: workerstats.StatsCollector's scrape reads them
 
 
 @dataclass

@@ -7,7 +7,7 @@ their status holds (``set_condition``); the clock is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -32,9 +32,27 @@ from gpupool_operator.core.demand import ShapeKind
 from gpupool_operator.core.plan import Assignment, Plan, Unplaced
 from gpupool_operator.core.reasons import UnplacedCode
 
-__all__ = ["pool_status", "status_differs", "unplaced_reason"]
+__all__ = ["fake_nodes", "is_fake_node", "pool_status", "status_differs", "unplaced_reason"]
 
 Obj = Mapping[str, Any]
+
+
+#: what KWOK (sigs.k8s.io/kwok) fake nodes carry: ``gpupool local`` sets both (local/nodes.py)
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+KWOK_NODE_LABEL = ("type", "kwok")
+
+
+def is_fake_node(node: Obj) -> bool:
+    """Whether ``node`` is a KWOK fake: its pods look Running and Ready, but nothing runs to serve."""
+    meta = node.get("metadata") or {}
+    ann, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+    return bool(ann.get(KWOK_NODE_ANNOTATION[0]) == KWOK_NODE_ANNOTATION[1]
+                or labels.get(KWOK_NODE_LABEL[0]) == KWOK_NODE_LABEL[1])
+
+
+def fake_nodes(nodes: Mapping[str, Obj]) -> frozenset[str]:
+    """The names of the KWOK fake nodes among ``nodes`` (by name)."""
+    return frozenset(name for name, obj in nodes.items() if is_fake_node(obj))
 
 
 def _money(value: float) -> Decimal:
@@ -80,6 +98,7 @@ def pool_status(
     refused: Refusal | None = None,
     loads: Mapping[str, Any] | None = None,
     load_failures: Sequence[LoadFailure] | None = None,
+    fake: Collection[str] = frozenset(),
 ) -> InferencePoolStatus:
     """The status this pool should have after a cycle that produced ``plan``.
 
@@ -87,13 +106,14 @@ def pool_status(
     ``refused``: the API server refused a write for the pool (Degraded with its reason, whatever
     else holds); ``loads``: per demand, what its Ready replicas' workers served
     (:class:`~gpupool_operator.adapters.workerstats.ModelLoad`): the only source of $/1M, with idle time
-    charged (replica-seconds x price / inferences), not busy time only.
+    charged (replica-seconds x price / inferences), not busy time only; ``fake``: the names of KWOK
+    fake nodes (:func:`fake_nodes`): replicas Ready there count as ready, never as serving.
     """
     namespace, name = pool.metadata.namespace or "default", pool.metadata.name or ""
     models: list[ModelStatus] = []
     unplaced_all: list[Unplaced] = []
     total_cost = 0.0
-    ready_models = ready_total = desired_total = 0
+    ready_models = ready_total = desired_total = serving_total = 0
     gated = False
     scaling_down = False
     served_cost = served_rate = 0.0
@@ -125,6 +145,7 @@ def pool_status(
         unplaced = [u for u in plan.unplaced if u.demand == key]
         unplaced_all += unplaced
         ready_n = sum(1 for r in replicas if r.ready)
+        serving_n = sum(1 for r in replicas if r.ready and r.node not in fake)
         want = desired.get(key, model.min_replicas)
         if len(pods) > len(replicas):
             scaling_down = True
@@ -136,6 +157,7 @@ def pool_status(
                 name=model.name,
                 desired_replicas=want,
                 ready_replicas=ready_n,
+                serving_replicas=serving_n,
                 replicas=sorted(replicas, key=lambda r: r.pod or ""),
                 usd_per_hour=_money(cost),
                 queue_depth=round(load.queue_depth) if load is not None else None,
@@ -149,6 +171,7 @@ def pool_status(
             served_rate += load.inferences_per_second
         total_cost += cost
         ready_total += ready_n
+        serving_total += serving_n
         desired_total += want
         if ready_n >= want:
             ready_models += 1
@@ -215,6 +238,7 @@ def pool_status(
         ready_models=ready_models,
         desired_replicas=desired_total,
         ready_replicas=ready_total,
+        serving_replicas=serving_total,
         usd_per_hour=_money(total_cost),
         usd_per_million_inferences=_money(served_cost / served_rate) if served_rate > 0 else None,
     )

@@ -14,8 +14,12 @@ load, and its status shows no $/1M.
 
 :class:`StatsCollector` scrapes every Ready replica concurrently, in the background, with a short
 timeout per request; an endpoint that does not answer is retried with exponential back-off, so
-pods that never serve cost almost nothing. The placement loop only reads its latest samples
-(their age included): a slow worker never blocks a cycle.
+pods that never serve cost almost nothing. It also scrapes Running replicas that are not Ready: a
+gpupool worker that cannot load its model stays up, not Ready, and says why in
+``gpupool_worker_model_state{state="UNAVAILABLE", reason, message}``; the same scrape gives
+:meth:`StatsCollector.load_failures` (the pool's ModelLoadFailed condition, adapters/modelload.py),
+and only Ready replicas' samples ever count as load. The placement loop only reads its latest
+samples (their age included): a slow worker never blocks a cycle.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gpupool_operator.adapters.modelload import LoadFailure
 from gpupool_operator.core.observed import Replica
 
 __all__ = ["ModelLoad", "StatsCollector", "WorkerSample", "load_between", "parse_exposition"]
@@ -52,6 +57,7 @@ class WorkerSample:
     latency: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)  # (le, cumulative)
     price_per_hour_usd: float | None = None  # the whole device's; None: the worker did not say
     device_share: float = 1.0
+    unavailable: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # model -> (reason, message)
 
     def arrivals(self, model: str) -> float:
         """Requests received so far: answered plus in flight."""
@@ -86,6 +92,7 @@ _COUNTERS = {
 _GAUGES = {"gpupool_worker_queue_depth": "queue_depth", "gpupool_worker_inflight_requests": "inflight"}
 PRICE = "gpupool_worker_price_per_hour_usd"
 SHARE = "gpupool_worker_device_share"
+MODEL_STATE = "gpupool_worker_model_state"  # {model, state, reason, message}: why a model is not served
 
 
 def parse_exposition(text: str, at: float) -> WorkerSample:
@@ -93,6 +100,7 @@ def parse_exposition(text: str, at: float) -> WorkerSample:
     values: dict[str, dict[str, float]] = {v: {} for v in (*_COUNTERS.values(), *_GAUGES.values())}
     latency: dict[str, list[tuple[float, float]]] = {}
     device: dict[str, float] = {}
+    unavailable: dict[str, tuple[str, str]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             model = s.labels.get("model", "")
@@ -103,8 +111,11 @@ def parse_exposition(text: str, at: float) -> WorkerSample:
                 latency.setdefault(model, []).append((float(s.labels["le"]), float(s.value)))
             elif s.name in (PRICE, SHARE):
                 device[s.name] = float(s.value)
+            elif s.name == MODEL_STATE and s.labels.get("state") == "UNAVAILABLE":
+                unavailable[model] = (s.labels.get("reason") or "LoadFailed", s.labels.get("message", ""))
     return WorkerSample(at=at, latency={m: tuple(sorted(b)) for m, b in latency.items()},
-                        price_per_hour_usd=device.get(PRICE), device_share=device.get(SHARE, 1.0), **values)
+                        price_per_hour_usd=device.get(PRICE), device_share=device.get(SHARE, 1.0),
+                        unavailable=unavailable, **values)
 
 
 def _p99(before: Sequence[tuple[float, float]], after: Sequence[tuple[float, float]]) -> float | None:
@@ -177,8 +188,10 @@ class StatsCollector:
         self._failing: dict[str, tuple[int, float]] = {}  # pod -> (failures, retry after)
 
     def watch(self, replicas: Iterable[Replica]) -> None:
-        """Scrape these (the Ready replicas with an IP); forget the rest."""
-        self.targets = {r.key: r.ip for r in replicas if r.ready and r.ip and not r.deleting}
+        """Scrape these (the Ready replicas with an IP, and the Running ones not Ready: a worker that
+        cannot load its model says why); forget the rest."""
+        self.targets = {r.key: r.ip for r in replicas
+                        if (r.ready or r.phase == "Running") and r.ip and not r.deleting and not r.finished}
         for gone in set(self.samples) - set(self.targets):
             del self.samples[gone]
 
@@ -187,12 +200,29 @@ class StatsCollector:
         pairs: dict[str, tuple[list[WorkerSample], list[WorkerSample]]] = {}
         for r in replicas:
             got = self.samples.get(r.key)
-            if got is None or got[0] is None or got[1].age(now) > 3 * self.period_s + self.timeout_s:
+            if not r.ready or got is None or got[0] is None or got[1].age(now) > self._fresh_s:
                 continue
             before, after = pairs.setdefault(r.demand, ([], []))
             before.append(got[0])
             after.append(got[1])
         return {d: load_between(b, a, d.rsplit("/", 1)[1]) for d, (b, a) in pairs.items()}
+
+    @property
+    def _fresh_s(self) -> float:
+        return 3 * self.period_s + self.timeout_s
+
+    def load_failures(self, replicas: Iterable[Replica], now: float) -> dict[str, list[LoadFailure]]:
+        """Per demand, the models its replicas' workers say they cannot serve (``UNAVAILABLE`` with
+        the worker's reason and message) in their latest fresh sample; nothing read: nothing said."""
+        out: dict[str, list[LoadFailure]] = {}
+        for r in replicas:
+            got = self.samples.get(r.key)
+            if r.deleting or got is None or got[1].age(now) > self._fresh_s:
+                continue
+            pod = r.key.split("/", 1)[-1]
+            for model, (reason, message) in sorted(got[1].unavailable.items()):
+                out.setdefault(r.demand, []).append(LoadFailure(model, pod, reason, message))
+        return out
 
     async def run(self, stop: asyncio.Event, active: Callable[[], bool]) -> None:
         """Scrape every ``period_s`` while ``active()`` (the leader), until ``stop``."""

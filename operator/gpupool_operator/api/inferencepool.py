@@ -658,6 +658,9 @@ class ModelStatus(ApiModel):
     """Replicas the current plan wants."""
     ready_replicas: Annotated[int, Field(ge=0)] = 0
     """Replicas ready to serve."""
+    serving_replicas: Annotated[int, Field(ge=0)] = 0
+    """Ready replicas on nodes that are not KWOK fakes (annotation kwok.x-k8s.io/node: fake or label
+    type: kwok): a KWOK node reports its pods Ready though nothing runs there to serve."""
     replicas: list[ReplicaPlacement] = Field(
         default_factory=list, max_length=MAX_REPLICAS, json_schema_extra={"x-kubernetes-list-type": "atomic"}
     )
@@ -740,6 +743,8 @@ class InferencePoolStatus(ApiModel):
     """Replicas the current plan wants, over all models."""
     ready_replicas: Annotated[int, Field(ge=0)] = 0
     """Ready replicas, over all models."""
+    serving_replicas: Annotated[int, Field(ge=0)] = 0
+    """Ready replicas on nodes that are not KWOK fakes, over all models (see models[].servingReplicas)."""
     usd_per_hour: UsdAmount | None = None
     """What the whole pool costs per hour, in US dollars."""
     usd_per_million_inferences: UsdAmount | None = None
@@ -782,6 +787,8 @@ INFERENCE_POOL_CRD = CrdInfo(
     printer_columns=(
         PrinterColumn("Models", "integer", ".status.modelCount", "Number of models in the pool"),
         PrinterColumn("Ready", "integer", ".status.readyReplicas", "Ready replicas over all models"),
+        PrinterColumn("Serving", "integer", ".status.servingReplicas",
+                      "Ready replicas on nodes that are not KWOK fakes, over all models"),
         PrinterColumn("Desired", "integer", ".status.desiredReplicas", "Replicas the current plan wants"),
         PrinterColumn("$/h", "string", ".status.usdPerHour", "What the pool costs per hour (USD)"),
         PrinterColumn("$/1M", "string", ".status.usdPerMillionInferences", "USD per million inferences"),

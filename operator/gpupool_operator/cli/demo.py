@@ -196,7 +196,7 @@ def _report(cluster: Any) -> str:
     pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
     pods = {p["metadata"]["name"]: p for p in _get(cluster, "pods", "-n", DEMO_NAMESPACE)["items"]}
     rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "NODE", "RESOURCE", "STATE", "$/h")]
-    totals: list[tuple[str, ...]] = [("POOL", "REPLICAS", "READY", "$/h", "$/1M", "PLACED", "DEGRADED")]
+    totals: list[tuple[str, ...]] = [("POOL", "REPLICAS", "READY", "SERVING", "$/h", "$/1M", "PLACED", "DEGRADED")]
     for pool in sorted(pools, key=lambda p: p["metadata"]["name"]):
         name = pool["metadata"]["name"]
         status = pool.get("status") or {}
@@ -210,7 +210,8 @@ def _report(cluster: Any) -> str:
                 rows.append((name, model["name"], "-", "-", "-", "unplaced", model["message"][:80]))
         degraded = conds.get("Degraded", {})
         totals.append((name, str(status.get("desiredReplicas", 0)), str(status.get("readyReplicas", 0)),
-                       status.get("usdPerHour", "-"), status.get("usdPerMillionInferences", "-"),
+                       str(status.get("servingReplicas", 0)), status.get("usdPerHour", "-"),
+                       status.get("usdPerMillionInferences", "-"),
                        conds.get("Placed", {}).get("status", "?"),
                        f"{degraded.get('status', '?')} ({degraded.get('reason', '')})"))
     mig_rows: list[tuple[str, ...]] = [("NODE", "MIG CONFIG", "STATE", "LAYOUT PER GPU")]
@@ -418,7 +419,8 @@ def _load_phase(cluster: Any, operator: _InProcessOperator, args: argparse.Names
     st = pool.get("status") or {}
     lines = [f"Load on pool {target} ({len(plan.offsets)} requests over {plan.seconds:.0f}s, mean "
              f"{plan.rate:.1f}/s; busiest slice of {plan.source}, time x{1 / plan.speedup:.2f}):", *s.lines(),
-             f"  {target}: {st.get('readyReplicas', 0)}/{st.get('desiredReplicas', 0)} replicas ready, "
+             f"  {target}: {st.get('readyReplicas', 0)}/{st.get('desiredReplicas', 0)} replicas ready "
+             f"({st.get('servingReplicas', 0)} serving, not on KWOK fake nodes), "
              f"${st.get('usdPerHour', '-')}/h, ${st.get('usdPerMillionInferences', '-')} per 1M inferences "
              "(from the workers' own metrics)",
              f"  desired replicas: {seen['first']} before the load, at most {seen['max']}, "

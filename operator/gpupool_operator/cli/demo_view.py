@@ -89,6 +89,7 @@ def pools_table(view: ClusterView) -> Table:
     pods = {p["metadata"]["name"]: p for p in view.pods}
     table = Table(title="Pools and replicas", title_justify="left", expand=True)
     for col, justify in (("pool / model", "left"), ("replicas by shape", "left"), ("ready", "right"),
+                         ("serving", "right"),
                          ("queue", "right"), ("inf/s", "right"), ("$/h", "right"), ("$/1M inf", "right"),
                          ("condition", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -100,7 +101,8 @@ def pools_table(view: ClusterView) -> Table:
                 else "[green]Ready[/]" if conds.get("Ready", {}).get("status") == "True"
                 else conds.get("Placed", {}).get("reason", "waiting"))
         table.add_row(f"[bold]{pool['metadata']['name']}[/]", "", f"{status.get('readyReplicas', 0)}/"
-                      f"{status.get('desiredReplicas', 0)}", "", "", _money(status.get("usdPerHour")),
+                      f"{status.get('desiredReplicas', 0)}", str(status.get("servingReplicas", 0)), "", "",
+                      _money(status.get("usdPerHour")),
                       _money(status.get("usdPerMillionInferences"), 4), cond)
         for model in status.get("models", []):
             shapes: Counter[str] = Counter()
@@ -117,7 +119,8 @@ def pools_table(view: ClusterView) -> Table:
             not_ready = ", ".join(f"{n} {s}" for s, n in sorted(states.items()) if s != "ready")
             counts = f"{model.get('readyReplicas', 0)}/{model.get('desiredReplicas', 0)}"
             queue = model.get("queueDepth")
-            table.add_row(f"  {model['name']}", mix, counts, "-" if queue is None else str(queue),
+            table.add_row(f"  {model['name']}", mix, counts, str(model.get("servingReplicas", 0)),
+                          "-" if queue is None else str(queue),
                           _money(model.get("inferencesPerSecond"), 1), _money(model.get("usdPerHour")),
                           _money(model.get("usdPerMillionInferences"), 4),
                           (model.get("message") or not_ready or "")[:60])
@@ -174,9 +177,11 @@ def progress(view: ClusterView) -> str:
     placed = sum(1 for p in view.pools
                  if any(c["type"] == "Placed" for c in (p.get("status") or {}).get("conditions", [])))
     ready = sum((p.get("status") or {}).get("readyReplicas", 0) for p in view.pools)
+    serving = sum((p.get("status") or {}).get("servingReplicas", 0) for p in view.pools)
     want = sum((p.get("status") or {}).get("desiredReplicas", 0) for p in view.pools)
     usd = sum(float((p.get("status") or {}).get("usdPerHour") or 0) for p in view.pools)
-    return f"{placed}/{len(view.pools)} pools placed   {ready}/{want} replicas ready   ${usd:,.2f}/h planned"
+    return (f"{placed}/{len(view.pools)} pools placed   {ready}/{want} replicas ready "
+            f"({serving} serving, not on KWOK fake nodes)   ${usd:,.2f}/h planned")
 
 
 def summary_line(view: ClusterView) -> str:
