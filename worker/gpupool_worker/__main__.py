@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                        help=f"replay CUDA graphs for small batches on a GPU; model.json overrides "
                             f"({ENV_VARS['cuda_graphs']}, default on)")
+    serve.add_argument("--ort-spinning", action=argparse.BooleanOptionalAction, default=None,
+                       help=f"let ONNX Runtime's idle intra-op threads spin ({ENV_VARS['ort_spinning']}, default "
+                            f"off: they would take the cores the event loop and the batcher need)")
     serve.add_argument("--log-level", default="INFO")
     fetch = sub.add_parser("fetch", help="fetch the pool's model (GPUPOOL_MODEL_URI) into the node cache and exit")
     fetch.add_argument("--link", type=Path, help="also make this path a symlink to the fetched model")
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host, grpc_port=args.port, metrics_port=args.metrics_port,
             device=args.device, engine=args.engine, precision=args.precision,
             drain_seconds=args.drain_seconds, stop_grace_seconds=args.stop_grace_seconds,
-            torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs)
+            torch_threads=args.torch_threads, cuda_graphs=args.cuda_graphs, ort_spinning=args.ort_spinning)
         if settings.model_repository is None and not settings.builtin_models and not os.environ.get(
                 "GPUPOOL_MODEL_URI"):  # the pool's model (gpupool_worker.engine.models.pool_model)
             raise SettingsError(

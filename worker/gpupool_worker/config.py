@@ -19,6 +19,7 @@
 | GPUPOOL_PID_FILE | where the worker writes its pid for `gpupool-worker drain` | /tmp/gpupool-worker.pid |
 | GPUPOOL_TORCH_THREADS | intra-op threads for CPU inference (0: PyTorch's default) | 0 |
 | GPUPOOL_CUDA_GRAPHS | replay CUDA graphs for small batches on a GPU | true |
+| GPUPOOL_ORT_SPINNING | let ONNX Runtime's idle intra-op threads spin (off: they steal the event loop's) | false |
 | GPUPOOL_MODEL_NAME | the name built-in models are served under (the pool's model name) | the built-in's |
 | GPUPOOL_MAX_BATCH_SIZE | built-in models' largest batch (model.json sets its own) | 64 |
 | GPUPOOL_MAX_QUEUE_DELAY | accepted (the pool's `maxQueueDelay`); batches form when the engine frees | 2ms |
@@ -60,6 +61,7 @@ ENV_VARS = {
     "pid_file": "GPUPOOL_PID_FILE",
     "torch_threads": "GPUPOOL_TORCH_THREADS",
     "cuda_graphs": "GPUPOOL_CUDA_GRAPHS",
+    "ort_spinning": "GPUPOOL_ORT_SPINNING",
     "model_name": "GPUPOOL_MODEL_NAME",
     "max_batch_size": "GPUPOOL_MAX_BATCH_SIZE",
     "max_queue_delay_us": "GPUPOOL_MAX_QUEUE_DELAY",
@@ -89,6 +91,9 @@ class WorkerSettings:
     pid_file: str = "/tmp/gpupool-worker.pid"
     torch_threads: int = 0
     cuda_graphs: bool = True
+    # ONNX Runtime intra-op spinning: off, the event loop and the batcher share the cores
+    # (engine.models.ort_encoder.session_options)
+    ort_spinning: bool = False
     model_name: str = ""
     max_batch_size: int = 64
     max_queue_delay_us: int = 2_000
@@ -152,7 +157,7 @@ def _parse(field_name: str, raw: str, var: str) -> Any:
         raise SettingsError(f"{var}={raw!r} is not a number") from None
     if field_name == "max_queue_delay_us":
         return parse_duration_us(raw, var)
-    if field_name == "cuda_graphs":
+    if field_name in ("cuda_graphs", "ort_spinning"):
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True

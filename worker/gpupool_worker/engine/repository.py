@@ -71,6 +71,7 @@ class RuntimeDefaults:
     cuda_graphs: bool = True
     warmup: bool = True
     threads: int = 0  # CPU intra-op threads (GPUPOOL_TORCH_THREADS; 0: the CPU limit)
+    ort_spinning: bool = False  # ONNX Runtime intra-op spinning (GPUPOOL_ORT_SPINNING; off by default)
     emulated: EmulatedDevice | None = None
     """An emulated GPU or MIG slice (local cluster): every model is served by engine.emulated."""
 
@@ -141,7 +142,7 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
             model: Model = OrtSentenceModel(
                 name, config.version, weights, precision=chosen.precision, max_batch_size=config.max_batch_size,
                 max_sequence_length=config.max_sequence_length, normalize=config.normalize,
-                threads=defaults.threads)
+                threads=defaults.threads, spinning=defaults.ort_spinning)
             if defaults.warmup:
                 model.warmup()
             return model
@@ -157,7 +158,7 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
         from gpupool_worker.engine.models.loaders import load_other
 
         model = load_other(name, directory, config, device=device, engine=config.engine or defaults.engine,
-                           precision=config.precision or defaults.precision)
+                           precision=config.precision or defaults.precision, ort_spinning=defaults.ort_spinning)
     if defaults.warmup:
         model.warmup()
     return model

@@ -61,6 +61,7 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
         log.warning("accelerator is %s: batch times are emulated, nothing runs on a GPU", emulated.describe())
     defaults = RuntimeDefaults(device=device, engine=settings.engine, precision=settings.precision,
                                cuda_graphs=settings.cuda_graphs, threads=settings.torch_threads,
+                               ort_spinning=settings.ort_spinning,
                                emulated=emulated)
     repository = ModelRepository(settings.model_repository, defaults)
     source = PoolModel.from_env(settings.model_name)  # GPUPOOL_MODEL_URI: the pool's model (engine.models.pool_model)

@@ -97,7 +97,7 @@ def _program(name: str, directory: Path, config: ModelConfig, precision: str, de
 
 
 def load_other(name: str, directory: Path, config: ModelConfig, *, device: DeviceLike, engine: str,
-               precision: str) -> Model:
+               precision: str, ort_spinning: bool = False) -> Model:
     """A transformers, onnx, torchscript or torch-export model (not yet warmed up)."""
     allowed = _ENGINES[config.kind]
     if engine not in allowed:
@@ -130,5 +130,5 @@ def load_other(name: str, directory: Path, config: ModelConfig, *, device: Devic
 
         return OnnxModel(name, config.version, directory / (config.file or "model.onnx"),
                          task=config.task or "tensors", precision=choice.precision, device=device,
-                         max_batch_size=config.max_batch_size)
+                         max_batch_size=config.max_batch_size, spinning=ort_spinning)
     return _program(name, directory, config, choice.precision, device, engine)

@@ -89,7 +89,7 @@ def _spec(arg: Any, batched: bool) -> TensorSpec:
 
 class OnnxModel(Model):
     def __init__(self, name: str, version: str, path: Path, *, task: str, precision: str, device: DeviceLike,
-                 max_batch_size: int, threads: int = 0) -> None:
+                 max_batch_size: int, threads: int = 0, spinning: bool = False) -> None:
         import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
 
         what = f"model {name}"
@@ -102,12 +102,9 @@ class OnnxModel(Model):
                                   f"{what}: this onnxruntime has no CUDAExecutionProvider (it has "
                                   f"{', '.join(available)}); install onnxruntime-gpu or give the model a CPU option")
             providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        from gpupool_worker.engine.models.ort_encoder import cpu_threads
+        from gpupool_worker.engine.models.ort_encoder import cpu_threads, session_options
 
-        options.intra_op_num_threads = cpu_threads(threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(cpu_threads(threads), spinning=spinning)  # spinning off: see session_options
         try:
             self.session = ort.InferenceSession(_graph_bytes(path, precision, what), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

@@ -15,7 +15,8 @@ sentence-transformers does (other poolings are refused). L2 normalization (``nor
 here too. ONNX Runtime runs the graph with every graph optimization on (``ORT_ENABLE_ALL``:
 attention, GELU and LayerNorm fusions), one inter-op thread and as many intra-op threads as the
 worker's CPU allowance (``GPUPOOL_TORCH_THREADS``, else the container's CPU limit, else the CPUs
-this process may use).
+this process may use), and with intra-op spinning off (:func:`session_options`;
+``GPUPOOL_ORT_SPINNING=1`` turns it back on).
 
 Precisions: fp32 as exported; int8 through ONNX Runtime's dynamic quantization, accepted only when
 its embeddings stay within cosine 0.99 of fp32 on a calibration set (:func:`check_accuracy`),
@@ -46,8 +47,8 @@ from gpupool_worker.engine.models.tokens import INPUT, OUTPUT, TOKEN_ARRAYS, Tex
 from gpupool_worker.engine.precision import EngineKind, Precision
 from gpupool_worker.sources.errors import Reason, SourceError
 
-__all__ = ["CALIBRATION", "EXPORT_VERSION", "MIN_INT8_COSINE", "SHIPPED_GRAPHS", "OrtSentenceModel",
-           "check_accuracy", "cpu_bf16_support", "cpu_threads"]
+__all__ = ["CALIBRATION", "EXPORT_VERSION", "MIN_INT8_COSINE", "SHIPPED_GRAPHS", "SPINNING_ENTRY", "OrtSentenceModel",
+           "check_accuracy", "cpu_bf16_support", "cpu_threads", "session_options"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ MIN_INT8_COSINE = 0.99
 EXPORT_VERSION = "3"  # bump when the export changes, to leave old cached graphs behind
 SHIPPED_GRAPHS = ("model.onnx", "onnx/model.onnx")
 _POOLED_NAMES = ("embedding", "sentence_embedding", "pooler_output_mean")
+SPINNING_ENTRY = "session.intra_op.allow_spinning"
 
 # Sentences of several lengths and topics: what the int8 guard measures on.
 CALIBRATION = (
@@ -91,6 +93,27 @@ def cpu_threads(configured: int = 0) -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int, *, spinning: bool = False) -> Any:
+    """ONNX Runtime session options for a worker's CPU session: ``threads`` intra-op threads (see
+    :func:`cpu_threads`), one inter-op thread, and intra-op spinning off unless ``spinning``
+    (``GPUPOOL_ORT_SPINNING=1``).
+
+    Why spinning is off: by default ONNX Runtime's idle intra-op threads busy-wait for the next
+    piece of work. In a worker the cores are shared with the asyncio event loop (gRPC, parsing,
+    tokenizing), the batcher that forms the next batch and, on a small machine, the clients: the
+    spinning threads steal exactly the time those need between batches. With it off both the worker
+    and PyTriton ran MiniLM faster and steadier on 2 cores (benchmarks/results/worker-engines.md);
+    a worker with cores to spare may turn it back on."""
+    import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry(SPINNING_ENTRY, "1" if spinning else "0")
+    return options
 
 
 def cpu_bf16_support(flags: Sequence[str] | None = None) -> tuple[bool, str]:
@@ -156,7 +179,8 @@ def _max_positions(weights: Path) -> int:
 
 class OrtSentenceModel(TextEncoder):
     def __init__(self, name: str, version: str, weights: Path, *, precision: Precision, max_batch_size: int,
-                 max_sequence_length: int = 256, normalize: bool = True, threads: int = 0) -> None:
+                 max_sequence_length: int = 256, normalize: bool = True, threads: int = 0,
+                 spinning: bool = False) -> None:
         if precision not in (Precision.FP32, Precision.INT8):
             why = cpu_bf16_support()[1] if precision is Precision.BF16 else "ONNX Runtime's CPU kernels"
             raise SourceError(Reason.PRECISION_UNSUPPORTED, (
@@ -170,10 +194,7 @@ class OrtSentenceModel(TextEncoder):
         self.ort_precision = precision
         self.normalize = normalize
         self.threads = cpu_threads(threads)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
+        options = session_options(self.threads, spinning=spinning)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._options = options
         graph = self._graph(weights)
