@@ -120,8 +120,7 @@ def main() -> None:
                 register_nodes(cluster.api_client(), build_nodes(load(ROOT / "examples" / "clusters" /
                                                                       "small-hetero.yaml")), progress=None)
                 cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-                cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                                "--timeout=60s")
+                cluster.wait_established("inferencepools.gpupool.io", timeout_s=60)
                 cluster.kubectl("create", "namespace", "gpupool-system")
                 cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
                 repo = repository(Path(tmp) / "models")

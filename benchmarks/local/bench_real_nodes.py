@@ -99,7 +99,7 @@ def run_cluster(tag: str, work: Path, binaries: toolchain.NodeBinaries, pods: in
     row["pod apply to Ready s (all)"] = [round(s, 2) for s in starts]
 
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io", "--timeout=60s")
+    cluster.wait_established("inferencepools.gpupool.io", timeout_s=60)
     cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
     log = open(cluster.logs / "operator.log", "ab")  # noqa: SIM115 - the child's log
     operator = subprocess.Popen(

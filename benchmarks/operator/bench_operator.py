@@ -183,7 +183,7 @@ def main() -> int:
             data["nodes_ready_s"] = round(time.monotonic() - t0, 1)
             crds = [text for rel, text in crdgen.render().items() if rel.startswith("crds/")]
             cluster.kubectl("apply", "--server-side", "-f", "-", input="\n".join(crds))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io", "--timeout=60s")
+            cluster.wait_established("inferencepools.gpupool.io", timeout_s=60)
             for ns in [OPERATOR_NS, *(f"bench-{i:02d}" for i in range(NAMESPACES))]:
                 cluster.kubectl("create", "namespace", ns)
             cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(default_config().to_wire()))

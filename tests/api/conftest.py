@@ -14,8 +14,7 @@ def crds(cluster: Any) -> Iterator[Any]:
     """The cluster with the CRDs from crds/ installed (the committed files, as Helm installs them)."""
     for path in CRD_FILES:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    for name in CRD_NAMES:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    cluster.wait_established(*CRD_NAMES, timeout_s=60)
     if cluster.kubectl("get", "namespace", NS, check=False).returncode != 0:
         cluster.kubectl("create", "namespace", NS)
     # kubectl explain and strict field validation read the published OpenAPI: wait until it has ours.

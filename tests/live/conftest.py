@@ -271,24 +271,10 @@ def bad_server() -> Iterator[str]:
 OPERATOR_NAMESPACE = "gpupool-system"
 
 
-def wait_established(cluster: Any, timeout_s: float = 90) -> None:
-    """Until gpupool's CRDs are Established; `kubectl wait` fails outright (not waits) while a new
-    CRD's status has no conditions yet, so it is retried."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        waited = cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                                 "crd/gpupoolconfigs.gpupool.io", "--timeout=30s", check=False)
-        if waited.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the CRDs not Established after {timeout_s:.0f} s: {waited.stderr.strip()}")
-        time.sleep(1)
-
-
 @pytest.fixture(scope="session")
 def control_plane(cluster: Any) -> Any:
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    wait_established(cluster)
+    cluster.wait_established()
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
     return cluster

@@ -33,7 +33,7 @@ from operator_helpers import OperatorProcess, apply, get_json
 
 from gpupool_operator.local.cluster import LocalCluster
 
-from .conftest import MODEL, Load, Worker, wait_established
+from .conftest import MODEL, Load, Worker
 
 POOL = "live"
 #: Short policy windows so a test sees the whole cycle in a couple of minutes.
@@ -259,7 +259,7 @@ def start_real_nodes(cluster: LocalCluster, nodes: Any, root: Path) -> Any:
                               "nvidia.com/mig.config.state": "success"},
               hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
     cluster.kubectl("apply", "--server-side", "-f", str(root / "crds"))
-    wait_established(cluster)
+    cluster.wait_established()
     cluster.kubectl("create", "namespace", "gpupool-system", check=False)
     cluster.kubectl("apply", "-f", str(root / "examples" / "pools" / "gpupoolconfig-default.yaml"))
     return MigManager(cluster.api_client(), "gpupool-system", delay_s=1.0, real_nodes=nodes.mig_targets).start()

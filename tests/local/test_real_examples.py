@@ -121,8 +121,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             realnodes.start_spec_nodes(nodes, parse(yaml.safe_load(SPEC)), progress=lambda line: None)
             timings["all nodes Ready s"] = round(time.monotonic() - t0, 1)
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                            "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
+            cluster.wait_established(timeout_s=60)
             for ns in (OPERATOR_NAMESPACE, NS):
                 cluster.kubectl("create", "namespace", ns)
             cluster.kubectl("apply", "-f", str(EXAMPLES / "gpupoolconfig-default.yaml"))

@@ -82,8 +82,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                       hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
             ready_s = time.monotonic() - t0
             cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                            "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
+            cluster.wait_established(timeout_s=60)
             for ns in (OPERATOR_NAMESPACE, NS):
                 cluster.kubectl("create", "namespace", ns)
             cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))

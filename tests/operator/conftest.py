@@ -36,8 +36,7 @@ FAST_ENV = {
 @pytest.fixture(scope="session")
 def control_plane(cluster: LocalCluster) -> LocalCluster:
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                    "crd/gpupoolconfigs.gpupool.io", "--timeout=60s")
+    cluster.wait_established(timeout_s=60)
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
     cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
     return cluster

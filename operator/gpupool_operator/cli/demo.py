@@ -108,15 +108,7 @@ def _install(cluster: Any) -> None:
 
     crds = [text for rel, text in crdgen.render().items() if rel.startswith("crds/")]
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input="\n".join(crds))
-    deadline = time.monotonic() + 90
-    while True:  # `kubectl wait` fails outright (not waits) while a new CRD's status has no conditions
-        waited = cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.gpupool.io",
-                                 "crd/gpupoolconfigs.gpupool.io", "--timeout=30s", check=False)
-        if waited.returncode == 0:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the CRDs are not Established after 90 s: {waited.stderr.strip()}")
-        time.sleep(1)
+    cluster.wait_established()
     for ns in (OPERATOR_NAMESPACE, DEMO_NAMESPACE):
         cluster.kubectl("create", "namespace", ns, check=False)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(default_config().to_wire()))

@@ -47,6 +47,10 @@ POD_CIDR = "10.128.0.0/12"  # kwok hands pod IPs from here: room for tens of tho
 NODE_LEASE_SECONDS = 40
 
 
+GPUPOOL_CRDS = ("inferencepools.gpupool.io", "gpupoolconfigs.gpupool.io")
+"""The CustomResourceDefinitions gpupool installs (crds/)."""
+
+
 class ClusterError(RuntimeError):
     """The local cluster could not be started or reached; the message says why."""
 
@@ -420,6 +424,22 @@ class LocalCluster:
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
+
+    def wait_established(self, *names: str, timeout_s: float = 90.0) -> None:
+        """Until the named CRDs (default: gpupool's two) are Established. ``kubectl wait`` fails
+        outright, rather than waits, while a just-created CRD's status has no conditions yet, so
+        it is retried until ``timeout_s``."""
+        crds = [f"crd/{n}" for n in (names or GPUPOOL_CRDS)]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(1, min(30, int(deadline - time.monotonic())))
+            waited = self.kubectl("wait", "--for=condition=Established", *crds, f"--timeout={left}s", check=False)
+            if waited.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{', '.join(crds)} not Established after {timeout_s:.0f} s: "
+                                   f"{waited.stderr.strip()}")
+            time.sleep(1)
 
     def api_client(self) -> object:
         """A ``kubernetes.client.ApiClient`` for this cluster (typed loosely: the core never needs it)."""
