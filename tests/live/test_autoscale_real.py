@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.real_cluster import real_node_cluster
 
-from gpupool_operator.local import realnodes, toolchain
-from gpupool_operator.local.cluster import LocalCluster, running
+from gpupool_operator.local import realnodes
+from gpupool_operator.local.cluster import LocalCluster
 
 from .conftest import ROOT
 from .live_cluster import Scenario, silence, start_real_nodes, surge_restart_silence_and_idle
@@ -39,21 +40,12 @@ TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    missing = realnodes.prerequisites()
-    if missing:
-        pytest.skip("real nodes cannot run here: missing " + "; ".join(missing))
-    before = realnodes.host_snapshot()
-    with running(tmp_path_factory.mktemp("live-real")) as cluster:
-        nodes = realnodes.RealNodes(cluster, toolchain.ensure_node_binaries())
-        manager: Any = None
+    with real_node_cluster(tmp_path_factory.mktemp("live-real")) as (cluster, nodes):
+        manager = start_real_nodes(cluster, nodes, ROOT)
         try:
-            manager = start_real_nodes(cluster, nodes, ROOT)
             yield {"cluster": cluster, "nodes": nodes, "manager": manager}
         finally:
-            if manager is not None:
-                manager.stop()
-            nodes.teardown()
-    assert realnodes.host_snapshot() == before
+            manager.stop()
 
 
 def _mig_pod(scene: Scenario) -> dict[str, Any]:

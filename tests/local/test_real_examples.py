@@ -25,7 +25,6 @@ Root and the node binaries (``gpupool local build --nodes``); skipped with what 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,18 +34,17 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from support.real_cluster import operator_on, real_node_cluster
 
 from gpupool_operator.adapters import modelload, names
-from gpupool_operator.local import endpoints, realnodes, toolchain
-from gpupool_operator.local.cluster import LocalCluster, running
-from gpupool_operator.local.migmanager import MigManager
+from gpupool_operator.local import endpoints, realnodes
+from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.spec import parse
 
 pytestmark = [pytest.mark.real_nodes, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "pools"
-OPERATOR_NAMESPACE = "gpupool-system"
 NS = "examples"
 SPEC = """\
 name: examples-real
@@ -105,45 +103,13 @@ def _pool_docs() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    missing = realnodes.prerequisites()
-    if missing:
-        pytest.skip("real nodes cannot run here: missing " + "; ".join(missing))
-    from kopf.testing import KopfRunner
-
-    before = realnodes.host_snapshot()
-    with running(tmp_path_factory.mktemp("examples")) as cluster:
-        nodes = realnodes.RealNodes(cluster, toolchain.ensure_node_binaries())
-        manager: MigManager | None = None
-        saved = dict(os.environ)
-        try:
-            t0 = time.monotonic()
-            timings: dict[str, Any] = {}
-            realnodes.start_spec_nodes(nodes, parse(yaml.safe_load(SPEC)), progress=lambda line: None)
-            timings["all nodes Ready s"] = round(time.monotonic() - t0, 1)
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.wait_established(timeout_s=60)
-            for ns in (OPERATOR_NAMESPACE, NS):
-                cluster.kubectl("create", "namespace", ns)
-            cluster.kubectl("apply", "-f", str(EXAMPLES / "gpupoolconfig-default.yaml"))
-            manager = MigManager(cluster.api_client(), OPERATOR_NAMESPACE, delay_s=1.0,
-                                 real_nodes=nodes.mig_targets).start()
-            os.environ.update({
-                "KUBECONFIG": str(cluster.kubeconfig), "GPUPOOL_NAMESPACE": OPERATOR_NAMESPACE,
-                "GPUPOOL_WORKER_IMAGE": nodes.host.tag, "GPUPOOL_LEASE_SECONDS": "6",
-                "GPUPOOL_RESYNC_SECONDS": "10", "GPUPOOL_STATS_SECONDS": "3", "NO_PROXY": "127.0.0.1,localhost",
-            })
-            with KopfRunner(["run", "-A", "--standalone", "-m", "gpupool_operator.handlers"], timeout=120) as runner:
-                yield {"cluster": cluster, "nodes": nodes, "manager": manager, "timings": timings}
-                cluster.kubectl("delete", "inferencepools", "--all", "-n", NS, "--wait=true", "--timeout=90s",
-                                check=False)
-            assert runner.exception is None, runner.exception
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            if manager is not None:
-                manager.stop()
-            nodes.teardown()
-    assert realnodes.host_snapshot() == before
+    with real_node_cluster(tmp_path_factory.mktemp("examples")) as (cluster, nodes):
+        t0 = time.monotonic()
+        timings: dict[str, Any] = {}
+        realnodes.start_spec_nodes(nodes, parse(yaml.safe_load(SPEC)), progress=lambda line: None)
+        timings["all nodes Ready s"] = round(time.monotonic() - t0, 1)
+        with operator_on(cluster, nodes, NS) as manager:
+            yield {"cluster": cluster, "nodes": nodes, "manager": manager, "timings": timings}
 
 
 def _json(cluster: LocalCluster, *args: str) -> Any:

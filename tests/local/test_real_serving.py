@@ -20,16 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from support.real_cluster import operator_on, real_node_cluster
 
-from gpupool_operator.local import endpoints, realnodes, toolchain
-from gpupool_operator.local.cluster import LocalCluster, running
+from gpupool_operator.local import endpoints, realnodes
+from gpupool_operator.local.cluster import LocalCluster
 from gpupool_operator.local.gpus import Hardware
 from gpupool_operator.local.migmanager import MigManager
 
 pytestmark = [pytest.mark.real_nodes, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATOR_NAMESPACE = "gpupool-system"
 NS = "serving"
 
 MIG_POOL = """\
@@ -63,50 +63,16 @@ def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, every: fl
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    missing = realnodes.prerequisites()
-    if missing:
-        pytest.skip("real nodes cannot run here: missing " + "; ".join(missing))
-    from kopf.testing import KopfRunner
-
-    before = realnodes.host_snapshot()
-    with running(tmp_path_factory.mktemp("serving")) as cluster:
-        nodes = realnodes.RealNodes(cluster, toolchain.ensure_node_binaries())
-        manager: MigManager | None = None
-        saved = dict(os.environ)
-        try:
-            t0 = time.monotonic()
-            nodes.add("cpu-real-0", {"gpupool.io/pool": "cpu"})
-            hw = Hardware.create("a100-real-0", "A100-80GB", [{"3g.40gb": 1, "1g.10gb": 2}, None])
-            nodes.add("a100-real-0", {"gpupool.io/pool": "a100", "nvidia.com/mig.config": "custom-per-gpu",
-                                      "nvidia.com/mig.config.state": "success"},
-                      hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
-            ready_s = time.monotonic() - t0
-            cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cluster.wait_established(timeout_s=60)
-            for ns in (OPERATOR_NAMESPACE, NS):
-                cluster.kubectl("create", "namespace", ns)
-            cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
-            manager = MigManager(cluster.api_client(), OPERATOR_NAMESPACE, delay_s=1.0,
-                                 real_nodes=nodes.mig_targets).start()
-            os.environ.update({
-                "KUBECONFIG": str(cluster.kubeconfig), "GPUPOOL_NAMESPACE": OPERATOR_NAMESPACE,
-                "GPUPOOL_WORKER_IMAGE": nodes.host.tag, "GPUPOOL_LEASE_SECONDS": "6",
-                "GPUPOOL_RESYNC_SECONDS": "10", "GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS": "600",
-                "GPUPOOL_STATS_SECONDS": "3", "NO_PROXY": "127.0.0.1,localhost",
-            })
-            with KopfRunner(["run", "-A", "--standalone", "-m", "gpupool_operator.handlers"], timeout=120) as runner:
-                yield {"cluster": cluster, "nodes": nodes, "manager": manager, "ready_s": ready_s,
-                       "before": before}
-                cluster.kubectl("delete", "inferencepools", "--all", "-n", NS, "--wait=true", "--timeout=90s",
-                                check=False)
-            assert runner.exception is None, runner.exception
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            if manager is not None:
-                manager.stop()
-            nodes.teardown()
-    assert realnodes.host_snapshot() == before
+    with real_node_cluster(tmp_path_factory.mktemp("serving")) as (cluster, nodes):
+        t0 = time.monotonic()
+        nodes.add("cpu-real-0", {"gpupool.io/pool": "cpu"})
+        hw = Hardware.create("a100-real-0", "A100-80GB", [{"3g.40gb": 1, "1g.10gb": 2}, None])
+        nodes.add("a100-real-0", {"gpupool.io/pool": "a100", "nvidia.com/mig.config": "custom-per-gpu",
+                                  "nvidia.com/mig.config.state": "success"},
+                  hardware=hw, taints=["nvidia.com/gpu=present:NoSchedule"])
+        ready_s = time.monotonic() - t0
+        with operator_on(cluster, nodes, NS, {"GPUPOOL_MIG_FAILURE_COOLDOWN_SECONDS": "600"}) as manager:
+            yield {"cluster": cluster, "nodes": nodes, "manager": manager, "ready_s": ready_s}
 
 
 def _pool(cluster: LocalCluster, name: str) -> dict[str, Any]:
