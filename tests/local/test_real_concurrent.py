@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.polling import wait_until
 
 from gpupool_operator.local import realnodes, toolchain
 from gpupool_operator.local.cluster import LocalCluster, _alive
@@ -46,14 +47,10 @@ def _sysctls_unlike_the_kubelets() -> Iterator[None]:
             paths[name].write_text(value)
 
 
-def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, why: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f":\n{why()}" if why else ""))
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, every: float = 0.5,
+          why: Callable[[], str] | None = None) -> Any:
+    return wait_until(what, check, timeout_s, every, why)
 
 
 def _web_pod(nodes: realnodes.RealNodes, tag: str) -> dict[str, Any]:

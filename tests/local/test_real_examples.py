@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from support.polling import wait_until
 from support.real_cluster import operator_on, real_node_cluster
 
 from gpupool_operator.adapters import modelload, names
@@ -85,15 +86,10 @@ UNREACHABLE = {
 ZERO = {("vision-and-embeddings", "yolo-detector")}  # minReplicas 0, oci://registry.example.com
 
 
+
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 180, every: float = 2.0,
           why: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}" + (f":\n{why()}" if why else ""))
+    return wait_until(what, check, timeout_s, every, why)
 
 
 def _pool_docs() -> list[dict[str, Any]]:

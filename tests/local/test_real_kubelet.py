@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.polling import wait_until
 
 from gpupool_operator.local import realnodes, toolchain
 from gpupool_operator.local.cluster import LocalCluster
@@ -91,14 +92,10 @@ def _pod(name: str, node: str, image: str, *, args: list[str] | None = None, com
                      "containers": [container], **spec}}
 
 
-def _wait(what: str, check: Callable[[], Any], timeout_s: float = 90, why: Callable[[], str] | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}" + (f":\n{why()}" if why else ""))
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float = 90, every: float = 0.5,
+          why: Callable[[], str] | None = None) -> Any:
+    return wait_until(what, check, timeout_s, every, why)
 
 
 def _pod_json(cluster: LocalCluster, name: str) -> dict[str, Any]:

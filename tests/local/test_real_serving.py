@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from support.polling import wait_until
 from support.real_cluster import operator_on, real_node_cluster
 
 from gpupool_operator.local import endpoints, realnodes
@@ -51,14 +52,10 @@ spec:
 """
 
 
-def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float = 120, every: float = 1.0,
+          why: Callable[[], str] | None = None) -> Any:
+    return wait_until(what, check, timeout_s, every, why)
 
 
 @pytest.fixture(scope="module")
