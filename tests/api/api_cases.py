@@ -185,6 +185,8 @@ POOL_CASES: tuple[Case, ...] = (
          f"{M0}.latencyObjective.percentile"),
     Case("unsupported-source-scheme", _set("source.uri", "ftp://example.com/model"), f"{M0}.source.uri"),
     Case("builtin-format-with-hf-uri", _set("source.format", "Builtin"), f"{M0}.source.uri"),
+    Case("onnx-reranking", _do(lambda o: _model(o).update(source={"uri": "hf://org/model", "format": "ONNX"},
+                                                          task="Reranking")), f"{M0}.task"),
     Case(
         "scale-to-zero-not-enabled",
         _set("minReplicas", 0),
@@ -288,6 +290,8 @@ VALID_VARIANTS: dict[str, Callable[[], Manifest]] = {
         {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
         {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
         {"operator": "Exists"}])),
+    "onnx-sentence-encoder": _variant(base_pool, lambda o: _model(o).update(
+        source={"uri": "hf://BAAI/bge-small-en-v1.5", "format": "ONNX"}, task="SentenceEmbedding")),
     "mig-any-slice": _variant(base_pool, lambda o: _model(o)["hardware"][0].update(mig={"minMemory": "8Gi"})),
     "tensor-parallel-gpu": _variant(
         base_pool,

@@ -23,7 +23,7 @@ from gpupool_worker.engine.repository import (
     RepositoryCollector,
     RuntimeDefaults,
 )
-from gpupool_worker.sources import Reason
+from gpupool_worker.sources import Reason, SourceError
 
 CPU = torch.device("cpu")
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "gpu slices cut the cost of inference", "hello"]
@@ -74,6 +74,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     claim = tmp_path_factory.mktemp("pvc") / "models"
     tiny_models.write_sentence_bert(claim / "bge-like", pooling="cls", normalize=True)
     tiny_models.write_sentence_bert(claim / "minilm-like", pooling="mean", normalize=True)
+    # a Hub sentence-transformers repository with its ONNX export (bge-small-en-v1.5's layout)
+    tiny_models.write_sentence_bert(claim / "bge-onnx", pooling="cls", normalize=True, seed=5)
+    tiny_models.export_token_states(claim / "bge-onnx")
     tiny_models.write_bert_classifier(claim / "sentiment")
     tiny_models.write_xlmr_cross_encoder(claim / "reranker")
     tiny_models.write_onnx_classifier(claim / "resnet-like")
@@ -200,6 +203,68 @@ def test_onnx_precisions(tmp_path: Path, models: Path) -> None:
     refused(serve(tmp_path, models / "resnet-like", fmt="ONNX", precision="bf16"), Reason.PRECISION_UNSUPPORTED)
 
 
+def test_onnx_sentence_encoder_pools_as_its_config_says(tmp_path: Path, models: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    entry = serve(tmp_path, models / "bge-onnx", fmt="ONNX", task="SentenceEmbedding")
+    model = ready(entry)
+    assert entry.config is not None
+    assert (entry.config.kind, entry.config.engine) == ("sentence-embedding", "onnx")
+    assert io(model) == ([("text", "BYTES", [-1])], [("embedding", "FP32", [-1, 32])])
+    assert model.describe()["engine"] == "onnx"
+    assert model.describe()["pooling"] == "cls"
+    ours = model.execute({"text": texts(SENTENCES)}).outputs["embedding"]
+    theirs = SentenceTransformer(str(models / "bge-onnx"), device="cpu").encode(SENTENCES)  # from the safetensors
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    # Auto: a sentence-transformers folder with its tokenizer embeds
+    auto = serve(tmp_path, models / "bge-onnx", fmt="ONNX")
+    assert auto.config is not None
+    assert auto.config.kind == "sentence-embedding"
+    np.testing.assert_allclose(ready(auto).execute({"text": texts(SENTENCES)}).outputs["embedding"], ours, atol=1e-6)
+
+
+def test_onnx_sentence_encoder_through_io_binding_answers_the_same(models: Path) -> None:
+    # the binding calls the CUDA path makes, with the output bound in host memory
+    from gpupool_worker.engine.models.ort_encoder import OrtSentenceModel
+    from gpupool_worker.engine.precision import Precision
+
+    def build(bound: bool) -> OrtSentenceModel:
+        return OrtSentenceModel("m", "1", models / "bge-onnx", precision=Precision.FP32, max_batch_size=8,
+                                threads=1, pooling="cls", io_binding=bound)
+
+    plain, bound = build(False), build(True)
+    assert bound.describe()["io_binding"] == "cpu"
+    for rows in (SENTENCES, SENTENCES[:1]):  # the output's shape follows the batch
+        np.testing.assert_allclose(bound.execute({"text": texts(rows)}).outputs["embedding"],
+                                   plain.execute({"text": texts(rows)}).outputs["embedding"], atol=1e-6)
+
+
+def test_onnx_sentence_encoder_on_a_gpu_says_what_it_needs(models: Path) -> None:
+    import onnxruntime as ort
+
+    from gpupool_worker.engine.device import Device
+    from gpupool_worker.engine.models.ort_encoder import CUDA_PROVIDER, OrtSentenceModel
+    from gpupool_worker.engine.precision import Precision, resolve
+
+    with pytest.raises(SourceError) as err:
+        OrtSentenceModel("m", "1", models / "bge-onnx", precision=Precision.FP16, max_batch_size=8,
+                         device=Device("cuda", 0))
+    assert err.value.reason is Reason.PRECISION_UNSUPPORTED
+    assert "runs the graph as exported, fp32, not fp16" in err.value.message
+    assert resolve("onnx", "auto", device_type="cuda", capability=(9, 0), triton_ok=True, triton_reason="",
+                   onnx_ok=True).precision.value == "fp32"
+    with pytest.raises(ValueError, match="needs ONNX Runtime's CUDAExecutionProvider"):
+        resolve("onnx", "auto", device_type="cuda", capability=(9, 0), triton_ok=True, triton_reason="",
+                onnx_ok=False)
+    if CUDA_PROVIDER in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: the refusal without it cannot be shown here")
+    with pytest.raises(SourceError) as err:
+        OrtSentenceModel("m", "1", models / "bge-onnx", precision=Precision.FP32, max_batch_size=8,
+                         device=Device("cuda", 0))
+    assert err.value.reason is Reason.ENGINE_UNSUPPORTED
+    assert "install onnxruntime-gpu" in err.value.message
+
+
 # -- tensor programs --------------------------------------------------------------------------
 
 YOLO = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 640, 640]}],
@@ -248,6 +313,7 @@ def test_torch_export_metadata_comes_from_the_program(tmp_path: Path, models: Pa
     ("bge-like", "SafeTensors", "ImageClassification", "format SafeTensors serves: SentenceEmbedding"),
     ("yolo-like", "TorchScript", "ImageClassification", "format TorchScript serves: Tensors"),
     ("bge-like", "ONNX", "Auto", "no .onnx file in the source"),
+    ("affine", "ONNX", "SentenceEmbedding", "needs the tokenizer (tokenizer.json)"),
     ("resnet-like", "SafeTensors", "Auto", "needs config.json and *.safetensors"),
     ("mlp", "TorchScript", "Auto", "no .pt file"),
     ("affine", "ONNX", "ImageClassification", "needs one FP32 NCHW input with 3 channels"),

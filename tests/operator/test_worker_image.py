@@ -72,6 +72,7 @@ def _pod_image(pool: InferencePool, kind: ShapeKind, settings: WorkerSettings = 
 @pytest.mark.parametrize(("fmt", "task", "cpu_image"), [
     ("Builtin", None, CPU_IMAGE),                   # MiniLM ships as model.onnx in the CPU image
     ("ONNX", "Tensors", CPU_IMAGE),                 # the graph's own tensors on ONNX Runtime
+    ("ONNX", "SentenceEmbedding", CPU_IMAGE),       # a Hub onnx/model.onnx encoder on ONNX Runtime
     ("ONNX", "ImageClassification", CUDA_IMAGE),    # its resize/crop preprocessing is torch's
     ("ONNX", None, CUDA_IMAGE),                     # Auto: may turn out to be an image classifier
     ("SafeTensors", None, CUDA_IMAGE),              # loaded (or exported to ONNX) with torch

@@ -1,7 +1,8 @@
 """Tiny, randomly initialised models of real families, in the exact layouts the real ones ship in:
 what the tests (and the examples test) serve where the real model is too large for this machine.
 
-- a BERT sentence-transformers folder (CLS or mean pooling, Normalize), like BAAI/bge-small-en-v1.5;
+- a BERT sentence-transformers folder (CLS or mean pooling, Normalize), like BAAI/bge-small-en-v1.5,
+  optionally with the ONNX export Hub repositories ship beside it (``onnx/model.onnx``, token states);
 - a BERT sequence classifier with labels, like a sentiment model;
 - an XLM-RoBERTa cross-encoder (one score, a Unigram tokenizer), like BAAI/bge-reranker-base;
 - an ONNX image classifier with its preprocessing contract and labels, like resnet50 exported;
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-__all__ = ["WORDS", "write_bert_classifier", "write_onnx_classifier", "write_onnx_tensors",
+__all__ = ["WORDS", "export_token_states", "write_bert_classifier", "write_onnx_classifier", "write_onnx_tensors",
            "write_sentence_bert", "write_tiny_llama", "write_xlmr_cross_encoder", "write_yolo_torchscript"]
 
 _TEXT = ("the a an of to and in is it that for on with as gpu gpus slice mig model models inference "
@@ -72,6 +73,39 @@ def write_sentence_bert(directory: Path, *, pooling: str = "cls", normalize: boo
     (directory / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, **flags}))
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": True}))
     return directory
+
+
+def export_token_states(directory: Path) -> Path:
+    """``onnx/model.onnx`` for the BERT folder at ``directory``, as Hub sentence-transformers
+    repositories ship it (what Optimum's export writes): the graph takes input_ids, attention_mask
+    and token_type_ids and returns the token states (``last_hidden_state``); pooling is the server's."""
+    import warnings
+
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(str(directory), attn_implementation="eager").eval()
+
+    class TokenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
+    mask = (ids != 0).long()
+    (directory / "onnx").mkdir(exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated, and what Optimum used
+        torch.onnx.export(TokenStates(), (ids, mask, torch.zeros_like(ids)), str(directory / "onnx" / "model.onnx"),
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={n: {0: "batch", 1: "tokens"} for n in
+                                        ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")})
+    return directory / "onnx" / "model.onnx"
 
 
 def write_bert_classifier(directory: Path, labels: tuple[str, ...] = ("negative", "positive"), seed: int = 0) -> Path:

@@ -49,7 +49,8 @@ def test_onnx_runtime_embeds_as_the_torch_encoder_does(onnx_cache: Path, monkeyp
     want = torch_model.execute(texts(CALIBRATION)).outputs["embedding"]
     assert got.shape == (len(CALIBRATION), 384)
     np.testing.assert_allclose(got, want, atol=2e-5)
-    assert ort_model.describe() == {"engine": "onnx", "precision": "fp32", "device": "cpu", "threads": "2"}
+    assert ort_model.describe() == {"engine": "onnx", "precision": "fp32", "device": "cpu", "threads": "2",
+                                    "pooling": "in the graph"}  # the export pools: mean, in the graph
     assert list(onnx_cache.glob("encoder-*.onnx"))  # exported once, cached for the next start
 
 
@@ -94,8 +95,13 @@ def test_cpu_engine_and_precision_choices() -> None:
     assert (chosen.engine, chosen.precision) == (EngineKind.EAGER, Precision.BF16)
     with pytest.raises(ValueError, match="ONNX Runtime runs fp32 or int8"):
         resolve("onnx", "bf16", onnx_ok=True, cpu_bf16=amx, **common)
-    with pytest.raises(ValueError, match="CPU only"):
-        resolve("onnx", "fp32", device_type="cuda", capability=(9, 0), triton_ok=True, triton_reason="", onnx_ok=True)
+    # on a GPU only where ONNX Runtime has its CUDA provider (onnx_ok), and at fp32
+    gpu = {"device_type": "cuda", "capability": (9, 0), "triton_ok": True, "triton_reason": ""}
+    with pytest.raises(ValueError, match="needs ONNX Runtime's CUDAExecutionProvider"):
+        resolve("onnx", "fp32", onnx_ok=False, **gpu)  # type: ignore[arg-type]
+    chosen = resolve("onnx", "auto", onnx_ok=True, **gpu)  # type: ignore[arg-type]
+    assert (chosen.engine, chosen.precision) == (EngineKind.ONNX, Precision.FP32)
+    assert resolve("auto", "auto", onnx_ok=True, **gpu).engine is EngineKind.TRITON  # type: ignore[arg-type]
     assert cpu_threads(3) == 3
     assert cpu_threads() >= 1
 

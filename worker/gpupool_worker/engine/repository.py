@@ -109,10 +109,23 @@ def _has_onnxruntime() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def _onnx_runs_on(device_type: str) -> bool:
+    """Whether ONNX Runtime can run a sentence encoder here: on a CPU wherever it is installed, on a
+    GPU where its CUDAExecutionProvider is (``onnxruntime-gpu``)."""
+    if not _has_onnxruntime():
+        return False
+    if device_type == "cpu":
+        return True
+    from gpupool_worker.engine.models.ort_encoder import cuda_provider
+
+    return cuda_provider()[0]
+
+
 def load_model(name: str, directory: Path, config: ModelConfig, defaults: RuntimeDefaults) -> Model:
     """Build a model from its directory and config (slow: reads weights, may compile and warm up)."""
     if defaults.emulated is not None:  # the real model on the CPU for its metadata, then emulated
-        engine = "eager" if torch_available() else "auto"  # without torch: ONNX Runtime, where it applies
+        # without torch: ONNX Runtime, where it applies; an ONNX graph is always ONNX Runtime's
+        engine = "onnx" if config.engine == "onnx" else "eager" if torch_available() else "auto"
         real = load_model(name, directory, config.model_copy(update={"engine": engine, "precision": "fp32"}),
                           RuntimeDefaults(device=Device("cpu"), warmup=False))
         return EmulatedModel(real, defaults.emulated)
@@ -125,7 +138,7 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
         try:
             chosen = resolve(config.engine or defaults.engine, config.precision or defaults.precision,
                              device_type=device.type, capability=capability, triton_ok=ok,
-                             triton_reason=why, onnx_ok=device.type == "cpu" and _has_onnxruntime(),
+                             triton_reason=why, onnx_ok=_onnx_runs_on(device.type),
                              cpu_bf16=cpu_bf16_support() if device.type == "cpu" else (False, ""))
         except ValueError as exc:
             what = Reason.ENGINE_UNSUPPORTED if str(exc).startswith("engine") else Reason.PRECISION_UNSUPPORTED
@@ -142,7 +155,8 @@ def load_model(name: str, directory: Path, config: ModelConfig, defaults: Runtim
             model: Model = OrtSentenceModel(
                 name, config.version, weights, precision=chosen.precision, max_batch_size=config.max_batch_size,
                 max_sequence_length=config.max_sequence_length, normalize=config.normalize,
-                threads=defaults.threads, spinning=defaults.ort_spinning)
+                threads=defaults.threads, spinning=defaults.ort_spinning,
+                device=Device(device.type, device.index))
             if defaults.warmup:
                 model.warmup()
             return model

@@ -8,7 +8,10 @@ Each is one FormatMismatch naming the pool's setting and what the folder holds.
 
 A BERT-family sentence encoder with mean pooling (all-MiniLM-L6-v2 and its kin) is served by
 gpupool's own encoder (eager, torch.compile or Triton kernels); every other transformer folder by
-``transformers``.
+``transformers``. An ONNX sentence encoder (format ONNX, task SentenceEmbedding, or Auto on a
+sentence-transformers folder: a Hub repository's ``onnx/model.onnx`` beside its ``tokenizer.json``)
+is served by ONNX Runtime (:mod:`.ort_encoder`) and needs no torch, which is what lets the
+CPU-only worker image serve a Hub encoder.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ __all__ = ["FORMAT_TASKS", "resolve_config"]
 FORMAT_TASKS = {
     "SafeTensors": ("sentence-embedding", "sequence-classification", "reranking"),
     "Builtin": ("sentence-embedding",),
-    "ONNX": ("image-classification", "tensors"),
+    "ONNX": ("sentence-embedding", "image-classification", "tensors"),
     "TorchScript": ("tensors",),
     "TorchExport": ("tensors",),
 }
@@ -114,6 +117,38 @@ def _transformer_config(model: PoolModel, fetched: Fetched, base: dict[str, Any]
     return ModelConfig(kind="transformers", task=task, weights=str(root), **base)
 
 
+def _guess_onnx_task(root: Path, file: str) -> str:
+    if (root / Path(file).parent / "preprocessor_config.json").is_file():
+        return "image-classification"
+    if (root / "tokenizer.json").is_file() and (root / "modules.json").is_file():
+        return "sentence-embedding"  # a sentence-transformers folder with its ONNX export
+    return "tensors"
+
+
+def _onnx_encoder_config(model: PoolModel, root: Path, file: str, base: dict[str, Any]) -> ModelConfig:
+    """An ONNX text encoder: the graph at model.onnx or onnx/model.onnx with the tokenizer at the
+    folder's root (the layout sentence-transformers repositories ship), pooling and normalization
+    from its modules.json (none: the graph's output is taken as the embedding, mean-pooled when
+    it is token states), served by ONNX Runtime."""
+    from gpupool_worker.engine.models.ort_encoder import SHIPPED_GRAPHS
+
+    if file not in SHIPPED_GRAPHS:
+        raise _mismatch(model, f"an ONNX sentence encoder's graph must be {' or '.join(SHIPPED_GRAPHS)} beside "
+                        f"tokenizer.json; the source has {file}")
+    if not (root / "tokenizer.json").is_file():
+        raise _mismatch(model, f"task SentenceEmbedding from ONNX needs the tokenizer (tokenizer.json) at the "
+                        f"folder's root; the source holds: {_listing(root)}")
+    facts = read_folder(root, model.uri) if (root / "config.json").is_file() else None
+    st = facts.sentence if facts is not None else None
+    limit = min(base["max_sequence_length"], st.max_seq_length if st and st.max_seq_length else 512)
+    engine = base.get("engine") if base.get("engine") not in (None, "auto") else "onnx"
+    if engine != "onnx":
+        raise _mismatch(model, f"format ONNX is served by ONNX Runtime (engine onnx), not engine {engine}: serve "
+                        f"SafeTensors weights for the torch engines")
+    return ModelConfig(kind="sentence-embedding", weights=str(root), normalize=st is not None and st.normalize,
+                       **{**base, "max_sequence_length": limit, "engine": "onnx"})
+
+
 def resolve_config(model: PoolModel, fetched: Fetched, base: dict[str, Any]) -> tuple[Path, ModelConfig]:
     """The directory and config that load ``model`` from ``fetched`` (``base``: batching, engine,
     precision keyword arguments of ModelConfig). Raises SourceError(FORMAT_MISMATCH)."""
@@ -126,8 +161,9 @@ def resolve_config(model: PoolModel, fetched: Fetched, base: dict[str, Any]) -> 
     file = _model_file(model, fetched)
     inputs, outputs = _declared(model, root)
     if model.model_format == "ONNX":
-        task = model.task or ("image-classification" if (root / Path(file).parent / "preprocessor_config.json")
-                              .is_file() else "tensors")
+        task = model.task or _guess_onnx_task(root, file)
+        if task == "sentence-embedding":
+            return root, _onnx_encoder_config(model, root, file, base)
         directory = (root / file).parent
         return directory, ModelConfig(kind="onnx", task=task, file=Path(file).name, **base)
     if model.model_format == "TorchScript" and not (inputs and outputs):

@@ -10,13 +10,20 @@ version), else exported now from the torch weights (:func:`.onnx_export.export_e
 :class:`~gpupool_worker.engine.models.encoder.Encoder` the torch engines run, mean pooling
 included), which needs torch: without it the model is refused saying so. A graph whose output is
 already pooled (``[batch, hidden]``) is taken as is; one that returns token states
-(``[batch, tokens, hidden]``, ``last_hidden_state``) is mean-pooled over the attention mask here, as
-sentence-transformers does (other poolings are refused). L2 normalization (``normalize``) is applied
-here too. ONNX Runtime runs the graph with every graph optimization on (``ORT_ENABLE_ALL``:
-attention, GELU and LayerNorm fusions), one inter-op thread and as many intra-op threads as the
-worker's CPU allowance (``GPUPOOL_TORCH_THREADS``, else the container's CPU limit, else the CPUs
+(``[batch, tokens, hidden]``, ``last_hidden_state``) is pooled here the way its ``modules.json``
+says, as sentence-transformers pools: mean over the attention mask (MiniLM, e5), the first token
+(``cls``: the bge family) or the masked maximum (other poolings and dense layers are refused). L2
+normalization (``normalize``) is applied here too. ONNX Runtime runs the graph with every graph
+optimization on (``ORT_ENABLE_ALL``: attention, GELU and LayerNorm fusions), one inter-op thread
+and as many intra-op threads as the worker's CPU allowance (``GPUPOOL_TORCH_THREADS``, else the container's CPU limit, else the CPUs
 this process may use), and with intra-op spinning off (:func:`session_options`;
 ``GPUPOOL_ORT_SPINNING=1`` turns it back on).
+
+On a GPU (``device`` cuda) the session runs on ONNX Runtime's CUDAExecutionProvider (the
+``onnxruntime-gpu`` wheel; without it the model is refused saying so) with IO binding: the token
+arrays are copied to the device once per batch and the output is allocated there by ONNX Runtime
+and copied back once, without the per-run staging of ``session.run``; fp32 only there (the graph
+as exported). Its speed on a GPU has not been measured.
 
 Precisions: fp32 as exported; int8 through ONNX Runtime's dynamic quantization, accepted only when
 its embeddings stay within cosine 0.99 of fp32 on a calibration set (:func:`check_accuracy`),
@@ -47,8 +54,9 @@ from gpupool_worker.engine.models.tokens import INPUT, OUTPUT, TOKEN_ARRAYS, Tex
 from gpupool_worker.engine.precision import EngineKind, Precision
 from gpupool_worker.sources.errors import Reason, SourceError
 
-__all__ = ["CALIBRATION", "EXPORT_VERSION", "MIN_INT8_COSINE", "SHIPPED_GRAPHS", "SPINNING_ENTRY", "OrtSentenceModel",
-           "check_accuracy", "cpu_bf16_support", "cpu_threads", "session_options"]
+__all__ = ["CALIBRATION", "CUDA_PROVIDER", "EXPORT_VERSION", "MIN_INT8_COSINE", "POOLINGS", "SHIPPED_GRAPHS",
+           "SPINNING_ENTRY", "OrtSentenceModel", "check_accuracy", "cpu_bf16_support", "cpu_threads", "cuda_provider",
+           "session_options"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,9 @@ EXPORT_VERSION = "3"  # bump when the export changes, to leave old cached graphs
 SHIPPED_GRAPHS = ("model.onnx", "onnx/model.onnx")
 _POOLED_NAMES = ("embedding", "sentence_embedding", "pooler_output_mean")
 SPINNING_ENTRY = "session.intra_op.allow_spinning"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+#: how token states become one vector, as sentence-transformers' Pooling module names them
+POOLINGS = ("mean", "cls", "max")
 
 # Sentences of several lengths and topics: what the int8 guard measures on.
 CALIBRATION = (
@@ -114,6 +125,19 @@ def session_options(threads: int, *, spinning: bool = False) -> Any:
     options.inter_op_num_threads = 1
     options.add_session_config_entry(SPINNING_ENTRY, "1" if spinning else "0")
     return options
+
+
+def cuda_provider() -> tuple[bool, str]:
+    """Whether ONNX Runtime here can run on a GPU (its CUDAExecutionProvider), and why not."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+    except ImportError:
+        return False, "onnxruntime is not installed"
+    providers = list(ort.get_available_providers())
+    if CUDA_PROVIDER in providers:
+        return True, f"onnxruntime {ort.__version__} has {CUDA_PROVIDER}"
+    return False, (f"onnxruntime {ort.__version__} here has only {', '.join(providers)}: install onnxruntime-gpu "
+                   f"for {CUDA_PROVIDER}")
 
 
 def cpu_bf16_support(flags: Sequence[str] | None = None) -> tuple[bool, str]:
@@ -180,7 +204,13 @@ def _max_positions(weights: Path) -> int:
 class OrtSentenceModel(TextEncoder):
     def __init__(self, name: str, version: str, weights: Path, *, precision: Precision, max_batch_size: int,
                  max_sequence_length: int = 256, normalize: bool = True, threads: int = 0,
-                 spinning: bool = False) -> None:
+                 spinning: bool = False, device: Device | None = None, pooling: str = "",
+                 io_binding: bool | None = None) -> None:
+        device = device or Device("cpu")
+        if device.type == "cuda" and precision is not Precision.FP32:
+            raise SourceError(Reason.PRECISION_UNSUPPORTED, (
+                f"model {name}: engine onnx on a GPU runs the graph as exported, fp32, not {precision.value}; "
+                f"for fp16 or bf16 on a GPU serve SafeTensors weights with the torch engines"))
         if precision not in (Precision.FP32, Precision.INT8):
             why = cpu_bf16_support()[1] if precision is Precision.BF16 else "ONNX Runtime's CPU kernels"
             raise SourceError(Reason.PRECISION_UNSUPPORTED, (
@@ -190,17 +220,28 @@ class OrtSentenceModel(TextEncoder):
 
         self._name = name
         self._load_tokenizer(weights, min(max_sequence_length, _max_positions(weights)))
-        self.engine, self.precision, self.device = EngineKind.ONNX, precision, Device("cpu")
+        self.engine, self.precision, self.device = EngineKind.ONNX, precision, device
         self.ort_precision = precision
         self.normalize = normalize
         self.threads = cpu_threads(threads)
         options = session_options(self.threads, spinning=spinning)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self._options = options
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            ok, why = cuda_provider()
+            if not ok:
+                raise SourceError(Reason.ENGINE_UNSUPPORTED, f"model {name}: engine onnx on a GPU: {why}")
+            providers = [(CUDA_PROVIDER, {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        #: where outputs are bound (IO binding): the GPU's memory on CUDA; ``io_binding=True`` binds on
+        #: the CPU too (the same code path, which the CPU tests run)
+        self._bind_to = ("cuda", device.index or 0) if device.type == "cuda" else \
+            (("cpu", 0) if io_binding else None)
         graph = self._graph(weights)
         self.graph_path = graph if isinstance(graph, Path) else None
         self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=providers)
+        self.pooling = pooling or "mean"
         hidden = self._read_graph(weights)
         super().__init__(embedding_metadata(name, version, hidden, max_batch_size))
         self.int8_cosine: float | None = None
@@ -264,11 +305,16 @@ class OrtSentenceModel(TextEncoder):
             from gpupool_worker.engine.models.st_config import read_folder
 
             st = read_folder(weights, f"model {self._name}").sentence
-            if st is not None and (st.pooling != ("mean",) or st.dense):
+            if st is not None and (len(st.pooling) != 1 or st.pooling[0] not in POOLINGS or st.dense):
                 raise SourceError(Reason.FORMAT_MISMATCH, (
                     f"model {self._name}: the graph returns token states and the model pools with "
-                    f"{list(st.pooling)}{' and dense layers' if st.dense else ''}; the ONNX engine mean-pools "
-                    f"only: serve it with engine eager (torch)"))
+                    f"{list(st.pooling)}{' and dense layers' if st.dense else ''}; the ONNX engine pools with one "
+                    f"of {', '.join(POOLINGS)} and no dense layers: serve it with engine eager (torch)"))
+            if st is not None:
+                self.pooling = st.pooling[0]
+        if self.pooling not in POOLINGS:
+            raise SourceError(Reason.FORMAT_MISMATCH, f"model {self._name}: pooling {self.pooling!r} is not one of "
+                              f"{', '.join(POOLINGS)}")
         width = chosen.shape[-1]
         if isinstance(width, int) and width > 0:
             return width
@@ -320,7 +366,22 @@ class OrtSentenceModel(TextEncoder):
 
     def _run(self, feed: dict[str, npt.NDArray[Any]], session: Any = None) -> Any:
         graph_feed = {k: feed[k] for k in self.graph_inputs}
-        return (session or self.session).run(None, graph_feed)[self.output_index]
+        session = session or self.session
+        if self._bind_to is None:
+            return session.run(None, graph_feed)[self.output_index]
+        return self._run_bound(session, graph_feed)
+
+    def _run_bound(self, session: Any, feed: dict[str, npt.NDArray[Any]]) -> Any:
+        """One run through IO binding: inputs copied to the bound device, the embedding output
+        allocated there by ONNX Runtime (its shape varies with the batch), one copy back."""
+        kind, index = self._bind_to or ("cpu", 0)
+        binding = session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, array)
+        wanted = session.get_outputs()[self.output_index].name
+        binding.bind_output(wanted, kind, index)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def forward(self, prepared: Any) -> Any:
         return self._run(prepared), prepared.get("attention_mask")
@@ -331,9 +392,14 @@ class OrtSentenceModel(TextEncoder):
     def finish(self, raw: Any) -> dict[str, npt.NDArray[Any]]:
         out, mask = raw
         x = np.asarray(out, dtype=np.float32)
-        if self.pool_tokens:  # mean over the real tokens, as sentence-transformers pools
+        if self.pool_tokens:  # over the real tokens, as sentence-transformers pools
             m = np.asarray(mask, dtype=np.float32)[..., None]
-            x = (x * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            if self.pooling == "cls":
+                x = x[:, 0]
+            elif self.pooling == "max":
+                x = np.where(m > 0, x, np.float32(-1e9)).max(axis=1)
+            else:
+                x = (x * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         if self.normalize:
             x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
         return {OUTPUT: np.ascontiguousarray(x, dtype=np.float32)}
@@ -344,8 +410,10 @@ class OrtSentenceModel(TextEncoder):
             self.execute({INPUT: sample[:rows]})
 
     def describe(self) -> dict[str, str]:
-        facts = {"engine": "onnx", "precision": self.ort_precision.value, "device": "cpu",
-                 "threads": str(self.threads)}
+        facts = {"engine": "onnx", "precision": self.ort_precision.value, "device": str(self.device),
+                 "threads": str(self.threads), "pooling": self.pooling if self.pool_tokens else "in the graph"}
+        if self._bind_to is not None:
+            facts["io_binding"] = self._bind_to[0]
         if self.int8_cosine is not None:
             facts["int8_cosine"] = f"{self.int8_cosine:.4f}"
         return facts
