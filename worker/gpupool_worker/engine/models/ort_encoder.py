@@ -15,9 +15,9 @@ says, as sentence-transformers pools: mean over the attention mask (MiniLM, e5),
 (``cls``: the bge family) or the masked maximum (other poolings and dense layers are refused). L2
 normalization (``normalize``) is applied here too. ONNX Runtime runs the graph with every graph
 optimization on (``ORT_ENABLE_ALL``: attention, GELU and LayerNorm fusions), one inter-op thread
-and as many intra-op threads as the worker's CPU allowance (``GPUPOOL_TORCH_THREADS``, else the container's CPU limit, else the CPUs
-this process may use), and with intra-op spinning off (:func:`session_options`;
-``GPUPOOL_ORT_SPINNING=1`` turns it back on).
+and as many intra-op threads as the worker's CPU allowance (``GPUPOOL_TORCH_THREADS``, else the
+container's CPU limit, else the CPUs this process may use), and with intra-op spinning off
+(:func:`session_options`; ``GPUPOOL_ORT_SPINNING=1`` turns it back on).
 
 On a GPU (``device`` cuda) the session runs on ONNX Runtime's CUDAExecutionProvider (the
 ``onnxruntime-gpu`` wheel; without it the model is refused saying so) with IO binding: the token
