@@ -82,6 +82,30 @@ def test_settings_come_from_the_operators_environment() -> None:
         WorkerSettings.from_env({"GPUPOOL_GRPC_PORT": "70000"})
 
 
+def test_the_preempt_token_budget_reaches_the_batch_policy() -> None:
+    from gpupool_worker.engine.models.model_json import ModelConfig
+    from gpupool_worker.server.app import build_plane
+
+    assert WorkerSettings.from_env({}).preempt_token_budget == 0  # one row of the model's longest
+    settings = WorkerSettings.from_env({"GPUPOOL_PREEMPT_TOKEN_BUDGET": "512", "GPUPOOL_BUILTIN_MODELS": "minilm",
+                                        "GPUPOOL_DEVICE": "cpu"})
+    assert settings.preempt_token_budget == 512
+    with pytest.raises(SettingsError, match="GPUPOOL_PREEMPT_TOKEN_BUDGET must be >= 0"):
+        WorkerSettings.from_env({"GPUPOOL_PREEMPT_TOKEN_BUDGET": "-1"})
+    with pytest.raises(SettingsError, match="GPUPOOL_PREEMPT_TOKEN_BUDGET='a lot' is not a number"):
+        WorkerSettings.from_env({"GPUPOOL_PREEMPT_TOKEN_BUDGET": "a lot"})
+    # model.json carries its own, and the built-in model gets the worker's setting
+    assert ModelConfig(kind="onnx", preempt_token_budget=256).policy.preempt_token_budget == 256
+    plane = build_plane(settings)
+    try:
+        entry = plane.repository.get("minilm")
+        assert entry is not None
+        assert entry.config is not None
+        assert entry.config.policy.preempt_token_budget == 512
+    finally:
+        plane.compute.shutdown()
+
+
 def test_cuda_graphs_setting_is_a_boolean_on_by_default() -> None:
     assert WorkerSettings.from_env({}).cuda_graphs is True
     assert WorkerSettings.from_env({"GPUPOOL_CUDA_GRAPHS": "false"}).cuda_graphs is False

@@ -25,6 +25,7 @@
 | GPUPOOL_MAX_QUEUE_DELAY | accepted (the pool's `maxQueueDelay`); batches form when the engine frees | 2ms |
 | GPUPOOL_BATCH_TOKEN_BUDGET | text models: padded tokens one batch may hold | 8192 |
 | GPUPOOL_REQUEST_TOKEN_BUDGET | text models: larger requests are split into chunks taking turns | 1024 |
+| GPUPOOL_PREEMPT_TOKEN_BUDGET | text models: a chunked request's chunk while others wait (0: one longest row) | 0 |
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ ENV_VARS = {
     "max_queue_delay_us": "GPUPOOL_MAX_QUEUE_DELAY",
     "batch_token_budget": "GPUPOOL_BATCH_TOKEN_BUDGET",
     "request_token_budget": "GPUPOOL_REQUEST_TOKEN_BUDGET",
+    "preempt_token_budget": "GPUPOOL_PREEMPT_TOKEN_BUDGET",
 }
 
 
@@ -99,6 +101,9 @@ class WorkerSettings:
     max_queue_delay_us: int = 2_000
     batch_token_budget: int = 8_192
     request_token_budget: int = 1_024
+    # a chunked request's next chunk while other requests wait (engine.batcher); 0: the model's
+    # longest row
+    preempt_token_budget: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -133,6 +138,9 @@ class WorkerSettings:
         for name in ("batch_token_budget", "request_token_budget"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{ENV_VARS[name]} must be >= 1, got {getattr(self, name)}")
+        if self.preempt_token_budget < 0:
+            raise SettingsError(f"{ENV_VARS['preempt_token_budget']} must be >= 0 (0: the model's longest row), "
+                                f"got {self.preempt_token_budget}")
         for name in ("drain_seconds", "stop_grace_seconds"):
             if not getattr(self, name) >= 0:
                 raise SettingsError(f"{ENV_VARS[name]} must be >= 0, got {getattr(self, name)}")
@@ -151,7 +159,7 @@ def _parse(field_name: str, raw: str, var: str) -> Any:
         if field_name in ("price_per_hour", "device_share", "drain_seconds", "stop_grace_seconds"):
             return float(raw)
         if field_name in ("grpc_port", "metrics_port", "max_message_bytes", "torch_threads", "max_batch_size",
-                          "batch_token_budget", "request_token_budget"):
+                          "batch_token_budget", "request_token_budget", "preempt_token_budget"):
             return int(raw)
     except ValueError:
         raise SettingsError(f"{var}={raw!r} is not a number") from None

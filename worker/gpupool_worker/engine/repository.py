@@ -268,7 +268,7 @@ class ModelRepository:
         base = entry.config.model_dump(include={"version", "max_batch_size", "max_queue_delay_us", "max_queue_size",
                                                 "inline_below_us", "engine", "precision", "cuda_graphs",
                                                 "max_sequence_length", "batch_token_budget",
-                                                "request_token_budget"})
+                                                "request_token_budget", "preempt_token_budget"})
         entry.directory, entry.config = resolve_config(source, fetched, base)
         how = "read in place" if fetched.uri.scheme in ("builtin", "pvc") else \
             "node cache" if fetched.from_cache else "downloaded"

