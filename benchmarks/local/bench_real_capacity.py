@@ -188,8 +188,13 @@ def main() -> int:
 
     total = _total_mib()
     plane = sum(row["control plane MiB"].values()) + row["operator MiB"]
-    node_cost = {n: sum(v for k, v in m.items() if k != "pods (cgroup)") for n, m in row["nodes MiB"].items()}
-    med = {k: statistics.median(p["usage"] for p in v) for k, v in row["replica pods MiB"].items() if v}
+    # a node's fixed cost: kubelet, containerd, device plugin; each pod adds its cgroup and its shim
+    node_cost = {n: sum(v for k, v in m.items() if k not in ("pods (cgroup)", "shims"))
+                 for n, m in row["nodes MiB"].items()}
+    n_pods = sum(len(v) for v in row["replica pods MiB"].values())
+    shim = sum(m.get("shims", 0.0) for m in row["nodes MiB"].values()) / max(1, n_pods)
+    row["shim per pod MiB"] = round(shim, 1)
+    med = {k: statistics.median(p["usage"] for p in v) + shim for k, v in row["replica pods MiB"].items() if v}
     budget = total - args.reserve_gib * 1024 - plane - sum(node_cost.values())
     fits = {k: int(budget // v) for k, v in med.items() if v > 0}
     row["fit estimate"] = {"memory total MiB": round(total), "reserve MiB": args.reserve_gib * 1024,
@@ -198,13 +203,14 @@ def main() -> int:
     lines += [f"| control plane: {k} | {v} |" for k, v in row["control plane MiB"].items()]
     lines.append(f"| operator | {row['operator MiB']} |")
     for n, m in row["nodes MiB"].items():
-        parts = ", ".join(f"{k} {v}" for k, v in m.items() if k != "pods (cgroup)")
-        lines.append(f"| node {n}: {parts} | {node_cost[n]:.1f} |")
+        parts = ", ".join(f"{k} {v}" for k, v in m.items() if k not in ("pods (cgroup)", "shims"))
+        lines.append(f"| node {n} (fixed): {parts} | {node_cost[n]:.1f} |")
     for kind, pods_ in row["replica pods MiB"].items():
         if pods_:
-            lines.append(f"| replica pod, {kind}: cgroup usage median of {len(pods_)} "
+            lines.append(f"| replica, {kind}: pod cgroup median of {len(pods_)} "
                          f"(RSS {statistics.median(p['rss'] for p in pods_):.1f}, page cache "
-                         f"{statistics.median(p['cache'] for p in pods_):.1f}) | {med[kind]:.1f} |")
+                         f"{statistics.median(p['cache'] for p in pods_):.1f}) + its containerd shim {shim:.1f} "
+                         f"| {med[kind]:.1f} |")
     md = "\n".join(lines) + (
         f"\n\nEvery replica ({args.mig_replicas} on emulated 1g.10gb slices, 1 real MiniLM on the CPU node) Ready "
         f"{row['apply to every replica Ready s']} s after `kubectl apply`. Host MemAvailable (MiB): "
@@ -213,7 +219,10 @@ def main() -> int:
         f"cache, control plane, operator and these two nodes counted): {round(budget)} MiB for replicas, so "
         + ", ".join(f"{n} replicas {k}" for k, n in fits.items())
         + " if all were of one kind. Each further real node costs its kubelet, containerd (and, with GPUs, the "
-        "device plugin) as in the table. Host after teardown equal to before: " + f"{restored}.\n")
+        "device plugin) as in the table. The worker in these pods runs from the host's project environment "
+        "(the demo's local image mounts it read-only), which has torch: the CPU worker image without torch needs "
+        "less (its start-to-ready memory: benchmarks/results/worker-torch-free.md). CPU replicas are bound by "
+        "the machine's real cores first. Host after teardown equal to before: " + f"{restored}.\n")
     print(_results.write("local-real-capacity", row, md))
     return 0 if restored else 1
 
