@@ -79,3 +79,28 @@ def test_the_view_shows_shapes_states_and_only_measured_money() -> None:
     assert [c.strip() for c in model_line.split("│")[3:6]] == ["2/2", "1", "3"]
     assert summary_line(view) == ("   42 s   0/2 pools placed   2/3 replicas ready (1 serving, not on KWOK fake nodes)"
                                   "   $4.09/h planned")
+
+
+def test_a_replica_that_does_not_serve_says_why_in_its_own_words() -> None:
+    from gpupool_operator.cli.demo import why_not_serving
+
+    pool = {"status": {"conditions": [{"type": "ModelLoadFailed", "status": "True", "reason": "FetchFailed",
+                                       "message": "bge-small-en on vision-0: hf://BAAI/bge-small-en-v1.5: "
+                                                  "cannot reach huggingface.co (Connection refused)"}]}}
+    fake = {"h100-0"}
+    assert why_not_serving(_pod("p", "cpu-real-0", ready=True), pool, "bge-small-en", fake) == ""
+    on_kwok = why_not_serving(_pod("p", "h100-0", ready=True), pool, "x", fake)
+    assert on_kwok == "on a KWOK fake node: nothing runs there"
+    assert why_not_serving(_pod("p", None, gated=True), pool, "x", fake) == "gated until its MIG slice exists"
+    assert why_not_serving(None, pool, "x", fake) == "no pod yet"
+    # the worker's own reason, through the pool's condition, for the model it names
+    said = why_not_serving(_pod("p", "a100-real-0"), pool, "bge-small-en", fake)
+    assert said.startswith("FetchFailed: bge-small-en on vision-0")
+    assert "Connection refused" in said
+    # the kubelet's reason when the container cannot even start
+    waiting = _pod("q", "a100-real-0")
+    waiting["status"]["containerStatuses"] = [{"name": "worker", "state": {"waiting": {
+        "reason": "CreateContainerConfigError", "message": 'secret "models-s3" not found'}}}]
+    kubelet_said = why_not_serving(waiting, pool, "resnet50", fake)
+    assert kubelet_said == 'CreateContainerConfigError: secret "models-s3" not found'
+    assert why_not_serving(_pod("r", "a100-real-0"), pool, "other-model", fake) == "starting (not Ready yet)"

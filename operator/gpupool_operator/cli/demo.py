@@ -184,9 +184,41 @@ def _pod_state(pod: dict[str, Any] | None) -> str:
     return str(pod.get("status", {}).get("phase", "?")).lower()
 
 
+def _ready_pod(pod: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions", []))
+
+
+def why_not_serving(pod: Mapping[str, Any] | None, pool: Mapping[str, Any], model: str, fake_nodes: set[str]) -> str:
+    """Why a placed replica does not answer requests, in the words of whoever knows: KWOK (a fake
+    node runs nothing), the kubelet (a container waiting: ``CreateContainerConfigError: secret
+    "models-s3" not found``, ``CrashLoopBackOff``), or the worker itself through the pool's
+    ModelLoadFailed condition (``FetchFailed ... Connection refused``). Empty when it serves."""
+    if pod is None:
+        return "no pod yet"
+    node = (pod.get("spec") or {}).get("nodeName") or ""
+    if not node:
+        return "gated until its MIG slice exists" if pod["spec"].get("schedulingGates") else "not scheduled yet"
+    if node in fake_nodes:
+        return "on a KWOK fake node: nothing runs there"
+    if _ready_pod(pod):
+        return ""
+    for status in (pod.get("status") or {}).get("containerStatuses", []):
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+            return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    for cond in (pool.get("status") or {}).get("conditions", []):
+        if cond.get("type") == "ModelLoadFailed" and cond.get("status") == "True" and model in cond.get("message", ""):
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
+    return "starting (not Ready yet)"
+
+
 def _report(cluster: Any) -> str:
     pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
     pods = {p["metadata"]["name"]: p for p in _get(cluster, "pods", "-n", DEMO_NAMESPACE)["items"]}
+    fake = {n["metadata"]["name"] for n in _get(cluster, "nodes")["items"]
+            if "kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {})}
+    why_rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "WHY IT DOES NOT SERVE")]
     rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "NODE", "RESOURCE", "STATE", "$/h")]
     totals: list[tuple[str, ...]] = [("POOL", "REPLICAS", "READY", "SERVING", "$/h", "$/1M", "PLACED", "DEGRADED")]
     for pool in sorted(pools, key=lambda p: p["metadata"]["name"]):
@@ -196,8 +228,12 @@ def _report(cluster: Any) -> str:
         for model in status.get("models", []):
             for r in model.get("replicas", []):
                 resource = r["resource"] + (f" x{r['count']}" if r.get("count", 1) > 1 else "")
+                pod = pods.get(r.get("pod") or "")
                 rows.append((name, model["name"], r.get("pod") or "-", r.get("node") or "-", resource,
-                             _pod_state(pods.get(r.get("pod") or "")), r.get("usdPerHour", "-")))
+                             _pod_state(pod), r.get("usdPerHour", "-")))
+                why = why_not_serving(pod, pool, model["name"], fake)
+                if why:
+                    why_rows.append((name, model["name"], r.get("pod") or "-", " ".join(why.split())[:160]))
             if model.get("message"):
                 rows.append((name, model["name"], "-", "-", "-", "unplaced", model["message"][:80]))
         degraded = conds.get("Degraded", {})
@@ -216,6 +252,8 @@ def _report(cluster: Any) -> str:
             mig_rows.append((node["metadata"]["name"], config, labels.get("nvidia.com/mig.config.state", ""),
                              layout))
     out = ["Replicas:", _table(rows), "", "Pools:", _table(totals), ""]
+    if len(why_rows) > 1:
+        out += ["Replicas that do not serve, and why (the kubelet's or the worker's own words):", _table(why_rows), ""]
     out += ["MIG re-layouts requested:", _table(mig_rows) if len(mig_rows) > 1 else "  none (existing slices fit)"]
     out.append("\n$/1M needs traffic: it appears once workers report inferences.")
     return "\n".join(out)
