@@ -4,7 +4,7 @@ threads), measure small requests (one sentence, one every 20 ms) idle, then whil
 process sends 60 x 1 MB requests back to back, then idle again; print one JSON line per ROOT.
 ``benchmarks/results/worker-engines.md`` records a run of it (its notes).
 
-    PYTHONPATH=operator:worker:proto python -m benchmarks.worker.fairness_ab ROOT [ROOT ...] [--seconds 8]
+    PYTHONPATH=operator:worker:proto python -m benchmarks.worker.fairness_ab ROOT [ROOT ...] [--seconds 8] [--huge-nice 0,19]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def small(url: str, duration: float) -> dict[str, Any]:
     return summarize(lat, duration)
 
 
-def measure(root: Path, seconds: float, cache: Path) -> dict[str, Any]:
+def measure(root: Path, seconds: float, cache: Path, huge_nice: int = 0) -> dict[str, Any]:
     from gpupool_worker.engine.models.examples import write_minilm
 
     repo = Path(tempfile.mkdtemp())
@@ -73,7 +73,8 @@ def measure(root: Path, seconds: float, cache: Path) -> dict[str, Any]:
     wait_ready(server)
     try:
         idle = small(server.url, seconds)
-        big = subprocess.Popen([sys.executable, "-c", _HUGE_CLIENT, server.url], stdout=subprocess.PIPE, text=True)
+        big = subprocess.Popen(["nice", "-n", str(huge_nice), sys.executable, "-c", _HUGE_CLIENT, server.url],
+                               stdout=subprocess.PIPE, text=True)
         time.sleep(2.0)
         loaded = small(server.url, seconds)
         big.kill()
@@ -84,17 +85,22 @@ def measure(root: Path, seconds: float, cache: Path) -> dict[str, Any]:
     return {"root": str(root), "idle_p50": round(idle["p50_ms"], 1), "idle_p99": round(idle["p99_ms"], 1),
             "loaded_p50": round(loaded["p50_ms"], 1), "loaded_p99": round(loaded["p99_ms"], 1),
             "idle2_p99": round(idle2["p99_ms"], 1), "ratio": round(loaded["p99_ms"] / idle["p99_ms"], 2),
-            "huge_s": out.split(), "load": os.getloadavg()[0]}
+            "huge_s": out.split(), "huge_client_nice": huge_nice, "load": os.getloadavg()[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", type=Path)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--huge-nice", default="0",
+                        help="comma-separated nice values for the huge requests' client process, each measured: on "
+                             "this 2-core machine its own serialization of 60 MB competes with the server for the "
+                             "cores, which a client on another machine would not (19: it gets what is left)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         for root in args.roots:
-            print(json.dumps(measure(root.resolve(), args.seconds, Path(cache))), flush=True)
+            for nice in (int(n) for n in args.huge_nice.split(",")):
+                print(json.dumps(measure(root.resolve(), args.seconds, Path(cache), nice)), flush=True)
 
 
 if __name__ == "__main__":

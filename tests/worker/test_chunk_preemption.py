@@ -83,7 +83,9 @@ async def queued(batcher: DynamicBatcher, depth: int) -> None:
 
 async def test_chunks_shrink_to_one_row_while_small_requests_compete_and_grow_back_after(
         minilm: SteppedMiniLM) -> None:
-    batcher = make(minilm, request_token_budget=4 * 256)  # preempt_token_budget: 0, one 256-token row
+    now = [0]
+    batcher = make(minilm, clock=lambda: now[0],  # preempt_token_budget: 0, one 256-token row
+                   request_token_budget=4 * 256)
     rows = [f"{i} {LONG}" for i in range(9)]
     finished: list[str] = []
 
@@ -99,14 +101,15 @@ async def test_chunks_shrink_to_one_row_while_small_requests_compete_and_grow_ba
         await queued(batcher, 1)
         minilm.permits.release()
         await at_the_engine(minilm)
-    minilm.permits.release(100)  # no more competition: the rest runs freely
+    now[0] += 2_000_000_000  # no more competition, for longer than the window a client counts in
+    minilm.permits.release(100)  # the rest runs freely
     result = await asyncio.wait_for(huge, 120)
     small_results = await asyncio.wait_for(asyncio.gather(*smalls), 120)
 
     chunk_rows = [r for r, width in minilm.batches if width == 256]
     small_batches = [r for r, width in minilm.batches if width < 16]
     # alone: a full 1,024-token chunk; while small requests came: one row at a time; once they
-    # stopped: full chunks again (the 3 rows left)
+    # had stopped for a while: full chunks again (the 3 rows left)
     assert chunk_rows == [4, 1, 1, 3]
     assert list(batcher.chunk_budgets) == [1024, 256, 256, 1024]
     assert sum(small_batches) == 3
@@ -127,17 +130,39 @@ async def test_chunks_shrink_to_one_row_while_small_requests_compete_and_grow_ba
 
 async def test_a_huge_request_that_starts_behind_others_is_cut_fine_from_its_first_chunk(
         minilm: SteppedMiniLM) -> None:
-    batcher = make(minilm, request_token_budget=4 * 256, preempt_token_budget=2 * 256)
+    now = [0]
+    batcher = make(minilm, clock=lambda: now[0], request_token_budget=4 * 256, preempt_token_budget=2 * 256)
     first = asyncio.create_task(batcher.infer(texts(SHORT)))
     await at_the_engine(minilm)  # a small request holds the engine when the huge one comes
     huge = asyncio.create_task(batcher.infer(texts(*[LONG] * 6)))
     await queued(batcher, 1)
+    minilm.permits.release()  # the small request
+    await at_the_engine(minilm)  # the huge one's first chunk, cut fine: the small one was running
+    await asyncio.wait_for(first, 120)
+    now[0] += 2_000_000_000  # its client has been quiet for longer than the window
     minilm.permits.release(100)
     result = await asyncio.wait_for(huge, 120)
-    await asyncio.wait_for(first, 120)
     # first chunk under competition: the preempt budget (2 rows of 256); then alone: 4 rows
     assert [r for r, width in minilm.batches if width == 256] == [2, 4]
     assert result.chunks == 2
+
+
+async def test_a_client_active_in_the_last_second_keeps_the_chunks_fine(minilm: SteppedMiniLM) -> None:
+    # a closed-loop client between two of its requests: nothing waits or runs when the next chunks
+    # form, yet it sent one a moment ago and will likely send the next while a chunk runs
+    now = [0]
+    batcher = make(minilm, clock=lambda: now[0], request_token_budget=4 * 256, preempt_token_budget=256)
+    huge = asyncio.create_task(batcher.infer(texts(*[LONG] * 8)))
+    await at_the_engine(minilm)  # its first chunk, formed while it was alone: 4 rows
+    small = asyncio.create_task(batcher.infer(texts(SHORT)))
+    await queued(batcher, 1)
+    minilm.permits.release(100)
+    await asyncio.wait_for(small, 120)
+    now[0] += 300_000_000  # the small request's client is quiet now, but was active 0.3 s ago
+    result = await asyncio.wait_for(huge, 120)
+    # without the window the chunks after the small request's would have been full again: [4, 1, 3]
+    assert [r for r, width in minilm.batches if width == 256] == [4, 1, 1, 1, 1]
+    assert result.chunks == 5
     await batcher.stop()
 
 

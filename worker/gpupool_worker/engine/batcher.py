@@ -16,8 +16,8 @@ two, at least 16 tokens): short sentences are not padded to the length of long o
 more than ``request_token_budget`` padded tokens is split into chunks that queue one after the
 other: each chunk goes to the back of the queue, so small requests that arrived meanwhile run
 between a huge request's chunks, and nobody waits for all of it. While other requests compete (one
-arrived since the previous chunk was queued, or within a second before the request's first chunk,
-or one is waiting or executing), the next chunk is cut finer, to ``preempt_token_budget`` padded
+arrived since the previous chunk was queued or within the last second, or one is waiting or
+executing), the next chunk is cut finer, to ``preempt_token_budget`` padded
 tokens (default: one row as long as the model takes), so a small request waits for about one row's
 work, not for a whole chunk; alone, a huge request runs in full-size chunks.
 
@@ -303,7 +303,7 @@ class DynamicBatcher:
         seen = self._submitted - 1 if recent else self._submitted
         while start < tokens.rows:
             budget = (self._preempt_tokens if self._submitted != seen or self._queue or self._executing
-                      else self._policy.request_token_budget)
+                      or self._others_recently() else self._policy.request_token_budget)
             self.chunk_budgets.append(budget)
             stop = start + 1
             width = int(tokens.lengths[start])
@@ -324,6 +324,14 @@ class DynamicBatcher:
             batch_rows=max(p.batch_rows for p in parts), queue_ns=sum(p.queue_ns for p in parts),
             busy_ns=sum(p.busy_ns for p in parts), cost_usd=sum(p.cost_usd for p in parts),
             chunks=len(parts), idle_charged_usd=parts[-1].idle_charged_usd)
+
+    def _others_recently(self) -> bool:
+        """Whether another (whole) request was queued within the last ``_RECENT_NS``: a client
+        that sent one a moment ago is likely to send the next while this chunk runs. Without it,
+        a chunk formed in the gap between a closed-loop client's requests ran at full size
+        (4 rows of 256 tokens: 132 ms on 2 cores) and the next small request waited for all of
+        it (small requests' p99 was 9-14x idle, benchmarks/results/worker-engines.md)."""
+        return self._last_submit_ns is not None and self._clock() - self._last_submit_ns < _RECENT_NS
 
     def _run_now(self, inputs: Arrays, rows: int, now: int, deadline_ns: int | None) -> BatchResult:
         """One request, alone, on the event loop (no queue entry, no future: nothing waits)."""
