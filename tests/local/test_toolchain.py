@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,40 @@ def test_build_seconds_reads_what_each_build_recorded(tmp_path: Path, monkeypatc
         (tmp_path / "bin" / name / ".build-seconds").write_text(secs)
     (tmp_path / "bin" / "helm-v3.21.4").mkdir()
     assert toolchain.build_seconds() == {"containerd-v2.4.2": 212.0, "runc-v1.5.3": 40.0}
+
+
+def test_missing_node_binaries_names_what_the_build_would_write(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # the demo decides real nodes or KWOK only from this list: it must look where the builds put
+    # their binaries (runc's build is the `-seccomp` variant), or a machine with everything built
+    # falls back to KWOK without a reason anyone could act on
+    from gpupool_operator.cli.demo import _use_real_nodes
+
+    monkeypatch.setenv("GPUPOOL_CACHE", str(tmp_path))
+    assert toolchain.missing_node_binaries() == ["kubelet", "containerd", "runc (with seccomp)", "CNI plugins",
+                                                 "crictl", "pause"]
+    layout = {
+        f"kubelet-{toolchain.KUBERNETES_VERSION}": ["kubelet"],
+        f"containerd-{toolchain.CONTAINERD_VERSION}": ["containerd", "containerd-shim-runc-v2", "ctr"],
+        f"runc-{toolchain.RUNC_VERSION}": ["runc"],  # a build without seccomp does not count
+        f"cni-plugins-{toolchain.CNI_PLUGINS_VERSION}": list(toolchain.CNI_PLUGINS),
+        f"cri-tools-{toolchain.CRI_TOOLS_VERSION}": ["crictl"],
+        f"pause-{toolchain.PAUSE_VERSION}": ["pause"],
+    }
+    for directory, names in layout.items():
+        for name in names:
+            path = tmp_path / "bin" / directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("#!/bin/sh\n")
+            path.chmod(0o755)
+    assert toolchain.missing_node_binaries() == ["runc (with seccomp)"]
+    if os.geteuid() == 0:
+        use, why = _use_real_nodes(None)
+        assert not use
+        assert why is not None
+        assert "runc (with seccomp)" in why
+    seccomp = tmp_path / "bin" / f"runc-{toolchain.RUNC_VERSION}-seccomp" / "runc"
+    seccomp.parent.mkdir(parents=True)
+    seccomp.write_text("#!/bin/sh\n")
+    seccomp.chmod(0o755)
+    assert toolchain.missing_node_binaries() == []

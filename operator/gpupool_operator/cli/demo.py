@@ -516,14 +516,15 @@ def _use_real_nodes(requested: bool | None) -> tuple[bool, str | None]:
     if os.geteuid() != 0:
         return False, "KWOK fake nodes only: real kubelet nodes need root (run as root to see requests served " \
                       "and the pool scaled)"
-    built = toolchain.cache_root() / "bin"
-    needed = [built / f"kubelet-{toolchain.KUBERNETES_VERSION}" / "kubelet",
-              built / f"containerd-{toolchain.CONTAINERD_VERSION}" / "containerd",
-              built / f"runc-{toolchain.RUNC_VERSION}" / "runc"]
-    missing = [p.name for p in needed if not p.is_file()]
+    missing = toolchain.missing_node_binaries()
     if missing:
         return False, f"KWOK fake nodes only: the real-node binaries are not built ({', '.join(missing)}; " \
                       "`gpupool local build --nodes` builds them)"
+    from gpupool_operator.local import realnodes
+
+    lacking = realnodes.prerequisites()
+    if lacking:
+        return False, f"KWOK fake nodes only: real kubelet nodes cannot run here: missing {'; '.join(lacking)}"
     return True, None
 
 

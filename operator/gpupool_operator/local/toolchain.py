@@ -492,6 +492,20 @@ class NodeBinaries:
     pause: Path
 
 
+def missing_node_binaries() -> list[str]:
+    """The real-node binaries not built yet, by the names and versions :func:`ensure_node_binaries`
+    builds them under (empty: every one is there). Cheap: only looks at the cache."""
+    wanted = {
+        "kubelet": (_bin_dir("kubelet", KUBERNETES_VERSION), ["kubelet"]),
+        "containerd": (_bin_dir("containerd", CONTAINERD_VERSION), ["containerd", "containerd-shim-runc-v2", "ctr"]),
+        "runc (with seccomp)": (_bin_dir("runc", RUNC_VERSION + "-seccomp"), ["runc"]),
+        "CNI plugins": (_bin_dir("cni-plugins", CNI_PLUGINS_VERSION), list(CNI_PLUGINS)),
+        "crictl": (_bin_dir("cri-tools", CRI_TOOLS_VERSION), ["crictl"]),
+        "pause": (_bin_dir("pause", PAUSE_VERSION), ["pause"]),
+    }
+    return [what for what, (bin_dir, names) in wanted.items() if not _have(bin_dir, names)]
+
+
 def ensure_node_binaries(kubelet: bool = True) -> NodeBinaries:
     """Build (once per machine and version) what real kubelet nodes need.
 
