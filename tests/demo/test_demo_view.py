@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -82,25 +83,30 @@ def test_the_view_shows_shapes_states_and_only_measured_money() -> None:
 
 
 def test_a_replica_that_does_not_serve_says_why_in_its_own_words() -> None:
+    from gpupool_operator.adapters.modelload import LoadFailure, load_condition
     from gpupool_operator.cli.demo import why_not_serving
 
-    pool = {"status": {"conditions": [{"type": "ModelLoadFailed", "status": "True", "reason": "FetchFailed",
-                                       "message": "bge-small-en on vision-0: hf://BAAI/bge-small-en-v1.5: "
-                                                  "cannot reach huggingface.co (Connection refused)"}]}}
+    failures = [LoadFailure("bge-small-en", "p", "FetchFailed",
+                            "hf://BAAI/bge-small-en-v1.5 at https://huggingface.co: Connection refused"),
+                LoadFailure("minilm", "p2", "FetchFailed", "builtin://x: not here")]
+    condition = load_condition(failures, 1, datetime(2026, 12, 6, tzinfo=UTC)).model_dump(by_alias=True, mode="json")
+    pool = {"status": {"conditions": [condition]}}
     fake = {"h100-0"}
     assert why_not_serving(_pod("p", "cpu-real-0", ready=True), pool, "bge-small-en", fake) == ""
     on_kwok = why_not_serving(_pod("p", "h100-0", ready=True), pool, "x", fake)
     assert on_kwok == "on a KWOK fake node: nothing runs there"
     assert why_not_serving(_pod("p", None, gated=True), pool, "x", fake) == "gated until its MIG slice exists"
     assert why_not_serving(None, pool, "x", fake) == "no pod yet"
-    # the worker's own reason, through the pool's condition, for the model it names
+    # the worker's own reason for this replica, through the pool's condition (as the operator writes it)
     said = why_not_serving(_pod("p", "a100-real-0"), pool, "bge-small-en", fake)
-    assert said.startswith("FetchFailed: bge-small-en on vision-0")
-    assert "Connection refused" in said
-    # the kubelet's reason when the container cannot even start
+    assert said == "FetchFailed: hf://BAAI/bge-small-en-v1.5 at https://huggingface.co: Connection refused"
+    # the kubelet's reason when the container cannot even start, or its latest Warning Event
     waiting = _pod("q", "a100-real-0")
     waiting["status"]["containerStatuses"] = [{"name": "worker", "state": {"waiting": {
         "reason": "CreateContainerConfigError", "message": 'secret "models-s3" not found'}}}]
     kubelet_said = why_not_serving(waiting, pool, "resnet50", fake)
     assert kubelet_said == 'CreateContainerConfigError: secret "models-s3" not found'
-    assert why_not_serving(_pod("r", "a100-real-0"), pool, "other-model", fake) == "starting (not Ready yet)"
+    mounting = _pod("r", "a100-real-0")
+    event = {"r": 'FailedMount: MountVolume.SetUp failed for volume "credentials" : secret "models-s3" not found'}
+    assert why_not_serving(mounting, pool, "resnet50", fake, event) == event["r"]
+    assert why_not_serving(_pod("s", "a100-real-0"), pool, "other-model", fake) == "starting (not Ready yet)"

@@ -163,6 +163,28 @@ def _wait_for_kwok(cluster: Any, nodes: set[str], timeout_s: float = 90) -> None
     _say(f"nodes or their kwok Leases not settled after {timeout_s:.0f}s; going on")
 
 
+def _clear_earlier_run(cluster: Any, spec_nodes: set[str], timeout_s: float = 90) -> None:
+    """On a cluster kept from an earlier run (``--keep``, or stopped with its state): its pools in
+    the demo namespace and the KWOK fake nodes that are not in this run's spec are deleted first, so the view shows this
+    run's placement and not replicas left on nodes of another spec. Bounded."""
+    pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
+    stale = [n["metadata"]["name"] for n in _get(cluster, "nodes")["items"]
+             if "kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {})
+             and n["metadata"]["name"] not in spec_nodes]
+    if not pools and not stale:
+        return
+    _say(f"clearing an earlier run: {len(pools)} pool(s) in {DEMO_NAMESPACE}, {len(stale)} fake node(s) not in "
+         "this spec")
+    if pools:
+        cluster.kubectl("delete", "inferencepools", "--all", "-n", DEMO_NAMESPACE, "--wait=true",
+                        f"--timeout={int(timeout_s)}s", check=False)
+    if stale:
+        cluster.kubectl("delete", "nodes", *stale, "--wait=false", check=False)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _get(cluster, "pods", "-n", DEMO_NAMESPACE)["items"]:
+        time.sleep(1)
+
+
 def _get(cluster: Any, *args: str) -> Any:
     return json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
 
@@ -189,13 +211,16 @@ def _ready_pod(pod: Mapping[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("conditions", []))
 
 
-def why_not_serving(pod: Mapping[str, Any] | None, pool: Mapping[str, Any], model: str, fake_nodes: set[str]) -> str:
+def why_not_serving(pod: Mapping[str, Any] | None, pool: Mapping[str, Any], model: str, fake_nodes: set[str],
+                    warnings: Mapping[str, str] | None = None) -> str:
     """Why a placed replica does not answer requests, in the words of whoever knows: KWOK (a fake
-    node runs nothing), the kubelet (a container waiting: ``CreateContainerConfigError: secret
-    "models-s3" not found``, ``CrashLoopBackOff``), or the worker itself through the pool's
-    ModelLoadFailed condition (``FetchFailed ... Connection refused``). Empty when it serves."""
+    node runs nothing), the kubelet (a container waiting: ``CreateContainerConfigError``,
+    ``CrashLoopBackOff``; or its latest Warning Event, ``warnings`` by pod name: ``FailedMount:
+    ... secret "models-s3" not found``), or the worker itself through the pool's ModelLoadFailed
+    condition (``FetchFailed: hf://... Connection refused``). Empty when it serves."""
     if pod is None:
         return "no pod yet"
+    name = pod["metadata"]["name"]
     node = (pod.get("spec") or {}).get("nodeName") or ""
     if not node:
         return "gated until its MIG slice exists" if pod["spec"].get("schedulingGates") else "not scheduled yet"
@@ -203,14 +228,32 @@ def why_not_serving(pod: Mapping[str, Any] | None, pool: Mapping[str, Any], mode
         return "on a KWOK fake node: nothing runs there"
     if _ready_pod(pod):
         return ""
+    for cond in (pool.get("status") or {}).get("conditions", []):
+        if cond.get("type") != "ModelLoadFailed" or cond.get("status") != "True":
+            continue
+        text, mine = str(cond.get("message", "")), f"model {model} (replica {name}): "
+        if mine in text:  # the worker's own words for this replica (modelload.LoadFailure.describe)
+            return text.split(mine, 1)[1].split("; model ", 1)[0]
     for status in (pod.get("status") or {}).get("containerStatuses", []):
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
             return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
-    for cond in (pool.get("status") or {}).get("conditions", []):
-        if cond.get("type") == "ModelLoadFailed" and cond.get("status") == "True" and model in cond.get("message", ""):
-            return f"{cond.get('reason', '')}: {cond.get('message', '')}"
+    if warnings and name in warnings:
+        return warnings[name]
     return "starting (not Ready yet)"
+
+
+def _latest_warnings(cluster: Any) -> dict[str, str]:
+    """The newest Warning Event per pod in the demo namespace, as ``Reason: message``."""
+    out: dict[str, tuple[str, str]] = {}
+    for e in _get(cluster, "events", "-n", DEMO_NAMESPACE)["items"]:
+        obj = e.get("involvedObject") or {}
+        if e.get("type") != "Warning" or obj.get("kind") != "Pod":
+            continue
+        stamp = e.get("lastTimestamp") or e.get("eventTime") or ""
+        if obj.get("name") not in out or stamp >= out[obj["name"]][0]:
+            out[obj["name"]] = (stamp, f"{e.get('reason', '')}: {e.get('message', '')}")
+    return {pod: text for pod, (_, text) in out.items()}
 
 
 def _report(cluster: Any) -> str:
@@ -219,6 +262,7 @@ def _report(cluster: Any) -> str:
     fake = {n["metadata"]["name"] for n in _get(cluster, "nodes")["items"]
             if "kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {})}
     why_rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "WHY IT DOES NOT SERVE")]
+    warnings = _latest_warnings(cluster)
     rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "NODE", "RESOURCE", "STATE", "$/h")]
     totals: list[tuple[str, ...]] = [("POOL", "REPLICAS", "READY", "SERVING", "$/h", "$/1M", "PLACED", "DEGRADED")]
     for pool in sorted(pools, key=lambda p: p["metadata"]["name"]):
@@ -231,9 +275,9 @@ def _report(cluster: Any) -> str:
                 pod = pods.get(r.get("pod") or "")
                 rows.append((name, model["name"], r.get("pod") or "-", r.get("node") or "-", resource,
                              _pod_state(pod), r.get("usdPerHour", "-")))
-                why = why_not_serving(pod, pool, model["name"], fake)
+                why = why_not_serving(pod, pool, model["name"], fake, warnings)
                 if why:
-                    why_rows.append((name, model["name"], r.get("pod") or "-", " ".join(why.split())[:160]))
+                    why_rows.append((name, model["name"], r.get("pod") or "-", " ".join(why.split())[:200]))
             if model.get("message"):
                 rows.append((name, model["name"], "-", "-", "-", "unplaced", model["message"][:80]))
         degraded = conds.get("Degraded", {})
@@ -572,6 +616,7 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_kwok(cluster, {n["metadata"]["name"] for n in nodes})
         _say("installing the CRDs and the default GPUPoolConfig")
         _install(cluster)
+        _clear_earlier_run(cluster, {n["metadata"]["name"] for n in nodes})  # a no-op on a new cluster
         if use_real:
             from gpupool_operator.local.realnodes import RealNodes, start_spec_nodes
 
