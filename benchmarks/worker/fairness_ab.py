@@ -4,7 +4,8 @@ threads), measure small requests (one sentence, one every 20 ms) idle, then whil
 process sends 60 x 1 MB requests back to back, then idle again; print one JSON line per ROOT.
 ``benchmarks/results/worker-engines.md`` records a run of it (its notes).
 
-    PYTHONPATH=operator:worker:proto python -m benchmarks.worker.fairness_ab ROOT [ROOT ...] [--seconds 8] [--huge-nice 0,19]
+    PYTHONPATH=operator:worker:proto python -m benchmarks.worker.fairness_ab ROOT [ROOT ...] [--seconds 8] \
+        [--huge-nice 0,19]
 """
 
 from __future__ import annotations
