@@ -125,6 +125,9 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
             ips[tag] = _wait(f"the pod of cluster {tag} to be Ready", lambda c=c: _ready_ip(c), 120,  # type: ignore[misc]
                              why=lambda c=c: str(c.kubectl("describe", "pod", POD, "-n", "default").stdout[-2000:]))  # type: ignore[misc]
         assert {tag: _answer(ip) for tag, ip in ips.items()} == {"one": "one", "two": "two"}
+        # with the pods running: the bridge plugin's CNI ADD has set what it sets (net.ipv4.ip_forward,
+        # 0 on a fresh machine before the first pod)
+        running = realnodes.host_snapshot()
         assert ips["one"].startswith(f"{realnodes.SUBNET_BASE}.{one.index}.")
         assert ips["two"].startswith(f"{realnodes.SUBNET_BASE}.{two.index}.")
         pids = {tag: [*clusters[tag].state.pids.values(),
@@ -145,8 +148,8 @@ def _two_clusters(tmp_path: Path, binaries: toolchain.NodeBinaries) -> None:
         assert not any(one.cgroup_root in c for c in host["cgroups"])
         assert any(c.endswith(two.cgroup_root) for c in host["cgroups"])
         assert set(realnodes.read_ledger()["clusters"]) == {nodes["two"].cluster_id}
-        # what both shared (sysctls, host paths) stays as it was while cluster two runs
-        assert (host["sysctls"], host["paths"]) == (during["sysctls"], during["paths"])
+        # what both shared (sysctls, host paths) stays as it was while both ran their pods
+        assert (host["sysctls"], host["paths"]) == (running["sysctls"], running["paths"])
         time.sleep(15)  # longer than the kubelet's sync period: a kubelet that lost its pod would have acted
         assert _ready_ip(clusters["two"]) == ips["two"]
         assert _answer(ips["two"]) == "two"

@@ -3,6 +3,9 @@ the data plane driven in-process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,8 @@ from gpupool_worker.engine.types import InferRequest, Tensor
 from gpupool_worker.engine.validation import validate
 
 from .gate_model import GateModel
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @given(st.lists(st.binary(max_size=64), max_size=20))
@@ -84,7 +89,6 @@ def test_settings_come_from_the_operators_environment() -> None:
 
 def test_the_preempt_token_budget_reaches_the_batch_policy() -> None:
     from gpupool_worker.engine.models.model_json import ModelConfig
-    from gpupool_worker.server.app import build_plane
 
     assert WorkerSettings.from_env({}).preempt_token_budget == 0  # one row of the model's longest
     settings = WorkerSettings.from_env({"GPUPOOL_PREEMPT_TOKEN_BUDGET": "512", "GPUPOOL_BUILTIN_MODELS": "minilm",
@@ -94,16 +98,18 @@ def test_the_preempt_token_budget_reaches_the_batch_policy() -> None:
         WorkerSettings.from_env({"GPUPOOL_PREEMPT_TOKEN_BUDGET": "-1"})
     with pytest.raises(SettingsError, match="GPUPOOL_PREEMPT_TOKEN_BUDGET='a lot' is not a number"):
         WorkerSettings.from_env({"GPUPOOL_PREEMPT_TOKEN_BUDGET": "a lot"})
-    # model.json carries its own, and the built-in model gets the worker's setting
+    # model.json carries its own, and the built-in model gets the worker's setting (in a process of
+    # its own: the server's protobuf package shares names with tritonclient's, which other tests load)
     assert ModelConfig(kind="onnx", preempt_token_budget=256).policy.preempt_token_budget == 256
-    plane = build_plane(settings)
-    try:
-        entry = plane.repository.get("minilm")
-        assert entry is not None
-        assert entry.config is not None
-        assert entry.config.policy.preempt_token_budget == 512
-    finally:
-        plane.compute.shutdown()
+    code = ("import os; from gpupool_worker.config import WorkerSettings; from gpupool_worker.server.app import "
+            "build_plane; plane = build_plane(WorkerSettings.from_env()); entry = plane.repository.get('minilm'); "
+            "print(entry.config.policy.preempt_token_budget); plane.compute.shutdown()")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("operator", "worker", "proto")),
+           "GPUPOOL_PREEMPT_TOKEN_BUDGET": "512", "GPUPOOL_BUILTIN_MODELS": "minilm", "GPUPOOL_DEVICE": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "512"
 
 
 def test_cuda_graphs_setting_is_a_boolean_on_by_default() -> None:
