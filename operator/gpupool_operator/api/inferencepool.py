@@ -366,8 +366,7 @@ TASK_FORMATS: dict[ModelFormat, tuple[ModelTask, ...]] = {
 TASK_FORMAT_MESSAGE = (
     "task does not fit source.format for the gpupool runtime: SafeTensors serves SentenceEmbedding, "
     "SequenceClassification or Reranking; ONNX serves SentenceEmbedding, ImageClassification or Tensors; TorchScript "
-    "and TorchExport "
-    "serve Tensors; Builtin serves SentenceEmbedding (Auto always fits)")
+    "and TorchExport serve Tensors; Builtin serves SentenceEmbedding (Auto always fits)")
 _SERVING_RULES = (
     CelRule(
         "!has(self.task) || self.task != 'TextGeneration' || !" + _GPUPOOL,

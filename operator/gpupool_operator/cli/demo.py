@@ -165,12 +165,10 @@ def _wait_for_kwok(cluster: Any, nodes: set[str], timeout_s: float = 90) -> None
 
 def _clear_earlier_run(cluster: Any, spec_nodes: set[str], timeout_s: float = 90) -> None:
     """On a cluster kept from an earlier run (``--keep``, or stopped with its state): its pools in
-    the demo namespace and the KWOK fake nodes that are not in this run's spec are deleted first, so the view shows this
-    run's placement and not replicas left on nodes of another spec. Bounded."""
+    the demo namespace and the KWOK fake nodes that are not in this run's spec are deleted first,
+    so the view shows this run's placement and not replicas left on nodes of another spec. Bounded."""
     pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
-    stale = [n["metadata"]["name"] for n in _get(cluster, "nodes")["items"]
-             if "kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {})
-             and n["metadata"]["name"] not in spec_nodes]
+    stale = sorted(_fake_nodes(_get(cluster, "nodes")["items"]) - spec_nodes)
     if not pools and not stale:
         return
     _say(f"clearing an earlier run: {len(pools)} pool(s) in {DEMO_NAMESPACE}, {len(stale)} fake node(s) not in "
@@ -183,6 +181,13 @@ def _clear_earlier_run(cluster: Any, spec_nodes: set[str], timeout_s: float = 90
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _get(cluster, "pods", "-n", DEMO_NAMESPACE)["items"]:
         time.sleep(1)
+
+
+def _fake_nodes(nodes: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The KWOK fake nodes among ``nodes``, by the operator's own test (``servingReplicas``)."""
+    from gpupool_operator.adapters.status import is_fake_node
+
+    return {n["metadata"]["name"] for n in nodes if is_fake_node(n)}
 
 
 def _get(cluster: Any, *args: str) -> Any:
@@ -259,8 +264,7 @@ def _latest_warnings(cluster: Any) -> dict[str, str]:
 def _report(cluster: Any) -> str:
     pools = _get(cluster, "inferencepools", "-n", DEMO_NAMESPACE)["items"]
     pods = {p["metadata"]["name"]: p for p in _get(cluster, "pods", "-n", DEMO_NAMESPACE)["items"]}
-    fake = {n["metadata"]["name"] for n in _get(cluster, "nodes")["items"]
-            if "kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {})}
+    fake = _fake_nodes(_get(cluster, "nodes")["items"])
     why_rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "WHY IT DOES NOT SERVE")]
     warnings = _latest_warnings(cluster)
     rows: list[tuple[str, ...]] = [("POOL", "MODEL", "POD", "NODE", "RESOURCE", "STATE", "$/h")]
@@ -350,12 +354,8 @@ SCALE_REASONS = ("ScaledUp", "ScaledDown")
 
 def _serving(view: Any) -> bool:
     """Whether a replica pod is ready on a real (not KWOK) node: only those answer requests."""
-    fake = {n["metadata"]["name"] for n in view.nodes
-            if "kwok.x-k8s.io/node" in (n["metadata"].get("annotations") or {})}
-    return any(p["spec"].get("nodeName") and p["spec"]["nodeName"] not in fake
-               and any(c.get("type") == "Ready" and c.get("status") == "True"
-                       for c in (p.get("status") or {}).get("conditions", []))
-               for p in view.pods)
+    fake = _fake_nodes(view.nodes)
+    return any(p["spec"].get("nodeName") and p["spec"]["nodeName"] not in fake and _ready_pod(p) for p in view.pods)
 
 
 def _watch(cluster: Any, operator: _InProcessOperator, timeout_s: float) -> float:
