@@ -230,7 +230,7 @@ def test_onnx_sentence_encoder_through_io_binding_answers_the_same(models: Path)
 
     def build(bound: bool) -> OrtSentenceModel:
         return OrtSentenceModel("m", "1", models / "bge-onnx", precision=Precision.FP32, max_batch_size=8,
-                                threads=1, pooling="cls", io_binding=bound)
+                                threads=1, io_binding=bound)
 
     plain, bound = build(False), build(True)
     assert bound.describe()["io_binding"] == "cpu"

@@ -204,8 +204,7 @@ def _max_positions(weights: Path) -> int:
 class OrtSentenceModel(TextEncoder):
     def __init__(self, name: str, version: str, weights: Path, *, precision: Precision, max_batch_size: int,
                  max_sequence_length: int = 256, normalize: bool = True, threads: int = 0,
-                 spinning: bool = False, device: Device | None = None, pooling: str = "",
-                 io_binding: bool | None = None) -> None:
+                 spinning: bool = False, device: Device | None = None, io_binding: bool = False) -> None:
         device = device or Device("cpu")
         if device.type == "cuda" and precision is not Precision.FP32:
             raise SourceError(Reason.PRECISION_UNSUPPORTED, (
@@ -241,7 +240,7 @@ class OrtSentenceModel(TextEncoder):
         self.graph_path = graph if isinstance(graph, Path) else None
         self.session = ort.InferenceSession(str(graph) if isinstance(graph, Path) else graph, options,
                                             providers=providers)
-        self.pooling = pooling or "mean"
+        self.pooling = "mean"  # of token states, unless the folder's modules.json says otherwise
         hidden = self._read_graph(weights)
         super().__init__(embedding_metadata(name, version, hidden, max_batch_size))
         self.int8_cosine: float | None = None
@@ -312,9 +311,6 @@ class OrtSentenceModel(TextEncoder):
                     f"of {', '.join(POOLINGS)} and no dense layers: serve it with engine eager (torch)"))
             if st is not None:
                 self.pooling = st.pooling[0]
-        if self.pooling not in POOLINGS:
-            raise SourceError(Reason.FORMAT_MISMATCH, f"model {self._name}: pooling {self.pooling!r} is not one of "
-                              f"{', '.join(POOLINGS)}")
         width = chosen.shape[-1]
         if isinstance(width, int) and width > 0:
             return width
